@@ -1,0 +1,56 @@
+//! CVE-2019-5736: a container must never be able to overwrite the runtime's binary.
+//!
+//! While yunc sets a container up, its process is visible inside the container (e.g. during
+//! exec, or when no pid namespace is used) and `/proc/PID/exe` points at the binary on the
+//! host. A malicious container could open it and write to it once yunc exits. So before
+//! running any code that enters a container, yunc re-executes itself from a sealed memfd
+//! copy: `/proc/PID/exe` then names an anonymous, immutable file.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use anyhow::{Context, Result};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+
+const SEALS: libc::c_int =
+    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// Whether this process already runs from a sealed copy.
+pub fn is_cloned() -> bool {
+    let Ok(exe) = File::open("/proc/self/exe") else {
+        return false;
+    };
+    // SAFETY: F_GET_SEALS only reads the seals of the file.
+    let seals = unsafe { libc::fcntl(exe.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & SEALS == SEALS
+}
+
+/// Re-exec from a sealed memfd copy of our own binary unless already done. Returns only if
+/// already cloned (or on error).
+pub fn ensure() -> Result<()> {
+    if is_cloned() {
+        return Ok(());
+    }
+    let mut exe = File::open("/proc/self/exe").context("open /proc/self/exe")?;
+    let fd = memfd_create(c"yunc", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .context("memfd_create")?;
+    let mut copy = File::from(fd);
+    std::io::copy(&mut exe, &mut copy).context("copy the runtime binary")?;
+    // SAFETY: F_ADD_SEALS only adds seals to the memfd we own.
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("seal the runtime copy");
+    }
+    let args: Vec<std::ffi::CString> = std::env::args_os()
+        .map(|a| std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())))
+        .collect::<Result<_, _>>()?;
+    let env: Vec<std::ffi::CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = std::os::unix::ffi::OsStrExt::as_bytes(k.as_os_str()).to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()));
+            std::ffi::CString::new(kv)
+        })
+        .collect::<Result<_, _>>()?;
+    let err = nix::unistd::fexecve(&copy, &args, &env).unwrap_err();
+    Err(err).context("re-exec the runtime from its sealed copy")
+}

@@ -1,0 +1,237 @@
+//! The container's root filesystem: mounts, devices, pivot_root, masked and read-only paths.
+//!
+//! Runs in the container's init, inside its new mount namespace, in three steps around the
+//! hooks: `prepare` (before createContainer hooks), `enter` (pivot_root), `finish` (after).
+
+pub mod copy;
+pub mod devices;
+pub mod mounts;
+pub mod path;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use oci_spec::runtime::Spec;
+
+pub use mounts::{parse_mount_options, propagation_flag};
+use path::{fd_path, Root};
+
+/// What `prepare` needs besides the spec.
+pub struct Plan<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub in_userns: bool,
+    pub cgroup_sources: Vec<(String, PathBuf, String)>,
+}
+
+/// Mount everything the config asks for under the rootfs and populate /dev.
+pub fn prepare(plan: &Plan) -> Result<()> {
+    let linux = plan.spec.linux().as_ref();
+    // Stop our mounts from propagating back to the host (and the host's to us, unless asked).
+    let prop = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
+        Some(p) => propagation_flag(p)?,
+        None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    };
+    mount(None::<&str>, "/", None::<&str>, prop | MsFlags::MS_REC, None::<&str>)
+        .context("set propagation of /")?;
+    make_parent_private(plan.rootfs)?;
+    // pivot_root needs the new root to be a mount point.
+    mount(
+        Some(plan.rootfs),
+        plan.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("bind rootfs onto itself")?;
+
+    let root = Root::open(plan.rootfs)?;
+    let ctx = mounts::MountContext {
+        root: &root,
+        bundle: plan.bundle,
+        in_userns: plan.in_userns,
+        cgroup_sources: &plan.cgroup_sources,
+    };
+    let list = plan.spec.mounts().clone().unwrap_or_default();
+    for (i, m) in list.iter().enumerate() {
+        mounts::mount_entry(&ctx, m)
+            .with_context(|| format!("mounts[{i}] ({})", m.destination().display()))?;
+    }
+
+    // A /dev bound from the host already has its devices; a fresh one gets the defaults.
+    let dev_is_bind = list.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind"))
+    });
+    let config_devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
+    if !dev_is_bind {
+        for node in devices::defaults() {
+            if config_devices.iter().any(|d| d.path() == &node.path) {
+                continue;
+            }
+            devices::create(&root, &node, plan.in_userns)?;
+        }
+        let has_devpts = list
+            .iter()
+            .any(|m| m.destination() == Path::new("/dev/pts"));
+        devices::create_links(&root, has_devpts)?;
+    }
+    for (i, d) in config_devices.iter().enumerate() {
+        devices::create(&root, &devices::Node::from_spec(d), plan.in_userns)
+            .with_context(|| format!("linux.devices[{i}]"))?;
+    }
+    Ok(())
+}
+
+/// pivot_root needs the mount holding the new root to be non-shared.
+fn make_parent_private(rootfs: &Path) -> Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
+    let mut best: Option<(PathBuf, bool)> = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(mp) = fields.get(4) else { continue };
+        let mp = unescape(mp);
+        if rootfs.starts_with(&mp)
+            && best
+                .as_ref()
+                .is_none_or(|(b, _)| mp.as_os_str().len() >= b.as_os_str().len())
+        {
+            let shared = fields[6..]
+                .iter()
+                .take_while(|f| **f != "-")
+                .any(|f| f.starts_with("shared:"));
+            best = Some((mp, shared));
+        }
+    }
+    if let Some((mp, true)) = best {
+        mount(None::<&str>, &mp, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+            .with_context(|| format!("make {} private", mp.display()))?;
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Make the rootfs the process's `/`: pivot_root, or with `no_pivot` (a root on ramfs
+/// cannot be pivoted) move it over / and chroot, like runc's --no-pivot.
+pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
+    if no_pivot {
+        nix::unistd::chdir(rootfs).context("chdir rootfs")?;
+        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .context("move rootfs to /")?;
+        nix::unistd::chroot(".").context("chroot")?;
+        nix::unistd::chdir("/").context("chdir /")?;
+        return Ok(());
+    }
+    let old = nix::fcntl::open("/", OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .context("open /")?;
+    let new = nix::fcntl::open(rootfs, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .context("open rootfs")?;
+    nix::unistd::fchdir(&new).context("fchdir rootfs")?;
+    // pivot_root(".", ".") stacks the old root on top of the new one; no put_old directory
+    // is needed inside the image.
+    nix::unistd::pivot_root(".", ".").context("pivot_root")?;
+    nix::unistd::fchdir(&old).context("fchdir old root")?;
+    // The old root must not propagate the unmount to the host.
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .context("make old root slave")?;
+    umount2(".", MntFlags::MNT_DETACH).context("unmount old root")?;
+    nix::unistd::chdir("/").context("chdir /")?;
+    Ok(())
+}
+
+/// After pivot_root: masked paths, read-only paths, read-only /dev and root, sysctls.
+pub fn finish(spec: &Spec) -> Result<()> {
+    let root = Root::open(Path::new("/"))?;
+    let linux = spec.linux().as_ref();
+    for p in linux.and_then(|l| l.masked_paths().clone()).unwrap_or_default() {
+        mask(&root, Path::new(&p)).with_context(|| format!("linux.maskedPaths: {p}"))?;
+    }
+    for p in linux.and_then(|l| l.readonly_paths().clone()).unwrap_or_default() {
+        readonly(&root, Path::new(&p)).with_context(|| format!("linux.readonlyPaths: {p}"))?;
+    }
+    for (key, value) in linux.and_then(|l| l.sysctl().clone()).unwrap_or_default() {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).with_context(|| format!("linux.sysctl[{key:?}]"))?;
+    }
+    let dev_ro = spec.mounts().iter().flatten().any(|m| {
+        m.destination() == Path::new("/dev") && m.options().iter().flatten().any(|o| o == "ro")
+    });
+    if dev_ro {
+        mounts::remount(&root, Path::new("/dev"), MsFlags::MS_RDONLY)?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        mounts::remount(&root, Path::new("/"), MsFlags::MS_RDONLY | MsFlags::MS_REC)
+            .context("root.readonly")?;
+    }
+    Ok(())
+}
+
+fn mask(root: &Root, p: &Path) -> Result<()> {
+    let fd = match root.open_with(p, OFlag::O_PATH | OFlag::O_NOFOLLOW) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let is_dir = nix::sys::stat::fstat(&fd)?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let res = if is_dir {
+        mount(Some("tmpfs"), fd_path(&fd).as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+    } else {
+        mount(Some("/dev/null"), fd_path(&fd).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+    };
+    res.context("mask")
+}
+
+fn readonly(root: &Root, p: &Path) -> Result<()> {
+    let fd = match root.open_path(p) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    mount(
+        Some(fd_path(&fd).as_str()),
+        fd_path(&fd).as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("bind")?;
+    mounts::remount(
+        root,
+        p,
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_REC,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unescape_mountinfo() {
+        assert_eq!(super::unescape("/a\\040b"), std::path::Path::new("/a b"));
+        assert_eq!(super::unescape("/plain"), std::path::Path::new("/plain"));
+    }
+}

@@ -1,0 +1,68 @@
+//! `yun …`: the cloud's own command line.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "yun", version, about = "yun: a cloud in one binary")]
+struct Yun {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The OCI runtime (same command line as `yunc`, like runc's).
+    #[command(disable_help_flag = true)]
+    Runtime {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Write an OCI bundle running CMD on the built-in busybox image (offline).
+    Bundle {
+        /// The bundle directory to create.
+        dir: PathBuf,
+        /// Build the image here once and share it between bundles (root.path points to it).
+        #[arg(long)]
+        rootfs: Option<PathBuf>,
+        /// Command and arguments (default: sh).
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
+}
+
+pub fn main(args: Vec<OsString>) -> i32 {
+    let cli = match Yun::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("yun: {e:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: Yun) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Runtime { args } => {
+            let mut argv = vec![OsString::from("yunc")];
+            argv.extend(args);
+            Ok(crate::yunc::main(argv))
+        }
+        Cmd::Bundle { dir, rootfs, cmd } => {
+            let cmd = if cmd.is_empty() { vec!["sh".to_string()] } else { cmd };
+            yun_runtime::bundle::create_busybox_bundle(&dir, &cmd, rootfs.as_deref())?;
+            println!("{}", dir.display());
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(yun::main_from_args(std::env::args_os().collect()));
+}
