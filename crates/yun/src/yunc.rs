@@ -239,6 +239,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
     };
     match dispatch(cli) {
         Ok(code) => code,
+        // A reader that went away (`yunc events | head`) is not our failure.
+        Err(e)
+            if e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            0
+        }
         Err(e) => {
             let msg = format!("{e:#}");
             if to_file {

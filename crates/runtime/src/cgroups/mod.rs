@@ -9,6 +9,8 @@
 //! do not depend on the cgroup version, `v1`/`v2` validate against the host and write limits,
 //! `stats` reads usage in runc's `events --stats` layout.
 
+mod devices;
+mod freezer;
 mod path;
 mod stats;
 mod v1;
@@ -28,8 +30,8 @@ use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
 pub use stats::{
-    Blkio, BlkioEntry, Cpu, CpuSet, CpuUsage, Hugetlb, IntelRdt, Memory, MemoryEntry, Pids,
-    Stats, Throttling,
+    Blkio, BlkioEntry, Cpu, CpuSet, CpuUsage, Hugetlb, IntelRdt, Memory, MemoryEntry, Pids, Stats,
+    Throttling,
 };
 pub use v2::shares_to_weight;
 
@@ -46,11 +48,9 @@ pub enum Mode {
 /// v1 or v2, decided once per process: the layout cannot change under a running runtime.
 pub fn detect_mode() -> Mode {
     static MODE: OnceLock<Mode> = OnceLock::new();
-    *MODE.get_or_init(|| {
-        match nix::sys::statfs::statfs("/sys/fs/cgroup") {
-            Ok(st) if st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => Mode::V2,
-            _ => Mode::V1,
-        }
+    *MODE.get_or_init(|| match nix::sys::statfs::statfs("/sys/fs/cgroup") {
+        Ok(st) if st.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC => Mode::V2,
+        _ => Mode::V1,
     })
 }
 
@@ -227,25 +227,18 @@ impl Manager {
         path::procs_recursive(self.procs_dir()?)
     }
 
+    /// Freeze every process of the container and wait until the kernel reports it frozen
+    /// (error after a timeout, leaving the container thawed).
     pub fn freeze(&self) -> Result<()> {
-        match self.state.mode {
-            Mode::V1 => v1::freeze(self),
-            Mode::V2 => v2::freeze(self),
-        }
+        freezer::set(self, true)
     }
 
     pub fn thaw(&self) -> Result<()> {
-        match self.state.mode {
-            Mode::V1 => v1::thaw(self),
-            Mode::V2 => v2::thaw(self),
-        }
+        freezer::set(self, false)
     }
 
     pub fn is_frozen(&self) -> Result<bool> {
-        match self.state.mode {
-            Mode::V1 => v1::is_frozen(self),
-            Mode::V2 => v2::is_frozen(self),
-        }
+        freezer::is_frozen(self)
     }
 
     /// How many processes the OOM killer has killed in this cgroup.

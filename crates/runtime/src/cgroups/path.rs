@@ -40,7 +40,9 @@ pub fn resolve(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf> {
             Component::Normal(part) => clean.push(part),
             // ".." could climb out of the hierarchy (or into another container's cgroup).
             Component::ParentDir => {
-                bail!("linux.cgroupsPath: {text:?} contains a \"..\" component, which is not allowed")
+                bail!(
+                    "linux.cgroupsPath: {text:?} contains a \"..\" component, which is not allowed"
+                )
             }
             Component::Prefix(_) => bail!("linux.cgroupsPath: {text:?} is not a Linux path"),
         }

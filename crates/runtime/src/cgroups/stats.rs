@@ -58,7 +58,11 @@ pub struct Blkio {
     pub io_service_bytes_recursive: Vec<BlkioEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub io_serviced_recursive: Vec<BlkioEntry>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "ioQueueRecursive")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        rename = "ioQueueRecursive"
+    )]
     pub io_queued_recursive: Vec<BlkioEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub io_service_time_recursive: Vec<BlkioEntry>,
@@ -212,7 +216,11 @@ fn clock_ticks() -> u64 {
 /// Hugepage sizes of this host as cgroup file names use them ("2MB", "1GB").
 fn hugepage_sizes() -> Vec<String> {
     let mut sizes = Vec::new();
-    for entry in fs::read_dir("/sys/kernel/mm/hugepages").into_iter().flatten().flatten() {
+    for entry in fs::read_dir("/sys/kernel/mm/hugepages")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(kb) = name
             .strip_prefix("hugepages-")
@@ -369,10 +377,22 @@ fn pids(d: &Path) -> Pids {
 fn blkio_v1(d: &Path) -> Blkio {
     let mut b = Blkio::default();
     let groups: [[&str; 2]; 4] = [
-        ["blkio.bfq.io_serviced_recursive", "blkio.bfq.io_service_bytes_recursive"],
-        ["blkio.io_serviced_recursive", "blkio.io_service_bytes_recursive"],
-        ["blkio.throttle.io_serviced_recursive", "blkio.throttle.io_service_bytes_recursive"],
-        ["blkio.throttle.io_serviced", "blkio.throttle.io_service_bytes"],
+        [
+            "blkio.bfq.io_serviced_recursive",
+            "blkio.bfq.io_service_bytes_recursive",
+        ],
+        [
+            "blkio.io_serviced_recursive",
+            "blkio.io_service_bytes_recursive",
+        ],
+        [
+            "blkio.throttle.io_serviced_recursive",
+            "blkio.throttle.io_service_bytes_recursive",
+        ],
+        [
+            "blkio.throttle.io_serviced",
+            "blkio.throttle.io_service_bytes",
+        ],
     ];
     for [serviced, bytes] in groups {
         match blkio_entries(&d.join(serviced)) {
@@ -388,8 +408,14 @@ fn blkio_v1(d: &Path) -> Blkio {
         // The CFQ-only detail files, when this kernel still has them.
         let extra = [
             ("blkio.io_queued_recursive", &mut b.io_queued_recursive),
-            ("blkio.io_service_time_recursive", &mut b.io_service_time_recursive),
-            ("blkio.io_wait_time_recursive", &mut b.io_wait_time_recursive),
+            (
+                "blkio.io_service_time_recursive",
+                &mut b.io_service_time_recursive,
+            ),
+            (
+                "blkio.io_wait_time_recursive",
+                &mut b.io_wait_time_recursive,
+            ),
             ("blkio.io_merged_recursive", &mut b.io_merged_recursive),
             ("blkio.time_recursive", &mut b.io_time_recursive),
             ("blkio.sectors_recursive", &mut b.sectors_recursive),
@@ -467,7 +493,10 @@ pub fn collect_v2(m: &Manager) -> Result<Stats> {
     if d.join("pids.current").exists() {
         s.pids = pids(d);
     }
-    for line in fs::read_to_string(d.join("io.stat")).unwrap_or_default().lines() {
+    for line in fs::read_to_string(d.join("io.stat"))
+        .unwrap_or_default()
+        .lines()
+    {
         io_stat_line(line, &mut s.blkio);
     }
     hugetlb_v2(d, &mut s.hugetlb);
@@ -537,7 +566,10 @@ mod tests {
     #[test]
     fn blkio_and_io_stat_parsing() {
         let mut b = Blkio::default();
-        io_stat_line("8:16 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0", &mut b);
+        io_stat_line(
+            "8:16 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0",
+            &mut b,
+        );
         assert_eq!(b.io_service_bytes_recursive.len(), 2);
         assert_eq!(b.io_service_bytes_recursive[0].value, 4096);
         assert_eq!(b.io_serviced_recursive[0].op, "Read");

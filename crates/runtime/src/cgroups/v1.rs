@@ -1,34 +1,13 @@
 //! cgroup v1: one hierarchy per controller (or a few co-mounted), each with its own files.
 
 use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use oci_spec::runtime::{
-    LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxDeviceType, LinuxMemory, LinuxResources,
-};
+use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
-use super::{path, read_trimmed, set, v2, write_file, HierarchyState, Manager};
+use super::{devices, path, read_trimmed, set, v2, write_file, HierarchyState, Manager};
 
 const MEMSW_LIMIT: &str = "memory.memsw.limit_in_bytes";
-/// How long freeze/thaw wait for the kernel to settle before giving up.
-const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Devices every container gets on top of its config rules (the OCI runtime spec's default
-/// devices plus /dev/net/tun, as runc allows).
-pub const DEFAULT_DEVICE_RULES: [&str; 10] = [
-    "c 1:3 rwm",   // /dev/null
-    "c 1:5 rwm",   // /dev/zero
-    "c 1:7 rwm",   // /dev/full
-    "c 1:8 rwm",   // /dev/random
-    "c 1:9 rwm",   // /dev/urandom
-    "c 5:0 rwm",   // /dev/tty
-    "c 5:1 rwm",   // /dev/console
-    "c 5:2 rwm",   // /dev/ptmx
-    "c 136:* rwm", // /dev/pts/*
-    "c 10:200 rwm", // /dev/net/tun
-];
 
 /// mkdir in one v1 hierarchy. A new cpuset directory starts with empty cpus/mems, and the
 /// kernel refuses tasks (and children) until both are set, so copy them down from the parent.
@@ -95,13 +74,21 @@ fn needs(res: &LinuxResources) -> Vec<(String, &'static str, Vec<String>)> {
             need("memory.limit", "memory", &["memory.limit_in_bytes"]);
         }
         if set(m.reservation()) {
-            need("memory.reservation", "memory", &["memory.soft_limit_in_bytes"]);
+            need(
+                "memory.reservation",
+                "memory",
+                &["memory.soft_limit_in_bytes"],
+            );
         }
         if set(m.swap()) {
             need("memory.swap", "memory", &[MEMSW_LIMIT]);
         }
         if set(m.kernel_tcp()) {
-            need("memory.kernelTCP", "memory", &["memory.kmem.tcp.limit_in_bytes"]);
+            need(
+                "memory.kernelTCP",
+                "memory",
+                &["memory.kmem.tcp.limit_in_bytes"],
+            );
         }
         if m.swappiness().is_some() {
             need("memory.swappiness", "memory", &["memory.swappiness"]);
@@ -144,7 +131,11 @@ fn needs(res: &LinuxResources) -> Vec<(String, &'static str, Vec<String>)> {
     }
     if let Some(b) = res.block_io() {
         if b.weight().is_some_and(|v| v != 0) {
-            need("blockIO.weight", "blkio", &["blkio.weight", "blkio.bfq.weight"]);
+            need(
+                "blockIO.weight",
+                "blkio",
+                &["blkio.weight", "blkio.bfq.weight"],
+            );
         }
         if b.leaf_weight().is_some_and(|v| v != 0) {
             need("blockIO.leafWeight", "blkio", &["blkio.leaf_weight"]);
@@ -152,7 +143,11 @@ fn needs(res: &LinuxResources) -> Vec<(String, &'static str, Vec<String>)> {
         for (i, wd) in b.weight_device().iter().flatten().enumerate() {
             if wd.weight().is_some() {
                 let f = format!("blockIO.weightDevice[{i}].weight");
-                need(&f, "blkio", &["blkio.weight_device", "blkio.bfq.weight_device"]);
+                need(
+                    &f,
+                    "blkio",
+                    &["blkio.weight_device", "blkio.bfq.weight_device"],
+                );
             }
             if wd.leaf_weight().is_some() {
                 let f = format!("blockIO.weightDevice[{i}].leafWeight");
@@ -165,7 +160,11 @@ fn needs(res: &LinuxResources) -> Vec<(String, &'static str, Vec<String>)> {
             }
         }
     }
-    if res.hugepage_limits().as_ref().is_some_and(|l| !l.is_empty()) {
+    if res
+        .hugepage_limits()
+        .as_ref()
+        .is_some_and(|l| !l.is_empty())
+    {
         need("hugepageLimits", "hugetlb", &[]);
     }
     if let Some(n) = res.network() {
@@ -260,7 +259,7 @@ pub fn apply(m: &Manager, res: &LinuxResources) -> Result<()> {
     if let Some(cpu) = res.cpu() {
         apply_cpuset(m, cpu)?;
     }
-    apply_devices(m, res.devices().as_deref().unwrap_or_default())?;
+    devices::apply_v1(m, res.devices().as_deref().unwrap_or_default())?;
     if let Some(mem) = res.memory() {
         apply_memory(m, mem)?;
     }
@@ -269,7 +268,12 @@ pub fn apply(m: &Manager, res: &LinuxResources) -> Result<()> {
     }
     if let Some(p) = res.pids() {
         let dir = need(m, "pids", "linux.resources.pids.limit")?;
-        set(dir, "pids.max", &pids_max(p.limit()), "linux.resources.pids.limit")?;
+        set(
+            dir,
+            "pids.max",
+            &pids_max(p.limit()),
+            "linux.resources.pids.limit",
+        )?;
     }
     if let Some(b) = res.block_io() {
         apply_blkio(m, b)?;
@@ -278,7 +282,12 @@ pub fn apply(m: &Manager, res: &LinuxResources) -> Result<()> {
         let field = format!("linux.resources.hugepageLimits[{i}]");
         let dir = need(m, "hugetlb", &field)?;
         let limit = h.limit().to_string();
-        set(dir, &format!("hugetlb.{}.limit_in_bytes", h.page_size()), &limit, &field)?;
+        set(
+            dir,
+            &format!("hugetlb.{}.limit_in_bytes", h.page_size()),
+            &limit,
+            &field,
+        )?;
         // Reservation limits also cover pages reserved by mmap but not yet faulted in.
         let rsvd = format!("hugetlb.{}.rsvd.limit_in_bytes", h.page_size());
         if dir.join(&rsvd).exists() {
@@ -288,12 +297,22 @@ pub fn apply(m: &Manager, res: &LinuxResources) -> Result<()> {
     if let Some(n) = res.network() {
         if let Some(id) = n.class_id() {
             let field = "linux.resources.network.classID";
-            set(need(m, "net_cls", field)?, "net_cls.classid", &id.to_string(), field)?;
+            set(
+                need(m, "net_cls", field)?,
+                "net_cls.classid",
+                &id.to_string(),
+                field,
+            )?;
         }
         for p in n.priorities().iter().flatten() {
             let field = "linux.resources.network.priorities";
             let value = format!("{} {}", p.name(), p.priority());
-            set(need(m, "net_prio", field)?, "net_prio.ifpriomap", &value, field)?;
+            set(
+                need(m, "net_prio", field)?,
+                "net_prio.ifpriomap",
+                &value,
+                field,
+            )?;
         }
     }
     if let Some(rdma) = res.rdma() {
@@ -333,59 +352,6 @@ fn apply_cpuset(m: &Manager, cpu: &LinuxCpu) -> Result<()> {
     Ok(())
 }
 
-/// The devices cgroup line for one config rule: `Some((allow, "c 1:3 rwm"))`, or None for rules
-/// the devices cgroup cannot express (FIFOs, which it never checks anyway).
-pub fn device_rule(rule: &LinuxDeviceCgroup) -> Option<(bool, String)> {
-    let typ = match rule.typ().unwrap_or_default() {
-        LinuxDeviceType::A => "a",
-        LinuxDeviceType::B => "b",
-        // 'u' (unbuffered character device) is a character device to the kernel.
-        LinuxDeviceType::C | LinuxDeviceType::U => "c",
-        LinuxDeviceType::P => return None,
-    };
-    let num = |n: Option<i64>| match n {
-        Some(n) if n >= 0 => n.to_string(),
-        _ => "*".to_string(),
-    };
-    let (major, minor) = (
-        rule.major().filter(|n| *n >= 0),
-        rule.minor().filter(|n| *n >= 0),
-    );
-    // "a" alone means every device with every access, which is what a wildcard rule asks for.
-    if typ == "a" && major.is_none() && minor.is_none() {
-        return Some((rule.allow(), "a".to_string()));
-    }
-    let access = rule
-        .access()
-        .as_deref()
-        .filter(|a| !a.is_empty())
-        .unwrap_or("rwm");
-    Some((
-        rule.allow(),
-        format!("{typ} {}:{} {access}", num(major), num(minor)),
-    ))
-}
-
-fn apply_devices(m: &Manager, rules: &[LinuxDeviceCgroup]) -> Result<()> {
-    let Some(h) = m.hierarchy("devices") else {
-        if !rules.is_empty() {
-            bail!("linux.resources.devices: the devices controller is not available on this host");
-        }
-        return Ok(());
-    };
-    for (i, rule) in rules.iter().enumerate() {
-        let field = format!("linux.resources.devices[{i}]");
-        if let Some((allow, line)) = device_rule(rule) {
-            let file = if allow { "devices.allow" } else { "devices.deny" };
-            set(&h.dir, file, &line, &field)?;
-        }
-    }
-    for line in DEFAULT_DEVICE_RULES {
-        set(&h.dir, "devices.allow", line, "default device rules")?;
-    }
-    Ok(())
-}
-
 fn apply_memory(m: &Manager, mem: &LinuxMemory) -> Result<()> {
     // Go-based tools write 0 for "not set"; runc treats it that way, so do we.
     let nonzero = |v: Option<i64>| v.filter(|v| *v != 0);
@@ -404,9 +370,22 @@ fn apply_memory(m: &Manager, mem: &LinuxMemory) -> Result<()> {
     if limit == Some(-1) && swap.is_none() && dir.join(MEMSW_LIMIT).exists() {
         swap = Some(-1);
     }
-    let write_limit =
-        |v: i64| set(dir, "memory.limit_in_bytes", &v.to_string(), "linux.resources.memory.limit");
-    let write_swap = |v: i64| set(dir, MEMSW_LIMIT, &v.to_string(), "linux.resources.memory.swap");
+    let write_limit = |v: i64| {
+        set(
+            dir,
+            "memory.limit_in_bytes",
+            &v.to_string(),
+            "linux.resources.memory.limit",
+        )
+    };
+    let write_swap = |v: i64| {
+        set(
+            dir,
+            MEMSW_LIMIT,
+            &v.to_string(),
+            "linux.resources.memory.swap",
+        )
+    };
     match (limit, swap) {
         (Some(l), Some(s)) => {
             // The kernel keeps memsw >= memory at every step: raise memsw first when growing,
@@ -470,9 +449,9 @@ fn apply_cpu(m: &Manager, cpu: &LinuxCpu) -> Result<()> {
     if !any {
         return Ok(());
     }
-    let h = m
-        .hierarchy("cpu")
-        .ok_or_else(|| anyhow!("linux.resources.cpu: the cpu controller is not available on this host"))?;
+    let h = m.hierarchy("cpu").ok_or_else(|| {
+        anyhow!("linux.resources.cpu: the cpu controller is not available on this host")
+    })?;
     let dir = h.dir.as_path();
     if rt_period.is_some() || rt_runtime.is_some() {
         // A child's real-time budget must fit in its parent's, and a directory we just made
@@ -480,26 +459,57 @@ fn apply_cpu(m: &Manager, cpu: &LinuxCpu) -> Result<()> {
         let ancestors = h.created.iter().filter(|c| c.as_path() != dir);
         for d in ancestors.map(|p| p.as_path()).chain([dir]) {
             if let Some(p) = rt_period {
-                set(d, "cpu.rt_period_us", &p.to_string(), "linux.resources.cpu.realtimePeriod")?;
+                set(
+                    d,
+                    "cpu.rt_period_us",
+                    &p.to_string(),
+                    "linux.resources.cpu.realtimePeriod",
+                )?;
             }
             if let Some(r) = rt_runtime {
-                set(d, "cpu.rt_runtime_us", &r.to_string(), "linux.resources.cpu.realtimeRuntime")?;
+                set(
+                    d,
+                    "cpu.rt_runtime_us",
+                    &r.to_string(),
+                    "linux.resources.cpu.realtimeRuntime",
+                )?;
             }
         }
     }
     if let Some(s) = cpu.shares().filter(|v| *v != 0) {
-        set(dir, "cpu.shares", &s.to_string(), "linux.resources.cpu.shares")?;
+        set(
+            dir,
+            "cpu.shares",
+            &s.to_string(),
+            "linux.resources.cpu.shares",
+        )?;
     }
-    let write_quota =
-        |q: i64| set(dir, "cpu.cfs_quota_us", &q.to_string(), "linux.resources.cpu.quota");
+    let write_quota = |q: i64| {
+        set(
+            dir,
+            "cpu.cfs_quota_us",
+            &q.to_string(),
+            "linux.resources.cpu.quota",
+        )
+    };
     let mut quota_done = false;
     if let Some(p) = period {
         // A shorter period can break the parent's quota/period ratio until the new quota is
         // in; then write the quota first.
-        if let Err(e) = set(dir, "cpu.cfs_period_us", &p.to_string(), "linux.resources.cpu.period") {
+        if let Err(e) = set(
+            dir,
+            "cpu.cfs_period_us",
+            &p.to_string(),
+            "linux.resources.cpu.period",
+        ) {
             let Some(q) = quota else { return Err(e) };
             write_quota(q)?;
-            set(dir, "cpu.cfs_period_us", &p.to_string(), "linux.resources.cpu.period")?;
+            set(
+                dir,
+                "cpu.cfs_period_us",
+                &p.to_string(),
+                "linux.resources.cpu.period",
+            )?;
             quota_done = true;
         }
     }
@@ -507,7 +517,12 @@ fn apply_cpu(m: &Manager, cpu: &LinuxCpu) -> Result<()> {
         write_quota(q)?;
     }
     if let Some(b) = cpu.burst() {
-        set(dir, "cpu.cfs_burst_us", &b.to_string(), "linux.resources.cpu.burst")?;
+        set(
+            dir,
+            "cpu.cfs_burst_us",
+            &b.to_string(),
+            "linux.resources.cpu.burst",
+        )?;
     }
     if let Some(i) = cpu.idle() {
         set(dir, "cpu.idle", &i.to_string(), "linux.resources.cpu.idle")?;
@@ -531,7 +546,12 @@ fn apply_blkio(m: &Manager, b: &LinuxBlockIo) -> Result<()> {
     }
     if let Some(w) = b.leaf_weight().filter(|v| *v != 0) {
         let field = "linux.resources.blockIO.leafWeight";
-        set(need(m, "blkio", field)?, "blkio.leaf_weight", &w.to_string(), field)?;
+        set(
+            need(m, "blkio", field)?,
+            "blkio.leaf_weight",
+            &w.to_string(),
+            field,
+        )?;
     }
     for (i, wd) in b.weight_device().iter().flatten().enumerate() {
         let field = format!("linux.resources.blockIO.weightDevice[{i}]");
@@ -556,99 +576,9 @@ fn apply_blkio(m: &Manager, b: &LinuxBlockIo) -> Result<()> {
     Ok(())
 }
 
-fn freezer_state(m: &Manager) -> Result<std::path::PathBuf> {
-    m.hierarchy("freezer")
-        .map(|h| h.dir.join("freezer.state"))
-        .ok_or_else(|| anyhow!("the freezer controller is not available on this host"))
-}
-
-/// Write `target` and wait until freezer.state reads it back.
-fn set_freezer(m: &Manager, target: &str) -> Result<()> {
-    let file = freezer_state(m)?;
-    let deadline = Instant::now() + FREEZE_TIMEOUT;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        // Rewriting is deliberate: a freeze that races with a fork can stall in FREEZING, and a
-        // fresh write makes the kernel try the stragglers again.
-        write_file(&file, target)?;
-        let state = read_trimmed(&file)?;
-        if state == target {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            if target == "FROZEN" {
-                // Do not leave the container half-frozen.
-                let _ = write_file(&file, "THAWED");
-            }
-            bail!(
-                "{}: still {state} after {:?} waiting for {target}",
-                file.display(),
-                FREEZE_TIMEOUT
-            );
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
-
-pub fn freeze(m: &Manager) -> Result<()> {
-    set_freezer(m, "FROZEN")
-}
-
-pub fn thaw(m: &Manager) -> Result<()> {
-    set_freezer(m, "THAWED")
-}
-
-pub fn is_frozen(m: &Manager) -> Result<bool> {
-    let Ok(file) = freezer_state(m) else {
-        return Ok(false);
-    };
-    Ok(read_trimmed(&file)? == "FROZEN")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::LinuxDeviceCgroupBuilder;
-
-    fn rule(allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
-        let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
-        if let Some(m) = major {
-            b = b.major(m);
-        }
-        if let Some(m) = minor {
-            b = b.minor(m);
-        }
-        b.build().unwrap()
-    }
-
-    #[test]
-    fn device_rule_formatting() {
-        use LinuxDeviceType::*;
-        assert_eq!(device_rule(&rule(false, A, None, None, "rwm")), Some((false, "a".into())));
-        assert_eq!(device_rule(&rule(true, A, None, None, "rwm")), Some((true, "a".into())));
-        assert_eq!(
-            device_rule(&rule(true, C, Some(1), Some(3), "rwm")),
-            Some((true, "c 1:3 rwm".into()))
-        );
-        assert_eq!(
-            device_rule(&rule(true, C, Some(136), None, "rw")),
-            Some((true, "c 136:* rw".into()))
-        );
-        assert_eq!(
-            device_rule(&rule(false, B, None, Some(-1), "m")),
-            Some((false, "b *:* m".into()))
-        );
-        assert_eq!(
-            device_rule(&rule(true, U, Some(4), Some(1), "")),
-            Some((true, "c 4:1 rwm".into()))
-        );
-        assert_eq!(device_rule(&rule(true, P, Some(4), Some(1), "r")), None);
-        assert_eq!(
-            device_rule(&rule(true, A, Some(4), None, "r")),
-            Some((true, "a 4:* r".into()))
-        );
-    }
 
     #[test]
     fn pids_limit_formatting() {

@@ -4,15 +4,11 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxRdma, LinuxResources};
 
 use super::{path, read_trimmed, write_file, HierarchyState, Manager};
-
-const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// cgroup v1 cpu.shares (2..262144) to v2 cpu.weight (1..10000), the mapping runc and crun
 /// use so the same config gives the same relative weights on both versions.
@@ -75,12 +71,15 @@ pub fn create(h: &mut HierarchyState) -> Result<()> {
     if let Err(e) = enable_controllers(h, &all) {
         // Typically EBUSY from an ancestor that holds processes itself (the v2 "no internal
         // processes" rule). Settings that need the missing controller fail later, by name.
-        tracing::warn!("cgroup {}: not every controller could be enabled: {e:#}", h.dir.display());
+        tracing::warn!(
+            "cgroup {}: not every controller could be enabled: {e:#}",
+            h.dir.display()
+        );
     }
     Ok(())
 }
 
-fn unified_dir(m: &Manager) -> Result<&HierarchyState> {
+pub fn unified_dir(m: &Manager) -> Result<&HierarchyState> {
     m.unified()
         .ok_or_else(|| anyhow!("no cgroup2 hierarchy is mounted"))
 }
@@ -122,7 +121,10 @@ pub fn validate(m: &Manager, res: &LinuxResources) -> Result<()> {
     }
     if let Some(b) = res.block_io() {
         if b.leaf_weight().is_some_and(|v| v != 0)
-            || b.weight_device().iter().flatten().any(|w| w.leaf_weight().is_some())
+            || b.weight_device()
+                .iter()
+                .flatten()
+                .any(|w| w.leaf_weight().is_some())
         {
             bail!("linux.resources.blockIO.leafWeight: leaf weights do not exist on cgroup v2");
         }
@@ -130,7 +132,11 @@ pub fn validate(m: &Manager, res: &LinuxResources) -> Result<()> {
             need("blockIO", "io")?;
         }
     }
-    if res.hugepage_limits().as_ref().is_some_and(|l| !l.is_empty()) {
+    if res
+        .hugepage_limits()
+        .as_ref()
+        .is_some_and(|l| !l.is_empty())
+    {
         need("hugepageLimits", "hugetlb")?;
     }
     if let Some(n) = res.network() {
@@ -188,7 +194,12 @@ pub fn apply(m: &Manager, res: &LinuxResources) -> Result<()> {
     for (i, h) in res.hugepage_limits().iter().flatten().enumerate() {
         let field = format!("linux.resources.hugepageLimits[{i}]");
         let limit = h.limit().to_string();
-        set(dir, &format!("hugetlb.{}.max", h.page_size()), &limit, &field)?;
+        set(
+            dir,
+            &format!("hugetlb.{}.max", h.page_size()),
+            &limit,
+            &field,
+        )?;
         let rsvd = format!("hugetlb.{}.rsvd.max", h.page_size());
         if dir.join(&rsvd).exists() {
             set(dir, &rsvd, &limit, &field)?;
@@ -224,7 +235,12 @@ fn apply_memory(dir: &Path, mem: &LinuxMemory) -> Result<()> {
     let nonzero = |v: Option<i64>| v.filter(|v| *v != 0);
     let limit = nonzero(mem.limit());
     if let Some(l) = limit {
-        set(dir, "memory.max", &limit_or_max(l), "linux.resources.memory.limit")?;
+        set(
+            dir,
+            "memory.max",
+            &limit_or_max(l),
+            "linux.resources.memory.limit",
+        )?;
     }
     if let Some(s) = nonzero(mem.swap()) {
         // OCI swap is the v1 memory+swap total; v2 limits swap alone.
@@ -233,13 +249,25 @@ fn apply_memory(dir: &Path, mem: &LinuxMemory) -> Result<()> {
             (s, Some(l)) if l > 0 => (s - l).to_string(),
             _ => bail!("linux.resources.memory.swap: {s} needs a memory limit as well"),
         };
-        set(dir, "memory.swap.max", &value, "linux.resources.memory.swap")?;
+        set(
+            dir,
+            "memory.swap.max",
+            &value,
+            "linux.resources.memory.swap",
+        )?;
     }
     if let Some(r) = nonzero(mem.reservation()) {
-        set(dir, "memory.low", &limit_or_max(r), "linux.resources.memory.reservation")?;
+        set(
+            dir,
+            "memory.low",
+            &limit_or_max(r),
+            "linux.resources.memory.reservation",
+        )?;
     }
     if mem.swappiness().is_some() {
-        tracing::warn!("linux.resources.memory.swappiness is ignored: cgroup v2 has no per-cgroup swappiness");
+        tracing::warn!(
+            "linux.resources.memory.swappiness is ignored: cgroup v2 has no per-cgroup swappiness"
+        );
     }
     if mem.disable_oom_killer() == Some(true) {
         tracing::warn!("linux.resources.memory.disableOOMKiller is ignored: cgroup v2 cannot disable the OOM killer");
@@ -269,7 +297,12 @@ fn apply_cpu(dir: &Path, cpu: &LinuxCpu) -> Result<()> {
         set(dir, "cpu.max", &value, "linux.resources.cpu.quota")?;
     }
     if let Some(b) = cpu.burst() {
-        set(dir, "cpu.max.burst", &b.to_string(), "linux.resources.cpu.burst")?;
+        set(
+            dir,
+            "cpu.max.burst",
+            &b.to_string(),
+            "linux.resources.cpu.burst",
+        )?;
     }
     if let Some(i) = cpu.idle() {
         set(dir, "cpu.idle", &i.to_string(), "linux.resources.cpu.idle")?;
@@ -297,24 +330,55 @@ fn apply_io(dir: &Path, b: &LinuxBlockIo) -> Result<()> {
     };
     if let Some(w) = b.weight().filter(|v| *v != 0) {
         let (file, value) = weight(w);
-        set(dir, file, &value.to_string(), "linux.resources.blockIO.weight")?;
+        set(
+            dir,
+            file,
+            &value.to_string(),
+            "linux.resources.blockIO.weight",
+        )?;
     }
     for (i, wd) in b.weight_device().iter().flatten().enumerate() {
         if let Some(w) = wd.weight() {
             let (file, value) = weight(w);
             let line = format!("{}:{} {value}", wd.major(), wd.minor());
-            set(dir, file, &line, &format!("linux.resources.blockIO.weightDevice[{i}]"))?;
+            set(
+                dir,
+                file,
+                &line,
+                &format!("linux.resources.blockIO.weightDevice[{i}]"),
+            )?;
         }
     }
     for (name, key, list) in [
-        ("throttleReadBpsDevice", "rbps", b.throttle_read_bps_device()),
-        ("throttleWriteBpsDevice", "wbps", b.throttle_write_bps_device()),
-        ("throttleReadIOPSDevice", "riops", b.throttle_read_iops_device()),
-        ("throttleWriteIOPSDevice", "wiops", b.throttle_write_iops_device()),
+        (
+            "throttleReadBpsDevice",
+            "rbps",
+            b.throttle_read_bps_device(),
+        ),
+        (
+            "throttleWriteBpsDevice",
+            "wbps",
+            b.throttle_write_bps_device(),
+        ),
+        (
+            "throttleReadIOPSDevice",
+            "riops",
+            b.throttle_read_iops_device(),
+        ),
+        (
+            "throttleWriteIOPSDevice",
+            "wiops",
+            b.throttle_write_iops_device(),
+        ),
     ] {
         for (i, td) in list.iter().flatten().enumerate() {
             let line = format!("{}:{} {key}={}", td.major(), td.minor(), td.rate());
-            set(dir, "io.max", &line, &format!("linux.resources.blockIO.{name}[{i}]"))?;
+            set(
+                dir,
+                "io.max",
+                &line,
+                &format!("linux.resources.blockIO.{name}[{i}]"),
+            )?;
         }
     }
     Ok(())
@@ -348,47 +412,6 @@ pub fn apply_unified(h: &HierarchyState, unified: &HashMap<String, String>) -> R
     Ok(())
 }
 
-fn frozen_event(dir: &Path) -> Result<bool> {
-    let text = read_trimmed(&dir.join("cgroup.events"))?;
-    Ok(text.lines().any(|l| l.trim() == "frozen 1"))
-}
-
-fn set_frozen(m: &Manager, frozen: bool) -> Result<()> {
-    let dir = unified_dir(m)?.dir.as_path();
-    let file = dir.join("cgroup.freeze");
-    write_file(&file, if frozen { "1" } else { "0" })?;
-    let deadline = Instant::now() + FREEZE_TIMEOUT;
-    let mut pause = Duration::from_millis(1);
-    while frozen_event(dir)? != frozen {
-        if Instant::now() >= deadline {
-            if frozen {
-                // Do not leave the container half-frozen.
-                let _ = write_file(&file, "0");
-            }
-            bail!(
-                "{}: cgroup.events did not report frozen {} within {FREEZE_TIMEOUT:?}",
-                dir.display(),
-                u8::from(frozen)
-            );
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-pub fn freeze(m: &Manager) -> Result<()> {
-    set_frozen(m, true)
-}
-
-pub fn thaw(m: &Manager) -> Result<()> {
-    set_frozen(m, false)
-}
-
-pub fn is_frozen(m: &Manager) -> Result<bool> {
-    frozen_event(&unified_dir(m)?.dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,9 +434,14 @@ mod tests {
 
     #[test]
     fn rdma_formatting() {
-        let mut r = LinuxRdma::default();
-        r.set_hca_handles(Some(2));
-        r.set_hca_objects(Some(2000));
-        assert_eq!(rdma_line("mlx4_0", &r), "mlx4_0 hca_handle=2 hca_object=2000");
+        let r = oci_spec::runtime::LinuxRdmaBuilder::default()
+            .hca_handles(2u32)
+            .hca_objects(2000u32)
+            .build()
+            .unwrap();
+        assert_eq!(
+            rdma_line("mlx4_0", &r),
+            "mlx4_0 hca_handle=2 hca_object=2000"
+        );
     }
 }

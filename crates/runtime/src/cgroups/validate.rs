@@ -11,11 +11,12 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 /// The kernel keeps memory limits in whole pages; anything smaller than one page rounds down
 /// to a limit of 0.
 fn page_size() -> i64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
-        .flatten()
-        .map(i64::from)
-        .unwrap_or(4096)
+        .flatten();
+    // c_long is i64 here but i32 on 32-bit targets, hence the conversion.
+    #[allow(clippy::useless_conversion)]
+    page.map(i64::from).unwrap_or(4096)
 }
 
 /// CFS bandwidth bounds (kernel/sched/core.c): quota at least 1 ms, period 1 ms to 1 s.
@@ -92,7 +93,9 @@ pub fn common(res: &LinuxResources) -> Result<()> {
         }
         if let Some(rt) = cpu.realtime_runtime() {
             if rt < -1 {
-                bail!("linux.resources.cpu.realtimeRuntime: {rt} is negative (use -1 for no limit)");
+                bail!(
+                    "linux.resources.cpu.realtimeRuntime: {rt} is negative (use -1 for no limit)"
+                );
             }
             if let Some(period) = cpu.realtime_period().filter(|p| *p != 0) {
                 if rt > 0 && rt as u64 > period {
@@ -143,7 +146,10 @@ pub fn common(res: &LinuxResources) -> Result<()> {
             ("throttleReadBpsDevice", blkio.throttle_read_bps_device()),
             ("throttleWriteBpsDevice", blkio.throttle_write_bps_device()),
             ("throttleReadIOPSDevice", blkio.throttle_read_iops_device()),
-            ("throttleWriteIOPSDevice", blkio.throttle_write_iops_device()),
+            (
+                "throttleWriteIOPSDevice",
+                blkio.throttle_write_iops_device(),
+            ),
         ] {
             for (i, td) in list.iter().flatten().enumerate() {
                 check_dev(
@@ -215,7 +221,9 @@ pub fn check_device_rule(field: &str, rule: &LinuxDeviceCgroup) -> Result<()> {
 /// A unified key names a file in the container's cgroup directory ("memory.high").
 pub fn check_unified_key(key: &str) -> Result<()> {
     if key.is_empty() || key.contains('/') || key.starts_with('.') || !key.contains('.') {
-        bail!("linux.resources.unified: key {key:?} is not a cgroup file name like \"memory.high\"");
+        bail!(
+            "linux.resources.unified: key {key:?} is not a cgroup file name like \"memory.high\""
+        );
     }
     // Membership is decided by yun (add_pid), not by resource settings.
     if key == "cgroup.procs" || key == "cgroup.threads" {
@@ -299,8 +307,13 @@ mod tests {
         assert!(common(&mem(64 << 20, None)).is_ok());
         assert!(common(&mem(-1, None)).is_ok());
         let e = common(&mem(-2, None)).unwrap_err().to_string();
-        assert!(e.starts_with("linux.resources.memory.limit: -2 is negative"), "{e}");
-        let e = common(&mem(64 << 20, Some(32 << 20))).unwrap_err().to_string();
+        assert!(
+            e.starts_with("linux.resources.memory.limit: -2 is negative"),
+            "{e}"
+        );
+        let e = common(&mem(64 << 20, Some(32 << 20)))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("linux.resources.memory.swap:"), "{e}");
         assert!(common(&mem(64 << 20, Some(128 << 20))).is_ok());
         assert!(common(&mem(64 << 20, Some(-1))).is_ok());

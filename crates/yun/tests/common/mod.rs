@@ -1,0 +1,155 @@
+//! Shared harness for tests that run real containers through the `yunc` binary.
+//!
+//! Every test gets its own state root (`/run/yunc-test-…`) and bundle directory
+//! (`/tmp/yun-test-…`); a guard force-deletes its containers and removes both on drop, so a
+//! failing assertion leaves nothing behind.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value;
+
+pub const YUNC: &str = env!("CARGO_BIN_EXE_yunc");
+pub const YUN: &str = env!("CARGO_BIN_EXE_yun");
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// The busybox image, built once (kept in cargo's test scratch dir) and shared by bundles.
+pub fn shared_rootfs() -> PathBuf {
+    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-rootfs");
+        yun_runtime::bundle::build_busybox_rootfs(&p).expect("build busybox rootfs");
+        p
+    })
+    .clone()
+}
+
+pub struct Env {
+    pub root: PathBuf,
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+impl Env {
+    pub fn new(name: &str) -> Env {
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("{name}-{}-{n}", std::process::id());
+        let dir = PathBuf::from(format!("/tmp/yun-test-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Env {
+            root: PathBuf::from(format!("/run/yunc-test-{tag}")),
+            dir,
+            name: tag,
+        }
+    }
+
+    /// A container id unique to this test run.
+    pub fn id(&self, suffix: &str) -> String {
+        format!("yun-{}-{suffix}", self.name)
+    }
+
+    /// A bundle running `args` on the shared busybox rootfs; `edit` adjusts config.json.
+    pub fn bundle(&self, name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let b = self.dir.join(name);
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        yun_runtime::bundle::create_busybox_bundle(&b, &args, Some(&shared_rootfs())).unwrap();
+        let path = b.join("config.json");
+        let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+        b
+    }
+
+    pub fn yunc(&self, args: &[&str]) -> Output {
+        self.yunc_cmd(args).output().unwrap()
+    }
+
+    /// For commands that leave a container running (`run -d`, `start`): the container would
+    /// hold captured pipes open, so its stdio goes nowhere. Returns success.
+    pub fn yunc_detached(&self, args: &[&str]) -> bool {
+        self.yunc_cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    pub fn yunc_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(YUNC);
+        c.arg("--root").arg(&self.root).args(args).stdin(Stdio::null());
+        c
+    }
+
+    /// `yunc run` in the foreground; returns (exit code, stdout, stderr).
+    pub fn run(&self, id: &str, bundle: &Path) -> (i32, String, String) {
+        let out = self.yunc(&["run", "-b", bundle.to_str().unwrap(), id]);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Run and insist on success; returns stdout.
+    pub fn run_ok(&self, id: &str, bundle: &Path) -> String {
+        let (code, out, err) = self.run(id, bundle);
+        assert_eq!(code, 0, "container {id} failed: stdout={out} stderr={err}");
+        out
+    }
+
+    pub fn state(&self, id: &str) -> Value {
+        let out = self.yunc(&["state", id]);
+        assert!(out.status.success(), "state {id}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let _ = self.yunc(&["delete", "--force", &id]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Expect failure with one line on stderr containing `needle`.
+pub fn assert_fails_with(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stdout={}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr={err}");
+    assert!(err.contains(needle), "stderr should mention {needle:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+}
+
+/// Cgroup directories anywhere whose name contains `needle`.
+pub fn cgroup_dirs_named(needle: &str) -> Vec<PathBuf> {
+    fn walk(dir: &Path, needle: &str, depth: usize, out: &mut Vec<PathBuf>) {
+        if depth > 6 {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let p = e.path();
+                if e.file_name().to_string_lossy().contains(needle) {
+                    out.push(p.clone());
+                }
+                walk(&p, needle, depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/sys/fs/cgroup"), needle, 0, &mut out);
+    out
+}
