@@ -100,7 +100,9 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Resolve paths for container `id` (see [`path::resolve`] for the rules). Reads
+    /// Resolve paths for container `id`. `cgroups_path` is config.json's `linux.cgroupsPath`:
+    /// absolute → that path in every hierarchy; relative → under "/yun/"; None → "/yun/<id>".
+    /// ".." components and systemd's "slice:prefix:name" form are rejected. Reads
     /// /proc/self/mountinfo; creates nothing.
     pub fn new(cgroups_path: Option<&Path>, id: &str) -> Result<Manager> {
         let path = path::resolve(cgroups_path, id)?;
@@ -243,21 +245,20 @@ impl Manager {
 
     /// How many processes the OOM killer has killed in this cgroup.
     pub fn oom_kill_count(&self) -> Result<u64> {
-        let (file, what) = match self.state.mode {
-            Mode::V1 => ("memory.oom_control", "v1"),
-            Mode::V2 => ("memory.events", "v2"),
+        let file = match self.state.mode {
+            Mode::V1 => "memory.oom_control",
+            Mode::V2 => "memory.events",
         };
         let Some(h) = self.hierarchy("memory") else {
             return Ok(0);
         };
         let path = h.dir.join(file);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            // No memory controller in this cgroup (v2 without +memory): nothing was counted.
-            Err(e) if e.kind() == ErrorKind::NotFound && what == "v2" => return Ok(0),
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(stats::keyed_value(&text, "oom_kill").unwrap_or(0)),
+            // No memory accounting for this cgroup (v2 without +memory): nothing was counted.
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
             Err(e) => bail!("read {}: {e}", path.display()),
-        };
-        Ok(stats::keyed_value(&text, "oom_kill").unwrap_or(0))
+        }
     }
 
     pub fn stats(&self) -> Result<Stats> {

@@ -80,7 +80,8 @@ fn needs(res: &LinuxResources) -> Vec<(String, &'static str, Vec<String>)> {
                 &["memory.soft_limit_in_bytes"],
             );
         }
-        if set(m.swap()) {
+        // -1 (no swap limit) needs no file: without swap accounting there is nothing to lift.
+        if m.swap().is_some_and(|v| v > 0) {
             need("memory.swap", "memory", &[MEMSW_LIMIT]);
         }
         if set(m.kernel_tcp()) {
@@ -366,9 +367,14 @@ fn apply_memory(m: &Manager, mem: &LinuxMemory) -> Result<()> {
         return Ok(());
     }
     let dir = need(m, "memory", "linux.resources.memory")?;
+    let has_memsw = dir.join(MEMSW_LIMIT).exists();
     // An unlimited memory limit with the old memsw limit still in place would be capped by it.
-    if limit == Some(-1) && swap.is_none() && dir.join(MEMSW_LIMIT).exists() {
+    if limit == Some(-1) && swap.is_none() && has_memsw {
         swap = Some(-1);
+    }
+    // "No swap limit" is already the case when the kernel does not account swap.
+    if swap == Some(-1) && !has_memsw {
+        swap = None;
     }
     let write_limit = |v: i64| {
         set(

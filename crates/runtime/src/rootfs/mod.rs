@@ -164,19 +164,20 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
     Ok(())
 }
 
-/// After pivot_root: masked paths, read-only paths, read-only /dev and root, sysctls.
+/// After pivot_root: sysctls, masked paths, read-only paths, read-only /dev and root.
 pub fn finish(spec: &Spec) -> Result<()> {
     let root = Root::open(Path::new("/"))?;
     let linux = spec.linux().as_ref();
+    // Sysctls first: /proc/sys is usually among the read-only paths.
+    for (key, value) in linux.and_then(|l| l.sysctl().clone()).unwrap_or_default() {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).with_context(|| format!("linux.sysctl[{key:?}]"))?;
+    }
     for p in linux.and_then(|l| l.masked_paths().clone()).unwrap_or_default() {
         mask(&root, Path::new(&p)).with_context(|| format!("linux.maskedPaths: {p}"))?;
     }
     for p in linux.and_then(|l| l.readonly_paths().clone()).unwrap_or_default() {
         readonly(&root, Path::new(&p)).with_context(|| format!("linux.readonlyPaths: {p}"))?;
-    }
-    for (key, value) in linux.and_then(|l| l.sysctl().clone()).unwrap_or_default() {
-        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value).with_context(|| format!("linux.sysctl[{key:?}]"))?;
     }
     let dev_ro = spec.mounts().iter().flatten().any(|m| {
         m.destination() == Path::new("/dev") && m.options().iter().flatten().any(|o| o == "ro")
