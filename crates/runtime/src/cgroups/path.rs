@@ -254,13 +254,26 @@ pub fn make_dirs(
     mut on_new: impl FnMut(&Path, &Path) -> Result<()>,
 ) -> Result<()> {
     let mut parent = h.mountpoint.clone();
-    for dir in chain(&h.mountpoint, &h.dir) {
+    let mut dirs = chain(&h.mountpoint, &h.dir);
+    let mut retries = 0;
+    let mut i = 0;
+    while i < dirs.len() {
+        let dir = dirs[i].clone();
         let result = match fs::create_dir(&dir) {
             Ok(()) => {
                 h.created.push(dir.clone());
                 on_new(&parent, &dir)
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+            // Another container's delete removed the shared parent (/yun) between our
+            // mkdirs: start the chain again.
+            Err(e) if e.kind() == ErrorKind::NotFound && retries < 5 => {
+                retries += 1;
+                parent = h.mountpoint.clone();
+                dirs = chain(&h.mountpoint, &h.dir);
+                i = 0;
+                continue;
+            }
             Err(e) => Err(anyhow!("create cgroup {}: {e}", dir.display())),
         };
         if let Err(e) = result {
@@ -270,6 +283,7 @@ pub fn make_dirs(
             return Err(e);
         }
         parent = dir;
+        i += 1;
     }
     Ok(())
 }
@@ -343,6 +357,11 @@ pub fn remove_dirs(h: &HierarchyState) -> Result<()> {
                 Err(e) => bail!("remove cgroup {}: {e}", dir.display()),
             }
         }
+    }
+    // The runtime's own parent (/yun) goes with its last container, whoever created it.
+    let own_parent = h.mountpoint.join(YUN_PARENT.trim_start_matches('/'));
+    if h.dir.starts_with(&own_parent) && own_parent.exists() && !has_subdirs(&own_parent) {
+        let _ = fs::remove_dir(&own_parent);
     }
     Ok(())
 }

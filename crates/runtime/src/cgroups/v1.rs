@@ -242,7 +242,12 @@ pub fn validate(m: &Manager, res: &LinuxResources) -> Result<()> {
         for key in unified.keys() {
             let ctrl = key.split('.').next().unwrap_or_default();
             if ctrl != "cgroup" && !v2::available(h, ctrl) {
-                bail!("linux.resources.unified: key {key:?}: the {ctrl} controller is not available in this host's cgroup2 hierarchy (on this hybrid host it is used through cgroup v1)");
+                let hint = if m.hierarchy(ctrl).is_some() {
+                    " (on this hybrid host it is bound to cgroup v1; use the linux.resources fields instead)"
+                } else {
+                    ""
+                };
+                bail!("linux.resources.unified: key {key:?}: the {ctrl} controller is not available in this host's cgroup2 hierarchy{hint}");
             }
         }
     }
