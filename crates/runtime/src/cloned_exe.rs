@@ -15,6 +15,23 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 const SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
+/// Whether a container created from `config.json` could see yunc's own processes while they
+/// run yunc code: when it joins or shares a pid namespace. With a new pid namespace the only
+/// process in it is the init, which execs the container's program before anything from the
+/// image runs (and `exec` refuses containers that have not started), so no copy is needed.
+pub fn needed_for_bundle(bundle: &std::path::Path) -> bool {
+    let Ok(data) = std::fs::read(bundle.join("config.json")) else {
+        return true;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        return true; // create will report the error; be safe meanwhile
+    };
+    let new_pid_ns = v["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|n| n["type"] == "pid" && n.get("path").is_none_or(|p| p.is_null() || p == "")));
+    !new_pid_ns
+}
+
 /// Whether this process already runs from a sealed copy.
 pub fn is_cloned() -> bool {
     let Ok(exe) = File::open("/proc/self/exe") else {

@@ -132,8 +132,7 @@ impl ContainerState {
         let d = dir(root, &self.id);
         let tmp = d.join(".state.json.tmp");
         let mut f = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-        serde_json::to_writer(&mut f, self)?;
-        f.flush()?;
+        f.write_all(&serde_json::to_vec(self)?)?;
         f.sync_all()?;
         fs::rename(&tmp, d.join(STATE_FILE)).context("rename state file")?;
         Ok(())

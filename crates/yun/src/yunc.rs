@@ -269,12 +269,16 @@ fn dispatch(cli: Yunc) -> Result<i32> {
     };
     match cmd {
         Cmd::Create { id, args } => {
-            cloned_exe::ensure()?;
+            if cloned_exe::needed_for_bundle(&args.bundle) {
+                cloned_exe::ensure()?;
+            }
             rt.create(&id, &args.bundle, &args.options())?;
         }
         Cmd::Start { id } => rt.start(&id)?,
         Cmd::Run { id, args, detach, keep } => {
-            cloned_exe::ensure()?;
+            if cloned_exe::needed_for_bundle(&args.bundle) {
+                cloned_exe::ensure()?;
+            }
             if keep && !detach {
                 rt.create(&id, &args.bundle, &args.options())?;
                 rt.start(&id)?;

@@ -207,11 +207,12 @@ fn create_start_exec_pause_resume_kill_delete() {
     assert_eq!(st["status"], "created");
     let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert_eq!(st["pid"], pid);
-    // CVE-2019-5736: the waiting init runs from a sealed memfd, not the host binary.
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(exe.to_string_lossy().starts_with("/memfd:yunc"), "{}", exe.display());
+    // CVE-2019-5736: nothing from the image may run while the init still runs yunc.
+    assert_fails_with(&env.yunc(&["exec", &id, "/bin/true"]), "exec needs it running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.lines().any(|l| l == "Uid:\t0\t0\t0\t0"));
 
-    assert!(env.yunc(&["start", &id]).status.success());
+    assert!(env.yunc_detached(&["start", &id]));
     assert_eq!(env.state(&id)["status"], "running");
     let out = env.yunc(&["exec", &id, "sh", "-c", "echo in-$(hostname); exit 5"]);
     assert_eq!(out.status.code(), Some(5));
@@ -367,6 +368,31 @@ fn no_host_fd_reaches_the_container_and_cwd_must_be_inside() {
         let (code, out, _) = env.run(&env.id(&format!("cwd{fd}")), &b);
         assert!(code != 0 || !out.contains("(unreachable)") && !out.starts_with("/sys") && !out.starts_with("/run"), "fd {fd}: {out}");
     }
+}
+
+#[test]
+fn a_container_sharing_a_pid_namespace_gets_a_sealed_runtime_copy() {
+    // CVE-2019-5736: joining a pid namespace, the waiting init is visible to what already
+    // runs there, so it must not run the host's yunc binary.
+    let env = Env::new("memfd");
+    let host = env.id("host");
+    let b = env.bundle("host", &["/bin/sleep", "30"], |_| {});
+    assert!(env.yunc_detached(&["run", "-d", "-b", b.to_str().unwrap(), &host]));
+    let host_pid = env.state(&host)["pid"].as_i64().unwrap();
+    let id = env.id("guest");
+    let b = env.bundle("guest", &["/bin/true"], |c| {
+        for n in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "pid" {
+                n["path"] = format!("/proc/{host_pid}/ns/pid").into();
+            }
+        }
+    });
+    assert!(env.yunc_detached(&["create", "-b", b.to_str().unwrap(), &id]));
+    let pid = env.state(&id)["pid"].as_i64().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(exe.to_string_lossy().starts_with("/memfd:yunc"), "{}", exe.display());
+    let host_exe = std::fs::read_link(format!("/proc/{host_pid}/exe")).unwrap();
+    assert!(host_exe.ends_with("busybox"), "{}", host_exe.display());
 }
 
 #[test]

@@ -13,22 +13,37 @@ const MEMSW_LIMIT: &str = "memory.memsw.limit_in_bytes";
 /// kernel refuses tasks (and children) until both are set, so copy them down from the parent.
 pub fn create(h: &mut HierarchyState) -> Result<()> {
     let is_cpuset = h.controllers.iter().any(|c| c == "cpuset");
+    let mountpoint = h.mountpoint.clone();
     path::make_dirs(h, |parent, dir| {
         if !is_cpuset {
             return Ok(());
         }
         for file in ["cpuset.cpus", "cpuset.mems"] {
-            let value = read_trimmed(&parent.join(file))?;
-            if value.is_empty() {
-                bail!(
-                    "cgroup {}: {file} is empty, so no child cpuset can be populated under it",
-                    parent.display()
-                );
-            }
+            let value = inherited_cpuset(parent, &mountpoint, file)?;
             write_file(&dir.join(file), &value)?;
         }
         Ok(())
     })
+}
+
+/// The value of `file` in `dir`, filling it from above first when it is empty: a parent that
+/// another container's create just made may not be populated yet (both write the same value).
+fn inherited_cpuset(dir: &Path, mountpoint: &Path, file: &str) -> Result<String> {
+    let value = read_trimmed(&dir.join(file))?;
+    if !value.is_empty() {
+        return Ok(value);
+    }
+    match dir.parent() {
+        Some(up) if dir != mountpoint && up.starts_with(mountpoint) => {
+            let value = inherited_cpuset(up, mountpoint, file)?;
+            write_file(&dir.join(file), &value)?;
+            Ok(value)
+        }
+        _ => bail!(
+            "cgroup {}: {file} is empty, so no child cpuset can be populated under it",
+            dir.display()
+        ),
+    }
 }
 
 /// Will `file` exist in the container's cgroup once it is created? Ask the nearest existing

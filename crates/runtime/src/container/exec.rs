@@ -38,7 +38,9 @@ impl Runtime {
     pub fn exec(&self, id: &str, process: &Process, opts: &ExecOptions) -> Result<i32> {
         let st = ContainerState::load(&self.root, id)?;
         let status = st.status(&self.root);
-        if !matches!(status, Status::Running | Status::Created) {
+        // Not in `created`: the init still runs yunc's code there, and a process from the
+        // image must never see that (CVE-2019-5736).
+        if status != Status::Running {
             return Err(Error::WrongState {
                 id: id.into(),
                 status: status.to_string(),

@@ -46,6 +46,9 @@ pub(crate) fn fork() -> Result<ForkResult> {
 }
 
 pub(super) fn stage1(s: &Setup, ch: &Channel) -> Result<Infallible> {
+    // Until execve, nobody else may ptrace us or open /proc/PID/exe (execve resets this).
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     namespaces::join_all(&s.plan.join)?;
     if s.plan.new_user {
         nix::sched::unshare(CloneFlags::CLONE_NEWUSER).context("create user namespace")?;
@@ -151,11 +154,11 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
         Mode::empty(),
     )
     .context("open exec fifo")?;
-    nix::unistd::write(&fifo, b"0").context("write exec fifo")?;
-    drop(fifo);
-
     state["status"] = "created".into();
     hooks::run(spec, Kind::StartContainer, &state)?;
+    // The byte says "hooks done"; the fd (close-on-exec) closing says "exec'd": `start` waits
+    // for both before its poststart hooks.
+    nix::unistd::write(&fifo, b"0").context("write exec fifo")?;
     let notify = |fd: OwnedFd| super::send_notify_fd(s, fd, &state);
     process::exec(prepared, &notify)
 }

@@ -321,29 +321,36 @@ impl Runtime {
     }
 }
 
-/// Open the fifo for reading, which unblocks the init's open for writing, and read its byte.
-/// Non-blocking open + poll, so that a dead init becomes an error rather than a hang.
+/// Open the fifo for reading, which unblocks the init's open for writing; then wait for its
+/// byte (startContainer hooks done) and for EOF (the write end closed by execve). Non-blocking
+/// open + poll, so that a dead init becomes an error rather than a hang.
 fn release_fifo(fifo: &Path, st: &ContainerState) -> Result<()> {
     let fd = nix::fcntl::open(fifo, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
         .context("open exec fifo")?;
+    let mut got_byte = false;
     loop {
         let mut pfd = [nix::poll::PollFd::new(
             std::os::fd::AsFd::as_fd(&fd),
             nix::poll::PollFlags::POLLIN,
         )];
-        let n = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(100u16));
-        match n {
+        match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(100u16)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => {
                 if !state::pid_alive(st.pid, st.pid_start) {
+                    if got_byte {
+                        return Ok(()); // it exec'd and already exited
+                    }
                     bail!("container {}: its process died before start", st.id);
                 }
             }
             Ok(_) => {
                 let mut b = [0u8; 1];
                 match nix::unistd::read(&fd, &mut b) {
-                    Ok(1) => return Ok(()),
-                    Ok(_) => bail!("container {}: its process closed the exec fifo", st.id),
-                    Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(1)),
+                    Ok(1) => got_byte = true,
+                    Ok(_) if got_byte => return Ok(()),
+                    // EOF before the byte: the init failed after opening (its error went to
+                    // the container's stderr).
+                    Ok(_) => bail!("container {}: its process failed during start", st.id),
+                    Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_micros(200)),
                     Err(e) => return Err(e).context("read exec fifo"),
                 }
             }
