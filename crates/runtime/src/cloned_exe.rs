@@ -26,9 +26,10 @@ pub fn needed_for_bundle(bundle: &std::path::Path) -> bool {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
         return true; // create will report the error; be safe meanwhile
     };
-    let new_pid_ns = v["linux"]["namespaces"]
-        .as_array()
-        .is_some_and(|l| l.iter().any(|n| n["type"] == "pid" && n.get("path").is_none_or(|p| p.is_null() || p == "")));
+    let new_pid_ns = v["linux"]["namespaces"].as_array().is_some_and(|l| {
+        l.iter()
+            .any(|n| n["type"] == "pid" && n.get("path").is_none_or(|p| p.is_null() || p == ""))
+    });
     !new_pid_ns
 }
 

@@ -59,27 +59,45 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     if !version.starts_with("1.") {
         bail!("ociVersion: {version:?} is not supported (yunc implements 1.x)");
     }
-    let root = spec.root().as_ref().ok_or_else(|| anyhow!("root: missing"))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| anyhow!("root: missing"))?;
     if root.path().as_os_str().is_empty() {
         bail!("root.path: missing");
     }
     let rootfs = bundle.join(root.path());
     if !rootfs.is_dir() {
-        bail!("root.path: {} does not exist or is not a directory", rootfs.display());
+        bail!(
+            "root.path: {} does not exist or is not a directory",
+            rootfs.display()
+        );
     }
-    let process = spec.process().as_ref().ok_or_else(|| anyhow!("process: missing"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| anyhow!("process: missing"))?;
     validate_process(process, "process")?;
 
-    let linux = spec.linux().as_ref().ok_or_else(|| anyhow!("linux: missing"))?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or_else(|| anyhow!("linux: missing"))?;
     let ns = linux.namespaces().clone().unwrap_or_default();
     let mut seen = HashSet::new();
     for (i, n) in ns.iter().enumerate() {
         if !seen.insert(n.typ()) {
-            bail!("linux.namespaces[{i}]: duplicate namespace type {}", n.typ());
+            bail!(
+                "linux.namespaces[{i}]: duplicate namespace type {}",
+                n.typ()
+            );
         }
         if let Some(path) = n.path() {
             if !path.exists() {
-                bail!("linux.namespaces[{i}].path: {} does not exist", path.display());
+                bail!(
+                    "linux.namespaces[{i}].path: {} does not exist",
+                    path.display()
+                );
             }
             namespaces::check_ns_file(path, n.typ())
                 .with_context(|| format!("linux.namespaces[{i}].path"))?;
@@ -188,12 +206,22 @@ pub fn validate_process(process: &Process, field: &str) -> Result<()> {
     for (i, r) in process.rlimits().iter().flatten().enumerate() {
         rlimits::validate(r).with_context(|| format!("{field}.rlimits[{i}]"))?;
     }
-    if process.apparmor_profile().as_ref().is_some_and(|p| !p.is_empty()) && !apparmor_enabled() {
+    if process
+        .apparmor_profile()
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+        && !apparmor_enabled()
+    {
         tracing::warn!(
             "{field}.apparmorProfile: AppArmor is not enabled on this host; the profile is skipped"
         );
     }
-    if process.selinux_label().as_ref().is_some_and(|p| !p.is_empty()) && !selinux_enabled() {
+    if process
+        .selinux_label()
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+        && !selinux_enabled()
+    {
         tracing::warn!(
             "{field}.selinuxLabel: SELinux is not enabled on this host; the label is skipped"
         );
@@ -313,7 +341,10 @@ mod tests {
         let mut c = base();
         c["root"]["path"] = "nope".into();
         let e = error_of(c);
-        assert!(e.contains("root.path:") && e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("root.path:") && e.contains("does not exist"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -344,12 +375,20 @@ mod tests {
     #[test]
     fn rlimit_above_host_hard_limit_names_the_limit() {
         let mut c = base();
-        c["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": u64::MAX - 1}]);
+        c["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": u64::MAX - 1}]);
         let e = error_of(c);
-        if !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE)
-            .unwrap()
+        if !caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_SYS_RESOURCE,
+        )
+        .unwrap()
         {
-            assert!(e.contains("RLIMIT_NOFILE") && e.contains("hard limit"), "{e}");
+            assert!(
+                e.contains("RLIMIT_NOFILE") && e.contains("hard limit"),
+                "{e}"
+            );
         }
     }
 
@@ -377,7 +416,8 @@ mod tests {
     #[test]
     fn relative_mount_destination() {
         let mut c = base();
-        c["mounts"] = serde_json::json!([{"destination": "tmp", "type": "tmpfs", "source": "tmpfs"}]);
+        c["mounts"] =
+            serde_json::json!([{"destination": "tmp", "type": "tmpfs", "source": "tmpfs"}]);
         assert!(error_of(c).contains("mounts[0].destination"));
     }
 

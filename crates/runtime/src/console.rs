@@ -59,7 +59,10 @@ pub fn setup(socket: &UnixStream, mount_console: bool, size: Option<(u16, u16)>)
     drop(master);
     // SAFETY: TIOCSCTTY takes an int; we are a session leader without a terminal.
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
-        bail!("make the pty our terminal: {}", std::io::Error::last_os_error());
+        bail!(
+            "make the pty our terminal: {}",
+            std::io::Error::last_os_error()
+        );
     }
     for target in 0..3 {
         // SAFETY: dup2 onto stdio numbers; the source fd is valid.
@@ -84,8 +87,13 @@ pub fn recv_fd(socket: &UnixStream) -> Result<OwnedFd> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .context("receive the pty master")?;
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .context("receive the pty master")?;
     for c in msg.cmsgs().context("read control message")? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(fd) = fds.first() {

@@ -6,11 +6,42 @@ use crate::process::seccomp;
 
 pub fn features() -> Value {
     let mount_options = [
-        "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "loud",
-        "mand", "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime",
-        "nostrictatime", "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate",
-        "rshared", "rslave", "runbindable", "rw", "shared", "silent", "slave", "strictatime",
-        "suid", "sync", "tmpcopyup", "unbindable",
+        "async",
+        "atime",
+        "bind",
+        "defaults",
+        "dev",
+        "diratime",
+        "dirsync",
+        "exec",
+        "loud",
+        "mand",
+        "noatime",
+        "nodev",
+        "nodiratime",
+        "noexec",
+        "nomand",
+        "norelatime",
+        "nostrictatime",
+        "nosuid",
+        "private",
+        "rbind",
+        "relatime",
+        "remount",
+        "ro",
+        "rprivate",
+        "rshared",
+        "rslave",
+        "runbindable",
+        "rw",
+        "shared",
+        "silent",
+        "slave",
+        "strictatime",
+        "suid",
+        "sync",
+        "tmpcopyup",
+        "unbindable",
     ];
     json!({
         "ociVersionMin": "1.0.0",
@@ -45,4 +76,3 @@ pub fn features() -> Value {
 pub fn features_json() -> String {
     serde_json::to_string_pretty(&features()).unwrap_or_default()
 }
-

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use oci_spec::runtime::{Hook, Spec};
 
-
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
     Prestart,
@@ -56,9 +55,8 @@ pub fn run(spec: &Spec, kind: Kind, state: &impl serde::Serialize) -> Result<()>
     }
     let input = serde_json::to_vec(state)?;
     for (i, hook) in hooks.iter().enumerate() {
-        run_one(hook, &input).with_context(|| {
-            format!("hooks.{}[{i}] ({})", kind.name(), hook.path().display())
-        })?;
+        run_one(hook, &input)
+            .with_context(|| format!("hooks.{}[{i}] ({})", kind.name(), hook.path().display()))?;
     }
     Ok(())
 }
@@ -110,7 +108,14 @@ fn run_one(hook: &Hook, input: &[u8]) -> Result<()> {
             }
         }
         let out = out.trim().replace('\n', " ");
-        bail!("failed ({status}){}", if out.is_empty() { String::new() } else { format!(": {out}") });
+        bail!(
+            "failed ({status}){}",
+            if out.is_empty() {
+                String::new()
+            } else {
+                format!(": {out}")
+            }
+        );
     }
     Ok(())
 }

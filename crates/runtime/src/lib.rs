@@ -21,6 +21,7 @@ pub mod process;
 pub mod rootfs;
 pub mod state;
 mod sync;
+pub mod timing;
 
 pub use container::{CreateOptions, Event, ExecOptions, Runtime};
 pub use error::Error;

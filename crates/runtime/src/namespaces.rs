@@ -104,9 +104,10 @@ impl Plan {
     pub fn needs_fork(&self) -> bool {
         self.new
             .intersects(CloneFlags::CLONE_NEWPID | flag(LinuxNamespaceType::Time))
-            || self.join.iter().any(|(t, _)| {
-                matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time)
-            })
+            || self
+                .join
+                .iter()
+                .any(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time))
     }
 }
 
@@ -120,8 +121,7 @@ pub fn join_all(join: &[(LinuxNamespaceType, PathBuf)]) -> Result<()> {
         fds.push((*t, f.into()));
     }
     for (t, fd) in fds {
-        nix::sched::setns(&fd, flag(t))
-            .with_context(|| format!("join {} namespace", name(t)))?;
+        nix::sched::setns(&fd, flag(t)).with_context(|| format!("join {} namespace", name(t)))?;
     }
     Ok(())
 }
@@ -136,8 +136,8 @@ pub fn write_id_maps(
     gid_maps: &[LinuxIdMapping],
 ) -> Result<()> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
-    let privileged = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETGID)
-        .unwrap_or(false);
+    let privileged =
+        caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SETGID).unwrap_or(false);
     if !privileged {
         std::fs::write(proc.join("setgroups"), "deny").context("write setgroups")?;
     }
@@ -186,7 +186,9 @@ mod tests {
         .unwrap();
         let p = Plan::from_spec(&spec);
         assert!(p.new_user);
-        assert!(p.new.contains(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS));
+        assert!(p
+            .new
+            .contains(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS));
         assert!(!p.new.contains(CloneFlags::CLONE_NEWNET));
         assert_eq!(p.join.len(), 1);
         assert!(p.needs_fork());

@@ -59,7 +59,11 @@ fn run(cli: Yun) -> Result<i32> {
             Ok(crate::yunc::main(argv))
         }
         Cmd::Bundle { dir, rootfs, cmd } => {
-            let cmd = if cmd.is_empty() { vec!["sh".to_string()] } else { cmd };
+            let cmd = if cmd.is_empty() {
+                vec!["sh".to_string()]
+            } else {
+                cmd
+            };
             yun_runtime::bundle::create_busybox_bundle(&dir, &cmd, rootfs.as_deref())?;
             println!("{}", dir.display());
             Ok(0)

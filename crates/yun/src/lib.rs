@@ -13,7 +13,11 @@ use std::path::Path;
 pub fn main_from_args(args: Vec<OsString>) -> i32 {
     let prog = args
         .first()
-        .and_then(|a| Path::new(a).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|a| {
+            Path::new(a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_default();
     if prog == "yunc" || prog.ends_with("-yunc") {
         return yunc::main(args);

@@ -241,8 +241,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(code) => code,
         // A reader that went away (`yunc events | head`) is not our failure.
         Err(e)
-            if e
-                .downcast_ref::<std::io::Error>()
+            if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
         {
             0
@@ -275,7 +274,12 @@ fn dispatch(cli: Yunc) -> Result<i32> {
             rt.create(&id, &args.bundle, &args.options())?;
         }
         Cmd::Start { id } => rt.start(&id)?,
-        Cmd::Run { id, args, detach, keep } => {
+        Cmd::Run {
+            id,
+            args,
+            detach,
+            keep,
+        } => {
             if cloned_exe::needed_for_bundle(&args.bundle) {
                 cloned_exe::ensure()?;
             }
@@ -303,11 +307,19 @@ fn dispatch(cli: Yunc) -> Result<i32> {
             };
             return rt.exec(&args.id, &process, &opts);
         }
-        Cmd::Ps { id, format, ps_args } => ps(&rt, &id, &format, &ps_args, out)?,
+        Cmd::Ps {
+            id,
+            format,
+            ps_args,
+        } => ps(&rt, &id, &format, &ps_args, out)?,
         Cmd::List { format, quiet } => list(&rt, &format, quiet, out)?,
         Cmd::Pause { id } => rt.pause(&id)?,
         Cmd::Resume { id } => rt.resume(&id)?,
-        Cmd::Events { id, stats, interval } => {
+        Cmd::Events {
+            id,
+            stats,
+            interval,
+        } => {
             if stats {
                 serde_json::to_writer(&mut *out, &rt.stats(&id)?)?;
                 writeln!(out)?;
@@ -334,16 +346,29 @@ fn dispatch(cli: Yunc) -> Result<i32> {
             let spec = yun_runtime::bundle::default_spec(&["sh".to_string()], rootless)?;
             yun_runtime::bundle::write_config(&bundle, &spec)?;
         }
-        Cmd::Update { id, resources, pids_limit, memory } => {
+        Cmd::Update {
+            id,
+            resources,
+            pids_limit,
+            memory,
+        } => {
             let mut res: LinuxResources = match resources {
                 Some(p) => read_json(&p, "--resources")?,
                 None => LinuxResources::default(),
             };
             if let Some(n) = pids_limit {
-                res.set_pids(Some(oci_spec::runtime::LinuxPidsBuilder::default().limit(n).build()?));
+                res.set_pids(Some(
+                    oci_spec::runtime::LinuxPidsBuilder::default()
+                        .limit(n)
+                        .build()?,
+                ));
             }
             if let Some(m) = memory {
-                res.set_memory(Some(oci_spec::runtime::LinuxMemoryBuilder::default().limit(m).build()?));
+                res.set_memory(Some(
+                    oci_spec::runtime::LinuxMemoryBuilder::default()
+                        .limit(m)
+                        .build()?,
+                ));
             }
             rt.update(&id, &res)?;
         }
@@ -357,7 +382,11 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         return Signal::try_from(n).map_err(|_| anyhow!("unknown signal {s:?}"));
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     Signal::from_str(&name).map_err(|_| anyhow!("unknown signal {s:?}"))
 }
 
@@ -370,9 +399,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<
         std::fs::read(path).with_context(|| format!("{what} {}", path.display()))?
     };
     let de = &mut serde_json::Deserializer::from_slice(&data);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        anyhow!("{what} {}: {}: {}", path.display(), e.path(), e.inner())
-    })
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| anyhow!("{what} {}: {}: {}", path.display(), e.path(), e.inner()))
 }
 
 /// The process for `exec`: from --process, or the container's own process with the
@@ -404,9 +432,14 @@ fn exec_process(rt: &Runtime, a: &ExecArgs) -> Result<Process> {
             None => (u.as_str(), None),
         };
         let mut user = p.user().clone();
-        user.set_uid(uid.parse().map_err(|_| anyhow!("--user {u:?}: expected UID[:GID]"))?);
+        user.set_uid(
+            uid.parse()
+                .map_err(|_| anyhow!("--user {u:?}: expected UID[:GID]"))?,
+        );
         user.set_gid(match gid {
-            Some(g) => g.parse().map_err(|_| anyhow!("--user {u:?}: expected UID[:GID]"))?,
+            Some(g) => g
+                .parse()
+                .map_err(|_| anyhow!("--user {u:?}: expected UID[:GID]"))?,
             None => 0,
         });
         p.set_user(user);
@@ -423,7 +456,8 @@ fn exec_process(rt: &Runtime, a: &ExecArgs) -> Result<Process> {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for c in &a.caps {
             let name = c.trim_start_matches("CAP_");
-            let cap = Capability::from_str(name).map_err(|_| anyhow!("--cap {c:?}: unknown capability"))?;
+            let cap = Capability::from_str(name)
+                .map_err(|_| anyhow!("--cap {c:?}: unknown capability"))?;
             for set in [
                 caps.bounding().clone(),
                 caps.effective().clone(),
@@ -464,7 +498,11 @@ fn list(rt: &Runtime, format: &str, quiet: bool, out: &mut impl Write) -> Result
             writeln!(out)?;
         }
         "table" => {
-            writeln!(out, "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED")?;
+            writeln!(
+                out,
+                "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            )?;
             for c in &all {
                 writeln!(
                     out,
@@ -483,7 +521,13 @@ fn list(rt: &Runtime, format: &str, quiet: bool, out: &mut impl Write) -> Result
     Ok(())
 }
 
-fn ps(rt: &Runtime, id: &str, format: &str, ps_args: &[String], out: &mut impl Write) -> Result<()> {
+fn ps(
+    rt: &Runtime,
+    id: &str,
+    format: &str,
+    ps_args: &[String],
+    out: &mut impl Write,
+) -> Result<()> {
     let pids = rt.ps(id)?;
     match format {
         "json" => {
@@ -491,13 +535,21 @@ fn ps(rt: &Runtime, id: &str, format: &str, ps_args: &[String], out: &mut impl W
             writeln!(out)?;
         }
         "table" => {
-            let args = if ps_args.is_empty() { vec!["-ef".to_string()] } else { ps_args.to_vec() };
+            let args = if ps_args.is_empty() {
+                vec!["-ef".to_string()]
+            } else {
+                ps_args.to_vec()
+            };
             let output = std::process::Command::new("ps")
                 .args(&args)
                 .output()
                 .context("run ps")?;
             if !output.status.success() {
-                bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+                bail!(
+                    "ps {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
             }
             let text = String::from_utf8_lossy(&output.stdout);
             let mut lines = text.lines();
@@ -508,7 +560,10 @@ fn ps(rt: &Runtime, id: &str, format: &str, ps_args: &[String], out: &mut impl W
                 .ok_or_else(|| anyhow!("ps output has no PID column"))?;
             writeln!(out, "{header}")?;
             for line in lines {
-                let pid: Option<i32> = line.split_whitespace().nth(col).and_then(|p| p.parse().ok());
+                let pid: Option<i32> = line
+                    .split_whitespace()
+                    .nth(col)
+                    .and_then(|p| p.parse().ok());
                 if pid.is_some_and(|p| pids.contains(&p)) {
                     writeln!(out, "{line}")?;
                 }
@@ -535,12 +590,36 @@ mod tests {
     #[test]
     fn runc_style_command_lines_parse() {
         let c = Yunc::try_parse_from([
-            "yunc", "--root", "/run/x", "--log", "/tmp/l", "--log-format", "json", "create",
-            "--bundle", "/b", "--pid-file", "/p", "--console-socket", "/s", "--no-new-keyring", "id1",
+            "yunc",
+            "--root",
+            "/run/x",
+            "--log",
+            "/tmp/l",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/p",
+            "--console-socket",
+            "/s",
+            "--no-new-keyring",
+            "id1",
         ])
         .unwrap();
         assert!(matches!(c.cmd, Some(Cmd::Create { .. })));
-        let c = Yunc::try_parse_from(["yunc", "exec", "--pid-file", "/p", "--process", "/f", "--detach", "id1"]).unwrap();
+        let c = Yunc::try_parse_from([
+            "yunc",
+            "exec",
+            "--pid-file",
+            "/p",
+            "--process",
+            "/f",
+            "--detach",
+            "id1",
+        ])
+        .unwrap();
         assert!(matches!(c.cmd, Some(Cmd::Exec(_))));
         let c = Yunc::try_parse_from(["yunc", "exec", "id1", "sh", "-c", "echo hi"]).unwrap();
         match c.cmd {

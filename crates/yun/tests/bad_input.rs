@@ -19,27 +19,46 @@ fn refused(name: &str, edit: impl FnOnce(&mut serde_json::Value), needle: &str) 
 
 #[test]
 fn unknown_namespace_type() {
-    refused("badns", |c| c["linux"]["namespaces"][0]["type"] = "bogus".into(), "linux.namespaces[0].type");
+    refused(
+        "badns",
+        |c| c["linux"]["namespaces"][0]["type"] = "bogus".into(),
+        "linux.namespaces[0].type",
+    );
 }
 
 #[test]
 fn missing_root_path() {
-    refused("noroot", |c| c["root"] = json!({"path": ""}), "root.path: missing");
+    refused(
+        "noroot",
+        |c| c["root"] = json!({"path": ""}),
+        "root.path: missing",
+    );
 }
 
 #[test]
 fn rootfs_does_not_exist() {
-    refused("norootfs", |c| c["root"]["path"] = "/nonexistent/yun".into(), "does not exist");
+    refused(
+        "norootfs",
+        |c| c["root"]["path"] = "/nonexistent/yun".into(),
+        "does not exist",
+    );
 }
 
 #[test]
 fn invalid_rlimit() {
     refused(
         "rlimit",
-        |c| c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1048576}]),
+        |c| {
+            c["process"]["rlimits"] =
+                json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1048576}])
+        },
         "RLIMIT_NOFILE",
     );
-    refused("rlimittype", |c| c["process"]["rlimits"] = json!([{"type": "RLIMIT_YUN", "soft": 1, "hard": 1}]), "process.rlimits[0].type");
+    refused(
+        "rlimittype",
+        |c| c["process"]["rlimits"] = json!([{"type": "RLIMIT_YUN", "soft": 1, "hard": 1}]),
+        "process.rlimits[0].type",
+    );
 }
 
 #[test]
@@ -62,15 +81,27 @@ fn bad_seccomp_action() {
 
 #[test]
 fn missing_program_is_reported_at_create() {
-    refused("noexec", |c| c["process"]["args"] = json!(["/bin/yun-no-such-program"]), "no such executable");
-    refused("nopath", |c| c["process"]["args"] = json!(["yun-no-such-program"]), "not found in $PATH");
+    refused(
+        "noexec",
+        |c| c["process"]["args"] = json!(["/bin/yun-no-such-program"]),
+        "no such executable",
+    );
+    refused(
+        "nopath",
+        |c| c["process"]["args"] = json!(["yun-no-such-program"]),
+        "not found in $PATH",
+    );
 }
 
 #[test]
 fn malformed_json() {
     let env = Env::new("malformed");
     let b = env.bundle("b", &["/bin/true"], |_| {});
-    std::fs::write(b.join("config.json"), "{\"ociVersion\": \"1.0.2\", \"process\": [").unwrap();
+    std::fs::write(
+        b.join("config.json"),
+        "{\"ociVersion\": \"1.0.2\", \"process\": [",
+    )
+    .unwrap();
     let out = env.yunc(&["create", "-b", b.to_str().unwrap(), &env.id("c")]);
     assert_fails_with(&out, "config.json");
 }
@@ -106,5 +137,9 @@ fn systemd_cgroup_is_refused() {
 
 #[test]
 fn terminal_without_console_socket() {
-    refused("noconsole", |c| c["process"]["terminal"] = true.into(), "--console-socket");
+    refused(
+        "noconsole",
+        |c| c["process"]["terminal"] = true.into(),
+        "--console-socket",
+    );
 }

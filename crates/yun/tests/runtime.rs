@@ -25,8 +25,13 @@ fn every_requested_namespace_is_new_and_process_is_pid_1() {
     );
     let out = env.run_ok(&env.id("c"), &b);
     for n in ["pid", "mnt", "uts", "ipc", "net", "cgroup"] {
-        let host = std::fs::metadata(format!("/proc/self/ns/{n}")).unwrap().ino();
-        let line = out.lines().find(|l| l.starts_with(&format!("{n} "))).unwrap();
+        let host = std::fs::metadata(format!("/proc/self/ns/{n}"))
+            .unwrap()
+            .ino();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .unwrap();
         let inside: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
         assert_ne!(inside, host, "{n} namespace is the host's");
     }
@@ -59,7 +64,11 @@ fn masked_and_readonly_paths() {
 #[test]
 fn capabilities_are_dropped() {
     let env = Env::new("caps");
-    let b = env.bundle("b", &sh("grep -E 'Cap(Eff|Bnd|Prm|Amb)' /proc/self/status"), |_| {});
+    let b = env.bundle(
+        "b",
+        &sh("grep -E 'Cap(Eff|Bnd|Prm|Amb)' /proc/self/status"),
+        |_| {},
+    );
     let out = env.run_ok(&env.id("c"), &b);
     // AUDIT_WRITE (29), KILL (5), NET_BIND_SERVICE (10): runc's default set.
     let want = format!("{:016x}", (1u64 << 29) | (1 << 5) | (1 << 10));
@@ -97,13 +106,21 @@ fn seccomp_returns_the_configured_errno() {
 fn memory_limit_stops_an_allocation_and_reports_oom() {
     let env = Env::new("oom");
     // tmpfs pages are charged to the writer's memory cgroup.
-    let b = env.bundle("b", &sh("dd if=/dev/zero of=/dev/shm/fill bs=1M count=60 2>/dev/null; echo rc=$?"), |c| {
-        c["linux"]["resources"]["memory"] = json!({"limit": 16 * 1024 * 1024, "swap": 16 * 1024 * 1024});
-    });
+    let b = env.bundle(
+        "b",
+        &sh("dd if=/dev/zero of=/dev/shm/fill bs=1M count=60 2>/dev/null; echo rc=$?"),
+        |c| {
+            c["linux"]["resources"]["memory"] =
+                json!({"limit": 16 * 1024 * 1024, "swap": 16 * 1024 * 1024});
+        },
+    );
     let (code, out, err) = env.run(&env.id("c"), &b);
     assert_eq!(code, 0, "{err}");
     // dd, not the shell, is the biggest process: the OOM killer picks it (SIGKILL, 128+9).
-    assert!(out.contains("rc=137"), "allocation above the limit was not stopped: {out}");
+    assert!(
+        out.contains("rc=137"),
+        "allocation above the limit was not stopped: {out}"
+    );
     assert!(err.contains("OOM"), "OOM not reported: {err}");
 }
 
@@ -114,9 +131,16 @@ fn pids_limit_stops_a_fork_loop() {
     let b = env.bundle("b", &sh("cat /sys/fs/cgroup/pids/pids.max"), limit);
     assert_eq!(env.run_ok(&env.id("c"), &b), "10\n");
     // busybox sh gives up (exit 2) when fork fails.
-    let b = env.bundle("b2", &sh("i=0; while [ $i -lt 40 ]; do sleep 2 & i=$((i+1)); done; echo all-forked"), limit);
+    let b = env.bundle(
+        "b2",
+        &sh("i=0; while [ $i -lt 40 ]; do sleep 2 & i=$((i+1)); done; echo all-forked"),
+        limit,
+    );
     let (code, out, err) = env.run(&env.id("c2"), &b);
-    assert!(!out.contains("all-forked"), "forks beyond the limit succeeded");
+    assert!(
+        !out.contains("all-forked"),
+        "forks beyond the limit succeeded"
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("can't fork"), "{err}");
 }
@@ -133,14 +157,27 @@ fn rlimits_are_applied() {
 #[test]
 fn user_namespace_maps_ids() {
     let env = Env::new("userns");
-    let b = env.bundle("b", &sh("cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /tmp/f && stat -c %u /tmp/f"), |c| {
-        c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
-        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
-    });
+    let b = env.bundle(
+        "b",
+        &sh("cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /tmp/f && stat -c %u /tmp/f"),
+        |c| {
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "user"}));
+            c["linux"]["uidMappings"] =
+                json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+            c["linux"]["gidMappings"] =
+                json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        },
+    );
     let out = env.run_ok(&env.id("c"), &b);
     let words: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(&words[..6], ["0", "100000", "65536", "0", "100000", "65536"], "{out}");
+    assert_eq!(
+        &words[..6],
+        ["0", "100000", "65536", "0", "100000", "65536"],
+        "{out}"
+    );
     assert_eq!(words[6], "0", "{out}");
 }
 
@@ -148,12 +185,19 @@ fn user_namespace_maps_ids() {
 fn user_and_cwd_and_env_and_umask() {
     let env = Env::new("user");
     let b = env.bundle("b", &sh("id; pwd; echo $YUN_X; umask"), |c| {
-        c["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
+        c["process"]["user"] =
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 63});
         c["process"]["cwd"] = "/home/yun".into();
-        c["process"]["env"].as_array_mut().unwrap().push("YUN_X=hello".into());
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push("YUN_X=hello".into());
     });
     let out = env.run_ok(&env.id("c"), &b);
-    assert!(out.starts_with("uid=1000(yun) gid=1000(yun) groups=10,20"), "{out}");
+    assert!(
+        out.starts_with("uid=1000(yun) gid=1000(yun) groups=10,20"),
+        "{out}"
+    );
     assert!(out.contains("/home/yun\nhello\n0077"), "{out}");
 }
 
@@ -165,9 +209,17 @@ fn exit_codes_propagate() {
     // Killed by a signal: 128 + N. (A pid-1 shell ignores its own kill -9: kill from outside.)
     let id = env.id("c2");
     let b = env.bundle("b2", &["/bin/sleep", "30"], |_| {});
-    let mut child = env.yunc_cmd(&["run", "-b", b.to_str().unwrap(), &id]).spawn().unwrap();
+    let mut child = env
+        .yunc_cmd(&["run", "-b", b.to_str().unwrap(), &id])
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !env.yunc(&["state", &id]).stdout.windows(7).any(|w| w == b"running") {
+    while !env
+        .yunc(&["state", &id])
+        .stdout
+        .windows(7)
+        .any(|w| w == b"running")
+    {
         assert!(Instant::now() < deadline, "container never ran");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -178,7 +230,11 @@ fn exit_codes_propagate() {
 #[test]
 fn foreground_run_forwards_signals() {
     let env = Env::new("signal");
-    let b = env.bundle("b", &sh("trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.05; done"), |_| {});
+    let b = env.bundle(
+        "b",
+        &sh("trap 'echo got-term; exit 42' TERM; echo ready; while true; do sleep 0.05; done"),
+        |_| {},
+    );
     let mut child = env
         .yunc_cmd(&["run", "-b", b.to_str().unwrap(), &env.id("c")])
         .stdout(std::process::Stdio::piped())
@@ -188,7 +244,11 @@ fn foreground_run_forwards_signals() {
     let mut buf = [0u8; 6];
     stdout.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"ready\n");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGTERM,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
@@ -202,13 +262,23 @@ fn create_start_exec_pause_resume_kill_delete() {
     let id = env.id("c");
     let b = env.bundle("b", &["/bin/sleep", "60"], |_| {});
     let pid_file = env.dir.join("pid");
-    assert!(env.yunc_detached(&["create", "-b", b.to_str().unwrap(), "--pid-file", pid_file.to_str().unwrap(), &id]));
+    assert!(env.yunc_detached(&[
+        "create",
+        "-b",
+        b.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id
+    ]));
     let st = env.state(&id);
     assert_eq!(st["status"], "created");
     let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert_eq!(st["pid"], pid);
     // CVE-2019-5736: nothing from the image may run while the init still runs yunc.
-    assert_fails_with(&env.yunc(&["exec", &id, "/bin/true"]), "exec needs it running");
+    assert_fails_with(
+        &env.yunc(&["exec", &id, "/bin/true"]),
+        "exec needs it running",
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.lines().any(|l| l == "Uid:\t0\t0\t0\t0"));
 
@@ -220,9 +290,21 @@ fn create_start_exec_pause_resume_kill_delete() {
 
     // exec --process with a file, detached, with a pid file.
     let proc_file = env.dir.join("process.json");
-    std::fs::write(&proc_file, json!({"args": ["/bin/sleep", "30"], "cwd": "/", "user": {"uid": 0, "gid": 0}}).to_string()).unwrap();
+    std::fs::write(
+        &proc_file,
+        json!({"args": ["/bin/sleep", "30"], "cwd": "/", "user": {"uid": 0, "gid": 0}}).to_string(),
+    )
+    .unwrap();
     let exec_pid = env.dir.join("exec.pid");
-    assert!(env.yunc_detached(&["exec", "--process", proc_file.to_str().unwrap(), "-d", "--pid-file", exec_pid.to_str().unwrap(), &id]));
+    assert!(env.yunc_detached(&[
+        "exec",
+        "--process",
+        proc_file.to_str().unwrap(),
+        "-d",
+        "--pid-file",
+        exec_pid.to_str().unwrap(),
+        &id
+    ]));
     let out = env.yunc(&["ps", "--format", "json", &id]);
     let pids: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
     let epid: i64 = std::fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
@@ -251,7 +333,11 @@ fn create_start_exec_pause_resume_kill_delete() {
     }
     assert!(env.yunc(&["delete", &id]).status.success());
     assert!(!env.root.join(&id).exists());
-    assert!(cgroup_dirs_named(&id).is_empty(), "{:?}", cgroup_dirs_named(&id));
+    assert!(
+        cgroup_dirs_named(&id).is_empty(),
+        "{:?}",
+        cgroup_dirs_named(&id)
+    );
 }
 
 #[test]
@@ -259,14 +345,23 @@ fn console_socket_receives_the_pty_master() {
     use std::os::unix::net::UnixListener;
     let env = Env::new("tty");
     let id = env.id("c");
-    let b = env.bundle("b", &sh("tty; echo tty-ok"), |c| c["process"]["terminal"] = true.into());
+    let b = env.bundle("b", &sh("tty; echo tty-ok"), |c| {
+        c["process"]["terminal"] = true.into()
+    });
     let sock = env.dir.join("console.sock");
     let listener = UnixListener::bind(&sock).unwrap();
     let receiver = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
         yun_runtime::console::recv_fd(&conn).unwrap()
     });
-    assert!(env.yunc_detached(&["create", "-b", b.to_str().unwrap(), "--console-socket", sock.to_str().unwrap(), &id]));
+    assert!(env.yunc_detached(&[
+        "create",
+        "-b",
+        b.to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        &id
+    ]));
     let master = receiver.join().unwrap();
     assert!(env.yunc(&["start", &id]).status.success());
     let mut f = std::fs::File::from(master);
@@ -279,7 +374,10 @@ fn console_socket_receives_the_pty_master() {
         }
         text.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    assert!(text.contains("/dev/pts/0") && text.contains("tty-ok"), "{text:?}");
+    assert!(
+        text.contains("/dev/pts/0") && text.contains("tty-ok"),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -289,9 +387,7 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     let log_dir = env.dir.join("log");
     std::fs::create_dir(&log_dir).unwrap();
     let host_log = log_dir.join("hooks.log");
-    let hook = |name: &str, log: &Path| {
-        json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read -r s; echo \"{name} $s\" >> {}", log.display())], "timeout": 5})
-    };
+    let hook = |name: &str, log: &Path| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read -r s; echo \"{name} $s\" >> {}", log.display())], "timeout": 5});
     let inside = Path::new("/hooklog/hooks.log");
     let b = env.bundle("b", &sh("echo main"), |c| {
         c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/hooklog", "type": "bind", "source": log_dir, "options": ["rbind"]}));
@@ -307,9 +403,21 @@ fn hooks_run_in_order_with_the_state_on_stdin() {
     env.run_ok(&id, &b);
     let log = std::fs::read_to_string(&host_log).unwrap();
     let names: Vec<&str> = log.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(names, ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"], "{log}");
+    assert_eq!(
+        names,
+        [
+            "prestart",
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ],
+        "{log}"
+    );
     for line in log.lines() {
-        let state: serde_json::Value = serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
         assert_eq!(state["id"], id.as_str());
         assert!(state["bundle"].as_str().unwrap().ends_with("/b"));
     }
@@ -334,11 +442,17 @@ fn a_failing_hook_fails_create_and_leaves_nothing() {
 fn joins_a_network_namespace_by_path() {
     let env = Env::new("joinns");
     let ns = format!("yun-test-{}", std::process::id());
-    assert!(std::process::Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
+    assert!(std::process::Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap()
+        .success());
     struct NsGuard(String);
     impl Drop for NsGuard {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("ip").args(["netns", "delete", &self.0]).status();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", &self.0])
+                .status();
         }
     }
     let _g = NsGuard(ns.clone());
@@ -364,9 +478,17 @@ fn no_host_fd_reaches_the_container_and_cwd_must_be_inside() {
     assert_eq!(out.trim(), "0 1 2 3", "{out}");
     // CVE-2024-21626: a cwd through /proc/self/fd must not land on a host directory.
     for fd in 3..8 {
-        let b = env.bundle(&format!("cwd{fd}"), &["/bin/pwd"], |c| c["process"]["cwd"] = format!("/proc/self/fd/{fd}").into());
+        let b = env.bundle(&format!("cwd{fd}"), &["/bin/pwd"], |c| {
+            c["process"]["cwd"] = format!("/proc/self/fd/{fd}").into()
+        });
         let (code, out, _) = env.run(&env.id(&format!("cwd{fd}")), &b);
-        assert!(code != 0 || !out.contains("(unreachable)") && !out.starts_with("/sys") && !out.starts_with("/run"), "fd {fd}: {out}");
+        assert!(
+            code != 0
+                || !out.contains("(unreachable)")
+                    && !out.starts_with("/sys")
+                    && !out.starts_with("/run"),
+            "fd {fd}: {out}"
+        );
     }
 }
 
@@ -390,7 +512,11 @@ fn a_container_sharing_a_pid_namespace_gets_a_sealed_runtime_copy() {
     assert!(env.yunc_detached(&["create", "-b", b.to_str().unwrap(), &id]));
     let pid = env.state(&id)["pid"].as_i64().unwrap();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(exe.to_string_lossy().starts_with("/memfd:yunc"), "{}", exe.display());
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:yunc"),
+        "{}",
+        exe.display()
+    );
     let host_exe = std::fs::read_link(format!("/proc/{host_pid}/exe")).unwrap();
     assert!(host_exe.ends_with("busybox"), "{}", host_exe.display());
 }
@@ -398,7 +524,14 @@ fn a_container_sharing_a_pid_namespace_gets_a_sealed_runtime_copy() {
 #[test]
 fn readonly_root() {
     let env = Env::new("roroot");
-    let b = env.bundle("b", &sh("touch /x 2>&1; touch /dev/shm/ok && echo tmpfs-ok"), |c| c["root"]["readonly"] = true.into());
+    let b = env.bundle(
+        "b",
+        &sh("touch /x 2>&1; touch /dev/shm/ok && echo tmpfs-ok"),
+        |c| c["root"]["readonly"] = true.into(),
+    );
     let out = env.run_ok(&env.id("c"), &b);
-    assert!(out.contains("Read-only file system") && out.contains("tmpfs-ok"), "{out}");
+    assert!(
+        out.contains("Read-only file system") && out.contains("tmpfs-ok"),
+        "{out}"
+    );
 }

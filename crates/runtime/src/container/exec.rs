@@ -63,7 +63,12 @@ impl Runtime {
             }
             (None, false) => None,
         };
-        let seccomp = match st.config.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        let seccomp = match st
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+        {
             Some(s) => Some(seccomp::compile(s)?),
             None => None,
         };
@@ -91,7 +96,10 @@ impl Runtime {
         let pid = match drive(&parent_ch, &cg, stage1) {
             Ok(pid) => pid,
             Err(e) => {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(stage1), nix::sys::signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(stage1),
+                    nix::sys::signal::SIGKILL,
+                );
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(stage1), None);
                 return Err(e);
             }
@@ -166,7 +174,10 @@ impl ExecJob<'_> {
             nix::sched::setns(fd, namespaces::flag(*t))
                 .with_context(|| format!("join {} namespace", namespaces::name(*t)))?;
         }
-        let joined_pid = self.joins.iter().any(|(t, _)| *t == LinuxNamespaceType::Pid);
+        let joined_pid = self
+            .joins
+            .iter()
+            .any(|(t, _)| *t == LinuxNamespaceType::Pid);
         if joined_pid {
             match fork()? {
                 ForkResult::Child => child_main(ch, || self.stage2(ch)),
@@ -184,16 +195,20 @@ impl ExecJob<'_> {
     fn stage2(&self, ch: &Channel) -> Result<Infallible> {
         nix::unistd::setsid().context("setsid")?;
         if let Some(adj) = self.process.oom_score_adj() {
-            std::fs::write("/proc/self/oom_score_adj", adj.to_string()).context("process.oomScoreAdj")?;
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .context("process.oomScoreAdj")?;
         }
         let setgroups_allowed = std::fs::read_to_string("/proc/self/setgroups")
             .map(|s| s.trim() != "deny")
             .unwrap_or(true);
         if self.process.terminal().unwrap_or(false) {
-            let socket = self.console.ok_or_else(|| anyhow!("--tty needs a console"))?;
+            let socket = self
+                .console
+                .ok_or_else(|| anyhow!("--tty needs a console"))?;
             crate::console::setup(socket, false, None).context("process.terminal")?;
         }
-        let no_notify = |_fd: OwnedFd| -> Result<()> { bail!("SCMP_ACT_NOTIFY is not supported for exec") };
+        let no_notify =
+            |_fd: OwnedFd| -> Result<()> { bail!("SCMP_ACT_NOTIFY is not supported for exec") };
         let prepared = process::prepare(
             self.process,
             &process::Options {

@@ -49,6 +49,7 @@ pub(super) fn stage1(s: &Setup, ch: &Channel) -> Result<Infallible> {
     // Until execve, nobody else may ptrace us or open /proc/PID/exe (execve resets this).
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    crate::timing::mark("stage1: forked");
     namespaces::join_all(&s.plan.join)?;
     if s.plan.new_user {
         nix::sched::unshare(CloneFlags::CLONE_NEWUSER).context("create user namespace")?;
@@ -65,6 +66,7 @@ pub(super) fn stage1(s: &Setup, ch: &Channel) -> Result<Infallible> {
     if s.plan.creates(LinuxNamespaceType::Time) {
         namespaces::write_time_offsets(&s.bundle.spec)?;
     }
+    crate::timing::mark("stage1: unshared");
     if s.plan.needs_fork() {
         match fork()? {
             ForkResult::Child => child_main(ch, || init(s, ch)),
@@ -81,7 +83,10 @@ pub(super) fn stage1(s: &Setup, ch: &Channel) -> Result<Infallible> {
 
 fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
     let spec = &s.bundle.spec;
-    let process = spec.process().as_ref().ok_or_else(|| anyhow!("process: missing"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| anyhow!("process: missing"))?;
     nix::unistd::setsid().context("setsid")?;
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
@@ -102,6 +107,7 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
         }
     }
 
+    crate::timing::mark("init: forked");
     rootfs::prepare(&rootfs::Plan {
         spec,
         rootfs: &s.bundle.rootfs,
@@ -110,6 +116,7 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
         cgroup_sources: s.cgroup.mount_sources(),
     })?;
 
+    crate::timing::mark("init: mounted");
     ch.send(&Msg::CreateRuntimeHooks)?;
     let mut state = match ch.recv()? {
         Msg::HookState(v) => v,
@@ -130,7 +137,9 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
             .map(|b| (b.height() as u16, b.width() as u16));
         crate::console::setup(socket, true, size).context("process.terminal")?;
     }
+    crate::timing::mark("init: pivoted");
     rootfs::finish(spec)?;
+    crate::timing::mark("init: finished rootfs");
 
     let created_state = state.clone();
     let notify = |fd: OwnedFd| super::send_notify_fd(s, fd, &created_state);
@@ -143,6 +152,7 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
             on_notify_fd: &notify,
         },
     )?;
+    crate::timing::mark("init: prepared process");
     ch.send(&Msg::Ready)?;
 
     // Block until `start` opens the fifo for reading. The fd is opened relative to the

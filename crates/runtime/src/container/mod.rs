@@ -86,22 +86,32 @@ impl Runtime {
         opts: &CreateOptions,
         console: Option<UnixStream>,
     ) -> Result<i32> {
+        crate::timing::mark("create: start");
         state::check_id(id)?;
         let bundle = config::load_bundle(bundle_dir)?;
         let spec = &bundle.spec;
-        let linux = spec.linux().as_ref().ok_or_else(|| anyhow!("linux: missing"))?;
-        let process = spec.process().as_ref().ok_or_else(|| anyhow!("process: missing"))?;
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| anyhow!("linux: missing"))?;
+        let process = spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| anyhow!("process: missing"))?;
         if process.terminal().unwrap_or(false) && console.is_none() {
             bail!("process.terminal is true: --console-socket is required");
         }
         let plan = namespaces::Plan::from_spec(spec);
         if !plan.creates(oci_spec::runtime::LinuxNamespaceType::Mount)
-            && !plan.join.iter().any(|(t, _)| *t == oci_spec::runtime::LinuxNamespaceType::Mount)
+            && !plan
+                .join
+                .iter()
+                .any(|(t, _)| *t == oci_spec::runtime::LinuxNamespaceType::Mount)
         {
             bail!("config.json: linux.namespaces: a mount namespace is required");
         }
-        let mut cgroup = cgroups::Manager::new(linux.cgroups_path().as_deref(), id)
-            .context("config.json")?;
+        let mut cgroup =
+            cgroups::Manager::new(linux.cgroups_path().as_deref(), id).context("config.json")?;
         if let Some(res) = linux.resources() {
             cgroup.validate(res).context("config.json")?;
         }
@@ -109,14 +119,20 @@ impl Runtime {
             Some(s) => Some(seccomp::compile(s).context("config.json")?),
             None => None,
         };
-        let notify_listener = match linux.seccomp().as_ref().and_then(|s| s.listener_path().clone()) {
-            Some(p) if seccomp.as_ref().is_some_and(|f| f.uses_notify()) => Some(
-                UnixStream::connect(&p)
-                    .with_context(|| format!("linux.seccomp.listenerPath: connect {}", p.display()))?,
-            ),
+        let notify_listener = match linux
+            .seccomp()
+            .as_ref()
+            .and_then(|s| s.listener_path().clone())
+        {
+            Some(p) if seccomp.as_ref().is_some_and(|f| f.uses_notify()) => {
+                Some(UnixStream::connect(&p).with_context(|| {
+                    format!("linux.seccomp.listenerPath: connect {}", p.display())
+                })?)
+            }
             _ => None,
         };
 
+        crate::timing::mark("create: validated");
         // From here on the host changes: the guard undoes everything on error.
         let dir = self.make_state_dir(id)?;
         let mut guard = CreateGuard {
@@ -133,6 +149,7 @@ impl Runtime {
         if let Some(res) = linux.resources() {
             cgroup.apply(res)?;
         }
+        crate::timing::mark("create: cgroup ready");
         let state_dir = nix::fcntl::open(
             &dir,
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -177,11 +194,13 @@ impl Runtime {
             cgroup: cgroup.state(),
             config: spec.clone(),
         };
+        crate::timing::mark("create: ready");
         created.save(&self.root)?;
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
         }
         guard.disarm();
+        crate::timing::mark("create: saved");
         Ok(pid)
     }
 
@@ -265,7 +284,9 @@ impl Runtime {
             .into());
         }
         let fifo = state::dir(&self.root, id).join(EXEC_FIFO);
+        crate::timing::mark("start: begin");
         release_fifo(&fifo, &st)?;
+        crate::timing::mark("start: exec'd");
         let _ = std::fs::remove_file(&fifo);
         if let Err(e) = hooks::run(&st.config, Kind::Poststart, &st.oci(Status::Running)) {
             // The spec: a failing poststart hook is logged and the lifecycle goes on.
@@ -287,7 +308,11 @@ impl Runtime {
         }
         let signals = wait::block_signals();
         let spec = config::load_spec(&bundle.join("config.json"))?;
-        let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
         let mut proxy_end = None;
         let console = match (&opts.console_socket, terminal) {
             (Some(p), _) => Some(crate::console::connect(p)?),
@@ -308,6 +333,7 @@ impl Runtime {
             return Err(e);
         }
         let code = wait::forward_until_exit(pid, &signals, proxy.as_ref());
+        crate::timing::mark("run: exited");
         drop(proxy);
         drop(signals);
         if let Ok(st) = ContainerState::load(&self.root, id) {
@@ -317,6 +343,7 @@ impl Runtime {
             }
         }
         self.delete(id, true)?;
+        crate::timing::mark("run: deleted");
         Ok(code)
     }
 }
@@ -325,8 +352,12 @@ impl Runtime {
 /// byte (startContainer hooks done) and for EOF (the write end closed by execve). Non-blocking
 /// open + poll, so that a dead init becomes an error rather than a hang.
 fn release_fifo(fifo: &Path, st: &ContainerState) -> Result<()> {
-    let fd = nix::fcntl::open(fifo, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-        .context("open exec fifo")?;
+    let fd = nix::fcntl::open(
+        fifo,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context("open exec fifo")?;
     let mut got_byte = false;
     loop {
         let mut pfd = [nix::poll::PollFd::new(
@@ -350,7 +381,9 @@ fn release_fifo(fifo: &Path, st: &ContainerState) -> Result<()> {
                     // EOF before the byte: the init failed after opening (its error went to
                     // the container's stderr).
                     Ok(_) => bail!("container {}: its process failed during start", st.id),
-                    Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_micros(200)),
+                    Err(nix::errno::Errno::EAGAIN) => {
+                        std::thread::sleep(Duration::from_micros(200))
+                    }
                     Err(e) => return Err(e).context("read exec fifo"),
                 }
             }
@@ -381,7 +414,10 @@ impl Drop for CreateGuard {
         }
         if let Some(cg) = &self.cgroup {
             for p in cg.pids().unwrap_or_default() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::SIGKILL,
+                );
             }
         }
         if let Some(pid) = self.pid {
@@ -390,8 +426,9 @@ impl Drop for CreateGuard {
             let _ = nix::sys::wait::waitpid(pid, None);
         }
         // Reap whatever else re-parented to us (stage 1 if it was still around).
-        while let Ok(nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..)) =
-            nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+        while let Ok(
+            nix::sys::wait::WaitStatus::Exited(..) | nix::sys::wait::WaitStatus::Signaled(..),
+        ) = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
         {}
         if let Some(cg) = &self.cgroup {
             if let Err(e) = cg.destroy() {
@@ -420,9 +457,12 @@ pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let path = std::path::absolute(path)?;
     let tmp = path.with_file_name(format!(
         ".{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
-    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("--pid-file {}", path.display()))?;
+    std::fs::write(&tmp, pid.to_string())
+        .with_context(|| format!("--pid-file {}", path.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("--pid-file {}", path.display()))?;
     Ok(())
 }

@@ -153,7 +153,12 @@ impl Runtime {
 
     /// Stream events until the container stops: stats every `interval`, and "oom" as soon as
     /// the OOM killer strikes (polled every 100 ms).
-    pub fn events(&self, id: &str, interval: Duration, mut emit: impl FnMut(&Event) -> Result<()>) -> Result<()> {
+    pub fn events(
+        &self,
+        id: &str,
+        interval: Duration,
+        mut emit: impl FnMut(&Event) -> Result<()>,
+    ) -> Result<()> {
         let (st, _) = self.load_live(id, "events")?;
         let cg = cgroups::Manager::from_state(&st.cgroup);
         let mut ooms = cg.oom_kill_count().unwrap_or(0);
@@ -162,10 +167,18 @@ impl Runtime {
             let now = cg.oom_kill_count().unwrap_or(ooms);
             if now > ooms {
                 ooms = now;
-                emit(&Event { kind: "oom".into(), id: id.into(), data: None })?;
+                emit(&Event {
+                    kind: "oom".into(),
+                    id: id.into(),
+                    data: None,
+                })?;
             }
             if Instant::now() >= next_stats {
-                emit(&Event { kind: "stats".into(), id: id.into(), data: Some(cg.stats()?) })?;
+                emit(&Event {
+                    kind: "stats".into(),
+                    id: id.into(),
+                    data: Some(cg.stats()?),
+                })?;
                 next_stats = Instant::now() + interval;
             }
             std::thread::sleep(Duration::from_millis(100).min(interval));
@@ -204,7 +217,11 @@ fn kill_and_wait(st: &ContainerState, cg: &cgroups::Manager) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while state::pid_alive(st.pid, st.pid_start) {
         if Instant::now() > deadline {
-            bail!("container {}: process {} did not die after SIGKILL", st.id, st.pid);
+            bail!(
+                "container {}: process {} did not die after SIGKILL",
+                st.id,
+                st.pid
+            );
         }
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -18,7 +18,14 @@ pub struct BlockedSignals {
 /// between fork and the wait loop is lost (children reset their mask before exec).
 pub fn block_signals() -> BlockedSignals {
     let mut set = SigSet::all();
-    for s in [Signal::SIGKILL, Signal::SIGSTOP, Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGILL, Signal::SIGFPE] {
+    for s in [
+        Signal::SIGKILL,
+        Signal::SIGSTOP,
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+    ] {
         set.remove(s);
     }
     let mut old = SigSet::empty();
@@ -46,7 +53,9 @@ pub fn forward_until_exit(pid: i32, signals: &BlockedSignals, proxy: Option<&Con
                 Ok(_) => continue,
             }
         }
-        let Ok(sig) = signals.set.wait() else { continue };
+        let Ok(sig) = signals.set.wait() else {
+            continue;
+        };
         match sig {
             Signal::SIGCHLD => {}
             Signal::SIGWINCH if proxy.is_some() => {
@@ -95,7 +104,12 @@ impl ConsoleProxy {
     }
 
     pub fn copy_window_size(&self) {
-        let mut ws: libc::winsize = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+        let mut ws: libc::winsize = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCGWINSZ/TIOCSWINSZ read or write a winsize struct we own.
         unsafe {
             if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
@@ -111,7 +125,11 @@ impl Drop for ConsoleProxy {
             let _ = h.join();
         }
         if let Some(t) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
         }
     }
 }
@@ -120,13 +138,19 @@ impl Drop for ConsoleProxy {
 fn spawn_copy(fd: i32, master: std::sync::Arc<OwnedFd>, to_master: bool) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
-        let (from, to) = if to_master { (fd, master.as_raw_fd()) } else { (master.as_raw_fd(), fd) };
+        let (from, to) = if to_master {
+            (fd, master.as_raw_fd())
+        } else {
+            (master.as_raw_fd(), fd)
+        };
         loop {
             // SAFETY: reading into and writing from a buffer we own, on fds that stay open
             // for the life of this thread (the Arc keeps the master open).
             let n = unsafe { libc::read(from, buf.as_mut_ptr().cast(), buf.len()) };
             if n <= 0 {
-                if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                if n < 0
+                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                {
                     continue;
                 }
                 return;

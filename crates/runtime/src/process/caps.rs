@@ -57,9 +57,18 @@ pub fn drop_bounding(sets: &Sets) -> Result<()> {
 /// change, which keeps permitted thanks to PR_SET_KEEPCAPS but clears effective).
 pub fn apply(sets: &Sets) -> Result<()> {
     // Effective must stay a subset of permitted at every step: shrink effective first.
-    caps::set(None, CapSet::Effective, &sets.effective.intersection(&sets.permitted).cloned().collect())
-        .context("set effective capabilities")?;
-    caps::set(None, CapSet::Inheritable, &sets.inheritable).context("set inheritable capabilities")?;
+    caps::set(
+        None,
+        CapSet::Effective,
+        &sets
+            .effective
+            .intersection(&sets.permitted)
+            .cloned()
+            .collect(),
+    )
+    .context("set effective capabilities")?;
+    caps::set(None, CapSet::Inheritable, &sets.inheritable)
+        .context("set inheritable capabilities")?;
     caps::set(None, CapSet::Permitted, &sets.permitted).context("set permitted capabilities")?;
     caps::set(None, CapSet::Effective, &sets.effective).context("set effective capabilities")?;
     if caps::runtime::ambient_set_supported().is_ok() {

@@ -44,7 +44,10 @@ pub fn prepare<'a>(process: &Process, opts: &Options<'a>) -> Result<Prepared<'a>
     nix::unistd::chdir(cwd).with_context(|| format!("process.cwd: chdir {}", cwd.display()))?;
     match nix::unistd::getcwd() {
         Ok(p) if p.is_absolute() => {}
-        _ => bail!("process.cwd: {} is outside the container's root", cwd.display()),
+        _ => bail!(
+            "process.cwd: {} is outside the container's root",
+            cwd.display()
+        ),
     }
 
     let env: Vec<String> = process.env().clone().unwrap_or_default();
@@ -93,7 +96,11 @@ fn set_user(process: &Process, setgroups_allowed: bool) -> Result<()> {
             .map(|g| Gid::from_raw(*g))
             .collect();
         nix::unistd::setgroups(&groups).context("process.user.additionalGids: setgroups")?;
-    } else if user.additional_gids().as_ref().is_some_and(|g| !g.is_empty()) {
+    } else if user
+        .additional_gids()
+        .as_ref()
+        .is_some_and(|g| !g.is_empty())
+    {
         bail!("process.user.additionalGids: setgroups is denied in this user namespace");
     }
     let gid = Gid::from_raw(user.gid());
@@ -141,7 +148,10 @@ pub fn find_executable(name: &str, env: &[String]) -> Result<PathBuf> {
 }
 
 /// The last steps, then execve. Returns only on failure.
-pub fn exec(p: Prepared<'_>, on_notify_fd: &dyn Fn(std::os::fd::OwnedFd) -> Result<()>) -> Result<Infallible> {
+pub fn exec(
+    p: Prepared<'_>,
+    on_notify_fd: &dyn Fn(std::os::fd::OwnedFd) -> Result<()>,
+) -> Result<Infallible> {
     if p.no_new_privs {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {

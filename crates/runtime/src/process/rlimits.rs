@@ -77,11 +77,7 @@ pub fn apply(limits: &[PosixRlimit]) -> Result<()> {
         };
         // SAFETY: setrlimit reads the struct we pass.
         if unsafe { libc::setrlimit(resource(r.typ()), &lim) } != 0 {
-            bail!(
-                "setrlimit {}: {}",
-                r.typ(),
-                std::io::Error::last_os_error()
-            );
+            bail!("setrlimit {}: {}", r.typ(), std::io::Error::last_os_error());
         }
     }
     Ok(())

@@ -64,7 +64,12 @@ pub fn copy_dir(from: &OwnedFd, to: &OwnedFd) -> Result<()> {
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )?;
         if kind != SFlag::S_IFLNK {
-            fchmodat(to.as_fd(), name.as_c_str(), mode, FchmodatFlags::FollowSymlink)?;
+            fchmodat(
+                to.as_fd(),
+                name.as_c_str(),
+                mode,
+                FchmodatFlags::FollowSymlink,
+            )?;
         }
     }
     Ok(())

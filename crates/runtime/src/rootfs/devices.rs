@@ -54,7 +54,10 @@ pub fn validate(d: &LinuxDevice) -> Result<()> {
     }
     let needs_numbers = !matches!(d.typ(), LinuxDeviceType::P);
     if needs_numbers && (d.major() < 0 || d.minor() < 0) {
-        bail!("major/minor: must be given for a {} device", d.typ().as_str());
+        bail!(
+            "major/minor: must be given for a {} device",
+            d.typ().as_str()
+        );
     }
     if matches!(d.typ(), LinuxDeviceType::A) {
         bail!("type: \"a\" is only valid in linux.resources.devices");
@@ -155,7 +158,8 @@ pub fn create_links(root: &Root, has_devpts: bool) -> Result<()> {
         let (dir, name) = root.parent_of(Path::new(link))?;
         if link == "/dev/ptmx" {
             // An image's /dev/ptmx would bypass the container's devpts instance.
-            let _ = nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+            let _ =
+                nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir);
         }
         match nix::unistd::symlinkat(target, dir.as_fd(), name) {
             Ok(()) | Err(Errno::EEXIST) => {}

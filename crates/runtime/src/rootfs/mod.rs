@@ -37,8 +37,14 @@ pub fn prepare(plan: &Plan) -> Result<()> {
         Some(p) => propagation_flag(p)?,
         None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
-    mount(None::<&str>, "/", None::<&str>, prop | MsFlags::MS_REC, None::<&str>)
-        .context("set propagation of /")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        prop | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("set propagation of /")?;
     make_parent_private(plan.rootfs)?;
     // pivot_root needs the new root to be a mount point.
     mount(
@@ -67,7 +73,10 @@ pub fn prepare(plan: &Plan) -> Result<()> {
     let dev_is_bind = list.iter().any(|m| {
         m.destination() == Path::new("/dev")
             && (m.typ().as_deref() == Some("bind")
-                || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind"))
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind"))
     });
     let config_devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
     if !dev_is_bind {
@@ -110,8 +119,14 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
         }
     }
     if let Some((mp, true)) = best {
-        mount(None::<&str>, &mp, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-            .with_context(|| format!("make {} private", mp.display()))?;
+        mount(
+            None::<&str>,
+            &mp,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .with_context(|| format!("make {} private", mp.display()))?;
     }
     Ok(())
 }
@@ -147,18 +162,32 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
         nix::unistd::chdir("/").context("chdir /")?;
         return Ok(());
     }
-    let old = nix::fcntl::open("/", OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .context("open /")?;
-    let new = nix::fcntl::open(rootfs, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .context("open rootfs")?;
+    let old = nix::fcntl::open(
+        "/",
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context("open /")?;
+    let new = nix::fcntl::open(
+        rootfs,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context("open rootfs")?;
     nix::unistd::fchdir(&new).context("fchdir rootfs")?;
     // pivot_root(".", ".") stacks the old root on top of the new one; no put_old directory
     // is needed inside the image.
     nix::unistd::pivot_root(".", ".").context("pivot_root")?;
     nix::unistd::fchdir(&old).context("fchdir old root")?;
     // The old root must not propagate the unmount to the host.
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .context("make old root slave")?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("make old root slave")?;
     umount2(".", MntFlags::MNT_DETACH).context("unmount old root")?;
     nix::unistd::chdir("/").context("chdir /")?;
     Ok(())
@@ -173,10 +202,16 @@ pub fn finish(spec: &Spec) -> Result<()> {
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
         std::fs::write(&path, value).with_context(|| format!("linux.sysctl[{key:?}]"))?;
     }
-    for p in linux.and_then(|l| l.masked_paths().clone()).unwrap_or_default() {
+    for p in linux
+        .and_then(|l| l.masked_paths().clone())
+        .unwrap_or_default()
+    {
         mask(&root, Path::new(&p)).with_context(|| format!("linux.maskedPaths: {p}"))?;
     }
-    for p in linux.and_then(|l| l.readonly_paths().clone()).unwrap_or_default() {
+    for p in linux
+        .and_then(|l| l.readonly_paths().clone())
+        .unwrap_or_default()
+    {
         readonly(&root, Path::new(&p)).with_context(|| format!("linux.readonlyPaths: {p}"))?;
     }
     let dev_ro = spec.mounts().iter().flatten().any(|m| {
@@ -185,7 +220,12 @@ pub fn finish(spec: &Spec) -> Result<()> {
     if dev_ro {
         mounts::remount(&root, Path::new("/dev"), MsFlags::MS_RDONLY)?;
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         mounts::remount(&root, Path::new("/"), MsFlags::MS_RDONLY | MsFlags::MS_REC)
             .context("root.readonly")?;
     }
@@ -200,9 +240,21 @@ fn mask(root: &Root, p: &Path) -> Result<()> {
     };
     let is_dir = nix::sys::stat::fstat(&fd)?.st_mode & libc::S_IFMT == libc::S_IFDIR;
     let res = if is_dir {
-        mount(Some("tmpfs"), fd_path(&fd).as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        mount(
+            Some("tmpfs"),
+            fd_path(&fd).as_str(),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
     } else {
-        mount(Some("/dev/null"), fd_path(&fd).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        mount(
+            Some("/dev/null"),
+            fd_path(&fd).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
     };
     res.context("mask")
 }
@@ -224,7 +276,11 @@ fn readonly(root: &Root, p: &Path) -> Result<()> {
     mounts::remount(
         root,
         p,
-        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_REC,
+        MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC
+            | MsFlags::MS_REC,
     )
 }
 

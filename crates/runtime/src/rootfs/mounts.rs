@@ -162,9 +162,10 @@ pub fn mount_entry(ctx: &MountContext, m: &Mount) -> Result<()> {
         }
     }
     if let Some(old) = saved {
-        let new = ctx
-            .root
-            .open_with(dest, nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY)?;
+        let new = ctx.root.open_with(
+            dest,
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+        )?;
         super::copy::copy_dir(&old, &new)
             .with_context(|| format!("tmpcopyup {}", dest.display()))?;
     }
@@ -182,8 +183,8 @@ fn bind_entry(ctx: &MountContext, m: &Mount, opts: &MountOptions) -> Result<()> 
     } else {
         ctx.bundle.join(source)
     };
-    let meta = std::fs::metadata(&source)
-        .with_context(|| format!("bind source {}", source.display()))?;
+    let meta =
+        std::fs::metadata(&source).with_context(|| format!("bind source {}", source.display()))?;
     let target = if meta.is_dir() {
         ctx.root.mkdir_all(dest)?
     } else {
@@ -222,7 +223,16 @@ fn cgroup_entry(ctx: &MountContext, dest: &Path, opts: &MountOptions) -> Result<
             None::<&str>,
         )
         .with_context(|| format!("bind cgroup {} on {}", host.display(), at.display()))?;
-        remount(ctx.root, at, flags | if ro { MsFlags::MS_RDONLY } else { MsFlags::empty() })
+        remount(
+            ctx.root,
+            at,
+            flags
+                | if ro {
+                    MsFlags::MS_RDONLY
+                } else {
+                    MsFlags::empty()
+                },
+        )
     };
     if let [(name, host, _)] = ctx.cgroup_sources {
         if name.is_empty() {
@@ -257,7 +267,13 @@ pub fn remount_fd(fd: &OwnedFd, flags: MsFlags) -> nix::Result<()> {
     let path = fd_path(fd);
     let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
     let keep = flags & !(MsFlags::MS_BIND | MsFlags::MS_REMOUNT);
-    let first = mount(None::<&str>, path.as_str(), None::<&str>, base | keep, None::<&str>);
+    let first = mount(
+        None::<&str>,
+        path.as_str(),
+        None::<&str>,
+        base | keep,
+        None::<&str>,
+    );
     match first {
         Err(Errno::EPERM) => {
             let st = statvfs(path.as_str())?;
@@ -312,8 +328,17 @@ mod tests {
 
     #[test]
     fn flags_and_data() {
-        let o = opts(&["nosuid", "noexec", "mode=755", "size=65536k", "rprivate", "ro"]);
-        assert!(o.flags.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY));
+        let o = opts(&[
+            "nosuid",
+            "noexec",
+            "mode=755",
+            "size=65536k",
+            "rprivate",
+            "ro",
+        ]);
+        assert!(o
+            .flags
+            .contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY));
         assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
         assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
         assert!(!o.is_bind());

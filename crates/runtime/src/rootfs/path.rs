@@ -154,7 +154,8 @@ mod tests {
 
     #[test]
     fn symlinks_cannot_escape() {
-        let dir = TempDir(std::env::temp_dir().join(format!("yun-test-path-{}", std::process::id())));
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("yun-test-path-{}", std::process::id())));
         std::fs::create_dir_all(dir.0.join("root")).unwrap();
         std::os::unix::fs::symlink("/", dir.0.join("root/evil")).unwrap();
         std::os::unix::fs::symlink("../../../..", dir.0.join("root/up")).unwrap();

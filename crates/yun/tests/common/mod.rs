@@ -82,7 +82,10 @@ impl Env {
 
     pub fn yunc_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(YUNC);
-        c.arg("--root").arg(&self.root).args(args).stdin(Stdio::null());
+        c.arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null());
         c
     }
 
@@ -105,7 +108,11 @@ impl Env {
 
     pub fn state(&self, id: &str) -> Value {
         let out = self.yunc(&["state", id]);
-        assert!(out.status.success(), "state {id}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "state {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
@@ -126,10 +133,21 @@ impl Drop for Env {
 /// Expect failure with one line on stderr containing `needle`.
 pub fn assert_fails_with(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stdout={}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stdout={}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(out.status.code(), Some(1), "exit code; stderr={err}");
-    assert!(err.contains(needle), "stderr should mention {needle:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert!(
+        err.contains(needle),
+        "stderr should mention {needle:?}: {err}"
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
 }
 
 /// Cgroup directories anywhere whose name contains `needle`.
@@ -138,7 +156,9 @@ pub fn cgroup_dirs_named(needle: &str) -> Vec<PathBuf> {
         if depth > 6 {
             return;
         }
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 let p = e.path();
