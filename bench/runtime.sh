@@ -26,7 +26,7 @@ fi
 crun_cmd=""
 [ -z "$crun_note" ] && crun_cmd="crun --root $root/crun run yun-bench-crun-\$RANDOM"
 
-hyperfine -N --warmup 10 --runs "$RUNS" --export-markdown "$work/run.md" \
+hyperfine -N --warmup 10 --runs "$RUNS" --export-markdown "$work/run.md" --export-json "$work/run.json" \
     -n "yunc run" "$YUNC --root $root/yunc run yun-bench-yunc" \
     -n "runc run" "runc --root $root/runc run yun-bench-runc" \
     ${crun_cmd:+-n "crun run" "$crun_cmd"}
@@ -35,9 +35,21 @@ cycle() { # create + start + delete (force: /bin/true may not have exited yet)
     printf '%s --root %s create %s && %s --root %s start %s && %s --root %s delete -f %s' \
         "$1" "$2" "$3" "$1" "$2" "$3" "$1" "$2" "$3"
 }
-hyperfine --warmup 5 --runs "$RUNS" --export-markdown "$work/cycle.md" \
+hyperfine --warmup 5 --runs "$RUNS" --export-markdown "$work/cycle.md" --export-json "$work/cycle.json" \
     -n "yunc create+start+delete" "$(cycle "$YUNC" $root/yunc yun-bench-yc)" \
     -n "runc create+start+delete" "$(cycle runc $root/runc yun-bench-rc)"
+
+medians() { # "name: median ms" per command, and yunc's median as a fraction of runc's
+    python3 - "$1" <<'PY'
+import json, sys
+r = {x["command"]: x["median"] * 1000 for x in json.load(open(sys.argv[1]))["results"]}
+print("Medians: " + ", ".join(f"{k} {v:.1f} ms" for k, v in r.items()) + ".", end=" ")
+y = [v for k, v in r.items() if k.startswith("yunc")]
+u = [v for k, v in r.items() if k.startswith("runc")]
+if y and u:
+    print(f"yunc/runc = {y[0] / u[0]:.2f} (target <= 0.5).")
+PY
+}
 
 rss() { # peak RSS (KiB) of the runtime process for one `run`
     /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1
@@ -55,7 +67,13 @@ cd - >/dev/null
     echo
     cat "$work/run.md"
     echo
+    medians "$work/run.json"
+    echo
+    echo
     cat "$work/cycle.md"
+    echo
+    medians "$work/cycle.json"
+    echo
     echo
     echo "Peak RSS of one \`run\` (GNU time, max resident KiB): yunc $yunc_rss, runc $runc_rss."
     [ -n "$crun_note" ] && echo && echo "crun was not timed: it refuses this host. $crun_note"
