@@ -63,26 +63,38 @@ impl Podman {
         self.cmd(args).output().expect("run podman")
     }
 
-    /// `podman run --rm` with our defaults; returns stdout, asserting success.
-    fn run(&self, scenario: &str, flags: &[&str], script: &str) -> String {
+    /// `podman ARGS`, insisting on success.
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.podman(args);
+        assert!(
+            out.status.success(),
+            "podman {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// `podman run` with this test's network and cgroup parent, then `rest`.
+    fn run_args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec![
             "run",
-            "--rm",
             "--network",
             "none",
             "--cgroup-parent",
             &self.cgroup_parent,
         ];
-        args.extend_from_slice(flags);
-        args.extend_from_slice(&["yun-busybox", "sh", "-c", script]);
-        let out = self.podman(&args);
-        assert!(
-            out.status.success(),
-            "{scenario}: podman {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        args.extend_from_slice(rest);
+        args
+    }
+
+    /// `podman run --rm` with our defaults; returns stdout, asserting success.
+    /// `podman run --rm FLAGS yun-busybox sh -c SCRIPT`; returns stdout, asserting success.
+    fn run(&self, flags: &[&str], script: &str) -> String {
+        let mut rest = vec!["--rm"];
+        rest.extend_from_slice(flags);
+        rest.extend_from_slice(&["yun-busybox", "sh", "-c", script]);
+        String::from_utf8_lossy(&self.ok(&self.run_args(&rest)).stdout).into_owned()
     }
 }
 
@@ -162,21 +174,18 @@ fn podman_runs_containers_through_yunc() {
     );
 
     let out = p.run(
-        "basic",
         &[],
         "echo hello; hostname; cat /proc/1/cmdline | tr '\\0' ' '",
     );
     assert!(out.starts_with("hello\n"), "{out}");
 
     let out = p.run(
-        "env, workdir, user",
         &["-e", "YUN_A=1", "-w", "/tmp", "-u", "1000:1000"],
         "echo $YUN_A; pwd; id -u; id -g",
     );
     assert_eq!(out, "1\n/tmp\n1000\n1000\n");
 
     let out = p.run(
-        "read-only",
         &["--read-only"],
         "touch /x 2>&1; touch /tmp/ok && echo tmp-ok",
     );
@@ -185,113 +194,60 @@ fn podman_runs_containers_through_yunc() {
         "{out}"
     );
 
-    let out = p.run(
-        "memory and pids",
-        &["-m", "32m", "--pids-limit", "50"],
-        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max",
+    let limits = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max";
+    assert_eq!(
+        p.run(&["-m", "32m", "--pids-limit", "50"], limits),
+        "33554432\n50\n"
     );
-    assert_eq!(out, "33554432\n50\n");
 
-    let out = p.run("pseudo terminal", &["-t"], "tty; echo tty-done");
+    let out = p.run(&["-t"], "tty; echo tty-done");
     assert!(
         out.contains("/dev/pts/0") && out.contains("tty-done"),
         "{out:?}"
     );
 
-    let out = p.podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--cgroup-parent",
-        &p.cgroup_parent,
-        "yun-busybox",
-        "sh",
-        "-c",
-        "exit 7",
-    ]);
+    let out = p.podman(&p.run_args(&["--rm", "yun-busybox", "sh", "-c", "exit 7"]));
     assert_eq!(
         out.status.code(),
         Some(7),
-        "exit code: {}",
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
     // -d, then exec, stop, rm.
     let name = format!("yun-d-{}", std::process::id());
-    let out = p.podman(&[
-        "run",
+    let loop_until_term = "trap 'exit 0' TERM; while true; do sleep 0.1; done";
+    p.ok(&p.run_args(&[
         "-d",
         "--name",
         &name,
-        "--network",
-        "none",
-        "--cgroup-parent",
-        &p.cgroup_parent,
         "yun-busybox",
         "sh",
         "-c",
-        "trap 'exit 0' TERM; while true; do sleep 0.1; done",
-    ]);
-    assert!(
-        out.status.success(),
-        "run -d: {}",
-        String::from_utf8_lossy(&out.stderr)
+        loop_until_term,
+    ]));
+    let out = p.ok(&["exec", &name, "sh", "-c", "echo exec-ok"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exec-ok\n");
+    assert_eq!(
+        p.podman(&["exec", &name, "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
     );
-    let out = p.podman(&[
-        "exec",
-        &name,
-        "sh",
-        "-c",
-        "echo exec-ok; cat /proc/1/status | grep ^Name",
-    ]);
-    assert!(
-        out.status.success(),
-        "exec: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("exec-ok\n"));
-    let out = p.podman(&["exec", &name, "sh", "-c", "exit 3"]);
-    assert_eq!(out.status.code(), Some(3));
-    let out = p.podman(&["stop", "-t", "5", &name]);
-    assert!(
-        out.status.success(),
-        "stop: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = p.podman(&[
+    p.ok(&["stop", "-t", "5", &name]);
+    let out = p.ok(&[
         "inspect",
         "--format",
         "{{.State.Status}} {{.State.ExitCode}}",
         &name,
     ]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "exited 0",
-        "stopped by SIGTERM through yunc kill"
-    );
-    let out = p.podman(&["rm", &name]);
-    assert!(
-        out.status.success(),
-        "rm: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // SIGTERM through `yunc kill` reached the trap: exit 0, not a SIGKILL after the timeout.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "exited 0");
+    p.ok(&["rm", &name]);
 
     // A runtime error reaches the podman user.
-    let out = p.podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--cgroup-parent",
-        &p.cgroup_parent,
-        "yun-busybox",
-        "/yun-no-such-program",
-    ]);
+    let out = p.podman(&p.run_args(&["--rm", "yun-busybox", "/yun-no-such-program"]));
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("yun-no-such-program"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("yun-no-such-program"), "{err}");
 }
