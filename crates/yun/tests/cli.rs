@@ -206,3 +206,39 @@ fn events_stream_reports_oom() {
     assert_eq!(kinds.first().map(String::as_str), Some("stats"));
     assert!(kinds.iter().any(|k| k == "oom"), "{kinds:?}");
 }
+
+#[test]
+fn a_root_on_ramfs_falls_back_to_chroot() {
+    let env = Env::new("ramfs");
+    let root = env.dir.join("ramfs-root");
+    std::fs::create_dir(&root).unwrap();
+    nix::mount::mount(
+        Some("ramfs"),
+        &root,
+        Some("ramfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _u = Unmount(root.clone());
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", shared_rootfs().display()))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let b = env.bundle(
+        "b",
+        &sh("echo on-ramfs; cat /proc/self/mountinfo | wc -l"),
+        |c| c["root"]["path"] = root.to_str().unwrap().into(),
+    );
+    let out = env.run_ok(&env.id("c"), &b);
+    assert!(out.starts_with("on-ramfs\n"), "{out}");
+}

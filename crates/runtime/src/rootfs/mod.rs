@@ -151,10 +151,17 @@ fn unescape(s: &str) -> PathBuf {
     PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
+/// statfs magic of ramfs (linux/magic.h).
+const RAMFS_MAGIC: i64 = 0x858458f6;
+
 /// Make the rootfs the process's `/`: pivot_root, or with `no_pivot` (a root on ramfs
 /// cannot be pivoted) move it over / and chroot, like runc's --no-pivot.
 pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
-    if no_pivot {
+    // pivot_root cannot move the initramfs (ramfs) root: fall back by ourselves, as the
+    // user of a ramfs-rooted host would otherwise always have to pass --no-pivot.
+    let on_ramfs = nix::sys::statfs::statfs(rootfs)
+        .is_ok_and(|st| st.filesystem_type().0 as i64 == RAMFS_MAGIC);
+    if no_pivot || on_ramfs {
         nix::unistd::chdir(rootfs).context("chdir rootfs")?;
         mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
             .context("move rootfs to /")?;

@@ -49,7 +49,7 @@ fn destroy_leaves_directories_it_did_not_create() {
 }
 
 #[test]
-fn create_rolls_back_on_failure() {
+fn an_empty_cpuset_parent_is_filled_from_above() {
     if !v1_host() {
         return;
     }
@@ -59,20 +59,58 @@ fn create_rolls_back_on_failure() {
     let Some(cpuset) = m0.hierarchy("cpuset") else {
         return;
     };
-    // A pre-existing cpuset parent without cpus: no child of it can be populated.
+    // Another container's create made the parent but has not populated it yet.
     let parent = cpuset.dir.parent().unwrap().to_path_buf();
     fs::create_dir(&parent).unwrap();
     let mut m = m0.clone();
-    let e = m.create().unwrap_err().to_string();
-    assert!(e.contains("cpuset.cpus is empty"), "{e}");
-    for h in &m.state().hierarchies {
-        assert!(h.created.is_empty());
-        assert!(!h.dir.exists(), "{} left behind", h.dir.display());
-        if h.dir.parent().unwrap() != parent {
-            assert!(!h.dir.parent().unwrap().exists());
-        }
-    }
+    m.create().unwrap();
+    let want = fs::read_to_string(cpuset.mountpoint.join("cpuset.cpus")).unwrap();
+    assert_eq!(
+        fs::read_to_string(parent.join("cpuset.cpus")).unwrap(),
+        want
+    );
+    assert_eq!(
+        fs::read_to_string(cpuset.dir.join("cpuset.cpus")).unwrap(),
+        want
+    );
+    m.destroy().unwrap();
     assert!(parent.is_dir(), "the pre-existing parent must stay");
+}
+
+/// A failure half-way through the mkdir chain removes every level this create made. (Real
+/// cgroupfs gives root no clean way to fail half-way, so the chain runs on a plain directory.)
+#[test]
+fn create_rolls_back_on_failure() {
+    let base = std::env::temp_dir().join(format!("yun-test-rollback-{}", std::process::id()));
+    fs::create_dir_all(base.join("existing")).unwrap();
+    let mut h = HierarchyState {
+        name: "memory".into(),
+        kind: Kind::V1,
+        controllers: vec!["memory".into()],
+        options: "memory".into(),
+        mountpoint: base.clone(),
+        dir: base.join("existing/new/leaf"),
+        created: Vec::new(),
+    };
+    let leaf = h.dir.clone();
+    let e = path::make_dirs(&mut h, |_, dir| {
+        if dir == leaf {
+            anyhow::bail!("injected failure")
+        }
+        Ok(())
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("injected failure"));
+    assert!(h.created.is_empty());
+    assert!(
+        !base.join("existing/new").exists(),
+        "a level this create made was left"
+    );
+    assert!(
+        base.join("existing").is_dir(),
+        "a pre-existing level was removed"
+    );
+    fs::remove_dir_all(&base).unwrap();
 }
 
 /// The v2 code runs against the hybrid host's cgroup2 mount (only hugetlb is bound there, but
