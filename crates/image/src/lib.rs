@@ -1,0 +1,1 @@
+//! Images: content store, manifests, layers, snapshots, build, registry client.

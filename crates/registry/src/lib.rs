@@ -1,0 +1,1 @@
+//! An OCI distribution (v1.1) registry server.
