@@ -4,7 +4,7 @@
 # iproute2. Tests: podman (+conmon), skopeo, docker-registry and htpasswd (apache2-utils) as
 # real peers. Benchmarks: runc, crun, hyperfine, GNU time.
 set -eu
-PKGS="pkg-config libseccomp-dev busybox-static iproute2 procps tar podman conmon runc crun hyperfine time skopeo docker-registry apache2-utils"
+PKGS="pkg-config libseccomp-dev busybox-static iproute2 procps tar podman conmon runc crun hyperfine time skopeo docker-registry apache2-utils libcap2-bin"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

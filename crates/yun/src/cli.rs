@@ -1,5 +1,7 @@
 //! `yun …`: the cloud's own command line.
 
+mod containers;
+
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -9,6 +11,14 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "yun", version, about = "yun: a cloud in one binary")]
 struct Yun {
+    /// Where yun keeps images, containers and volumes.
+    #[arg(
+        long,
+        global = true,
+        env = "YUN_DATA_DIR",
+        default_value = "/var/lib/yun"
+    )]
+    data_dir: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -32,6 +42,33 @@ enum Cmd {
         #[arg(last = true)]
         cmd: Vec<String>,
     },
+    #[command(flatten)]
+    Containers(containers::Cmd),
+    /// An OCI distribution registry server.
+    Registry {
+        #[command(subcommand)]
+        cmd: RegistryCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RegistryCmd {
+    /// Serve the registry until interrupted.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        addr: std::net::SocketAddr,
+        /// Storage directory.
+        #[arg(long)]
+        root: PathBuf,
+        /// htpasswd file (bcrypt entries) to require HTTP basic auth.
+        #[arg(long)]
+        htpasswd: Option<PathBuf>,
+        /// PEM certificate and key to serve HTTPS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -42,6 +79,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
+    let _ = crate::logging::init(None, crate::logging::Format::Text, false);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -66,6 +104,28 @@ fn run(cli: Yun) -> Result<i32> {
             };
             yun_runtime::bundle::create_busybox_bundle(&dir, &cmd, rootfs.as_deref())?;
             println!("{}", dir.display());
+            Ok(0)
+        }
+        Cmd::Containers(cmd) => containers::run(&cli.data_dir, cmd),
+        Cmd::Registry {
+            cmd:
+                RegistryCmd::Serve {
+                    addr,
+                    root,
+                    htpasswd,
+                    tls_cert,
+                    tls_key,
+                },
+        } => {
+            let config = yun_registry::Config {
+                addr,
+                root,
+                htpasswd,
+                tls_cert,
+                tls_key,
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(yun_registry::serve(config))?;
             Ok(0)
         }
     }

@@ -75,6 +75,7 @@ impl CreateArgs {
             pid_file: self.pid_file.clone(),
             no_pivot: self.no_pivot,
             preserve_fds: self.preserve_fds,
+            stdio: None,
         }
     }
 }

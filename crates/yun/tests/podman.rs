@@ -44,6 +44,10 @@ impl Podman {
             .arg(&self.storage)
             .arg("--runroot")
             .arg(&self.runroot)
+            // podman's default tmpdir (/run/libpod) is shared by every podman on the host, and
+            // another test's `system reset` would delete it under us.
+            .arg("--tmpdir")
+            .arg(self.runroot.join("tmp"))
             .arg("--runtime")
             .arg(YUNC)
             .args([

@@ -46,6 +46,14 @@ pub(crate) fn fork() -> Result<ForkResult> {
 }
 
 pub(super) fn stage1(s: &Setup, ch: &Channel) -> Result<Infallible> {
+    if let Some(stdio) = s.stdio {
+        for (target, fd) in stdio.iter().enumerate() {
+            // SAFETY: dup2 onto the stdio numbers of this (forked) process; `fd` is valid.
+            if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(fd), target as i32) } < 0 {
+                bail!("set up stdio: {}", std::io::Error::last_os_error());
+            }
+        }
+    }
     // Until execve, nobody else may ptrace us or open /proc/PID/exe (execve resets this).
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -108,6 +116,9 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
     }
 
     crate::timing::mark("init: forked");
+    if s.plan.creates(LinuxNamespaceType::Network) {
+        crate::namespaces::loopback_up().context("bring up lo")?;
+    }
     rootfs::prepare(&rootfs::Plan {
         spec,
         rootfs: &s.bundle.rootfs,

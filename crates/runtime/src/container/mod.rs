@@ -37,7 +37,7 @@ pub struct Runtime {
 }
 
 /// `create`/`run` options that are not in config.json.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct CreateOptions {
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
@@ -45,6 +45,8 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// Pass fds 3..3+N to the container.
     pub preserve_fds: u32,
+    /// The container's stdin, stdout and stderr; by default it inherits ours.
+    pub stdio: Option<[OwnedFd; 3]>,
 }
 
 /// Everything the forked children need, computed by the parent beforehand.
@@ -58,6 +60,7 @@ pub(crate) struct Setup<'a> {
     state_dir: OwnedFd,
     no_pivot: bool,
     preserve_fds: u32,
+    stdio: Option<&'a [OwnedFd; 3]>,
 }
 
 impl Runtime {
@@ -165,6 +168,7 @@ impl Runtime {
             state_dir,
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
+            stdio: opts.stdio.as_ref(),
         };
 
         // Children re-parent to us when stage 1 exits, so we can reap the init if this fails.

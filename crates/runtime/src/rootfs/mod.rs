@@ -159,8 +159,8 @@ const RAMFS_MAGIC: i64 = 0x858458f6;
 pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
     // pivot_root cannot move the initramfs (ramfs) root: fall back by ourselves, as the
     // user of a ramfs-rooted host would otherwise always have to pass --no-pivot.
-    let on_ramfs = nix::sys::statfs::statfs(rootfs)
-        .is_ok_and(|st| st.filesystem_type().0 == RAMFS_MAGIC);
+    let on_ramfs =
+        nix::sys::statfs::statfs(rootfs).is_ok_and(|st| st.filesystem_type().0 == RAMFS_MAGIC);
     if no_pivot || on_ramfs {
         nix::unistd::chdir(rootfs).context("chdir rootfs")?;
         mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)

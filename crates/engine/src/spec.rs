@@ -1,0 +1,362 @@
+//! The runtime config for a container, made from the image's config and `yun run`'s flags the
+//! way Docker and podman do it: entrypoint + cmd, env, working dir, user, volumes, limits.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use oci_spec::image::Config as ImageConfig;
+use oci_spec::runtime::{
+    Capability, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, Spec, UserBuilder,
+};
+
+/// What `yun run` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub name: Option<String>,
+    pub detach: bool,
+    pub auto_remove: bool,
+    pub tty: bool,
+    pub interactive: bool,
+    pub env: Vec<String>,
+    /// HOST:CTR[:ro] or NAME:CTR[:ro] (a named volume under the data dir).
+    pub volumes: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    /// Bytes.
+    pub memory: Option<i64>,
+    /// CPUs, e.g. 0.5.
+    pub cpus: Option<f64>,
+    /// Replaces the image's Cmd (and is appended to its Entrypoint).
+    pub command: Vec<String>,
+    pub entrypoint: Option<String>,
+}
+
+/// Docker's default capability set: what a containerized root may do.
+const DEFAULT_CAPS: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Files the engine generates per container and binds into it.
+pub struct Generated {
+    pub hosts: PathBuf,
+    pub hostname: PathBuf,
+    pub resolv: PathBuf,
+}
+
+pub struct Input<'a> {
+    pub image: &'a ImageConfig,
+    pub opts: &'a RunOptions,
+    pub rootfs: &'a Path,
+    pub hostname: &'a str,
+    pub files: &'a Generated,
+    /// Where named volumes live.
+    pub volumes_dir: &'a Path,
+}
+
+/// The process args: entrypoint + cmd, each overridable.
+pub fn command(image: &ImageConfig, opts: &RunOptions) -> Result<Vec<String>> {
+    let entrypoint: Vec<String> = match &opts.entrypoint {
+        Some(e) if e.is_empty() => Vec::new(),
+        Some(e) => vec![e.clone()],
+        None => image.entrypoint().clone().unwrap_or_default(),
+    };
+    let cmd = if opts.command.is_empty() {
+        image.cmd().clone().unwrap_or_default()
+    } else {
+        opts.command.clone()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        bail!("no command: the image has no Entrypoint or Cmd and none was given");
+    }
+    Ok(args)
+}
+
+pub fn generate(input: &Input) -> Result<Spec> {
+    let opts = input.opts;
+    let img = input.image;
+    let args = command(img, opts)?;
+    let mut spec = yun_runtime::bundle::default_spec(&args, false)?;
+
+    let mut env: Vec<String> = img.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    env.push(format!("HOSTNAME={}", input.hostname));
+    if opts.tty {
+        env.push("TERM=xterm".into());
+    }
+    for kv in &opts.env {
+        let kv = if kv.contains('=') {
+            kv.clone()
+        } else {
+            // `-e NAME` passes the caller's value, like docker.
+            format!("{kv}={}", std::env::var(kv).unwrap_or_default())
+        };
+        let key = kv.split('=').next().unwrap_or_default().to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    }
+    let cwd = opts
+        .workdir
+        .clone()
+        .or_else(|| img.working_dir().clone().filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        bail!("-w {cwd:?}: the working directory must be an absolute path");
+    }
+    let user_spec = opts
+        .user
+        .clone()
+        .or_else(|| img.user().clone().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "0".into());
+    let (uid, gid, groups) = resolve_user(input.rootfs, &user_spec)?;
+
+    let caps: std::collections::HashSet<Capability> = DEFAULT_CAPS.into_iter().collect();
+    let mut process = spec.process().clone().unwrap_or_default();
+    process.set_args(Some(args));
+    process.set_env(Some(env));
+    process.set_cwd(PathBuf::from(cwd));
+    process.set_terminal(Some(opts.tty));
+    process.set_user(
+        UserBuilder::default()
+            .uid(uid)
+            .gid(gid)
+            .additional_gids(groups)
+            .build()?,
+    );
+    process.set_capabilities(Some(
+        LinuxCapabilitiesBuilder::default()
+            .bounding(caps.clone())
+            .effective(caps.clone())
+            .permitted(caps.clone())
+            .ambient(std::collections::HashSet::new())
+            .inheritable(std::collections::HashSet::new())
+            .build()?,
+    ));
+    process.set_no_new_privileges(Some(false));
+    spec.set_process(Some(process));
+    spec.set_hostname(Some(input.hostname.to_string()));
+    let mut root = spec.root().clone().unwrap_or_default();
+    root.set_path(input.rootfs.to_path_buf());
+    spec.set_root(Some(root));
+
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (src, dst) in [
+        (&input.files.hosts, "/etc/hosts"),
+        (&input.files.hostname, "/etc/hostname"),
+        (&input.files.resolv, "/etc/resolv.conf"),
+    ] {
+        mounts.push(bind(src, dst, false)?);
+    }
+    for v in &opts.volumes {
+        mounts.push(volume(v, input.volumes_dir)?);
+    }
+    spec.set_mounts(Some(mounts));
+
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut res = LinuxResourcesBuilder::default().devices(
+        linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.devices().clone())
+            .unwrap_or_default(),
+    );
+    if let Some(m) = opts.memory {
+        res = res.memory(LinuxMemoryBuilder::default().limit(m).swap(m).build()?);
+    }
+    if let Some(c) = opts.cpus {
+        if c <= 0.0 {
+            bail!("--cpus {c}: must be above 0");
+        }
+        let period: u64 = 100_000;
+        res = res.cpu(
+            LinuxCpuBuilder::default()
+                .period(period)
+                .quota((c * period as f64) as i64)
+                .build()?,
+        );
+    }
+    linux.set_resources(Some(res.build()?));
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+fn bind(src: &Path, dst: &str, ro: bool) -> Result<Mount> {
+    let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
+    if ro {
+        options.push("ro".into());
+    }
+    Ok(MountBuilder::default()
+        .destination(dst)
+        .typ("bind")
+        .source(src)
+        .options(options)
+        .build()?)
+}
+
+/// `-v HOST:CTR[:ro|rw]`; a source without '/' is a named volume kept under the data dir.
+fn volume(v: &str, volumes_dir: &Path) -> Result<Mount> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [s, d] => (*s, *d, false),
+        [s, d, "ro"] => (*s, *d, true),
+        [s, d, "rw"] => (*s, *d, false),
+        _ => bail!("-v {v:?}: expected HOST:CONTAINER[:ro]"),
+    };
+    if !dst.starts_with('/') {
+        bail!("-v {v:?}: the container path must be absolute");
+    }
+    let src_path = if src.starts_with('/') {
+        PathBuf::from(src)
+    } else {
+        if src.is_empty() || src.contains("..") {
+            bail!("-v {v:?}: invalid volume name");
+        }
+        volumes_dir.join(src).join("_data")
+    };
+    // Like docker: a missing host directory is created.
+    if !src_path.exists() {
+        std::fs::create_dir_all(&src_path)
+            .with_context(|| format!("-v {v:?}: create {}", src_path.display()))?;
+    }
+    bind(&src_path, dst, ro)
+}
+
+/// "uid[:gid]" or "name[:group]", names looked up in the image's /etc/passwd and /etc/group.
+pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>)> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == user || f[2] == user));
+    let uid: u32 = match (user.parse::<u32>(), &entry) {
+        (Ok(n), _) => n,
+        (Err(_), Some(f)) => f[2].parse().context("passwd")?,
+        (Err(_), None) => bail!("unable to find user {user}: no matching entries in passwd file"),
+    };
+    let gid: u32 = match group {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| {
+                    anyhow!("unable to find group {g}: no matching entries in group file")
+                })?,
+        },
+        None => entry.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(0),
+    };
+    // Supplementary groups: those that list the user by name.
+    let name = entry.as_ref().map(|f| f[0]).unwrap_or(user);
+    let extra: Vec<u32> = groups
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4 && f[3].split(',').any(|m| m == name))
+        .filter_map(|f| f[2].parse().ok())
+        .filter(|g| *g != gid)
+        .collect();
+    Ok((uid, gid, extra))
+}
+
+/// "64m", "1g", "512k", "1048576" → bytes.
+pub fn parse_memory(s: &str) -> Result<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').unwrap_or(&s);
+    let (num, mult) = match s.chars().last() {
+        Some('k') => (&s[..s.len() - 1], 1i64 << 10),
+        Some('m') => (&s[..s.len() - 1], 1 << 20),
+        Some('g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow!("-m {s:?}: expected a size like 64m or 1g"))?;
+    if n <= 0.0 {
+        bail!("-m {s:?}: must be above 0");
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("512k").unwrap(), 512 << 10);
+        assert_eq!(parse_memory("1000").unwrap(), 1000);
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("0").is_err());
+    }
+
+    #[test]
+    fn users_from_the_image() {
+        let dir = std::env::temp_dir().join(format!("yun-test-users-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nyun:x:1000:1000::/home/yun:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("etc/group"),
+            "root:x:0:\nyun:x:1000:\nwheel:x:10:yun\n",
+        )
+        .unwrap();
+        assert_eq!(resolve_user(&dir, "yun").unwrap(), (1000, 1000, vec![10]));
+        assert_eq!(
+            resolve_user(&dir, "1000:wheel").unwrap(),
+            (1000, 10, vec![])
+        );
+        assert_eq!(resolve_user(&dir, "0").unwrap(), (0, 0, vec![]));
+        assert_eq!(
+            resolve_user(&dir, "4242:4243").unwrap(),
+            (4242, 4243, vec![])
+        );
+        assert!(resolve_user(&dir, "nobody-here")
+            .unwrap_err()
+            .to_string()
+            .contains("unable to find user"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn entrypoint_and_cmd() {
+        let img: ImageConfig = serde_json::from_value(
+            serde_json::json!({"Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo hi"]}),
+        )
+        .unwrap();
+        let mut o = RunOptions::default();
+        assert_eq!(command(&img, &o).unwrap(), ["/bin/sh", "-c", "echo hi"]);
+        o.command = vec!["echo bye".into()];
+        assert_eq!(command(&img, &o).unwrap(), ["/bin/sh", "-c", "echo bye"]);
+        o.entrypoint = Some(String::new());
+        assert_eq!(command(&img, &o).unwrap(), ["echo bye"]);
+        let empty: ImageConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(command(&empty, &RunOptions::default()).is_err());
+    }
+}

@@ -1,0 +1,316 @@
+//! `yun run` and friends against a private data dir: images become overlay roots, containers
+//! run, log, exec, stop and go away without leaving mounts or cgroups.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+/// A data dir of its own; on drop every container is force-removed and the dir deleted.
+struct Yun {
+    data: PathBuf,
+}
+
+impl Yun {
+    fn new(name: &str) -> Yun {
+        let data = PathBuf::from(format!("/tmp/yun-test-data-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        Yun { data }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(YUN);
+        c.arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn yun(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Run and insist on success; stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.yun(args);
+        assert!(
+            out.status.success(),
+            "yun {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// For commands that leave a container running: no captured pipes.
+    fn detached(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).stderr(Stdio::inherit()).output().unwrap();
+        assert!(out.status.success(), "yun {}", args.join(" "));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Yun {
+    fn drop(&mut self) {
+        let out = self.yun(&["ps", "-a", "-q"]);
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = self.yun(&["rm", "-f", id]);
+        }
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+                if m.starts_with(self.data.to_str().unwrap()) {
+                    let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn no_mounts_under(data: &std::path::Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(
+        !mounts.contains(data.to_str().unwrap()),
+        "mounts left under {}",
+        data.display()
+    );
+}
+
+#[test]
+fn run_rm_prints_and_leaves_nothing() {
+    let y = Yun::new("rm");
+    let out = y.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello from $(hostname); cat /etc/hostname",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0], format!("hello from {}", lines[1]));
+    assert_eq!(y.ok(&["ps", "-a", "-q"]), "");
+    no_mounts_under(&y.data);
+    let out = y.yun(&["run", "--rm", "busybox", "sh", "-c", "exit 4"]);
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[test]
+fn image_config_and_flags_shape_the_process() {
+    let y = Yun::new("flags");
+    let host = PathBuf::from(format!("/tmp/yun-test-vol-{}", std::process::id()));
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("f"), "from-host\n").unwrap();
+    let vol = format!("{}:/data:ro", host.display());
+    let out = y.ok(&[
+        "run", "--rm", "-e", "YUN_A=1", "-w", "/tmp", "-u", "yun", "-v", &vol, "-m", "32m", "--cpus", "0.5", "busybox", "sh", "-c",
+        "echo $YUN_A; pwd; id -un; cat /data/f; touch /data/g 2>&1 | grep -c Read-only; cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+    ]);
+    let _ = std::fs::remove_dir_all(&host);
+    assert_eq!(out, "1\n/tmp\nyun\nfrom-host\n1\n33554432\n50000\n");
+    let err = y.yun(&["run", "--rm", "-u", "nobody-at-all", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&err.stderr).contains("unable to find user nobody-at-all"));
+    assert_eq!(
+        y.ok(&["ps", "-a", "-q"]),
+        "",
+        "a failed run left a container"
+    );
+}
+
+#[test]
+fn detached_container_lifecycle() {
+    let y = Yun::new("life");
+    let id = y.detached(&[
+        "run",
+        "-d",
+        "--name",
+        "yun-web",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = y.ok(&["ps"]);
+    assert!(ps.contains("yun-web") && ps.contains("Up"), "{ps}");
+    assert_eq!(
+        y.ok(&["exec", "yun-web", "sh", "-c", "echo in-$(hostname)"]),
+        format!("in-{}\n", &id[..12])
+    );
+    assert_eq!(
+        y.yun(&["exec", "yun-web", "sh", "-c", "exit 3"])
+            .status
+            .code(),
+        Some(3)
+    );
+    let dup = y.yun(&["run", "-d", "--name", "yun-web", "busybox", "true"]);
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already in use"));
+    let refused = y.yun(&["rm", "yun-web"]);
+    assert!(!refused.status.success());
+    let rmi = y.yun(&["rmi", "busybox"]);
+    assert!(
+        String::from_utf8_lossy(&rmi.stderr).contains("in use"),
+        "{}",
+        String::from_utf8_lossy(&rmi.stderr)
+    );
+    y.ok(&["stop", "-t", "5", "yun-web"]);
+    assert!(y.ok(&["ps", "-a"]).contains("Exited (0)"));
+    assert_eq!(y.ok(&["logs", "yun-web"]), "started\nbye\n");
+    y.ok(&["rm", "yun-web"]);
+    assert_eq!(y.ok(&["ps", "-a", "-q"]), "");
+    no_mounts_under(&y.data);
+    assert!(cgroup_dirs_named(&id).is_empty());
+    y.ok(&["rmi", "busybox"]);
+    assert!(!y.ok(&["images"]).contains("busybox"));
+}
+
+#[test]
+fn stop_kills_what_ignores_sigterm_and_logs_follow() {
+    let y = Yun::new("stop");
+    y.detached(&["run", "-d", "--name", "yun-deaf", "busybox", "sleep", "100"]);
+    let start = std::time::Instant::now();
+    y.ok(&["stop", "-t", "1", "yun-deaf"]);
+    assert!(start.elapsed() < std::time::Duration::from_secs(8));
+    assert!(y.ok(&["ps", "-a"]).contains("Exited (137)"));
+    y.detached(&[
+        "run",
+        "-d",
+        "--name",
+        "yun-count",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo $i; sleep 0.2; done",
+    ]);
+    assert_eq!(y.ok(&["logs", "-f", "yun-count"]), "1\n2\n3\n");
+    y.detached(&["run", "-d", "--rm", "--name", "yun-gone", "busybox", "true"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while y.ok(&["ps", "-a"]).contains("yun-gone") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "--rm container not removed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn tag_save_load_round_trip() {
+    let y = Yun::new("saveload");
+    y.ok(&["run", "--rm", "busybox", "true"]);
+    y.ok(&["tag", "busybox", "yun-test/mine:v1"]);
+    let images = y.ok(&["images"]);
+    assert!(
+        images.contains("yun-test/mine") && images.contains("v1"),
+        "{images}"
+    );
+    let archive = y.data.join("saved.tar");
+    y.ok(&["save", "-o", archive.to_str().unwrap(), "yun-test/mine:v1"]);
+    let y2 = Yun::new("saveload2");
+    let out = y2.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains("yun-test/mine:v1"), "{out}");
+    assert_eq!(
+        y2.ok(&["run", "--rm", "yun-test/mine:v1", "echo", "loaded"]),
+        "loaded\n"
+    );
+}
+
+fn blob_count(data: &std::path::Path) -> usize {
+    std::fs::read_dir(data.join("images/blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn build_runs_steps_caches_and_whiteouts_hide_files() {
+    let y = Yun::new("build");
+    let ctx = y.data.join("ctx");
+    std::fs::create_dir_all(ctx.join("site")).unwrap();
+    std::fs::write(ctx.join("site/index.html"), "hello site\n").unwrap();
+    std::fs::write(ctx.join("notes.txt"), "notes\n").unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM busybox\nARG GREETING=hi\nENV GREETING=$GREETING\nRUN mkdir -p /opt/app && echo built > /opt/app/marker && echo temp > /opt/app/gone\nCOPY site /srv/www\nCOPY notes.txt /opt/app/\nRUN rm /opt/app/gone\nWORKDIR /opt/app\nUSER yun\nCMD [\"sh\", \"-c\", \"echo $GREETING; pwd; id -un; cat marker notes.txt /srv/www/index.html; ls\"]\n",
+    )
+    .unwrap();
+    let out = y.ok(&[
+        "build",
+        "-t",
+        "yun-test/app:1",
+        "--build-arg",
+        "GREETING=hello",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(out.contains("STEP 4/10") && out.contains("COMMIT"), "{out}");
+    let run = y.ok(&["run", "--rm", "yun-test/app:1"]);
+    assert_eq!(
+        run, "hello\n/opt/app\nyun\nbuilt\nnotes\nhello site\nmarker\nnotes.txt\n",
+        "the deleted file must be hidden by its whiteout"
+    );
+
+    let blobs = blob_count(&y.data);
+    let again = y.ok(&[
+        "build",
+        "-t",
+        "yun-test/app:1",
+        "--build-arg",
+        "GREETING=hello",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(again.matches("Using cache").count(), 4, "{again}");
+    assert_eq!(
+        blob_count(&y.data),
+        blobs,
+        "an unchanged rebuild wrote new blobs"
+    );
+
+    std::fs::write(ctx.join("notes.txt"), "changed\n").unwrap();
+    let changed = y.ok(&[
+        "build",
+        "-t",
+        "yun-test/app:2",
+        "--build-arg",
+        "GREETING=hello",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        changed.matches("Using cache").count(),
+        2,
+        "only the steps before the changed COPY hit: {changed}"
+    );
+    assert!(y.ok(&["run", "--rm", "yun-test/app:2"]).contains("changed"));
+}
+
+#[test]
+fn build_errors_name_the_step() {
+    let y = Yun::new("builderr");
+    let ctx = y.data.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Containerfile"), "FROM busybox\nRUN exit 3\n").unwrap();
+    let out = y.yun(&["build", "-t", "yun-test/bad", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("Containerfile:2: RUN exit 3")
+            && err.contains("exited with 3"),
+        "{err}"
+    );
+    std::fs::write(ctx.join("Containerfile"), "FROM busybox\nCOPY missing /x\n").unwrap();
+    let out = y.yun(&["build", ctx.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing: not found in the build context")
+    );
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM busybox\nCOPY ../../../etc/passwd /x\n",
+    )
+    .unwrap();
+    let out = y.yun(&["build", ctx.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside the build context"));
+    no_mounts_under(&y.data);
+}

@@ -1,0 +1,305 @@
+//! `yun push` / `yun pull` against Debian's docker-registry (a real distribution 2.8),
+//! round trips that keep digests, a resumed download, and `yun load` of a `podman save`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A docker-registry on a free loopback port, killed and its storage removed on drop.
+struct DockerRegistry {
+    child: Child,
+    dir: PathBuf,
+    addr: String,
+}
+
+impl DockerRegistry {
+    fn start(tag: &str) -> DockerRegistry {
+        let dir = PathBuf::from(format!("/tmp/yun-test-dreg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let config = dir.join("config.yml");
+        std::fs::write(&config, format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: {addr}\n", dir.display())).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        DockerRegistry { child, dir, addr }
+    }
+}
+
+impl Drop for DockerRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Data(PathBuf);
+
+impl Data {
+    fn new(tag: &str) -> Data {
+        let p = PathBuf::from(format!("/tmp/yun-test-data-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        Data(p)
+    }
+    fn yun(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(YUN)
+            .arg("--data-dir")
+            .arg(&self.0)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.yun(args);
+        assert!(ok, "yun {}: {out}{err}", args.join(" "));
+        out
+    }
+}
+
+impl Drop for Data {
+    fn drop(&mut self) {
+        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
+            for p in m
+                .lines()
+                .filter_map(|l| l.split(' ').nth(1))
+                .filter(|p| p.starts_with(self.0.to_str().unwrap()))
+            {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn manifest_digest(name: &str) -> String {
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &format!("docker://{name}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn push_pull_round_trip_through_docker_registry_keeps_digests() {
+    let reg = DockerRegistry::start("rt");
+    let a = Data::new("push");
+    a.ok(&["run", "--rm", "busybox", "true"]);
+    let dest = format!("{}/yun-test/busybox:v1", reg.addr);
+    let last = |s: String| s.lines().last().unwrap_or_default().to_string();
+    let pushed = last(a.ok(&["push", "busybox", &dest]));
+    assert!(pushed.starts_with("sha256:"));
+    assert_eq!(
+        manifest_digest(&dest),
+        pushed,
+        "the registry holds other bytes than we pushed"
+    );
+
+    let b = Data::new("pull");
+    let id = last(b.ok(&["pull", &dest]));
+    assert_eq!(b.ok(&["run", "--rm", &dest, "echo", "pulled"]), "pulled\n");
+    // And back: b pushes what it pulled; the digest is unchanged.
+    let again = last(b.ok(&["push", &dest, &format!("{}/yun-test/again:v1", reg.addr)]));
+    assert_eq!(again, pushed);
+    assert!(id.starts_with("sha256:"));
+    // A second push sends nothing new (every blob is already there).
+    let out = a.ok(&["push", "busybox", &dest]);
+    assert!(!out.contains("Pushing blob"), "{out}");
+}
+
+#[test]
+fn an_interrupted_pull_resumes_and_a_bad_partial_is_refused() {
+    let reg = DockerRegistry::start("resume");
+    let a = Data::new("resume-src");
+    a.ok(&["run", "--rm", "busybox", "true"]);
+    let dest = format!("{}/yun-test/resume:v1", reg.addr);
+    a.ok(&["push", "busybox", &dest]);
+    // The layer: the biggest blob in a's store.
+    let blobs = a.0.join("images/blobs/sha256");
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .max_by_key(|e| e.metadata().unwrap().len())
+        .unwrap();
+    let bytes = std::fs::read(layer.path()).unwrap();
+    let hex = layer.file_name().to_string_lossy().into_owned();
+
+    // An interrupted download left the first half: the pull fetches only the rest.
+    let b = Data::new("resume-dst");
+    std::fs::create_dir_all(b.0.join("images/partial")).unwrap();
+    std::fs::write(
+        b.0.join("images/partial").join(&hex),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    b.ok(&["pull", &dest]);
+    assert_eq!(
+        std::fs::read(b.0.join("images/blobs/sha256").join(&hex)).unwrap(),
+        bytes
+    );
+
+    // A corrupt partial fails verification, is dropped, and nothing is stored...
+    let c = Data::new("resume-bad");
+    std::fs::create_dir_all(c.0.join("images/partial")).unwrap();
+    std::fs::write(
+        c.0.join("images/partial").join(&hex),
+        vec![0u8; bytes.len() / 2],
+    )
+    .unwrap();
+    let (ok, _, err) = c.yun(&["pull", &dest]);
+    assert!(!ok && err.contains("digest"), "{err}");
+    assert!(!c.0.join("images/blobs/sha256").join(&hex).exists());
+    // ...and the next pull succeeds from scratch.
+    c.ok(&["pull", &dest]);
+    assert_eq!(c.ok(&["run", "--rm", &dest, "echo", "ok"]), "ok\n");
+}
+
+#[test]
+fn bad_references_and_unreachable_registries() {
+    let a = Data::new("badref");
+    let (ok, _, err) = a.yun(&["pull", "busybox-without-registry"]);
+    assert!(!ok && err.contains("name the registry"), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (ok, _, err) = a.yun(&["pull", &format!("127.0.0.1:{port}/yun-test/none:v1")]);
+    assert!(!ok && err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    let reg = DockerRegistry::start("missing");
+    let (ok, _, err) = a.yun(&["pull", &format!("{}/yun-test/none:v1", reg.addr)]);
+    assert!(
+        !ok && err.contains("MANIFEST_UNKNOWN") || err.contains("NAME_UNKNOWN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn load_a_podman_save_archive_and_run_it() {
+    let tag = format!("yun-test-podsave-{}", std::process::id());
+    let storage = PathBuf::from(format!("/var/lib/{tag}"));
+    let runroot = PathBuf::from(format!("/run/{tag}"));
+    struct Cleanup(PathBuf, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = podman(&self.0, &self.1, &["system", "reset", "-f"]);
+            if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
+                for p in m.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| {
+                    p.starts_with(self.0.to_str().unwrap())
+                        || p.starts_with(self.1.to_str().unwrap())
+                }) {
+                    let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    fn podman(storage: &Path, runroot: &Path, args: &[&str]) -> std::process::Output {
+        Command::new("podman")
+            .arg("--root")
+            .arg(storage)
+            .arg("--runroot")
+            .arg(runroot)
+            .arg("--tmpdir")
+            .arg(runroot.join("tmp"))
+            .args([
+                "--storage-driver",
+                "overlay",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+    let _c = Cleanup(storage.clone(), runroot.clone());
+    let data = Data::new("podsave");
+    let tar = data.0.join("rootfs.tar");
+    std::fs::create_dir_all(&data.0).unwrap();
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(shared_rootfs())
+        .args(["-cf"])
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = podman(
+        &storage,
+        &runroot,
+        &[
+            "import",
+            "--change",
+            "CMD [\"echo\", \"from-podman\"]",
+            tar.to_str().unwrap(),
+            "yun-test/podsaved:1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive = data.0.join("saved.tar");
+    let out = podman(
+        &storage,
+        &runroot,
+        &[
+            "save",
+            "-o",
+            archive.to_str().unwrap(),
+            "yun-test/podsaved:1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loaded = data.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("yun-test/podsaved:1"), "{loaded}");
+    assert_eq!(
+        data.ok(&["run", "--rm", "yun-test/podsaved:1"]),
+        "from-podman\n"
+    );
+}
