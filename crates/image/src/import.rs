@@ -37,6 +37,14 @@ impl Store {
         self.commit_layer(None, dir, name, config)
     }
 
+    /// Tar `dir` (an overlay upper directory or a plain tree; overlay whiteouts converted)
+    /// into an uncompressed layer blob; returns its digest (= its diff id) and size. The
+    /// caller holds `ingest_lock` until an image references the blob.
+    pub fn put_layer_from_dir(&self, dir: &Path) -> Result<(crate::Digest, u64)> {
+        self.write_blob(None, |w| write_layer_tar(dir, w))
+            .with_context(|| format!("tar {}", dir.display()))
+    }
+
     /// A new image: `base`'s layers (none for `None`) plus `dir` tarred as one more layer
     /// (overlay whiteouts converted), named `name`. `config` replaces the base's execution
     /// config when given.
@@ -49,9 +57,7 @@ impl Store {
     ) -> Result<Image> {
         let name = normalize(name)?;
         let _ingest = self.ingest_lock()?;
-        let (layer, size) = self
-            .write_blob(None, |w| write_layer_tar(dir, w))
-            .with_context(|| format!("tar {}", dir.display()))?;
+        let (layer, size) = self.put_layer_from_dir(dir)?;
         let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let history = HistoryBuilder::default()
             .created(now.clone())

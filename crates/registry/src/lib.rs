@@ -50,8 +50,6 @@ use error::{ApiError, ApiResult, Code};
 use http::{percent_decode, Query};
 use names::{check_name, Digest, Reference};
 
-pub use names::valid_name;
-
 /// How to run the registry.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -112,16 +110,6 @@ async fn start(
         .map_err(|e| anyhow!("cannot listen on {}: {e}", config.addr))?;
     let addr = tcp.local_addr()?;
 
-    let sweeper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(UPLOAD_SWEEP_EVERY);
-        tick.tick().await; // The first tick is immediate; the store swept on open.
-        loop {
-            tick.tick().await;
-            let st = state.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || st.store.sweep_uploads(UPLOAD_MAX_IDLE)).await;
-        }
-    });
     let served: ServeFuture = match tls.clone() {
         Some(cfg) => axum::serve(tls::TlsListener::new(tcp, cfg)?, app)
             .with_graceful_shutdown(shutdown)
@@ -138,6 +126,19 @@ async fn start(
                 .boxed()
         }
     };
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPLOAD_SWEEP_EVERY);
+        tick.tick().await; // The first tick is immediate; the store swept on open.
+        loop {
+            tick.tick().await;
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                st.store.sweep_uploads(UPLOAD_MAX_IDLE);
+                st.uploads.prune(&st.store);
+            })
+            .await;
+        }
+    });
     let fut = async move {
         let result = served.await;
         sweeper.abort();

@@ -22,10 +22,14 @@ use crate::store::Store;
 use crate::stream::{body_to_file, BodyError, Written};
 use crate::Shared;
 
-/// One upload in progress. Locked for the whole of a request on it, so chunks of one upload
-/// are applied one at a time, in order.
-struct Session {
+/// One upload in progress: its repository, and its state, locked for the whole of a request
+/// on it so chunks of one upload are applied one at a time, in order.
+struct SessionEntry {
     repo: String,
+    state: tokio::sync::Mutex<Session>,
+}
+
+struct Session {
     size: u64,
     /// SHA-256 of the data's `size` bytes, if known (not after a restart).
     hasher: Option<Sha256>,
@@ -33,7 +37,7 @@ struct Session {
     gone: bool,
 }
 
-type SessionRef = Arc<tokio::sync::Mutex<Session>>;
+type SessionRef = Arc<SessionEntry>;
 
 /// The live sessions, and the source of unguessable session ids.
 pub struct Uploads {
@@ -75,6 +79,14 @@ impl Uploads {
     fn forget(&self, id: &str) {
         self.sessions.lock().unwrap().remove(id);
     }
+
+    /// Drops sessions whose directory is gone (swept as stale, see `Store::sweep_uploads`).
+    pub fn prune(&self, store: &Store) {
+        self.sessions
+            .lock()
+            .unwrap()
+            .retain(|id, _| store.upload_dir(id).exists());
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -108,17 +120,19 @@ async fn session(state: &Shared, name: &str, id: &str) -> ApiResult<SessionRef> 
             let Some((repo, size)) = found else {
                 return Err(upload_unknown(id));
             };
-            let s = Arc::new(tokio::sync::Mutex::new(Session {
+            let s = Arc::new(SessionEntry {
                 repo,
-                size,
-                hasher: (size == 0).then(Sha256::new),
-                gone: false,
-            }));
+                state: tokio::sync::Mutex::new(Session {
+                    size,
+                    hasher: (size == 0).then(Sha256::new),
+                    gone: false,
+                }),
+            });
             let mut map = state.uploads.sessions.lock().unwrap();
             map.entry(id.to_string()).or_insert(s).clone()
         }
     };
-    if session.lock().await.repo != name {
+    if session.repo != name {
         return Err(upload_unknown(id));
     }
     Ok(session)
@@ -192,12 +206,14 @@ pub async fn start(state: Shared, name: String, query: &Query, body: Body) -> Ap
         File::create(dir.join("data")).map(drop)
     })
     .await?;
-    let session = Arc::new(tokio::sync::Mutex::new(Session {
+    let session = Arc::new(SessionEntry {
         repo: name.clone(),
-        size: 0,
-        hasher: Some(Sha256::new()),
-        gone: false,
-    }));
+        state: tokio::sync::Mutex::new(Session {
+            size: 0,
+            hasher: Some(Sha256::new()),
+            gone: false,
+        }),
+    });
     state
         .uploads
         .sessions
@@ -304,11 +320,11 @@ async fn append(
     written.result.map_err(body_error)
 }
 
-async fn locked(
-    session: &SessionRef,
+async fn locked<'a>(
+    session: &'a SessionEntry,
     id: &str,
-) -> ApiResult<tokio::sync::OwnedMutexGuard<Session>> {
-    let guard = session.clone().lock_owned().await;
+) -> ApiResult<tokio::sync::MutexGuard<'a, Session>> {
+    let guard = session.state.lock().await;
     if guard.gone {
         return Err(upload_unknown(id));
     }

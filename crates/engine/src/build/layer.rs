@@ -1,5 +1,5 @@
-//! Making layer tars: from the overlay upper directory a RUN step left (overlay whiteouts
-//! turned back into OCI `.wh.` entries), and from local files for COPY/ADD.
+//! Making layer tars from local files for COPY/ADD (a RUN step's layer comes from the
+//! overlay upper directory, through `yun_image::Store::put_layer_from_dir`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -131,67 +131,6 @@ impl LayerWriter {
         // Sockets are not content: skipped, as tar does.
         Ok(())
     }
-
-    fn whiteout(&mut self, rel: &Path) -> Result<()> {
-        let name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let wh = rel.with_file_name(format!(".wh.{name}"));
-        let mut h = synthetic(tar::EntryType::Regular, 0o644);
-        self.builder.append_data(&mut h, wh, std::io::empty())?;
-        Ok(())
-    }
-}
-
-/// The changes a RUN step made, from the overlay upper dir: whiteout devices (char 0:0)
-/// become `.wh.NAME`, opaque directories get `.wh..wh..opq`.
-pub fn from_upper(upper: &Path, out: &Path) -> Result<(String, u64)> {
-    let mut w = LayerWriter::create(out)?;
-    walk(&mut w, upper, Path::new(""))?;
-    w.finish()
-}
-
-fn walk(w: &mut LayerWriter, dir: &Path, rel: &Path) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)?.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        let r = rel.join(e.file_name());
-        let meta = fs::symlink_metadata(&path)?;
-        if meta.file_type().is_char_device() && meta.rdev() == 0 {
-            w.whiteout(&r)?;
-            continue;
-        }
-        w.add_path(&path, &r, None)?;
-        if meta.is_dir() {
-            if is_opaque(&path) {
-                let mut h = synthetic(tar::EntryType::Regular, 0o644);
-                w.builder
-                    .append_data(&mut h, r.join(".wh..wh..opq"), std::io::empty())?;
-            }
-            walk(w, &path, &r)?;
-        }
-    }
-    Ok(())
-}
-
-fn is_opaque(dir: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut buf = [0u8; 4];
-    // SAFETY: lgetxattr writes at most buf.len() bytes into our buffer.
-    let n = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    n == 1 && buf[0] == b'y'
 }
 
 /// COPY/ADD: `sources` (under `context`) placed at `dest` the way docker places them.

@@ -246,6 +246,8 @@ impl Engine {
 
     /// RUN: a container from the image so far; its overlay upper dir becomes the new layer.
     fn run_step(&self, st: &State, argv: &[String], out: &mut dyn Write) -> Result<(String, u64)> {
+        // Hold off gc from the intermediate image's blobs and the new layer until recorded.
+        let _ingest = self.images.ingest_lock()?;
         let base = self.commit(st, &[])?;
         let key = format!("build-{}", &crate::random_id()?[..16]);
         let rootfs = self.images.prepare_rootfs(&key, &base)?;
@@ -277,15 +279,8 @@ impl Engine {
             if code != 0 {
                 bail!("exited with {code}");
             }
-            // The snapshot layout of yun-image: snapshots/containers/KEY/{upper,work,merged}.
-            let upper = self
-                .data_dir
-                .join("snapshots/containers")
-                .join(&key)
-                .join("upper");
-            let tmp = dir.join("layer.tar");
-            let made = layer::from_upper(&upper, &tmp)?;
-            self.store_layer(&tmp, made)
+            let (digest, size) = self.images.put_layer_from_dir(&rootfs.upper)?;
+            Ok((digest.to_string(), size))
         })();
         let _ = self.images.remove_rootfs(&key);
         let _ = fs::remove_dir_all(self.data_dir.join("build-cache").join(&key));

@@ -95,30 +95,19 @@ pub async fn pull(store: Arc<Store>, reference: &str, opts: &Options) -> Result<
     {
         blobs.push((parse_digest(&l["digest"])?, l["size"].as_u64().unwrap_or(0)));
     }
-    let progress = Arc::new(Progress::new());
-    let results: Vec<Result<()>> = futures::stream::iter(blobs.into_iter().map(|(d, size)| {
-        let (store, session, r, scope, progress) = (
-            store.clone(),
-            session.clone(),
-            r.clone(),
-            scope.clone(),
-            progress.clone(),
-        );
+    let progress = Progress::new();
+    all_parallel(blobs, |(d, size)| {
+        let (store, session, r, scope, progress) = (&store, &session, &r, &scope, &progress);
         async move {
             if store.has_blob(&d) {
                 return Ok(());
             }
-            fetch_blob(&store, &session, &r, &scope, &d, size, &progress)
+            fetch_blob(store, session, r, scope, &d, size, progress)
                 .await
                 .with_context(|| format!("blob {d}"))
         }
-    }))
-    .buffer_unordered(PARALLEL)
-    .collect()
-    .await;
-    for res in results {
-        res?;
-    }
+    })
+    .await?;
     let names = if r.reference.starts_with("sha256:") {
         Vec::new()
     } else {
@@ -126,6 +115,19 @@ pub async fn pull(store: Arc<Store>, reference: &str, opts: &Options) -> Result<
     };
     let store2 = store.clone();
     tokio::task::spawn_blocking(move || store2.add_image(&bytes, &names)).await?
+}
+
+/// Run `f` on every item, PARALLEL at a time; the first error wins (after all finish).
+async fn all_parallel<T, F, Fut>(items: Vec<T>, f: F) -> Result<()>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let results: Vec<Result<()>> = futures::stream::iter(items.into_iter().map(f))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    results.into_iter().collect()
 }
 
 fn parse_digest(v: &serde_json::Value) -> Result<Digest> {
@@ -265,27 +267,16 @@ pub async fn push(
     {
         blobs.push(parse_digest(&l["digest"])?);
     }
-    let progress = Arc::new(Progress::new());
-    let results: Vec<Result<()>> = futures::stream::iter(blobs.into_iter().map(|d| {
-        let (store, session, r, scope, progress) = (
-            store.clone(),
-            session.clone(),
-            r.clone(),
-            scope.clone(),
-            progress.clone(),
-        );
+    let progress = Progress::new();
+    all_parallel(blobs, |d| {
+        let (store, session, r, scope, progress) = (&store, &session, &r, &scope, &progress);
         async move {
-            upload_blob(&store, &session, &r, &scope, &d, &progress)
+            upload_blob(store, session, r, scope, &d, progress)
                 .await
                 .with_context(|| format!("blob {d}"))
         }
-    }))
-    .buffer_unordered(PARALLEL)
-    .collect()
-    .await;
-    for res in results {
-        res?;
-    }
+    })
+    .await?;
     let media = manifest["mediaType"]
         .as_str()
         .unwrap_or("application/vnd.oci.image.manifest.v1+json")
