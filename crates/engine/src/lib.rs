@@ -166,7 +166,8 @@ impl Engine {
             Ok(code) => self.layout.write_exit(&c.id, *code)?,
             Err(e) => fs::write(self.layout.error_file(&c.id), format!("{e:#}"))?,
         }
-        if c.auto_remove {
+        // A failed start is removed by whoever reports it (`run`), after reading the error.
+        if c.auto_remove && result.is_ok() {
             self.remove(c)?;
         }
         Ok(())
@@ -178,6 +179,7 @@ impl Engine {
             .create(true)
             .append(true)
             .open(self.layout.log(&c.id))?;
+        let monitor;
         // SAFETY: the engine's callers are single-threaded (see the module docs), so the
         // child may run arbitrary code.
         match unsafe { nix::unistd::fork() }.context("fork the monitor")? {
@@ -203,7 +205,7 @@ impl Engine {
                 // SAFETY: leave the forked monitor without running the parent's atexit work.
                 unsafe { libc::_exit(code.unwrap_or(1)) }
             }
-            nix::unistd::ForkResult::Parent { .. } => {}
+            nix::unistd::ForkResult::Parent { child } => monitor = child,
         }
         drop(log);
         // Return once the container runs, or with the monitor's error.
@@ -219,6 +221,17 @@ impl Engine {
                 if st.status != Status::Created {
                     return Ok(());
                 }
+            }
+            // A --rm container that exited at once is already gone, monitor and all.
+            let monitor_done = !matches!(
+                nix::sys::wait::waitpid(monitor, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+                Ok(nix::sys::wait::WaitStatus::StillAlive)
+            );
+            if monitor_done || !self.layout.dir(&c.id).exists() {
+                if let Ok(msg) = fs::read_to_string(self.layout.error_file(&c.id)) {
+                    bail!("{msg}");
+                }
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("container {}: did not start within 60 s", c.name);

@@ -113,6 +113,18 @@ fn image_config_and_flags_shape_the_process() {
     ]);
     let _ = std::fs::remove_dir_all(&host);
     assert_eq!(out, "1\n/tmp\nyun\nfrom-host\n1\n33554432\n50000\n");
+    for detach in [&[][..], &["-d"][..]] {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(detach);
+        args.extend_from_slice(&["busybox", "/yun-no-such-program"]);
+        let out = y.yun(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("yun-no-such-program"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let err = y.yun(&["run", "--rm", "-u", "nobody-at-all", "busybox", "true"]);
     assert!(String::from_utf8_lossy(&err.stderr).contains("unable to find user nobody-at-all"));
     assert_eq!(
