@@ -5,6 +5,9 @@
 # not counted. Appends the table to docs/benchmarks.md.
 #
 #   ./bench/registry.sh          (ROUNDS=5 LAYERS=4 LAYER_MB=50 by default; RECORD=0 only prints)
+#
+# A second table measures the servers with curl, which does not hash, so the server's own cost
+# shows; skopeo's software SHA-256 bounds the first (see the floor line it prints).
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -27,9 +30,18 @@ stop_server() {
 trap 'stop_server; rm -rf "$work"' EXIT
 trap 'exit 1' INT TERM
 
-# The yun server: `yun registry serve` once the binary has it, else the crate's example.
+# The yun server: `yun registry serve` once the binary has it and is newer than the registry's
+# sources, else the crate's example (YUN_SERVER=yun or YUN_SERVER=example forces one).
 YUN=$PWD/target/release/yun
-if [ -x "$YUN" ] && "$YUN" registry serve --help >/dev/null 2>&1; then
+YUN_SERVER=${YUN_SERVER:-auto}
+if [ "$YUN_SERVER" = auto ]; then
+    YUN_SERVER=example
+    if [ -x "$YUN" ] && "$YUN" registry serve --help >/dev/null 2>&1 &&
+        [ -z "$(find crates/registry/src -newer "$YUN")" ]; then
+        YUN_SERVER=yun
+    fi
+fi
+if [ "$YUN_SERVER" = yun ]; then
     yun_serve() { exec "$YUN" registry serve --addr "127.0.0.1:$1" --root "$2"; }
     yun_cmd="yun registry serve"
 else

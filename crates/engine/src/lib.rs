@@ -427,6 +427,21 @@ impl Engine {
         })
     }
 
+    /// `yun prune`: remove dangling images (no name, no container) such as build
+    /// intermediates, then every blob and unpacked layer no image references.
+    pub fn prune(&self) -> Result<(Vec<String>, yun_image::GcReport)> {
+        let containers = self.layout.all();
+        let mut removed = Vec::new();
+        for img in self.images.images()? {
+            let used = containers.iter().any(|c| c.image_id == img.id.to_string());
+            if img.names.is_empty() && !used {
+                removed.extend(self.images.untag_or_remove(img.id.as_ref(), &|_| false)?);
+            }
+        }
+        let report = self.images.gc(&|_| false)?;
+        Ok((removed, report))
+    }
+
     /// `yun pull`: fetch an image from a registry into the store.
     pub fn pull(&self, reference: &str, opts: &distribution::client::Options) -> Result<Image> {
         let store = std::sync::Arc::new(Store::open(&self.data_dir)?);

@@ -326,3 +326,38 @@ fn build_errors_name_the_step() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("outside the build context"));
     no_mounts_under(&y.data);
 }
+
+#[test]
+fn add_unpacks_local_archives_and_prune_keeps_what_is_used() {
+    let y = Yun::new("addprune");
+    let ctx = y.data.join("ctx");
+    std::fs::create_dir_all(ctx.join("payload/sub")).unwrap();
+    std::fs::write(ctx.join("payload/sub/file.txt"), "inside the archive\n").unwrap();
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(ctx.join("payload.tgz"))
+        .arg("-C")
+        .arg(ctx.join("payload"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::fs::write(ctx.join("Containerfile"), "FROM busybox\nADD payload.tgz /opt/added/\nRUN echo step > /step\nCMD [\"cat\", \"/opt/added/sub/file.txt\", \"/step\"]\n").unwrap();
+    y.ok(&["build", "-t", "yun-test/added:1", ctx.to_str().unwrap()]);
+    assert_eq!(
+        y.ok(&["run", "--rm", "yun-test/added:1"]),
+        "inside the archive\nstep\n"
+    );
+    let before = blob_count(&y.data);
+    let out = y.ok(&["prune"]);
+    assert!(out.contains("Removed"), "{out}");
+    assert!(
+        blob_count(&y.data) < before,
+        "the build intermediates' config and manifest blobs stay"
+    );
+    // What is named still runs.
+    assert_eq!(
+        y.ok(&["run", "--rm", "yun-test/added:1"]),
+        "inside the archive\nstep\n"
+    );
+}

@@ -133,12 +133,84 @@ impl LayerWriter {
     }
 }
 
+/// A tar or gzip-compressed tar, by magic bytes.
+fn is_tar(p: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 512];
+    let n = fs::File::open(p)?.read(&mut head)?;
+    Ok((n >= 2 && head[..2] == [0x1f, 0x8b]) || (n >= 262 && &head[257..262] == b"ustar"))
+}
+
+impl LayerWriter {
+    /// Copy the entries of a local archive under `dest`; entries that would climb out with
+    /// `..` are refused, absolute ones are taken relative to `dest`.
+    fn extract(&mut self, archive: &Path, dest: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+        use std::io::Read;
+        let mut f = fs::File::open(archive)?;
+        let mut magic = [0u8; 2];
+        let n = f.read(&mut magic)?;
+        let f = fs::File::open(archive)?;
+        let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+            Box::new(flate2::read::GzDecoder::new(f))
+        } else {
+            Box::new(f)
+        };
+        let mut ar = tar::Archive::new(reader);
+        for entry in ar.entries()? {
+            let mut entry = entry?;
+            let rel: PathBuf = entry
+                .path()?
+                .components()
+                .filter(|c| {
+                    !matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::CurDir
+                    )
+                })
+                .collect();
+            if rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                bail!(
+                    "{}: entry {} leaves the destination",
+                    archive.display(),
+                    rel.display()
+                );
+            }
+            let path = dest.join(&rel);
+            let mut h = entry.header().clone();
+            if let Some((u, g)) = owner {
+                h.set_uid(u as u64);
+                h.set_gid(g as u64);
+            }
+            match h.entry_type() {
+                tar::EntryType::Link | tar::EntryType::Symlink => {
+                    let target = entry
+                        .link_name()?
+                        .map(|t| t.into_owned())
+                        .unwrap_or_default();
+                    let target = if h.entry_type() == tar::EntryType::Link {
+                        dest.join(target)
+                    } else {
+                        target
+                    };
+                    self.builder.append_link(&mut h, &path, &target)?;
+                }
+                _ => self.builder.append_data(&mut h, &path, &mut entry)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// COPY/ADD: `sources` (under `context`) placed at `dest` the way docker places them.
 pub fn from_sources(
     context: &Path,
     sources: &[String],
     dest: &str,
     owner: Option<(u32, u32)>,
+    add: bool,
     out: &Path,
 ) -> Result<(String, u64)> {
     let mut w = LayerWriter::create(out)?;
@@ -149,7 +221,11 @@ pub fn from_sources(
         let src = resolve_source(context, s)?;
         let meta =
             fs::metadata(&src).with_context(|| format!("{s}: not found in the build context"))?;
-        if meta.is_dir() {
+        if add && meta.is_file() && is_tar(&src)? {
+            // ADD of a local tar archive (plain or gzip) unpacks it into dest.
+            w.extract(&src, &dest_rel, owner)
+                .with_context(|| format!("ADD {s}"))?;
+        } else if meta.is_dir() {
             // A directory's contents go into dest.
             if !dest_rel.as_os_str().is_empty() {
                 w.add_path(&src, &dest_rel, owner)?;

@@ -177,7 +177,7 @@ impl Engine {
                 let tmp = self
                     .data_dir
                     .join(format!("build-cache/.layer-{}.tar", std::process::id()));
-                let made = layer::from_sources(&opts.context, sources, &dest, owner, &tmp);
+                let made = layer::from_sources(&opts.context, sources, &dest, owner, *add, &tmp);
                 let layer = made.and_then(|l| self.store_layer(&tmp, l));
                 let _ = fs::remove_file(&tmp);
                 self.add_layer(st, cache, key, layer?)?;

@@ -144,6 +144,8 @@ pub enum Cmd {
         /// HOST[:PORT]/REPO[:TAG] (default: the image's own name).
         dest: Option<String>,
     },
+    /// Remove dangling images and unreferenced blobs and layers.
+    Prune,
     /// List images.
     Images {
         #[arg(short = 'q', long)]
@@ -323,6 +325,19 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             let dest = dest.unwrap_or_else(|| image.clone());
             let digest = engine.push(&image, &dest, &registry.options())?;
             writeln!(out, "{digest}")?;
+        }
+        Cmd::Prune => {
+            let (removed, report) = engine.prune()?;
+            for r in removed {
+                writeln!(out, "{r}")?;
+            }
+            writeln!(
+                out,
+                "Removed {} blobs, {} unpacked layers; reclaimed {}",
+                report.blobs.len(),
+                report.layers.len(),
+                human_size(report.bytes)
+            )?;
         }
         Cmd::Images { quiet } => {
             let images = engine.images.images()?;
