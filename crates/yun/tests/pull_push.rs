@@ -303,3 +303,76 @@ fn load_a_podman_save_archive_and_run_it() {
         "from-podman\n"
     );
 }
+
+/// `yun registry serve` on a free port with an htpasswd file, killed and removed on drop.
+struct YunRegistry {
+    child: Child,
+    dir: PathBuf,
+    addr: String,
+}
+
+impl YunRegistry {
+    fn start(tag: &str, htpasswd: Option<(&str, &str)>) -> YunRegistry {
+        let dir = PathBuf::from(format!("/tmp/yun-test-yreg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(YUN);
+        cmd.args(["registry", "serve", "--addr", &addr, "--root"])
+            .arg(dir.join("data"));
+        if let Some((user, pass)) = htpasswd {
+            let file = dir.join("htpasswd");
+            let ok = Command::new("htpasswd")
+                .args(["-Bbc"])
+                .arg(&file)
+                .args([user, pass])
+                .output()
+                .unwrap();
+            assert!(ok.status.success(), "htpasswd (apache2-utils)");
+            cmd.arg("--htpasswd").arg(&file);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "yun registry did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        YunRegistry { child, dir, addr }
+    }
+}
+
+impl Drop for YunRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn credentials_for_a_registry_with_basic_auth() {
+    let reg = YunRegistry::start("auth", Some(("yun", "s3cret")));
+    let a = Data::new("auth");
+    a.ok(&["run", "--rm", "busybox", "true"]);
+    let dest = format!("{}/yun-test/private:v1", reg.addr);
+    let (ok, _, err) = a.yun(&["push", "busybox", &dest]);
+    assert!(!ok && err.contains("authentication required"), "{err}");
+    let (ok, _, err) = a.yun(&["push", "--creds", "yun:wrong", "busybox", &dest]);
+    assert!(!ok && err.contains("401"), "{err}");
+    a.ok(&["push", "--creds", "yun:s3cret", "busybox", &dest]);
+    let b = Data::new("auth-pull");
+    b.ok(&["pull", "--creds", "yun:s3cret", &dest]);
+    assert_eq!(
+        b.ok(&["run", "--rm", &dest, "echo", "private"]),
+        "private\n"
+    );
+}
