@@ -117,6 +117,11 @@ fn run(cli: Yun) -> Result<i32> {
                     tls_key,
                 },
         } => {
+            let scheme = if tls_cert.is_some() { "https" } else { "http" };
+            eprintln!(
+                "yun registry: serving {scheme}://{addr} from {}",
+                root.display()
+            );
             let config = yun_registry::Config {
                 addr,
                 root,
