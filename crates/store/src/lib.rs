@@ -1,0 +1,1 @@
+//! An MVCC key-value store with revisions and watch: embedded (redb) and etcd backends.
