@@ -361,3 +361,62 @@ fn add_unpacks_local_archives_and_prune_keeps_what_is_used() {
         "inside the archive\nstep\n"
     );
 }
+
+#[test]
+fn a_full_disk_leaves_the_store_consistent() {
+    let y = Yun::new("fulldisk");
+    std::fs::create_dir_all(&y.data).unwrap();
+    // 3 MiB: the 2.1 MB busybox layer blob fits, unpacking it as well does not.
+    let small = nix::mount::mount(
+        Some("tmpfs"),
+        &y.data,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=3m"),
+    );
+    small.unwrap();
+    let out = y.yun(&["run", "--rm", "busybox", "echo", "fits"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("No space left on device"),
+        "{err}"
+    );
+    // Nothing half-written where the store looks: blob names are whole digests, and no
+    // half-unpacked layer sits in the layer directory.
+    for e in std::fs::read_dir(y.data.join("images/blobs/sha256"))
+        .unwrap()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(
+            name.len() == 64 && name.chars().all(|c| c.is_ascii_hexdigit()),
+            "stray {name}"
+        );
+    }
+    if let Ok(layers) = std::fs::read_dir(y.data.join("snapshots/layers")) {
+        for l in layers.flatten() {
+            assert!(
+                !l.file_name().to_string_lossy().starts_with('.') || !l.path().join("fs").exists(),
+                "half layer {:?}",
+                l.path()
+            );
+        }
+    }
+    assert_eq!(
+        y.ok(&["ps", "-a", "-q"]),
+        "",
+        "a failed run left a container"
+    );
+    // With room again, the same command works from the store as it was left.
+    nix::mount::mount(
+        None::<&str>,
+        &y.data,
+        None::<&str>,
+        nix::mount::MsFlags::MS_REMOUNT,
+        Some("size=64m"),
+    )
+    .unwrap();
+    assert_eq!(y.ok(&["run", "--rm", "busybox", "echo", "fits"]), "fits\n");
+    assert!(y.ok(&["images"]).contains("busybox"));
+    drop(y); // unmounts the tmpfs (a mount under the data dir) and removes it
+}
