@@ -420,3 +420,24 @@ fn a_full_disk_leaves_the_store_consistent() {
     assert!(y.ok(&["images"]).contains("busybox"));
     drop(y); // unmounts the tmpfs (a mount under the data dir) and removes it
 }
+
+#[test]
+fn run_with_a_terminal() {
+    let y = Yun::new("tty");
+    // script(1) gives yun a terminal, like a user at a shell.
+    let cmd = format!(
+        "{YUN} --data-dir {} run --rm -t busybox sh -c 'tty; echo tty-ok'",
+        y.data.display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("/dev/pts/0") && text.contains("tty-ok"),
+        "{text:?}"
+    );
+}
