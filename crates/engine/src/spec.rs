@@ -30,7 +30,41 @@ pub struct RunOptions {
     /// Replaces the image's Cmd (and is appended to its Entrypoint).
     pub command: Vec<String>,
     pub entrypoint: Option<String>,
+    /// `--security-opt seccomp=unconfined`: no default seccomp profile.
+    pub seccomp_unconfined: bool,
 }
+
+/// The default seccomp profile: allow everything but the syscalls Docker's profile denies that
+/// the dropped capabilities do not already stop (the kernel keyring is not namespaced;
+/// userfaultfd, bpf and perf_event_open widen the kernel's attack surface), plus the ones
+/// that reach host-global state. A deny-list compiles in well under a millisecond, where an
+/// allow-list of ~400 names takes ~10 ms on every start.
+pub const DEFAULT_DENIED_SYSCALLS: [&str; 24] = [
+    "add_key",
+    "keyctl",
+    "request_key",
+    "userfaultfd",
+    "bpf",
+    "perf_event_open",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "reboot",
+    "swapon",
+    "swapoff",
+    "acct",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "quotactl",
+    "lookup_dcookie",
+    "fanotify_init",
+];
 
 /// Docker's default capability set: what a containerized root may do.
 const DEFAULT_CAPS: [Capability; 14] = [
@@ -192,6 +226,12 @@ pub fn generate(input: &Input) -> Result<Spec> {
         );
     }
     linux.set_resources(Some(res.build()?));
+    if !opts.seccomp_unconfined {
+        linux.set_seccomp(Some(serde_json::from_value(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": DEFAULT_DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}],
+        }))?));
+    }
     spec.set_linux(Some(linux));
     Ok(spec)
 }

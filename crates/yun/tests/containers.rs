@@ -441,3 +441,35 @@ fn run_with_a_terminal() {
         "{text:?}"
     );
 }
+
+#[test]
+fn a_default_seccomp_profile_unless_unconfined() {
+    let y = Yun::new("seccomp");
+    let mode = "grep '^Seccomp:' /proc/self/status";
+    assert_eq!(
+        y.ok(&["run", "--rm", "busybox", "sh", "-c", mode]),
+        "Seccomp:\t2\n"
+    );
+    assert_eq!(
+        y.ok(&[
+            "run",
+            "--rm",
+            "--security-opt",
+            "seccomp=unconfined",
+            "busybox",
+            "sh",
+            "-c",
+            mode
+        ]),
+        "Seccomp:\t0\n"
+    );
+    let out = y.yun(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "apparmor=x",
+        "busybox",
+        "true",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only seccomp=unconfined"));
+}

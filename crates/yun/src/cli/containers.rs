@@ -73,6 +73,9 @@ pub enum Cmd {
         /// Override the image's entrypoint ("" to clear it).
         #[arg(long)]
         entrypoint: Option<String>,
+        /// Security options; `seccomp=unconfined` drops the default seccomp profile.
+        #[arg(long = "security-opt")]
+        security_opt: Vec<String>,
         image: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -187,9 +190,19 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             memory,
             cpus,
             entrypoint,
+            security_opt,
             image,
             command,
         } => {
+            let mut seccomp_unconfined = false;
+            for o in &security_opt {
+                match o.as_str() {
+                    "seccomp=unconfined" | "seccomp:unconfined" => seccomp_unconfined = true,
+                    other => {
+                        bail!("--security-opt {other:?}: only seccomp=unconfined is supported")
+                    }
+                }
+            }
             let opts = RunOptions {
                 name,
                 detach,
@@ -207,6 +220,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 cpus,
                 command,
                 entrypoint,
+                seccomp_unconfined,
             };
             let (c, code) = engine.run(&image, &opts)?;
             if detach {
