@@ -1,6 +1,7 @@
 //! `yun …`: the cloud's own command line.
 
 mod containers;
+mod vm;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -44,6 +45,11 @@ enum Cmd {
     },
     #[command(flatten)]
     Containers(containers::Cmd),
+    /// Virtual machines (QEMU; KVM where the host really has it, TCG otherwise).
+    Vm {
+        #[command(subcommand)]
+        cmd: vm::VmCmd,
+    },
     /// An OCI distribution registry server.
     Registry {
         #[command(subcommand)]
@@ -107,6 +113,7 @@ fn run(cli: Yun) -> Result<i32> {
             Ok(0)
         }
         Cmd::Containers(cmd) => containers::run(&cli.data_dir, cmd),
+        Cmd::Vm { cmd } => vm::run(&cli.data_dir, cmd),
         Cmd::Registry {
             cmd:
                 RegistryCmd::Serve {

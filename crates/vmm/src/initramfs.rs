@@ -1,0 +1,225 @@
+//! The guest's initramfs: static busybox, the kernel's virtio modules and an /init that runs one
+//! command from the kernel command line and reports its exit status on the console.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::cpio::Cpio;
+use crate::kernel::{tempdir_in, write_synced, Kernel};
+
+/// Static busybox from Debian's busybox-static.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// Modules wanted in the guest, in no particular order; dependencies are added from `.modinfo`.
+/// Missing ones are skipped (they may be built in).
+const WANTED_MODULES: &[&str] = &[
+    "virtio",
+    "virtio_ring",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio_pci",
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_console",
+];
+
+/// Prefix of the line /init prints after the command: `yun-exit-<nonce>: <status>`.
+pub const EXIT_MARKER: &str = "yun-exit-";
+
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox --install -s /bin
+export PATH=/bin HOME=/root
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+for m in $(cat /etc/yun-modules); do insmod /lib/modules/$m.ko 2>/dev/null; done
+cmd= nonce=
+for a in $(cat /proc/cmdline); do
+  case "$a" in
+    yun.cmd=*) cmd=${a#yun.cmd=} ;;
+    yun.nonce=*) nonce=${a#yun.nonce=} ;;
+  esac
+done
+echo "$cmd" | base64 -d > /tmp/yun-cmd
+cd /root
+sh /tmp/yun-cmd </dev/console
+rc=$?
+cd /
+sync
+echo "yun-exit-$nonce: $rc"
+poweroff -f
+"#;
+
+/// Build (once, cached by content hash) the initramfs for `kernel` under `data_dir/vm/initramfs/`.
+pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
+    let busybox = fs::read(BUSYBOX)
+        .with_context(|| format!("{BUSYBOX}: cannot read (install busybox-static)"))?;
+    let modules = resolve_modules(&kernel.modules_dir)?;
+
+    let mut hash = Sha256::new();
+    hash.update(INIT);
+    hash.update(&busybox);
+    for (name, data) in &modules {
+        hash.update(name);
+        hash.update(data);
+    }
+    let digest = hex::encode(&hash.finalize()[..16]);
+    let dir = data_dir.join("vm").join("initramfs");
+    let path = dir.join(format!("{digest}.cpio"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+
+    let mut c = Cpio::default();
+    for d in [
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "proc",
+        "root",
+        "sys",
+        "tmp",
+    ] {
+        c.dir(d);
+    }
+    // The kernel opens /dev/console for init before /init can mount devtmpfs.
+    c.char_dev("dev/console", 0o600, 5, 1);
+    c.file("bin/busybox", 0o755, &busybox);
+    c.symlink("bin/sh", "busybox");
+    c.file("init", 0o755, INIT.as_bytes());
+    let order: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
+    c.file(
+        "etc/yun-modules",
+        0o644,
+        format!("{}\n", order.join("\n")).as_bytes(),
+    );
+    for (name, data) in &modules {
+        c.file(&format!("lib/modules/{name}.ko"), 0o644, data);
+    }
+
+    let tmp = tempdir_in(&dir, ".tmp-initramfs")?;
+    let staged = tmp.join("initramfs.cpio");
+    let result = write_synced(&staged, &c.finish())
+        .and_then(|()| fs::rename(&staged, &path).context("rename initramfs into place"));
+    let _ = fs::remove_dir_all(&tmp);
+    result.with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Wanted modules plus their `depends=`, ordered so each comes after what it depends on.
+fn resolve_modules(modules_dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    if !modules_dir.is_dir() {
+        bail!(
+            "{}: kernel modules directory missing",
+            modules_dir.display()
+        );
+    }
+    let mut index = BTreeMap::new();
+    index_modules(&modules_dir.join("kernel"), &mut index)?;
+    let mut order = Vec::new();
+    let mut seen = HashSet::new();
+    for name in WANTED_MODULES {
+        visit(name, &index, &mut seen, &mut order, 0)?;
+    }
+    Ok(order)
+}
+
+fn visit(
+    name: &str,
+    index: &BTreeMap<String, PathBuf>,
+    seen: &mut HashSet<String>,
+    order: &mut Vec<(String, Vec<u8>)>,
+    depth: usize,
+) -> Result<()> {
+    if depth > 32 {
+        bail!("module dependency loop at {name}");
+    }
+    if !seen.insert(name.to_string()) {
+        return Ok(());
+    }
+    let Some(path) = index.get(name) else {
+        return Ok(()); // built in, or not shipped
+    };
+    let data = fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let info = modinfo(&data).with_context(|| format!("{}: bad module", path.display()))?;
+    for dep in info.iter().filter_map(|kv| kv.strip_prefix("depends=")) {
+        for d in dep.split(',').filter(|d| !d.is_empty()) {
+            visit(&d.replace('-', "_"), index, seen, order, depth + 1)?;
+        }
+    }
+    order.push((name.to_string(), data));
+    Ok(())
+}
+
+/// Map module name (dashes as underscores) to its uncompressed `.ko` file.
+fn index_modules(dir: &Path, index: &mut BTreeMap<String, PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            index_modules(&path, index)?;
+        } else if let Some(stem) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".ko"))
+        {
+            index.insert(stem.replace('-', "_"), path);
+        }
+    }
+    Ok(())
+}
+
+/// The NUL-separated `key=value` strings of an ELF64 module's `.modinfo` section.
+pub fn modinfo(elf: &[u8]) -> Result<Vec<String>> {
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
+    let short = || anyhow!("truncated ELF");
+    if !elf.starts_with(b"\x7fELF\x02\x01") {
+        bail!("not a little-endian ELF64 file");
+    }
+    let shoff = u64_at(0x28).ok_or_else(short)?;
+    let shentsize = u16_at(0x3a).ok_or_else(short)?;
+    let shnum = u16_at(0x3c).ok_or_else(short)?;
+    let shstrndx = u16_at(0x3e).ok_or_else(short)?;
+    let section = |i: usize| -> Result<(usize, usize, usize)> {
+        let h = shoff + i * shentsize;
+        Ok((
+            u32_at(h).ok_or_else(short)?,
+            u64_at(h + 24).ok_or_else(short)?,
+            u64_at(h + 32).ok_or_else(short)?,
+        ))
+    };
+    let (_, stroff, strsize) = section(shstrndx)?;
+    let strtab = elf.get(stroff..stroff + strsize).ok_or_else(short)?;
+    for i in 0..shnum {
+        let (name, off, size) = section(i)?;
+        let name = strtab.get(name..).unwrap_or(b"");
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        if name == b".modinfo" {
+            let data = elf.get(off..off + size).ok_or_else(short)?;
+            return Ok(data
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect());
+        }
+    }
+    bail!("no .modinfo section")
+}
