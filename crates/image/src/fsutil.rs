@@ -51,14 +51,17 @@ pub(crate) const TEMP_MARK: &str = ".yun-tmp-";
 /// flock and not a lock file's existence: a killed yun never leaves the store locked).
 pub(crate) struct LockGuard(#[allow(dead_code)] Flock<File>);
 
-pub(crate) fn lock(path: &Path, exclusive: bool) -> Result<LockGuard> {
-    let f = OpenOptions::new()
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("open lock {}", path.display()))?;
+}
+
+pub(crate) fn lock(path: &Path, exclusive: bool) -> Result<LockGuard> {
+    let f = open_lock_file(path).with_context(|| format!("open lock {}", path.display()))?;
     let arg = if exclusive {
         FlockArg::LockExclusive
     } else {
@@ -72,13 +75,7 @@ pub(crate) fn lock(path: &Path, exclusive: bool) -> Result<LockGuard> {
 
 /// Like [`lock`] but exclusive and without waiting: `None` when someone holds it.
 pub(crate) fn try_lock(path: &Path) -> Option<LockGuard> {
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .ok()?;
+    let f = open_lock_file(path).ok()?;
     Flock::lock(f, FlockArg::LockExclusiveNonblock)
         .ok()
         .map(LockGuard)

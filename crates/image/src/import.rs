@@ -90,28 +90,11 @@ impl Store {
         }
         let config_json = serde_json::to_vec(&image_config)?;
         let config_digest = self.put_blob_bytes(&config_json, None)?;
-        layers.push(Descriptor {
-            media_type: media::OCI_LAYER.to_string(),
-            digest: layer,
-            size,
-            urls: None,
-            annotations: None,
-            platform: None,
-        });
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(media::OCI_MANIFEST.to_string()),
-            config: Descriptor {
-                media_type: media::OCI_CONFIG.to_string(),
-                digest: config_digest,
-                size: config_json.len() as u64,
-                urls: None,
-                annotations: None,
-                platform: None,
-            },
+        layers.push(Descriptor::new(media::OCI_LAYER, layer, size));
+        let manifest = Manifest::oci(
+            Descriptor::new(media::OCI_CONFIG, config_digest, config_json.len() as u64),
             layers,
-            annotations: None,
-        };
+        );
         self.add_image(&serde_json::to_vec_pretty(&manifest)?, &[name])
     }
 

@@ -66,6 +66,33 @@ pub struct Manifest {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+impl Descriptor {
+    /// A plain descriptor: media type, digest and size, nothing else.
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            urls: None,
+            annotations: None,
+            platform: None,
+        }
+    }
+}
+
+impl Manifest {
+    /// An OCI image manifest for a config and its layers.
+    pub fn oci(config: Descriptor, layers: Vec<Descriptor>) -> Manifest {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.to_string()),
+            config,
+            layers,
+            annotations: None,
+        }
+    }
+}
+
 /// An OCI image index (or a Docker manifest list).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

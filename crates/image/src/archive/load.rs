@@ -191,29 +191,17 @@ impl Store {
             let mut layers = Vec::new();
             for l in &e.layers {
                 let d = lookup(l)?;
-                layers.push(Descriptor {
-                    media_type: layer_media_type(self.sniff_blob(&d)?).to_string(),
-                    size: self.blob_size(&d)?,
-                    digest: d,
-                    urls: None,
-                    annotations: None,
-                    platform: None,
-                });
+                layers.push(Descriptor::new(
+                    layer_media_type(self.sniff_blob(&d)?),
+                    d.clone(),
+                    self.blob_size(&d)?,
+                ));
             }
-            let manifest = Manifest {
-                schema_version: 2,
-                media_type: Some(media::OCI_MANIFEST.to_string()),
-                config: Descriptor {
-                    media_type: media::OCI_CONFIG.to_string(),
-                    size: self.blob_size(&config)?,
-                    digest: config,
-                    urls: None,
-                    annotations: None,
-                    platform: None,
-                },
+            let config_size = self.blob_size(&config)?;
+            let manifest = Manifest::oci(
+                Descriptor::new(media::OCI_CONFIG, config, config_size),
                 layers,
-                annotations: None,
-            };
+            );
             let names = e.repo_tags.unwrap_or_default();
             out.push(self.add_image(&serde_json::to_vec_pretty(&manifest)?, &names)?);
         }
