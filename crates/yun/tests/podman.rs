@@ -124,6 +124,9 @@ impl Drop for Podman {
         let _ = std::fs::remove_dir_all(&self.storage);
         let _ = std::fs::remove_dir_all(&self.runroot);
         let _ = std::fs::remove_file(&self.conf);
+        // podman gives its runtime `--root /run/<runtime name>`: yunc's default root, which
+        // holds nothing once the containers are gone (rmdir leaves it if anything remains).
+        let _ = std::fs::remove_dir("/run/yunc");
         // The cgroup parent: children first (conmon's and any container's), then itself.
         let name = self.cgroup_parent.trim_start_matches('/');
         let mut dirs = cgroup_dirs_named(name);
