@@ -93,7 +93,7 @@ impl Engine {
             armed: true,
         };
         let rootfs = self.images.prepare_rootfs(&id, &image)?;
-        let files = self.write_files(&id, &id[..12])?;
+        let files = spec::Generated::write(&self.layout.dir(&id), &id[..12])?;
         let runtime_spec = spec::generate(&spec::Input {
             image: &img_config,
             opts,
@@ -238,24 +238,6 @@ impl Engine {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-    }
-
-    fn write_files(&self, id: &str, hostname: &str) -> Result<spec::Generated> {
-        let dir = self.layout.dir(id);
-        fs::create_dir_all(&dir)?;
-        let files = spec::Generated {
-            hosts: dir.join("hosts"),
-            hostname: dir.join("hostname"),
-            resolv: dir.join("resolv.conf"),
-        };
-        fs::write(
-            &files.hosts,
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-        )?;
-        fs::write(&files.hostname, format!("{hostname}\n"))?;
-        let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        fs::write(&files.resolv, resolv)?;
-        Ok(files)
     }
 
     pub fn status(&self, c: &Container) -> ContainerStatus {

@@ -91,6 +91,28 @@ pub struct Generated {
     pub resolv: PathBuf,
 }
 
+impl Generated {
+    /// Write `dir/{hosts,hostname,resolv.conf}` for a container named `hostname`.
+    pub fn write(dir: &Path, hostname: &str) -> Result<Generated> {
+        std::fs::create_dir_all(dir)?;
+        let files = Generated {
+            hosts: dir.join("hosts"),
+            hostname: dir.join("hostname"),
+            resolv: dir.join("resolv.conf"),
+        };
+        std::fs::write(
+            &files.hosts,
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+        )?;
+        std::fs::write(&files.hostname, format!("{hostname}\n"))?;
+        std::fs::write(
+            &files.resolv,
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        )?;
+        Ok(files)
+    }
+}
+
 pub struct Input<'a> {
     pub image: &'a ImageConfig,
     pub opts: &'a RunOptions,

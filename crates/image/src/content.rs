@@ -30,6 +30,15 @@ impl Store {
         .map(|(d, _)| d)
     }
 
+    /// Store a blob that `write` produces (e.g. a tar being built) straight into the store,
+    /// hashed on the way: no temp copy to read back. Same guarantees as [`Store::put_blob`].
+    pub fn put_blob_with(
+        &self,
+        write: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
+    ) -> Result<(Digest, u64)> {
+        self.write_blob(None, |w| write(w))
+    }
+
     /// Store a blob produced by `write` (e.g. a tar being built), returning its digest and
     /// size; same guarantees as [`Store::put_blob`].
     pub(crate) fn write_blob(

@@ -71,8 +71,3 @@ pub fn features() -> Value {
         },
     })
 }
-
-/// For tests that want a `Value` without reaching into serde_json themselves.
-pub fn features_json() -> String {
-    serde_json::to_string_pretty(&features()).unwrap_or_default()
-}

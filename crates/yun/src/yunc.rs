@@ -76,6 +76,7 @@ impl CreateArgs {
             no_pivot: self.no_pivot,
             preserve_fds: self.preserve_fds,
             stdio: None,
+            keep: false,
         }
     }
 }
@@ -284,12 +285,11 @@ fn dispatch(cli: Yunc) -> Result<i32> {
             if cloned_exe::needed_for_bundle(&args.bundle) {
                 cloned_exe::ensure()?;
             }
-            if keep && !detach {
-                rt.create(&id, &args.bundle, &args.options())?;
-                rt.start(&id)?;
-                return Ok(0);
-            }
-            return rt.run(&id, &args.bundle, &args.options(), detach);
+            let opts = CreateOptions {
+                keep,
+                ..args.options()
+            };
+            return rt.run(&id, &args.bundle, &opts, detach);
         }
         Cmd::State { id } => {
             serde_json::to_writer_pretty(&mut *out, &rt.state(&id)?)?;
@@ -454,32 +454,26 @@ fn exec_process(rt: &Runtime, a: &ExecArgs) -> Result<Process> {
         p.set_no_new_privileges(Some(true));
     }
     if !a.caps.is_empty() {
-        let mut caps = p.capabilities().clone().unwrap_or_default();
-        for c in &a.caps {
-            let name = c.trim_start_matches("CAP_");
-            let cap = Capability::from_str(name)
-                .map_err(|_| anyhow!("--cap {c:?}: unknown capability"))?;
-            for set in [
-                caps.bounding().clone(),
-                caps.effective().clone(),
-                caps.permitted().clone(),
-                caps.ambient().clone(),
-                caps.inheritable().clone(),
-            ]
+        let added = a
+            .caps
             .iter()
-            .enumerate()
-            {
-                let mut s = set.1.clone().unwrap_or_default();
-                s.insert(cap);
-                match set.0 {
-                    0 => caps.set_bounding(Some(s)),
-                    1 => caps.set_effective(Some(s)),
-                    2 => caps.set_permitted(Some(s)),
-                    3 => caps.set_ambient(Some(s)),
-                    _ => caps.set_inheritable(Some(s)),
-                };
-            }
-        }
+            .map(|c| {
+                Capability::from_str(c.trim_start_matches("CAP_"))
+                    .map_err(|_| anyhow!("--cap {c:?}: unknown capability"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Added to all five sets, so the process really holds it.
+        let with = |set: &Option<oci_spec::runtime::Capabilities>| {
+            let mut s = set.clone().unwrap_or_default();
+            s.extend(added.iter().copied());
+            Some(s)
+        };
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        caps.set_bounding(with(caps.bounding()));
+        caps.set_effective(with(caps.effective()));
+        caps.set_permitted(with(caps.permitted()));
+        caps.set_ambient(with(caps.ambient()));
+        caps.set_inheritable(with(caps.inheritable()));
         p.set_capabilities(Some(caps));
     }
     Ok(p)

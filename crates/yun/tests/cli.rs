@@ -154,20 +154,14 @@ fn foreground_terminal_is_proxied() {
     let b = env.bundle("b", &sh("tty; echo fg-tty-ok"), |c| {
         c["process"]["terminal"] = true.into()
     });
-    // script(1) gives yunc a terminal of its own, like a user at a shell.
     let cmd = format!(
         "{YUNC} --root {} run -b {} {}",
         env.root.display(),
         b.display(),
         env.id("c")
     );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = in_terminal(&cmd);
+    assert!(ok, "{text}");
     assert!(
         text.contains("/dev/pts/0") && text.contains("fg-tty-ok"),
         "{text:?}"
@@ -241,4 +235,21 @@ fn a_root_on_ramfs_falls_back_to_chroot() {
     );
     let out = env.run_ok(&env.id("c"), &b);
     assert!(out.starts_with("on-ramfs\n"), "{out}");
+}
+
+#[test]
+fn run_keep_waits_and_keeps_the_stopped_container() {
+    let env = Env::new("keep");
+    let id = env.id("c");
+    let b = env.bundle("b", &sh("echo kept; exit 4"), |_| {});
+    let out = env.yunc(&["run", "--keep", "-b", b.to_str().unwrap(), &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "--keep must still wait for the exit"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+    assert_eq!(env.state(&id)["status"], "stopped");
+    assert!(env.yunc(&["delete", &id]).status.success());
+    assert!(cgroup_dirs_named(&id).is_empty());
 }

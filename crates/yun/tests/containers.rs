@@ -60,13 +60,7 @@ impl Drop for Yun {
         for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
             let _ = self.yun(&["rm", "-f", id]);
         }
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            for m in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
-                if m.starts_with(self.data.to_str().unwrap()) {
-                    let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
-        }
+        unmount_under(&[&self.data]);
         let _ = std::fs::remove_dir_all(&self.data);
     }
 }
@@ -424,18 +418,12 @@ fn a_full_disk_leaves_the_store_consistent() {
 #[test]
 fn run_with_a_terminal() {
     let y = Yun::new("tty");
-    // script(1) gives yun a terminal, like a user at a shell.
     let cmd = format!(
         "{YUN} --data-dir {} run --rm -t busybox sh -c 'tty; echo tty-ok'",
         y.data.display()
     );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = in_terminal(&cmd);
+    assert!(ok, "{text}");
     assert!(
         text.contains("/dev/pts/0") && text.contains("tty-ok"),
         "{text:?}"

@@ -107,20 +107,7 @@ impl Drop for Podman {
         let _ = self.podman(&["rm", "--all", "--force", "--time", "0"]);
         let _ = self.podman(&["system", "reset", "--force"]);
         // Whatever podman left mounted under its storage, then the directories.
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|m| {
-                    m.starts_with(self.storage.to_str().unwrap())
-                        || m.starts_with(self.runroot.to_str().unwrap())
-                })
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
+        unmount_under(&[&self.storage, &self.runroot]);
         let _ = std::fs::remove_dir_all(&self.storage);
         let _ = std::fs::remove_dir_all(&self.runroot);
         let _ = std::fs::remove_file(&self.conf);

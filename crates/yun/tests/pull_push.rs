@@ -5,7 +5,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -21,11 +20,7 @@ impl DockerRegistry {
         let dir = PathBuf::from(format!("/tmp/yun-test-dreg-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.join("config.yml");
         std::fs::write(&config, format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: {addr}\n", dir.display())).unwrap();
@@ -36,11 +31,7 @@ impl DockerRegistry {
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry (Debian package docker-registry)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "docker-registry did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(&addr, "docker-registry");
         DockerRegistry { child, dir, addr }
     }
 }
@@ -84,15 +75,7 @@ impl Data {
 
 impl Drop for Data {
     fn drop(&mut self) {
-        if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
-            for p in m
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|p| p.starts_with(self.0.to_str().unwrap()))
-            {
-                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
+        unmount_under(&[&self.0]);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -195,17 +178,13 @@ fn bad_references_and_unreachable_registries() {
     let a = Data::new("badref");
     let (ok, _, err) = a.yun(&["pull", "busybox-without-registry"]);
     assert!(!ok && err.contains("name the registry"), "{err}");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let (ok, _, err) = a.yun(&["pull", &format!("127.0.0.1:{port}/yun-test/none:v1")]);
     assert!(!ok && err.contains(&format!("127.0.0.1:{port}")), "{err}");
     let reg = DockerRegistry::start("missing");
     let (ok, _, err) = a.yun(&["pull", &format!("{}/yun-test/none:v1", reg.addr)]);
     assert!(
-        !ok && err.contains("MANIFEST_UNKNOWN") || err.contains("NAME_UNKNOWN"),
+        !ok && (err.contains("MANIFEST_UNKNOWN") || err.contains("NAME_UNKNOWN")),
         "{err}"
     );
 }
@@ -219,14 +198,7 @@ fn load_a_podman_save_archive_and_run_it() {
     impl Drop for Cleanup {
         fn drop(&mut self) {
             let _ = podman(&self.0, &self.1, &["system", "reset", "-f"]);
-            if let Ok(m) = std::fs::read_to_string("/proc/self/mounts") {
-                for p in m.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| {
-                    p.starts_with(self.0.to_str().unwrap())
-                        || p.starts_with(self.1.to_str().unwrap())
-                }) {
-                    let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
+            unmount_under(&[&self.0, &self.1]);
             let _ = std::fs::remove_dir_all(&self.0);
             let _ = std::fs::remove_dir_all(&self.1);
         }
@@ -316,11 +288,7 @@ impl YunRegistry {
         let dir = PathBuf::from(format!("/tmp/yun-test-yreg-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(YUN);
         cmd.args(["registry", "serve", "--addr", &addr, "--root"])
@@ -341,11 +309,7 @@ impl YunRegistry {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "yun registry did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(&addr, "yun registry");
         YunRegistry { child, dir, addr }
     }
 }

@@ -312,8 +312,10 @@ fn create_start_exec_pause_resume_kill_delete() {
 
     assert!(env.yunc(&["pause", &id]).status.success());
     assert_eq!(env.state(&id)["status"], "paused");
-    let freezer = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    assert!(freezer.contains("State:\tD") || freezer.contains("State:\tS"));
+    // The container's cgroup (default path /yun/ID) is frozen, not just reported paused.
+    let freezer =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/freezer/yun/{id}/freezer.state")).unwrap();
+    assert_eq!(freezer.trim(), "FROZEN");
     assert!(env.yunc(&["resume", &id]).status.success());
     assert_eq!(env.state(&id)["status"], "running");
 

@@ -10,29 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
-/// A tar being written, hashed as it goes (an uncompressed layer's digest is its diff id).
-pub struct LayerWriter {
-    builder: tar::Builder<HashingWriter>,
+/// A layer tar being written (into the content store, which hashes it).
+pub struct LayerWriter<'a> {
+    builder: tar::Builder<&'a mut dyn Write>,
     /// (dev, ino) of files already written → their path, for hardlinks.
     seen: HashMap<(u64, u64), PathBuf>,
-}
-
-struct HashingWriter {
-    file: fs::File,
-    hash: Sha256,
-    size: u64,
-}
-
-impl Write for HashingWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
 }
 
 /// A header for an entry we make up (parents, whiteouts): root-owned, time zero.
@@ -47,27 +29,19 @@ fn synthetic(kind: tar::EntryType, mode: u32) -> tar::Header {
     h
 }
 
-impl LayerWriter {
-    pub fn create(path: &Path) -> Result<LayerWriter> {
-        let file = fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-        let mut builder = tar::Builder::new(HashingWriter {
-            file,
-            hash: Sha256::new(),
-            size: 0,
-        });
+impl<'a> LayerWriter<'a> {
+    pub fn new(out: &'a mut dyn Write) -> LayerWriter<'a> {
+        let mut builder = tar::Builder::new(out);
         builder.follow_symlinks(false);
-        Ok(LayerWriter {
+        LayerWriter {
             builder,
             seen: HashMap::new(),
-        })
+        }
     }
 
-    /// Finish; returns ("sha256:…", size).
-    pub fn finish(self) -> Result<(String, u64)> {
-        let mut w = self.builder.into_inner()?;
-        w.flush()?;
-        w.file.sync_all()?;
-        Ok((format!("sha256:{}", hex::encode(w.hash.finalize())), w.size))
+    pub fn finish(self) -> Result<()> {
+        self.builder.into_inner()?.flush()?;
+        Ok(())
     }
 
     /// Every directory of `path` (relative) as an entry, so the layer stands on its own.
@@ -141,7 +115,7 @@ fn is_tar(p: &Path) -> Result<bool> {
     Ok((n >= 2 && head[..2] == [0x1f, 0x8b]) || (n >= 262 && &head[257..262] == b"ustar"))
 }
 
-impl LayerWriter {
+impl LayerWriter<'_> {
     /// Copy the entries of a local archive under `dest`; entries that would climb out with
     /// `..` are refused, absolute ones are taken relative to `dest`.
     fn extract(&mut self, archive: &Path, dest: &Path, owner: Option<(u32, u32)>) -> Result<()> {
@@ -211,9 +185,9 @@ pub fn from_sources(
     dest: &str,
     owner: Option<(u32, u32)>,
     add: bool,
-    out: &Path,
-) -> Result<(String, u64)> {
-    let mut w = LayerWriter::create(out)?;
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut w = LayerWriter::new(out);
     let dest_rel = PathBuf::from(dest.trim_start_matches('/'));
     let into_dir = dest.ends_with('/') || sources.len() > 1;
     w.parents(&dest_rel.join("x"))?;
@@ -243,7 +217,12 @@ pub fn from_sources(
     w.finish()
 }
 
-fn copy_tree(w: &mut LayerWriter, dir: &Path, rel: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+fn copy_tree(
+    w: &mut LayerWriter<'_>,
+    dir: &Path,
+    rel: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)?.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {

@@ -55,6 +55,9 @@ impl Engine {
         }
         let cache = self.data_dir.join("build-cache");
         fs::create_dir_all(&cache)?;
+        // Layers and intermediate images are stored before the final image names them:
+        // keep gc (`yun prune`) away until the build is done.
+        let _ingest = self.images.ingest_lock()?;
         let mut state: Option<State> = None;
         let total = steps.len();
         for (n, step) in steps.iter().enumerate() {
@@ -174,13 +177,10 @@ impl Engine {
                 } else {
                     format!("{}/{dest}", workdir.trim_end_matches('/'))
                 };
-                let tmp = self
-                    .data_dir
-                    .join(format!("build-cache/.layer-{}.tar", std::process::id()));
-                let made = layer::from_sources(&opts.context, sources, &dest, owner, *add, &tmp);
-                let layer = made.and_then(|l| self.store_layer(&tmp, l));
-                let _ = fs::remove_file(&tmp);
-                self.add_layer(st, cache, key, layer?)?;
+                let (digest, size) = self.images.put_blob_with(|w| {
+                    layer::from_sources(&opts.context, sources, &dest, owner, *add, w)
+                })?;
+                self.add_layer(st, cache, key, (digest.to_string(), size))?;
             }
             other => {
                 apply_config(&mut cfg, other)?;
@@ -237,17 +237,8 @@ impl Engine {
         st.config.set_rootfs(rootfs);
     }
 
-    /// Move a finished layer tar into the content store.
-    fn store_layer(&self, tmp: &Path, (digest, size): (String, u64)) -> Result<(String, u64)> {
-        let d: Digest = digest.parse()?;
-        self.images.put_blob(fs::File::open(tmp)?, Some(&d))?;
-        Ok((digest, size))
-    }
-
     /// RUN: a container from the image so far; its overlay upper dir becomes the new layer.
     fn run_step(&self, st: &State, argv: &[String], out: &mut dyn Write) -> Result<(String, u64)> {
-        // Hold off gc from the intermediate image's blobs and the new layer until recorded.
-        let _ingest = self.images.ingest_lock()?;
         let base = self.commit(st, &[])?;
         let key = format!("build-{}", &crate::random_id()?[..16]);
         let rootfs = self.images.prepare_rootfs(&key, &base)?;
@@ -260,7 +251,7 @@ impl Engine {
             };
             let dir = self.data_dir.join("build-cache").join(&key);
             fs::create_dir_all(&dir)?;
-            let files = self.write_build_files(&dir)?;
+            let files = spec::Generated::write(&dir, "yun-build")?;
             let spec = spec::generate(&spec::Input {
                 image: &cfg,
                 opts: &opts,
@@ -285,21 +276,6 @@ impl Engine {
         let _ = self.images.remove_rootfs(&key);
         let _ = fs::remove_dir_all(self.data_dir.join("build-cache").join(&key));
         result
-    }
-
-    fn write_build_files(&self, dir: &Path) -> Result<spec::Generated> {
-        let files = spec::Generated {
-            hosts: dir.join("hosts"),
-            hostname: dir.join("hostname"),
-            resolv: dir.join("resolv.conf"),
-        };
-        fs::write(&files.hosts, "127.0.0.1\tlocalhost\n127.0.1.1\tyun-build\n")?;
-        fs::write(&files.hostname, "yun-build\n")?;
-        fs::write(
-            &files.resolv,
-            fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        )?;
-        Ok(files)
     }
 
     /// Write config + manifest and record the image (with `names`). The same state always

@@ -38,8 +38,9 @@ impl Progress {
         }
     }
 
-    fn bar(&self, verb: &str, digest: &str, size: u64) -> Option<indicatif::ProgressBar> {
-        let short = &digest[digest.len().saturating_sub(64)..][..12.min(digest.len())];
+    /// `hex`: the blob digest's hex digits.
+    fn bar(&self, verb: &str, hex: &str, size: u64) -> Option<indicatif::ProgressBar> {
+        let short = &hex[..12.min(hex.len())];
         match &self.multi {
             Some(m) => {
                 let b = m.add(indicatif::ProgressBar::new(size));
@@ -64,7 +65,7 @@ pub async fn pull(store: Arc<Store>, reference: &str, opts: &Options) -> Result<
     let r = Reference::parse(reference)?;
     let session = Arc::new(Session::connect(&r.registry, opts).await?);
     let scope = format!("repository:{}:pull", r.repository);
-    let (mut bytes, mut media) = get_manifest(&session, &r, &r.reference, &scope).await?;
+    let (mut bytes, media) = get_manifest(&session, &r, &r.reference, &scope).await?;
     if media.contains("index") || media.contains("manifest.list") {
         let index: serde_json::Value = serde_json::from_slice(&bytes).context("image index")?;
         let pick = index["manifests"]
@@ -79,9 +80,8 @@ pub async fn pull(store: Arc<Store>, reference: &str, opts: &Options) -> Result<
             .as_str()
             .ok_or_else(|| anyhow!("index entry without digest"))?
             .to_string();
-        (bytes, media) = get_manifest(&session, &r, &d, &scope).await?;
+        bytes = get_manifest(&session, &r, &d, &scope).await?.0;
     }
-    let _ = media;
     let manifest: serde_json::Value = serde_json::from_slice(&bytes).context("manifest")?;
     let mut blobs: Vec<(Digest, u64)> = Vec::new();
     let config = &manifest["config"];
@@ -162,17 +162,12 @@ async fn get_manifest(
         .to_string();
     let bytes = resp.bytes().await?.to_vec();
     if reference.starts_with("sha256:") {
-        let got = sha256(&bytes);
+        let got = Digest::of(&bytes).to_string();
         if got != reference {
             bail!("manifest {reference}: the registry sent bytes with digest {got}");
         }
     }
     Ok((bytes, media))
-}
-
-fn sha256(data: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
 /// Download into images/partial/HEX, resuming from what is there, then store (verified).
@@ -187,7 +182,7 @@ async fn fetch_blob(
 ) -> Result<()> {
     let dir = store.data_dir().join("images/partial");
     tokio::fs::create_dir_all(&dir).await?;
-    let hex = d.to_string().trim_start_matches("sha256:").to_string();
+    let hex = d.hex().to_string();
     let partial: PathBuf = dir.join(&hex);
     let have = tokio::fs::metadata(&partial)
         .await
@@ -329,7 +324,7 @@ async fn upload_blob(
     };
     url.push(if url.contains('?') { '&' } else { '?' });
     url.push_str(&format!("digest={d}"));
-    let hex = d.to_string().trim_start_matches("sha256:").to_string();
+    let hex = d.hex().to_string();
     let bar = progress.bar("Pushing", &hex, size);
     let file = tokio::fs::File::open(store.blob_path(d)).await?;
     let bar2 = bar.clone();

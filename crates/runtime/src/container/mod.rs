@@ -47,6 +47,8 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// The container's stdin, stdout and stderr; by default it inherits ours.
     pub stdio: Option<[OwnedFd; 3]>,
+    /// `run` in the foreground: keep the stopped container's state instead of deleting it.
+    pub keep: bool,
 }
 
 /// Everything the forked children need, computed by the parent beforehand.
@@ -75,23 +77,24 @@ impl Runtime {
     /// Create container `id` from the bundle: namespaces, cgroup, root filesystem, all set;
     /// its process waits for `start`. Returns the init's pid. On error nothing is left.
     pub fn create(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<i32> {
+        crate::timing::mark("create: start");
+        state::check_id(id)?;
+        let bundle = config::load_bundle(bundle)?;
         let console = match &opts.console_socket {
             Some(p) => Some(crate::console::connect(p)?),
             None => None,
         };
-        self.create_with_console(id, bundle, opts, console)
+        self.create_with_console(id, &bundle, opts, console)
     }
 
+    /// The create proper, on a bundle already loaded and validated (by `create` or `run`).
     fn create_with_console(
         &self,
         id: &str,
-        bundle_dir: &Path,
+        bundle: &Bundle,
         opts: &CreateOptions,
         console: Option<UnixStream>,
     ) -> Result<i32> {
-        crate::timing::mark("create: start");
-        state::check_id(id)?;
-        let bundle = config::load_bundle(bundle_dir)?;
         let spec = &bundle.spec;
         let linux = spec
             .linux()
@@ -159,7 +162,7 @@ impl Runtime {
             Mode::empty(),
         )?;
         let setup = Setup {
-            bundle: &bundle,
+            bundle,
             plan,
             cgroup: &cgroup,
             seccomp,
@@ -183,7 +186,7 @@ impl Runtime {
         };
         drop(child_ch);
         guard.pid = Some(stage1);
-        let pid = self.drive_create(&setup, &parent_ch, stage1, id, &bundle, &mut guard)?;
+        let pid = self.drive_create(&setup, &parent_ch, stage1, id, bundle, &mut guard)?;
 
         let created = ContainerState {
             id: id.to_string(),
@@ -300,7 +303,7 @@ impl Runtime {
     }
 
     /// create + start, and unless `detach`, wait for the container, forward signals to it,
-    /// delete it, and return its exit code (128+N for signal N).
+    /// delete it (unless `opts.keep`), and return its exit code (128+N for signal N).
     pub fn run(&self, id: &str, bundle: &Path, opts: &CreateOptions, detach: bool) -> Result<i32> {
         if detach {
             self.create(id, bundle, opts)?;
@@ -311,8 +314,10 @@ impl Runtime {
             return Ok(0);
         }
         let signals = wait::block_signals();
-        let spec = config::load_spec(&bundle.join("config.json"))?;
-        let terminal = spec
+        state::check_id(id)?;
+        let bundle = config::load_bundle(bundle)?;
+        let terminal = bundle
+            .spec
             .process()
             .as_ref()
             .and_then(|p| p.terminal())
@@ -327,7 +332,7 @@ impl Runtime {
             }
             (None, false) => None,
         };
-        let pid = self.create_with_console(id, bundle, opts, console)?;
+        let pid = self.create_with_console(id, &bundle, opts, console)?;
         let proxy = match proxy_end {
             Some(sock) => Some(wait::ConsoleProxy::start(crate::console::recv_fd(&sock)?)?),
             None => None,
@@ -346,7 +351,9 @@ impl Runtime {
                 tracing::warn!("container {id}: killed by the OOM killer (memory limit reached)");
             }
         }
-        self.delete(id, true)?;
+        if !opts.keep {
+            self.delete(id, true)?;
+        }
         crate::timing::mark("run: deleted");
         Ok(code)
     }

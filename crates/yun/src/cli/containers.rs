@@ -363,8 +363,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 )?;
             }
             for img in images {
-                let id = img.id.to_string();
-                let short = &id[id.len().min(7)..(id.len().min(7) + 12).min(id.len())];
+                let short = img.id.short();
                 if quiet {
                     writeln!(out, "{short}")?;
                     continue;

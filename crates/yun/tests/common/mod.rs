@@ -173,3 +173,51 @@ pub fn cgroup_dirs_named(needle: &str) -> Vec<PathBuf> {
     walk(Path::new("/sys/fs/cgroup"), needle, 0, &mut out);
     out
 }
+
+/// A loopback port free right now (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Wait until something listens on `addr` (a server the test just started).
+pub fn wait_for_port(addr: &str, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Lazily unmount every mount at or below any of `dirs` (deepest first).
+pub fn unmount_under(dirs: &[&Path]) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| dirs.iter().any(|d| m.starts_with(d.to_str().unwrap())))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Run a shell command line under script(1), which gives it a terminal as a user at a
+/// shell has; returns (success, what it printed).
+pub fn in_terminal(cmd: &str) -> (bool, String) {
+    let out = Command::new("script")
+        .args(["-qec", cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
