@@ -16,3 +16,15 @@ if [ -n "$missing" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup)" >&2; exit 1; }
+
+# Debian's kubectl 1.20 (kubernetes-client), the client the API server tests drive. Extracted with
+# dpkg -x into a yun-owned cache rather than installed, so it never fights another kubectl on the host.
+KUBECTL_DIR=/var/cache/yun-kubectl
+if [ ! -x "$KUBECTL_DIR/usr/bin/kubectl" ]; then
+    echo "fetching Debian's kubernetes-client into $KUBECTL_DIR"
+    tmp=$(mktemp -d /tmp/yun-kubectl.XXXXXX) && chmod 755 "$tmp"
+    (cd "$tmp" && apt-get download -q kubernetes-client) || { apt-get update -q && (cd "$tmp" && apt-get download -q kubernetes-client); }
+    rm -rf "$KUBECTL_DIR.part" && mkdir -p "$KUBECTL_DIR.part"
+    dpkg -x "$tmp"/kubernetes-client_*.deb "$KUBECTL_DIR.part"
+    rm -rf "$tmp" "$KUBECTL_DIR" && mv "$KUBECTL_DIR.part" "$KUBECTL_DIR"
+fi

@@ -1,0 +1,1 @@
+//! A Kubernetes-compatible REST API server over yun's MVCC store.

@@ -1,0 +1,1 @@
+//! Host networking for yun: bridges, veth pairs, taps and address management.
