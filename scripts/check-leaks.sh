@@ -9,7 +9,9 @@ c=$(find /sys/fs/cgroup -mindepth 2 -type d \( -name 'yun-test*' -o -name 'yun-*
 [ -n "$c" ] && report "cgroups: $c"
 s=$(ls -d /run/yunc-test-* /run/yun-test-* /var/lib/yun-test-* /tmp/yun-test-* 2>/dev/null)
 [ -n "$s" ] && report "state/data dirs: $s"
-n=$(ip netns list 2>/dev/null | grep yun-test) && report "network namespaces: $n"
+n=$(ip netns list 2>/dev/null | grep yun) && report "network namespaces: $n"
+l=$(ip -o link show 2>/dev/null | grep -E '^[0-9]+: yun') && report "links: $l"
+m=$(grep ' /run/netns/yun' /proc/self/mounts) && report "netns mounts: $m"
 r=$(pgrep -af 'docker-registry serve /tmp/yun-test|registry serve .*yun-test' 2>/dev/null) && report "registry servers: $r"
 # Processes may still be exiting (killed containers): give them up to 3 s.
 for _ in 1 2 3 4 5 6; do
