@@ -293,6 +293,57 @@ fn build_runs_steps_caches_and_whiteouts_hide_files() {
 }
 
 #[test]
+fn multi_stage_build_copies_from_a_stage_and_chowns_by_name() {
+    let y = Yun::new("stages");
+    let ctx = y.data.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM busybox AS build\nRUN mkdir /out && echo 'echo from the build stage' > /out/hello.sh && echo junk > /out/junk\nFROM busybox\nCOPY --from=build --chown=yun /out/hello.sh /app/\nCOPY --from=0 --chown=nobody:yun /out/junk /app/junk\nCMD [\"sh\", \"-c\", \"sh /app/hello.sh; stat -c '%u:%g' /app/hello.sh /app/junk; test -e /out || echo no-out\"]\n",
+    )
+    .unwrap();
+    let out = y.ok(&["build", "-t", "yun-test/stages", ctx.to_str().unwrap()]);
+    assert!(out.contains("STEP 5/6"), "{out}");
+    assert_eq!(
+        y.ok(&["run", "--rm", "yun-test/stages"]),
+        "from the build stage\n1000:1000\n65534:1000\nno-out\n",
+        "the final image holds the copied files with their new owners and nothing else of the build stage"
+    );
+    let blobs = blob_count(&y.data);
+    let again = y.ok(&["build", "-t", "yun-test/stages", ctx.to_str().unwrap()]);
+    assert_eq!(again.matches("Using cache").count(), 3, "{again}");
+    assert_eq!(
+        blob_count(&y.data),
+        blobs,
+        "an unchanged rebuild wrote new blobs"
+    );
+
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM busybox\nCOPY --from=nosuchstage /x /y\n",
+    )
+    .unwrap();
+    let out = y.yun(&["build", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--from=nosuchstage: no such stage or image"),
+        "{err}"
+    );
+    std::fs::write(
+        ctx.join("Containerfile"),
+        "FROM busybox\nCOPY --chown=nosuchuser Containerfile /x\n",
+    )
+    .unwrap();
+    let out = y.yun(&["build", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unable to find user nosuchuser"),
+        "{err}"
+    );
+    no_mounts_under(&y.data);
+}
+
+#[test]
 fn build_errors_name_the_step() {
     let y = Yun::new("builderr");
     let ctx = y.data.join("ctx");

@@ -35,10 +35,28 @@ pub struct BuildOptions {
 }
 
 /// What has been built so far.
+#[derive(Clone)]
 struct State {
     layers: Vec<(String, u64)>,
     config: ImageConfiguration,
     key: String,
+}
+
+/// A finished stage of a multi-stage build, for `FROM stage` and `COPY --from=stage`.
+struct Stage {
+    alias: Option<String>,
+    state: State,
+}
+
+/// The stage `name` refers to: its `AS` alias (case-insensitive) or its index.
+fn find_stage<'a>(stages: &'a [Stage], name: &str) -> Option<&'a Stage> {
+    if let Ok(index) = name.parse::<usize>() {
+        return stages.get(index);
+    }
+    let name = name.to_ascii_lowercase();
+    stages
+        .iter()
+        .find(|s| s.alias.as_deref() == Some(name.as_str()))
 }
 
 const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -58,18 +76,30 @@ impl Engine {
         // Layers and intermediate images are stored before the final image names them:
         // keep gc (`yun prune`) away until the build is done.
         let _ingest = self.images.ingest_lock()?;
+        let mut stages: Vec<Stage> = Vec::new();
         let mut state: Option<State> = None;
+        let mut alias: Option<String> = None;
         let total = steps.len();
         for (n, step) in steps.iter().enumerate() {
             writeln!(out, "STEP {}/{total}: {}", n + 1, step.text)?;
             let result = match (&step.instruction, state.as_mut()) {
                 (Instruction::Arg { .. }, _) => Ok(()),
-                (Instruction::From { image }, _) => {
-                    state = Some(self.from(image)?);
+                (Instruction::From { image, alias: name }, _) => {
+                    if let Some(finished) = state.take() {
+                        stages.push(Stage {
+                            alias: alias.take(),
+                            state: finished,
+                        });
+                    }
+                    state = Some(match find_stage(&stages, image) {
+                        Some(stage) => stage.state.clone(),
+                        None => self.from(image)?,
+                    });
+                    alias = name.clone();
                     Ok(())
                 }
                 (_, None) => Err(anyhow!("no FROM before this step")),
-                (_, Some(st)) => self.step(st, step, opts, &cache, out),
+                (_, Some(st)) => self.step(st, step, opts, &cache, &stages, out),
             };
             result.with_context(|| {
                 format!(
@@ -133,6 +163,7 @@ impl Engine {
         step: &Step,
         opts: &BuildOptions,
         cache: &Path,
+        stages: &[Stage],
         out: &mut dyn Write,
     ) -> Result<()> {
         let mut cfg: ImageConfig = st.config.config().clone().unwrap_or_default();
@@ -156,6 +187,7 @@ impl Engine {
                 sources,
                 dest,
                 chown,
+                from,
                 add,
             } => {
                 if *add {
@@ -165,21 +197,43 @@ impl Engine {
                         }
                     }
                 }
-                let owner = chown.as_deref().map(parse_chown).transpose()?;
-                let content = layer::content_hash(&opts.context, sources)?;
+                // Where the sources come from, and what identifies their content for the cache.
+                let source_image = match from {
+                    None => None,
+                    Some(from) => Some(match find_stage(stages, from) {
+                        Some(stage) => self.commit(&stage.state, &[])?,
+                        None => self
+                            .image(from)
+                            .with_context(|| format!("--from={from}: no such stage or image"))?,
+                    }),
+                };
+                let content = match &source_image {
+                    None => layer::content_hash(&opts.context, sources)?,
+                    Some(image) => image.id.to_string(),
+                };
                 let key = hash(&[&st.key, &step.text, &content]);
                 if !opts.no_cache && self.cached_layer(st, cache, &key, out)? {
                     return Ok(());
                 }
+                let owner = chown
+                    .as_deref()
+                    .map(|c| self.copy_owner(st, c))
+                    .transpose()?;
                 let workdir = cfg.working_dir().clone().unwrap_or_else(|| "/".into());
                 let dest = if dest.starts_with('/') {
                     dest.clone()
                 } else {
                     format!("{}/{dest}", workdir.trim_end_matches('/'))
                 };
-                let (digest, size) = self.images.put_blob_with(|w| {
-                    layer::from_sources(&opts.context, sources, &dest, owner, *add, w)
-                })?;
+                let write = |context: &Path| {
+                    self.images.put_blob_with(|w| {
+                        layer::from_sources(context, sources, &dest, owner, *add, w)
+                    })
+                };
+                let (digest, size) = match &source_image {
+                    None => write(&opts.context)?,
+                    Some(image) => self.with_rootfs(image, write)?,
+                };
                 self.add_layer(st, cache, key, (digest.to_string(), size))?;
             }
             other => {
@@ -278,6 +332,28 @@ impl Engine {
         result
     }
 
+    /// Run `f` on a read-only view of `image`'s root filesystem (an overlay, removed after).
+    fn with_rootfs<T>(&self, image: &Image, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        let key = format!("build-{}", &crate::random_id()?[..16]);
+        let rootfs = self.images.prepare_rootfs(&key, image)?;
+        let result = f(&rootfs.path);
+        let _ = self.images.remove_rootfs(&key);
+        result
+    }
+
+    /// `--chown=USER[:GROUP]`: numbers as they are; names looked up in the image built so far
+    /// (its /etc/passwd and /etc/group). Without a group, the GID is the UID, as in Docker.
+    fn copy_owner(&self, st: &State, chown: &str) -> Result<(u32, u32)> {
+        if let Some(ids) = numeric_chown(chown) {
+            return Ok(ids);
+        }
+        let image = self.commit(st, &[])?;
+        let (uid, gid, _) = self
+            .with_rootfs(&image, |root| spec::resolve_user(root, chown))
+            .with_context(|| format!("--chown={chown}"))?;
+        Ok((uid, if chown.contains(':') { gid } else { uid }))
+    }
+
     /// Write config + manifest and record the image (with `names`). The same state always
     /// gives the same bytes (no timestamps), so a cached rebuild adds nothing.
     fn commit(&self, st: &State, names: &[String]) -> Result<Image> {
@@ -360,12 +436,9 @@ fn apply_config(cfg: &mut ImageConfig, ins: &Instruction) -> Result<()> {
     Ok(())
 }
 
-fn parse_chown(s: &str) -> Result<(u32, u32)> {
+fn numeric_chown(s: &str) -> Option<(u32, u32)> {
     let (u, g) = s.split_once(':').unwrap_or((s, s));
-    match (u.parse(), g.parse()) {
-        (Ok(u), Ok(g)) => Ok((u, g)),
-        _ => bail!("--chown={s}: use numeric UID[:GID] (names are not supported yet)"),
-    }
+    Some((u.parse().ok()?, g.parse().ok()?))
 }
 
 fn hash(parts: &[&str]) -> String {

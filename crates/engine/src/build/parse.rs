@@ -9,6 +9,8 @@ use anyhow::{bail, Context, Result};
 pub enum Instruction {
     From {
         image: String,
+        /// `FROM image AS name`: later stages refer to this one by name.
+        alias: Option<String>,
     },
     Run {
         command: Command,
@@ -17,6 +19,8 @@ pub enum Instruction {
         sources: Vec<String>,
         dest: String,
         chown: Option<String>,
+        /// `--from=STAGE|IMAGE`: copy out of an earlier stage or an image, not the context.
+        from: Option<String>,
         add: bool,
     },
     Env {
@@ -112,6 +116,9 @@ fn logical_lines(src: &str) -> Vec<(usize, String)> {
 pub fn parse(src: &str, build_args: &HashMap<String, String>) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     let mut vars: HashMap<String, String> = HashMap::new();
+    // ARGs declared before the first FROM: every stage starts from these (a stage's own ARG
+    // and ENV values do not leak into the next one).
+    let mut global_vars: Option<HashMap<String, String>> = None;
     for (line, text) in logical_lines(src) {
         let (word, rest) = match text.split_once(char::is_whitespace) {
             Some((w, r)) => (w, r.trim()),
@@ -133,6 +140,9 @@ pub fn parse(src: &str, build_args: &HashMap<String, String>) -> Result<Vec<Step
                 for (k, v) in kvs {
                     vars.insert(k.clone(), v.clone());
                 }
+            }
+            Instruction::From { .. } => {
+                vars = global_vars.get_or_insert_with(|| vars.clone()).clone();
             }
             _ => {}
         }
@@ -172,14 +182,21 @@ fn parse_one(keyword: &str, rest: &str, vars: &HashMap<String, String>) -> Resul
             if image.is_empty() {
                 bail!("needs an image (or scratch)");
             }
-            if rest
-                .split_whitespace()
-                .nth(1)
-                .is_some_and(|w| w.eq_ignore_ascii_case("AS"))
-            {
-                bail!("multi-stage builds (FROM … AS) are not supported yet");
-            }
-            Instruction::From { image }
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let alias = match words.as_slice() {
+                [_] => None,
+                [_, as_, name] if as_.eq_ignore_ascii_case("AS") => {
+                    let valid = name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                    if !valid || name.parse::<usize>().is_ok() {
+                        bail!("stage name {name:?}: use letters, digits, '-', '_' and '.', not a number");
+                    }
+                    Some(name.to_ascii_lowercase())
+                }
+                _ => bail!("expects FROM IMAGE [AS NAME]"),
+            };
+            Instruction::From { image, alias }
         }
         "RUN" => Instruction::Run {
             command: command(rest)?,
@@ -193,10 +210,12 @@ fn parse_one(keyword: &str, rest: &str, vars: &HashMap<String, String>) -> Resul
         "COPY" | "ADD" => {
             let mut words = split_words(rest)?;
             let mut chown = None;
+            let mut from = None;
             while words.first().is_some_and(|w| w.starts_with("--")) {
                 let flag = words.remove(0);
                 match flag.split_once('=') {
                     Some(("--chown", v)) => chown = Some(sub(v)?),
+                    Some(("--from", v)) if keyword == "COPY" => from = Some(sub(v)?),
                     _ => bail!("unsupported flag {flag}"),
                 }
             }
@@ -209,6 +228,7 @@ fn parse_one(keyword: &str, rest: &str, vars: &HashMap<String, String>) -> Resul
                 sources,
                 dest,
                 chown,
+                from,
                 add: keyword == "ADD",
             }
         }
@@ -400,12 +420,38 @@ mod tests {
     }
 
     #[test]
+    fn stages_and_copy_from() {
+        let steps = p("ARG V=1\nFROM busybox AS Build\nENV X=$V\nFROM scratch\nCOPY --from=build /out /app\nCOPY --from=0 --chown=app /a /b\n");
+        assert_eq!(
+            steps[1],
+            Instruction::From {
+                image: "busybox".into(),
+                alias: Some("build".into())
+            }
+        );
+        assert!(matches!(&steps[4], Instruction::Copy { from: Some(f), .. } if f == "build"));
+        assert!(
+            matches!(&steps[5], Instruction::Copy { from: Some(f), chown: Some(c), .. } if f == "0" && c == "app")
+        );
+        for bad in [
+            "FROM busybox AS 1\n",
+            "FROM busybox AS\n",
+            "FROM busybox AS a/b\n",
+            "FROM a b\n",
+        ] {
+            assert!(parse(bad, &HashMap::new()).is_err(), "{bad}");
+        }
+        assert!(parse("FROM busybox\nADD --from=x a b\n", &HashMap::new()).is_err());
+    }
+
+    #[test]
     fn a_typical_file() {
         let steps = p("# comment\nARG BASE=busybox\nFROM $BASE\nENV A=1 B=\"two words\"\nRUN echo $A && \\\n    echo done\nCOPY --chown=1000:1000 a b /dst/\nCMD [\"sh\", \"-c\", \"echo hi\"]\nENTRYPOINT /bin/sh\nLABEL x=y\nEXPOSE 80/tcp\nVOLUME [\"/data\"]\nWORKDIR /w\nUSER yun\n");
         assert_eq!(
             steps[1],
             Instruction::From {
-                image: "busybox".into()
+                image: "busybox".into(),
+                alias: None,
             }
         );
         assert_eq!(
@@ -426,6 +472,7 @@ mod tests {
                 sources: vec!["a".into(), "b".into()],
                 dest: "/dst/".into(),
                 chown: Some("1000:1000".into()),
+                from: None,
                 add: false
             }
         );
