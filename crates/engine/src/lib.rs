@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod distribution;
+mod monitor;
 mod record;
 pub mod spec;
 
@@ -32,6 +33,8 @@ pub struct Engine {
     layout: Layout,
     pub images: Store,
     runtime: Runtime,
+    /// How detached containers get their monitor (see [`Engine::set_monitor_command`]).
+    monitor_command: Option<Vec<std::ffi::OsString>>,
 }
 
 /// A line of `yun ps`.
@@ -55,6 +58,7 @@ impl Engine {
             images: Store::open(data_dir)?,
             runtime: Runtime::new(data_dir.join("runtime")),
             layout,
+            monitor_command: None,
         })
     }
 
@@ -78,6 +82,10 @@ impl Engine {
         let config = self.images.image_config(&image)?;
         let img_config = config.config().clone().unwrap_or_default();
         let id = random_id()?;
+        let hostname = opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id[..12].to_string());
         let name = match &opts.name {
             Some(n) => {
                 check_name(n)?;
@@ -93,12 +101,12 @@ impl Engine {
             armed: true,
         };
         let rootfs = self.images.prepare_rootfs(&id, &image)?;
-        let files = spec::Generated::write(&self.layout.dir(&id), &id[..12])?;
+        let files = spec::Generated::write(&self.layout.dir(&id), &hostname)?;
         let runtime_spec = spec::generate(&spec::Input {
             image: &img_config,
             opts,
             rootfs: &rootfs.path,
-            hostname: &id[..12],
+            hostname: &hostname,
             files: &files,
             volumes_dir: &self.data_dir.join("volumes"),
         })?;
@@ -116,6 +124,7 @@ impl Engine {
             detached: opts.detach,
             auto_remove: opts.auto_remove,
             tty: opts.tty,
+            labels: opts.labels.clone(),
         };
         fs::create_dir_all(self.layout.bundle(&id))?;
         yun_runtime::bundle::write_config(&self.layout.bundle(&id), &runtime_spec)?;
@@ -173,73 +182,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Fork the monitor: it owns the container from here on (its output goes to ctr.log).
-    fn start_monitor(&self, c: &Container) -> Result<()> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.layout.log(&c.id))?;
-        let monitor;
-        // SAFETY: the engine's callers are single-threaded (see the module docs), so the
-        // child may run arbitrary code.
-        match unsafe { nix::unistd::fork() }.context("fork the monitor")? {
-            nix::unistd::ForkResult::Child => {
-                let _ = nix::unistd::setsid();
-                let code = (|| -> Result<i32> {
-                    let null = devnull()?;
-                    // The monitor itself must not hold the caller's terminal or pipes.
-                    for fd in 0..3 {
-                        // SAFETY: dup2 of a valid fd onto our stdio numbers.
-                        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
-                    }
-                    let opts = CreateOptions {
-                        stdio: Some([devnull()?, log.try_clone()?.into(), log.try_clone()?.into()]),
-                        ..Default::default()
-                    };
-                    let result = self
-                        .runtime
-                        .run(&c.id, &self.layout.bundle(&c.id), &opts, false);
-                    self.finish(c, &result)?;
-                    result
-                })();
-                // SAFETY: leave the forked monitor without running the parent's atexit work.
-                unsafe { libc::_exit(code.unwrap_or(1)) }
-            }
-            nix::unistd::ForkResult::Parent { child } => monitor = child,
-        }
-        drop(log);
-        // Return once the container runs, or with the monitor's error.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(msg) = fs::read_to_string(self.layout.error_file(&c.id)) {
-                bail!("{msg}");
-            }
-            if self.layout.exit_code(&c.id).is_some() {
-                return Ok(());
-            }
-            if let Ok(st) = self.runtime.state(&c.id) {
-                if st.status != Status::Created {
-                    return Ok(());
-                }
-            }
-            // A --rm container that exited at once is already gone, monitor and all.
-            let monitor_done = !matches!(
-                nix::sys::wait::waitpid(monitor, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
-                Ok(nix::sys::wait::WaitStatus::StillAlive)
-            );
-            if monitor_done || !self.layout.dir(&c.id).exists() {
-                if let Ok(msg) = fs::read_to_string(self.layout.error_file(&c.id)) {
-                    bail!("{msg}");
-                }
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("container {}: did not start within 60 s", c.name);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
     pub fn status(&self, c: &Container) -> ContainerStatus {
         let exit_code = self.layout.exit_code(&c.id);
         let (state, pid) = match self.runtime.state(&c.id) {
@@ -266,6 +208,18 @@ impl Engine {
 
     pub fn find(&self, key: &str) -> Result<Container> {
         self.layout.find(key)
+    }
+
+    /// Where a detached container's output goes.
+    pub fn log_path(&self, c: &Container) -> PathBuf {
+        self.layout.log(&c.id)
+    }
+
+    /// When the container exited (when its monitor recorded the exit code).
+    pub fn finished_at(&self, c: &Container) -> Option<std::time::SystemTime> {
+        fs::metadata(self.layout.exit_file(&c.id))
+            .and_then(|m| m.modified())
+            .ok()
     }
 
     /// Write the container's log to `out`; with `follow`, keep going until it exits.

@@ -22,6 +22,9 @@ pub struct Container {
     pub detached: bool,
     pub auto_remove: bool,
     pub tty: bool,
+    /// Caller's labels (the node agent finds a pod's containers by them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Where everything of the engine lives under the data dir.

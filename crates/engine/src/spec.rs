@@ -32,6 +32,13 @@ pub struct RunOptions {
     pub entrypoint: Option<String>,
     /// `--security-opt seccomp=unconfined`: no default seccomp profile.
     pub seccomp_unconfined: bool,
+    /// The hostname (default: the first 12 digits of the id).
+    pub hostname: Option<String>,
+    /// Join these existing namespaces instead of creating new ones (a pod's containers share
+    /// the network, IPC and UTS namespaces of its sandbox), e.g. (Network, /proc/PID/ns/net).
+    pub join_namespaces: Vec<(oci_spec::runtime::LinuxNamespaceType, PathBuf)>,
+    /// Recorded with the container, for finding it again.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The default seccomp profile: allow everything but the syscalls Docker's profile denies that
@@ -248,6 +255,19 @@ pub fn generate(input: &Input) -> Result<Spec> {
         );
     }
     linux.set_resources(Some(res.build()?));
+    if !opts.join_namespaces.is_empty() {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        for (typ, path) in &opts.join_namespaces {
+            namespaces.retain(|n| n.typ() != *typ);
+            namespaces.push(
+                oci_spec::runtime::LinuxNamespaceBuilder::default()
+                    .typ(*typ)
+                    .path(path.clone())
+                    .build()?,
+            );
+        }
+        linux.set_namespaces(Some(namespaces));
+    }
     if !opts.seccomp_unconfined {
         linux.set_seccomp(Some(serde_json::from_value(serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",

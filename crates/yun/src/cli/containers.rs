@@ -175,12 +175,16 @@ pub enum Cmd {
         format: String,
         image: String,
     },
+    /// The monitor of a detached container, started by the node agent (internal).
+    #[command(hide = true)]
+    ContainerMonitor { id: String },
 }
 
 pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
     let engine = Engine::open(data_dir)?;
     let out = &mut std::io::stdout().lock();
     match cmd {
+        Cmd::ContainerMonitor { id } => return Ok(engine.monitor_main(&id)),
         Cmd::Run {
             process,
             detach,
@@ -221,6 +225,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 command,
                 entrypoint,
                 seccomp_unconfined,
+                ..Default::default()
             };
             let (c, code) = engine.run(&image, &opts)?;
             if detach {

@@ -1,0 +1,292 @@
+//! A pod's container spec → the engine's run options: command and args, env (with
+//! `$(VAR)` expansion and valueFrom), working dir, user, limits, volume mounts, and the
+//! sandbox's namespaces to join.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use oci_spec::runtime::LinuxNamespaceType;
+use yun_engine::RunOptions;
+
+use crate::quantity;
+use crate::volumes::PodVolumes;
+use crate::PodInputs;
+
+/// Expand `$(NAME)` references from `vars`; `$$(NAME)` is a literal `$(NAME)`; unknown
+/// references stay as written (Kubernetes' rules).
+pub fn expand(s: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("$$") {
+            out.push('$');
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("$(") {
+            match t.find(')') {
+                Some(end) if vars.contains_key(&t[..end]) => {
+                    out.push_str(&vars[&t[..end]]);
+                    rest = &t[end + 1..];
+                }
+                _ => {
+                    out.push_str("$(");
+                    rest = t;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The container's environment, in order, with `valueFrom` resolved.
+fn environment(pod: &Pod, c: &Container, inputs: &PodInputs) -> Result<Vec<(String, String)>> {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, e) in c.env.iter().flatten().enumerate() {
+        let field = || format!("env[{i}] ({})", e.name);
+        let value = if let Some(v) = &e.value {
+            expand(v, &vars)
+        } else if let Some(from) = &e.value_from {
+            if let Some(r) = &from.field_ref {
+                field_value(pod, &r.field_path, inputs).with_context(field)?
+            } else if let Some(r) = &from.config_map_key_ref {
+                match lookup(&inputs.config_maps, &r.name, &r.key) {
+                    Some(v) => v,
+                    None if r.optional == Some(true) => continue,
+                    None => bail!(
+                        "{}: configmap {:?} key {:?} not found",
+                        field(),
+                        r.name,
+                        r.key
+                    ),
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                match lookup(&inputs.secrets, &r.name, &r.key) {
+                    Some(v) => v,
+                    None if r.optional == Some(true) => continue,
+                    None => bail!("{}: secret {:?} key {:?} not found", field(), r.name, r.key),
+                }
+            } else if let Some(r) = &from.resource_field_ref {
+                resource_value(c, &r.resource).with_context(field)?
+            } else {
+                bail!("{}: valueFrom names no source", field());
+            }
+        } else {
+            String::new()
+        };
+        vars.insert(e.name.clone(), value.clone());
+        out.push((e.name.clone(), value));
+    }
+    Ok(out)
+}
+
+fn lookup(
+    maps: &HashMap<String, BTreeMap<String, Vec<u8>>>,
+    name: &str,
+    key: &str,
+) -> Option<String> {
+    maps.get(name)
+        .and_then(|m| m.get(key))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The downward API fields a container may read from its env.
+fn field_value(pod: &Pod, path: &str, inputs: &PodInputs) -> Result<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    Ok(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_default(),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" => inputs.pod_ip.clone().unwrap_or_default(),
+        "status.hostIP" => inputs.host_ip.clone().unwrap_or_default(),
+        p => {
+            let label = |map: &Option<BTreeMap<String, String>>, key: &str| {
+                map.as_ref()
+                    .and_then(|m| m.get(key))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            if let Some(key) = p
+                .strip_prefix("metadata.labels['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                label(&meta.labels, key)
+            } else if let Some(key) = p
+                .strip_prefix("metadata.annotations['")
+                .and_then(|k| k.strip_suffix("']"))
+            {
+                label(&meta.annotations, key)
+            } else {
+                bail!("fieldRef {p:?} is not supported")
+            }
+        }
+    })
+}
+
+fn resource_value(c: &Container, resource: &str) -> Result<String> {
+    let res = c.resources.as_ref();
+    let get = |limits: bool, key: &str| {
+        res.and_then(|r| {
+            if limits {
+                r.limits.as_ref()
+            } else {
+                r.requests.as_ref()
+            }
+        })
+        .and_then(|m| m.get(key))
+        .map(|q| q.0.clone())
+    };
+    let (limits, key) = resource
+        .split_once('.')
+        .map(|(kind, key)| (kind == "limits", key))
+        .ok_or_else(|| anyhow!("resourceFieldRef {resource:?}: expected limits.X or requests.X"))?;
+    let q = get(limits, key).unwrap_or_else(|| "0".into());
+    Ok(match key {
+        "cpu" => ((quantity::millicores(&q)? + 999) / 1000)
+            .max(1)
+            .to_string(),
+        _ => quantity::bytes(&q)?.to_string(),
+    })
+}
+
+/// Everything the engine needs to start `c` as the pod's container, attempt `attempt`.
+pub fn run_options(
+    pod: &Pod,
+    c: &Container,
+    inputs: &PodInputs,
+    volumes: &PodVolumes,
+    sandbox_pid: i32,
+    labels: BTreeMap<String, String>,
+    name: String,
+) -> Result<RunOptions> {
+    let env = environment(pod, c, inputs)?;
+    let vars: HashMap<String, String> = env.iter().cloned().collect();
+    let expand_all = |list: &Option<Vec<String>>| {
+        list.iter()
+            .flatten()
+            .map(|s| expand(s, &vars))
+            .collect::<Vec<_>>()
+    };
+    // `command` replaces the image's entrypoint (and drops its cmd); `args` replace the cmd.
+    let (entrypoint, command) = match &c.command {
+        Some(cmd) if !cmd.is_empty() => {
+            let mut argv = expand_all(&c.command);
+            argv.extend(expand_all(&c.args));
+            (Some(String::new()), argv)
+        }
+        _ => (None, expand_all(&c.args)),
+    };
+    let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+    let memory = limits
+        .and_then(|l| l.get("memory"))
+        .map(|q| quantity::bytes(&q.0))
+        .transpose()
+        .context("resources.limits.memory")?;
+    let cpus = limits
+        .and_then(|l| l.get("cpu"))
+        .map(|q| quantity::millicores(&q.0))
+        .transpose()
+        .context("resources.limits.cpu")?
+        .map(|m| m as f64 / 1000.0);
+    let security = c.security_context.as_ref();
+    let pod_security = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let uid = security
+        .and_then(|s| s.run_as_user)
+        .or_else(|| pod_security.and_then(|s| s.run_as_user));
+    let gid = security
+        .and_then(|s| s.run_as_group)
+        .or_else(|| pod_security.and_then(|s| s.run_as_group));
+    let user = match (uid, gid) {
+        (Some(u), Some(g)) => Some(format!("{u}:{g}")),
+        (Some(u), None) => Some(u.to_string()),
+        (None, Some(g)) => Some(format!("0:{g}")),
+        (None, None) => None,
+    };
+    let mut mounts = Vec::new();
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let src = volumes
+            .host_path(&m.name)
+            .ok_or_else(|| anyhow!("volumeMounts[{i}].name: no volume {:?} in the pod", m.name))?;
+        let src = match m.sub_path.as_deref().filter(|p| !p.is_empty()) {
+            Some(sub) => {
+                if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
+                    bail!("volumeMounts[{i}].subPath {sub:?}: must be a relative path inside the volume");
+                }
+                let p = src.join(sub);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p)?;
+                }
+                p
+            }
+            None => src.to_path_buf(),
+        };
+        if !m.mount_path.starts_with('/') {
+            bail!(
+                "volumeMounts[{i}].mountPath {:?}: must be absolute",
+                m.mount_path
+            );
+        }
+        let ro = m.read_only == Some(true) || volumes.read_only(&m.name);
+        mounts.push(format!(
+            "{}:{}{}",
+            src.display(),
+            m.mount_path,
+            if ro { ":ro" } else { "" }
+        ));
+    }
+    let hostname = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .or_else(|| pod.metadata.name.clone());
+    let ns =
+        |t: LinuxNamespaceType, n: &str| (t, PathBuf::from(format!("/proc/{sandbox_pid}/ns/{n}")));
+    Ok(RunOptions {
+        name: Some(name),
+        detach: true,
+        // A pod's stdio goes to its log; `tty` and `stdin` (attach) are not offered.
+        env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        volumes: mounts,
+        workdir: c.working_dir.clone().filter(|w| !w.is_empty()),
+        user,
+        memory,
+        cpus,
+        command,
+        entrypoint,
+        hostname,
+        join_namespaces: vec![
+            ns(LinuxNamespaceType::Network, "net"),
+            ns(LinuxNamespaceType::Ipc, "ipc"),
+            ns(LinuxNamespaceType::Uts, "uts"),
+        ],
+        labels,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_like_kubernetes() {
+        let vars: HashMap<String, String> =
+            [("A".to_string(), "1".to_string())].into_iter().collect();
+        assert_eq!(expand("x$(A)y", &vars), "x1y");
+        assert_eq!(expand("$(B)", &vars), "$(B)");
+        assert_eq!(expand("$$(A)", &vars), "$(A)");
+        assert_eq!(expand("$A $(A", &vars), "$A $(A");
+    }
+}

@@ -1,0 +1,29 @@
+//! yun's node agent: runs the pods bound to its node, the kubelet's job.
+//!
+//! [`PodRuntime`] turns a Pod object into running containers on this node and reports a
+//! PodStatus back: a sandbox container holds the pod's network, IPC and UTS namespaces and its
+//! address on the node's bridge; init containers run in order, then the app containers, each
+//! started by the engine (image config + pod spec) and joined to the sandbox's namespaces;
+//! restartPolicy with CrashLoopBackOff; volumes; logs. Containers are found again by their
+//! labels, so an agent restart re-adopts them instead of killing them.
+
+mod container;
+mod pods;
+pub mod quantity;
+mod status;
+mod volumes;
+
+use std::collections::{BTreeMap, HashMap};
+
+pub use pods::{NodeConfig, PodRuntime};
+
+/// What the agent resolved from the API for one pod: the ConfigMaps and Secrets its volumes
+/// and env refer to (by name, decoded), and the node's address.
+#[derive(Debug, Clone, Default)]
+pub struct PodInputs {
+    pub config_maps: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    pub host_ip: Option<String>,
+    /// Filled in by the runtime once the sandbox has its address.
+    pub pod_ip: Option<String>,
+}

@@ -1,0 +1,210 @@
+//! A pod's volumes on the node: emptyDir under the pod's directory, hostPath as given,
+//! configMap and secret projected into files (rewritten atomically on every sync, so updates
+//! reach running pods), downwardAPI labels/annotations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use k8s_openapi::api::core::v1::{KeyToPath, Pod};
+
+use crate::PodInputs;
+
+/// Where each of a pod's volumes lives on the host.
+#[derive(Debug, Default)]
+pub struct PodVolumes {
+    paths: HashMap<String, (PathBuf, bool)>,
+}
+
+impl PodVolumes {
+    pub fn host_path(&self, name: &str) -> Option<&Path> {
+        self.paths.get(name).map(|(p, _)| p.as_path())
+    }
+
+    /// ConfigMap, Secret and downward API volumes are always mounted read-only.
+    pub fn read_only(&self, name: &str) -> bool {
+        self.paths.get(name).is_some_and(|(_, ro)| *ro)
+    }
+}
+
+/// Make every volume of `pod` ready under `pod_dir/volumes`.
+pub fn prepare(pod: &Pod, pod_dir: &Path, inputs: &PodInputs) -> Result<PodVolumes> {
+    let mut out = PodVolumes::default();
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    for (i, v) in volumes.into_iter().flatten().enumerate() {
+        let ctx = || format!("spec.volumes[{i}] ({})", v.name);
+        check_volume_name(&v.name).with_context(ctx)?;
+        let dir = pod_dir.join("volumes").join(&v.name);
+        let entry = if v.empty_dir.is_some() {
+            fs::create_dir_all(&dir).with_context(ctx)?;
+            // World-writable like Kubernetes' emptyDir, so non-root containers can use it.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).with_context(ctx)?;
+            (dir, false)
+        } else if let Some(h) = &v.host_path {
+            let path = PathBuf::from(&h.path);
+            if !path.is_absolute() {
+                bail!("{}: hostPath.path {:?} must be absolute", ctx(), h.path);
+            }
+            match h.type_.as_deref().unwrap_or("") {
+                "" => {}
+                "DirectoryOrCreate" => fs::create_dir_all(&path).with_context(ctx)?,
+                "Directory" if path.is_dir() => {}
+                "File" | "FileOrCreate" if path.is_file() => {}
+                "FileOrCreate" => {
+                    fs::File::create(&path).with_context(ctx)?;
+                }
+                t => bail!("{}: hostPath {:?} is not a {t}", ctx(), h.path),
+            }
+            (path, false)
+        } else if let Some(cm) = &v.config_map {
+            let data = inputs.config_maps.get(&cm.name);
+            match data {
+                Some(data) => {
+                    project(&dir, data, cm.items.as_deref(), cm.default_mode).with_context(ctx)?
+                }
+                None if cm.optional == Some(true) => {
+                    project(&dir, &BTreeMap::new(), None, None).with_context(ctx)?
+                }
+                None => bail!("{}: configmap {:?} not found", ctx(), cm.name),
+            }
+            (dir, true)
+        } else if let Some(sec) = &v.secret {
+            let name = sec.secret_name.clone().unwrap_or_default();
+            match inputs.secrets.get(&name) {
+                Some(data) => project(
+                    &dir,
+                    data,
+                    sec.items.as_deref(),
+                    sec.default_mode.or(Some(0o644)),
+                )
+                .with_context(ctx)?,
+                None if sec.optional == Some(true) => {
+                    project(&dir, &BTreeMap::new(), None, None).with_context(ctx)?
+                }
+                None => bail!("{}: secret {name:?} not found", ctx()),
+            }
+            (dir, true)
+        } else if let Some(d) = &v.downward_api {
+            let mut files = BTreeMap::new();
+            for item in d.items.iter().flatten() {
+                let Some(f) = &item.field_ref else { continue };
+                let render = |m: &Option<BTreeMap<String, String>>| {
+                    m.iter()
+                        .flatten()
+                        .map(|(k, v)| format!("{k}=\"{v}\"\n"))
+                        .collect::<String>()
+                };
+                let value = match f.field_path.as_str() {
+                    "metadata.labels" => render(&pod.metadata.labels),
+                    "metadata.annotations" => render(&pod.metadata.annotations),
+                    "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
+                    "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
+                    "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
+                    other => bail!("{}: downwardAPI fieldRef {other:?} is not supported", ctx()),
+                };
+                files.insert(item.path.clone(), value.into_bytes());
+            }
+            project(&dir, &files, None, None).with_context(ctx)?;
+            (dir, true)
+        } else {
+            bail!("{}: only emptyDir, hostPath, configMap, secret and downwardAPI volumes are supported", ctx());
+        };
+        out.paths.insert(v.name.clone(), entry);
+    }
+    Ok(out)
+}
+
+fn check_volume_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        bail!("invalid volume name {name:?}");
+    }
+    Ok(())
+}
+
+/// Write `data` as files into `dir` (all keys, or only `items` at their paths) the way the
+/// kubelet does, so a running container sees an update at once and never a half-written one:
+/// the files live in a fresh hidden directory, `..data` is a symlink to it swapped by
+/// rename(2), and each top-level name is a symlink through `..data`. `dir` itself never
+/// changes, so bind mounts of it stay valid.
+fn project(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    default_mode: Option<i32>,
+) -> Result<()> {
+    let files: Vec<(String, &Vec<u8>, Option<i32>)> = match items {
+        Some(items) => items
+            .iter()
+            .map(|it| {
+                data.get(&it.key)
+                    .map(|v| (it.path.clone(), v, it.mode))
+                    .ok_or_else(|| anyhow!("key {:?} not found", it.key))
+            })
+            .collect::<Result<_>>()?,
+        None => data.iter().map(|(k, v)| (k.clone(), v, None)).collect(),
+    };
+    fs::create_dir_all(dir)?;
+    // The version directory is named by a hash of the content: an unchanged sync is a no-op.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (path, value, mode) in &files {
+        for b in path
+            .bytes()
+            .chain([0])
+            .chain(value.iter().copied())
+            .chain([0])
+        {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+        h = (h ^ mode.or(default_mode).unwrap_or(0o644) as u64).wrapping_mul(0x100000001b3);
+    }
+    let version = format!("..{h:016x}");
+    if fs::read_link(dir.join("..data")).is_ok_and(|p| p.as_os_str() == version.as_str()) {
+        return Ok(());
+    }
+    let staging = dir.join(&version);
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging)?;
+    let mut top = std::collections::BTreeSet::new();
+    for (path, value, mode) in files {
+        if path.is_empty()
+            || path.starts_with("..")
+            || Path::new(&path).is_absolute()
+            || path.split('/').any(|p| p == "..")
+        {
+            bail!("file path {path:?}: must be relative and stay inside the volume");
+        }
+        let file = staging.join(&path);
+        if let Some(p) = file.parent() {
+            fs::create_dir_all(p)?;
+        }
+        fs::write(&file, value)?;
+        let mode = mode.or(default_mode).unwrap_or(0o644) as u32 & 0o777;
+        fs::set_permissions(&file, fs::Permissions::from_mode(mode))?;
+        top.insert(path.split('/').next().unwrap_or_default().to_string());
+    }
+    fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))?;
+    let previous = fs::read_link(dir.join("..data")).ok();
+    let tmp_link = dir.join("..data_tmp");
+    let _ = fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&version, &tmp_link)?;
+    fs::rename(&tmp_link, dir.join("..data"))?;
+    // Top-level names: add the new ones, drop those no longer present.
+    for entry in fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..") && !top.contains(&name) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    for name in &top {
+        let link = dir.join(name);
+        if fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), &link)?;
+        }
+    }
+    if let Some(old) = previous.filter(|p| p.as_os_str() != version.as_str()) {
+        let _ = fs::remove_dir_all(dir.join(old));
+    }
+    Ok(())
+}
