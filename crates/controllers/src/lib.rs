@@ -1,0 +1,15 @@
+//! yun's control loops: the scheduler, ReplicaSet and Deployment controllers, garbage
+//! collection, node lifecycle and endpoints. Each decision is a pure function of cached
+//! objects (desired vs actual → actions), tested on its own; the loops that feed them from the
+//! API and carry out their actions sit on top.
+
+pub mod deployment;
+pub mod owner;
+pub mod replicaset;
+pub mod scheduler;
+pub mod selector;
+
+#[cfg(test)]
+mod rollout_tests;
+#[cfg(test)]
+mod scheduler_tests;

@@ -1,0 +1,306 @@
+//! Placing pods on nodes: filter the nodes a pod may run on, score the rest, pick the best —
+//! the decision half of kube-scheduler, as pure functions over the objects the scheduler loop
+//! caches. Binding (the binding subresource) and the retry queue live in the loop.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
+use yun_agent::quantity;
+
+use crate::selector::{self, Labels};
+
+/// What a pod asks for (or a node offers / has in use): millicores, bytes, pod slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Resources {
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+    pub pods: i64,
+}
+
+impl std::ops::AddAssign for Resources {
+    fn add_assign(&mut self, o: Resources) {
+        self.cpu_millis += o.cpu_millis;
+        self.memory_bytes += o.memory_bytes;
+        self.pods += o.pods;
+    }
+}
+
+type Quantities = BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
+
+fn quantity_of<'a>(map: Option<&'a Quantities>, key: &str) -> Option<&'a str> {
+    map.and_then(|m| m.get(key)).map(|q| q.0.as_str())
+}
+
+/// A pod's requests: the sum over its app containers, or the largest init container if that is
+/// more (they run one at a time). A container with limits but no requests requests its limits.
+pub fn pod_requests(pod: &Pod) -> Resources {
+    let one = |c: &k8s_openapi::api::core::v1::Container| {
+        let r = c.resources.as_ref();
+        let get = |key: &str| {
+            quantity_of(r.and_then(|r| r.requests.as_ref()), key)
+                .or_else(|| quantity_of(r.and_then(|r| r.limits.as_ref()), key))
+        };
+        Resources {
+            cpu_millis: get("cpu")
+                .and_then(|q| quantity::millicores(q).ok())
+                .unwrap_or(0),
+            memory_bytes: get("memory")
+                .and_then(|q| quantity::bytes(q).ok())
+                .unwrap_or(0),
+            pods: 0,
+        }
+    };
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::default();
+    };
+    let mut sum = Resources::default();
+    for c in &spec.containers {
+        sum += one(c);
+    }
+    for c in spec.init_containers.iter().flatten() {
+        let r = one(c);
+        sum.cpu_millis = sum.cpu_millis.max(r.cpu_millis);
+        sum.memory_bytes = sum.memory_bytes.max(r.memory_bytes);
+    }
+    sum.pods = 1;
+    sum
+}
+
+/// A node's allocatable resources (capacity when allocatable is not reported).
+pub fn allocatable(node: &Node) -> Resources {
+    let status = node.status.as_ref();
+    let map = status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+    Resources {
+        cpu_millis: quantity_of(map, "cpu")
+            .and_then(|q| quantity::millicores(q).ok())
+            .unwrap_or(0),
+        memory_bytes: quantity_of(map, "memory")
+            .and_then(|q| quantity::bytes(q).ok())
+            .unwrap_or(0),
+        pods: quantity_of(map, "pods")
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(110),
+    }
+}
+
+/// A node and the pods already bound to it (not finished).
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node: Node,
+    pub pods: Vec<Pod>,
+}
+
+impl NodeInfo {
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or("")
+    }
+
+    fn labels(&self) -> Labels {
+        self.node.metadata.labels.clone().unwrap_or_default()
+    }
+
+    pub fn requested(&self) -> Resources {
+        let mut sum = Resources::default();
+        for p in &self.pods {
+            sum += pod_requests(p);
+        }
+        sum
+    }
+}
+
+/// Why a node was filtered out, in kube-scheduler's words.
+fn filter(pod: &Pod, info: &NodeInfo, all: &[NodeInfo]) -> Result<(), String> {
+    let node = &info.node;
+    let spec = pod.spec.as_ref();
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True");
+    if !ready {
+        return Err("node(s) were not ready".into());
+    }
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        return Err("node(s) were unschedulable".into());
+    }
+    let tolerations = spec.and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
+    for taint in node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or(&[])
+    {
+        if taint.effect == "PreferNoSchedule" {
+            continue;
+        }
+        if !tolerations
+            .iter()
+            .any(|t| tolerates(t, &taint.key, taint.value.as_deref(), &taint.effect))
+        {
+            return Err(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint.key,
+                taint.value.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    let labels = info.labels();
+    if let Some(sel) = spec.and_then(|s| s.node_selector.as_ref()) {
+        if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            return Err("node(s) didn't match Pod's node affinity/selector".into());
+        }
+    }
+    let required = spec
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    if let Some(req) = required {
+        // Terms are ORed; the expressions of one term are ANDed.
+        let ok = req.node_selector_terms.iter().any(|term| {
+            term.match_expressions
+                .iter()
+                .flatten()
+                .all(|e| selector::node_requirement(e, &labels))
+                && term.match_fields.iter().flatten().all(|f| {
+                    let fields: Labels = [("metadata.name".to_string(), info.name().to_string())]
+                        .into_iter()
+                        .collect();
+                    selector::node_requirement(f, &fields)
+                })
+        });
+        if !ok {
+            return Err("node(s) didn't match Pod's node affinity/selector".into());
+        }
+    }
+    let want = pod_requests(pod);
+    let free = allocatable(node);
+    let used = info.requested();
+    if used.pods + 1 > free.pods {
+        return Err("Too many pods".into());
+    }
+    if want.cpu_millis > 0 && used.cpu_millis + want.cpu_millis > free.cpu_millis {
+        return Err("Insufficient cpu".into());
+    }
+    if want.memory_bytes > 0 && used.memory_bytes + want.memory_bytes > free.memory_bytes {
+        return Err("Insufficient memory".into());
+    }
+    // Required pod anti-affinity: no pod matching the term in the same topology domain.
+    let anti = spec
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_deref()
+        })
+        .unwrap_or(&[]);
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    for term in anti {
+        let Some(domain) = labels.get(&term.topology_key) else {
+            continue;
+        };
+        let sel = term.label_selector.clone().unwrap_or_default();
+        let conflict = all
+            .iter()
+            .filter(|other| other.labels().get(&term.topology_key) == Some(domain))
+            .flat_map(|other| other.pods.iter())
+            .any(|p| {
+                p.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                    && p.metadata.uid != pod.metadata.uid
+                    && selector::matches(&sel, &p.metadata.labels.clone().unwrap_or_default())
+            });
+        if conflict {
+            return Err("node(s) didn't match pod anti-affinity rules".into());
+        }
+    }
+    Ok(())
+}
+
+fn tolerates(t: &Toleration, key: &str, value: Option<&str>, effect: &str) -> bool {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != effect)
+    {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => t.key.as_deref().is_none_or(|k| k.is_empty() || k == key),
+        _ => {
+            t.key.as_deref() == Some(key) && t.value.as_deref().unwrap_or("") == value.unwrap_or("")
+        }
+    }
+}
+
+/// Score 0..=200: least-allocated (more free capacity after placing the pod is better) plus
+/// balanced (CPU and memory used in similar proportions is better).
+fn score(pod: &Pod, info: &NodeInfo) -> i64 {
+    let alloc = allocatable(&info.node);
+    let mut used = info.requested();
+    used += pod_requests(pod);
+    let frac = |used: i64, total: i64| {
+        if total <= 0 {
+            1.0
+        } else {
+            (used as f64 / total as f64).min(1.0)
+        }
+    };
+    let cpu = frac(used.cpu_millis, alloc.cpu_millis);
+    let mem = frac(used.memory_bytes, alloc.memory_bytes);
+    let least_allocated = ((1.0 - cpu) + (1.0 - mem)) / 2.0 * 100.0;
+    let balanced = (1.0 - (cpu - mem).abs()) * 100.0;
+    (least_allocated + balanced).round() as i64
+}
+
+/// The scheduler's verdict on a pod that fits nowhere: the reasons with how many nodes gave
+/// each, e.g. "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) were not ready."
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unschedulable {
+    pub message: String,
+}
+
+impl std::fmt::Display for Unschedulable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The node for `pod`: the best-scoring node that passes every filter (ties go to the name
+/// that sorts first, so the choice is stable).
+pub fn pick_node(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, Unschedulable> {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut best: Option<(i64, &str)> = None;
+    for info in nodes {
+        match filter(pod, info, nodes) {
+            Ok(()) => {
+                let s = score(pod, info);
+                let better = match best {
+                    None => true,
+                    Some((bs, bn)) => s > bs || (s == bs && info.name() < bn),
+                };
+                if better {
+                    best = Some((s, info.name()));
+                }
+            }
+            Err(reason) => *reasons.entry(reason).or_default() += 1,
+        }
+    }
+    match best {
+        Some((_, name)) => Ok(name.to_string()),
+        None => {
+            let detail = reasons
+                .iter()
+                .map(|(r, n)| format!("{n} {r}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let message = if nodes.is_empty() {
+                "0/0 nodes are available: no nodes registered.".to_string()
+            } else {
+                format!("0/{} nodes are available: {detail}.", nodes.len())
+            };
+            Err(Unschedulable { message })
+        }
+    }
+}
