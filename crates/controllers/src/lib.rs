@@ -4,8 +4,11 @@
 //! API and carry out their actions sit on top.
 
 pub mod deployment;
+pub mod loops;
+pub mod manager;
 pub mod owner;
 pub mod replicaset;
+pub mod runtime;
 pub mod scheduler;
 pub mod selector;
 

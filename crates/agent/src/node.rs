@@ -1,0 +1,387 @@
+//! The agent's side of the API: register the Node, renew its Lease, run the pods bound to it
+//! and write their status back — the kubelet's sync loop over [`PodRuntime`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
+    PodStatus, Secret,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::{PodInputs, PodRuntime};
+
+/// What the agent is called and how often it reports.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    /// How often every pod is synced even without an event (to see container exits).
+    pub sync_period: Duration,
+    /// Lease renewal interval (Kubernetes: 10 s, lease valid 40 s).
+    pub lease_renew: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(node_name: &str) -> AgentConfig {
+        AgentConfig {
+            node_name: node_name.to_string(),
+            sync_period: Duration::from_secs(1),
+            lease_renew: Duration::from_secs(10),
+        }
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn host_facts() -> (i64, i64, String) {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1);
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (cpus, mem_kib, kernel)
+}
+
+/// The Node object this agent registers: capacity from the host, its pod CIDR, Ready.
+pub fn node_object(cfg: &AgentConfig, rt: &PodRuntime) -> Node {
+    let (cpus, mem_kib, kernel) = host_facts();
+    let mut capacity = BTreeMap::new();
+    capacity.insert("cpu".to_string(), Quantity(cpus.to_string()));
+    capacity.insert("memory".to_string(), Quantity(format!("{mem_kib}Ki")));
+    capacity.insert("pods".to_string(), Quantity("110".into()));
+    let net = rt.network();
+    Node {
+        metadata: ObjectMeta {
+            name: Some(cfg.node_name.clone()),
+            labels: Some(
+                [
+                    ("kubernetes.io/hostname", cfg.node_name.as_str()),
+                    ("kubernetes.io/os", "linux"),
+                    ("kubernetes.io/arch", "amd64"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: Some(net.subnet().to_string()),
+            pod_cidrs: Some(vec![net.subnet().to_string()]),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            allocatable: Some(capacity.clone()),
+            capacity: Some(capacity),
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: net.gateway().to_string(),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: cfg.node_name.clone(),
+                },
+            ]),
+            conditions: Some(vec![ready_condition()]),
+            node_info: Some(NodeSystemInfo {
+                architecture: "amd64".into(),
+                container_runtime_version: format!("yun://{}", env!("CARGO_PKG_VERSION")),
+                kernel_version: kernel,
+                kubelet_version: "v1.33.0-yun".into(),
+                kube_proxy_version: String::new(),
+                operating_system: "linux".into(),
+                os_image: "yun".into(),
+                boot_id: String::new(),
+                machine_id: String::new(),
+                system_uuid: String::new(),
+                swap: None,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn ready_condition() -> NodeCondition {
+    NodeCondition {
+        type_: "Ready".into(),
+        status: "True".into(),
+        reason: Some("KubeletReady".into()),
+        message: Some("yun agent is posting ready status".into()),
+        last_heartbeat_time: Some(now()),
+        last_transition_time: Some(now()),
+    }
+}
+
+/// Create the Node, or bring an existing one's status up to date.
+pub async fn register(client: &Client, cfg: &AgentConfig, rt: &PodRuntime) -> anyhow::Result<()> {
+    let api = Api::<Node>::all(client.clone());
+    let node = node_object(cfg, rt);
+    match api.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let patch = json!({"status": node.status});
+    api.patch_status(
+        &cfg.node_name,
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Renew the node's Lease in kube-node-lease (creating it the first time).
+async fn renew_lease(client: &Client, cfg: &AgentConfig) -> anyhow::Result<()> {
+    let api = Api::<Lease>::namespaced(client.clone(), "kube-node-lease");
+    let spec = LeaseSpec {
+        holder_identity: Some(cfg.node_name.clone()),
+        lease_duration_seconds: Some(40),
+        renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        ..Default::default()
+    };
+    let patch = json!({"spec": spec});
+    match api
+        .patch(
+            &cfg.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(cfg.node_name.clone()),
+                    namespace: Some("kube-node-lease".into()),
+                    ..Default::default()
+                },
+                spec: Some(spec),
+            };
+            api.create(&PostParams::default(), &lease).await?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The ConfigMaps and Secrets a pod refers to, read from the API.
+async fn inputs_for(client: &Client, pod: &Pod, host_ip: &str) -> PodInputs {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut cm_names: Vec<String> = Vec::new();
+    let mut secret_names: Vec<String> = Vec::new();
+    for v in spec.volumes.iter().flatten() {
+        if let Some(c) = &v.config_map {
+            cm_names.push(c.name.clone());
+        }
+        if let Some(s) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            secret_names.push(s);
+        }
+    }
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        for e in c.env.iter().flatten() {
+            if let Some(from) = &e.value_from {
+                if let Some(r) = &from.config_map_key_ref {
+                    cm_names.push(r.name.clone());
+                }
+                if let Some(r) = &from.secret_key_ref {
+                    secret_names.push(r.name.clone());
+                }
+            }
+        }
+    }
+    let mut inputs = PodInputs {
+        host_ip: Some(host_ip.to_string()),
+        ..Default::default()
+    };
+    let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    for name in cm_names {
+        if let Ok(Some(cm)) = cms.get_opt(&name).await {
+            let mut data: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            for (k, v) in cm.binary_data.unwrap_or_default() {
+                data.insert(k, v.0);
+            }
+            inputs.config_maps.insert(name, data);
+        }
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    for name in secret_names {
+        if let Ok(Some(s)) = secrets.get_opt(&name).await {
+            let mut data: BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            for (k, v) in s.string_data.unwrap_or_default() {
+                data.insert(k, v.into_bytes());
+            }
+            inputs.secrets.insert(name, data);
+        }
+    }
+    inputs
+}
+
+/// The parts of a status worth writing: without condition timestamps, which change on every
+/// sync, so an unchanged pod is not rewritten (and wakes no watcher).
+fn comparable(s: &PodStatus) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    if let Some(conds) = v.get_mut("conditions").and_then(|c| c.as_array_mut()) {
+        for c in conds {
+            if let Some(o) = c.as_object_mut() {
+                o.remove("lastTransitionTime");
+                o.remove("lastProbeTime");
+            }
+        }
+    }
+    v
+}
+
+/// Run the agent until the process ends: register, heartbeat, and sync the node's pods.
+pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyhow::Result<()> {
+    register(&client, &cfg, &rt).await?;
+    let host_ip = rt.network().gateway().to_string();
+    {
+        let (client, cfg) = (client.clone(), cfg.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = renew_lease(&client, &cfg).await {
+                    tracing::warn!("renewing the node lease: {e:#}");
+                }
+                tokio::time::sleep(cfg.lease_renew).await;
+            }
+        });
+    }
+    let pods_api = Api::<Pod>::all(client.clone());
+    let selector = format!("spec.nodeName={}", cfg.node_name);
+    let mut last_status: HashMap<String, serde_json::Value> = HashMap::new();
+    loop {
+        let pods = match pods_api
+            .list(&ListParams::default().fields(&selector))
+            .await
+        {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!("listing this node's pods: {e:#}");
+                tokio::time::sleep(cfg.sync_period).await;
+                continue;
+            }
+        };
+        let live: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        // Containers of pods the API no longer has: remove them.
+        let known = {
+            let rt = rt.clone();
+            tokio::task::spawn_blocking(move || rt.pod_uids()).await?
+        };
+        for uid in known.into_iter().filter(|u| !live.contains(u)) {
+            let rt = rt.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || rt.remove(&uid, Duration::from_secs(10))).await;
+        }
+        for pod in pods {
+            if let Err(e) = sync_one(&client, &rt, pod, &host_ip, &mut last_status).await {
+                tracing::warn!("{e:#}");
+            }
+        }
+        tokio::time::sleep(cfg.sync_period).await;
+    }
+}
+
+async fn sync_one(
+    client: &Client,
+    rt: &Arc<PodRuntime>,
+    pod: Pod,
+    host_ip: &str,
+    last_status: &mut HashMap<String, serde_json::Value>,
+) -> anyhow::Result<()> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let api = Api::<Pod>::namespaced(client.clone(), &ns);
+    if pod.metadata.deletion_timestamp.is_some() {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .unwrap_or(30)
+            .max(0) as u64;
+        let rt2 = rt.clone();
+        let uid2 = uid.clone();
+        tokio::task::spawn_blocking(move || rt2.remove(&uid2, Duration::from_secs(grace)))
+            .await??;
+        last_status.remove(&uid);
+        // The containers are gone: finish the deletion (the kubelet's final, grace-0 delete).
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(());
+    }
+    let inputs = inputs_for(client, &pod, host_ip).await;
+    let rt2 = rt.clone();
+    let pod2 = pod.clone();
+    let status = tokio::task::spawn_blocking(move || rt2.sync(&pod2, &inputs)).await?;
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("pod {ns}/{name}: {e:#}");
+            return Ok(());
+        }
+    };
+    let now_cmp = comparable(&status);
+    let was = pod.status.as_ref().map(comparable);
+    if was.as_ref() != Some(&now_cmp) && last_status.get(&uid) != Some(&now_cmp) {
+        let patch = json!({"status": status});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        last_status.insert(uid, now_cmp);
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The Deployment loop: roll each Deployment's ReplicaSets toward its template.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::{is_status, split_key, work, Next};
+use crate::deployment::{self, REVISION};
+use crate::owner;
+use crate::runtime::{key_of, Change, Informer, WorkQueue};
+
+pub async fn run(client: Client, workers: usize) {
+    let queue = WorkQueue::new();
+    let q = queue.clone();
+    let deployments = Arc::new(Informer::start(
+        Api::<Deployment>::all(client.clone()),
+        WatchParams::default(),
+        Duration::from_secs(30),
+        move |c| match c {
+            Change::Applied(d) | Change::Deleted(d) => q.add(&key_of(d)),
+        },
+    ));
+    let q = queue.clone();
+    let sets = Arc::new(Informer::start(
+        Api::<ReplicaSet>::all(client.clone()),
+        WatchParams::default(),
+        Duration::from_secs(600),
+        move |c| {
+            let rs = match c {
+                Change::Applied(rs) | Change::Deleted(rs) => rs,
+            };
+            let ns = rs.metadata.namespace.clone().unwrap_or_default();
+            if let Some(o) = owner::controller_of(&rs.metadata).filter(|o| o.kind == "Deployment") {
+                q.add(&format!("{ns}/{}", o.name));
+            }
+        },
+    ));
+    deployments.synced().await;
+    sets.synced().await;
+    work(queue, workers, move |key| {
+        let (client, deployments, sets) = (client.clone(), deployments.clone(), sets.clone());
+        async move { reconcile(&key, client, &deployments, &sets).await }
+    })
+    .await;
+}
+
+/// Keep a condition's timestamps while nothing about it changed, so an unchanged status is
+/// byte-for-byte the same and no write (and no watch event) follows.
+fn keep_condition_times(old: Option<&DeploymentStatus>, new: &mut DeploymentStatus) {
+    let old_conditions = old.and_then(|s| s.conditions.clone()).unwrap_or_default();
+    for c in new.conditions.iter_mut().flatten() {
+        if let Some(o) = old_conditions.iter().find(|o| o.type_ == c.type_) {
+            if o.status == c.status && o.reason == c.reason && o.message == c.message {
+                c.last_update_time = o.last_update_time.clone();
+                c.last_transition_time = o.last_transition_time.clone();
+            } else if o.status == c.status {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+        }
+    }
+}
+
+async fn reconcile(
+    key: &str,
+    client: Client,
+    deployments: &Informer<Deployment>,
+    sets: &Informer<ReplicaSet>,
+) -> anyhow::Result<Next> {
+    let (ns, name) = split_key(key);
+    let Some(d) = deployments.get(key) else {
+        return Ok(Next::Done);
+    };
+    if d.metadata.deletion_timestamp.is_some() {
+        return Ok(Next::Done);
+    }
+    let uid = d.metadata.uid.clone().unwrap_or_default();
+    let owned: Vec<ReplicaSet> = sets
+        .list_namespace(ns)
+        .iter()
+        .filter(|rs| owner::controlled_by(&rs.metadata, &uid))
+        .map(|rs| (**rs).clone())
+        .collect();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut plan = deployment::plan(&d, &owned, &now);
+    let rs_api = Api::<ReplicaSet>::namespaced(client.clone(), ns);
+    if let Some(rs) = &plan.create {
+        match rs_api.create(&PostParams::default(), rs).await {
+            Ok(_) => {}
+            // Made already (the cache is behind): the next pass sees it.
+            Err(e) if is_status(&e, 409) => return Ok(Next::After(Duration::from_millis(100))),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for (rs, replicas) in &plan.scale {
+        let patch = json!({"spec": {"replicas": replicas}});
+        rs_api
+            .patch(rs, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    for (rs, revision) in &plan.set_revision {
+        let patch = json!({"metadata": {"annotations": {REVISION: revision}}});
+        rs_api
+            .patch(rs, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    for rs in &plan.delete {
+        match rs_api.delete(rs, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let api = Api::<Deployment>::namespaced(client, ns);
+    let current_revision = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REVISION))
+        .cloned();
+    if current_revision.as_deref() != Some(plan.revision.as_str()) {
+        let patch = json!({"metadata": {"annotations": {REVISION: plan.revision}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    keep_condition_times(d.status.as_ref(), &mut plan.status);
+    if d.status.as_ref() != Some(&plan.status) {
+        let patch = json!({"status": plan.status});
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Look again while a rollout is under way (progress deadlines need a clock, not events).
+    let complete = plan.status.conditions.iter().flatten().any(|c| {
+        c.type_ == "Progressing"
+            && matches!(
+                c.reason.as_deref(),
+                Some("NewReplicaSetAvailable") | Some("ProgressDeadlineExceeded")
+            )
+    });
+    Ok(if complete {
+        Next::Done
+    } else {
+        Next::After(Duration::from_secs(5))
+    })
+}

@@ -1,0 +1,65 @@
+//! The control loops: each feeds a pure decision (see the crate's other modules) from
+//! informers and carries out its actions through the API.
+
+pub mod deployments;
+pub mod endpoints;
+pub mod nodes;
+pub mod replicasets;
+pub mod scheduler;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::runtime::WorkQueue;
+
+/// What a reconcile asks for next.
+pub enum Next {
+    Done,
+    /// Look again after this long (e.g. waiting for the cache to catch up).
+    After(Duration),
+}
+
+/// Run `workers` tasks taking keys from `queue` and reconciling them; failures come back with
+/// back-off, successes are forgotten.
+pub async fn work<F, Fut>(queue: WorkQueue, workers: usize, reconcile: F)
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<Next>> + Send,
+{
+    let reconcile = Arc::new(reconcile);
+    let mut tasks = Vec::new();
+    for _ in 0..workers.max(1) {
+        let queue = queue.clone();
+        let reconcile = reconcile.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(key) = queue.get().await {
+                match reconcile(key.clone()).await {
+                    Ok(Next::Done) => queue.forget(&key),
+                    Ok(Next::After(d)) => {
+                        queue.forget(&key);
+                        queue.add_after(&key, d);
+                    }
+                    Err(e) => {
+                        tracing::debug!("reconcile {key}: {e:#}");
+                        queue.add_rate_limited(&key);
+                    }
+                }
+                queue.done(&key);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// (namespace, name) of a "namespace/name" key.
+pub fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('/').unwrap_or(("", key))
+}
+
+/// Whether a kube error is a 404 or 409 (the object is gone, or already there).
+pub fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}

@@ -1,0 +1,161 @@
+//! The ReplicaSet loop: keep each ReplicaSet's pod count at spec.replicas.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::{is_status, split_key, work, Next};
+use crate::owner;
+use crate::replicaset;
+use crate::runtime::{key_of, Change, Informer, WorkQueue};
+
+/// Pods we created or deleted and the cache has not shown yet, per ReplicaSet: acting again
+/// before they show would create or delete twice (Kubernetes calls these expectations).
+#[derive(Default)]
+struct Expectations {
+    pending: HashMap<String, (HashSet<String>, HashSet<String>, Instant)>,
+}
+
+/// Give up waiting for the cache after this long and decide afresh.
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn run(client: Client, workers: usize) {
+    let queue = WorkQueue::new();
+    let q = queue.clone();
+    let sets = Arc::new(Informer::start(
+        Api::<ReplicaSet>::all(client.clone()),
+        WatchParams::default(),
+        Duration::from_secs(60),
+        move |c| match c {
+            Change::Applied(rs) | Change::Deleted(rs) => q.add(&key_of(rs)),
+        },
+    ));
+    let q = queue.clone();
+    let pods = Arc::new(Informer::start(
+        Api::<Pod>::all(client.clone()),
+        WatchParams::default(),
+        Duration::from_secs(600),
+        move |c| {
+            let p = match c {
+                Change::Applied(p) | Change::Deleted(p) => p,
+            };
+            let ns = p.metadata.namespace.clone().unwrap_or_default();
+            if let Some(o) = owner::controller_of(&p.metadata).filter(|o| o.kind == "ReplicaSet") {
+                q.add(&format!("{ns}/{}", o.name));
+            }
+        },
+    ));
+    sets.synced().await;
+    pods.synced().await;
+    let expectations = Arc::new(Mutex::new(Expectations::default()));
+    work(queue, workers, move |key| {
+        let (client, sets, pods, expectations) = (
+            client.clone(),
+            sets.clone(),
+            pods.clone(),
+            expectations.clone(),
+        );
+        async move { reconcile(&key, client, &sets, &pods, &expectations).await }
+    })
+    .await;
+}
+
+async fn reconcile(
+    key: &str,
+    client: Client,
+    sets: &Informer<ReplicaSet>,
+    pods: &Informer<Pod>,
+    expectations: &Mutex<Expectations>,
+) -> anyhow::Result<Next> {
+    let (ns, name) = split_key(key);
+    let Some(rs) = sets.get(key) else {
+        expectations.lock().expect("lock").pending.remove(key);
+        return Ok(Next::Done);
+    };
+    let namespace_pods: Vec<Pod> = pods
+        .list_namespace(ns)
+        .iter()
+        .map(|p| (**p).clone())
+        .collect();
+    {
+        let mut exp = expectations.lock().expect("lock");
+        if let Some((adds, dels, since)) = exp.pending.get(key) {
+            let seen: HashSet<&str> = namespace_pods
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| p.metadata.name.as_deref())
+                .collect();
+            let adds_seen = adds.iter().all(|n| seen.contains(n.as_str()));
+            let dels_seen = dels.iter().all(|n| !seen.contains(n.as_str()));
+            if (adds_seen && dels_seen) || since.elapsed() > EXPECTATION_TIMEOUT {
+                exp.pending.remove(key);
+            } else {
+                return Ok(Next::After(Duration::from_millis(100)));
+            }
+        }
+    }
+    let plan = replicaset::plan(&rs, &namespace_pods);
+    let pod_api = Api::<Pod>::namespaced(client.clone(), ns);
+    let mut created = HashSet::new();
+    let mut deleted = HashSet::new();
+    let mut failure = None;
+    for name in &plan.adopt {
+        let reference = owner::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+        let patch = json!({"metadata": {"ownerReferences": [reference]}});
+        if let Err(e) = pod_api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            failure = Some(e);
+        }
+    }
+    for pod in &plan.create {
+        match pod_api.create(&PostParams::default(), pod).await {
+            Ok(p) => {
+                created.insert(p.metadata.name.unwrap_or_default());
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    for name in &plan.delete {
+        match pod_api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {
+                deleted.insert(name.clone());
+            }
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => failure = Some(e),
+        }
+    }
+    if !created.is_empty() || !deleted.is_empty() {
+        expectations
+            .lock()
+            .expect("lock")
+            .pending
+            .insert(key.to_string(), (created, deleted, Instant::now()));
+    }
+    if rs.status.as_ref() != Some(&plan.status) {
+        let api = Api::<ReplicaSet>::namespaced(client, ns);
+        let patch = json!({"status": plan.status});
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => failure = Some(e),
+        }
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(Next::Done),
+    }
+}

@@ -1,0 +1,48 @@
+//! The controller manager: elect a leader, and while leading run every control loop.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::loops;
+use crate::runtime::LeaderElection;
+
+/// The Lease the control plane's leader holds (in kube-system, as Kubernetes names it).
+pub const LEASE_NAME: &str = "yun-controller-manager";
+
+/// Run the scheduler and the controllers for as long as this process leads; `identity` names
+/// this process in the Lease (e.g. "HOST_PID").
+pub async fn run(client: Client, identity: String) {
+    let (tx, mut leading) = watch::channel(false);
+    let election = LeaderElection {
+        api: Api::<Lease>::namespaced(client.clone(), "kube-system"),
+        lease_name: LEASE_NAME.into(),
+        identity,
+        lease_duration: Duration::from_secs(15),
+        retry: Duration::from_secs(2),
+    };
+    tokio::spawn(election.run(tx));
+    loop {
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        tracing::info!("leading: starting the scheduler and controllers");
+        let tasks = [
+            tokio::spawn(loops::scheduler::run(client.clone())),
+            tokio::spawn(loops::replicasets::run(client.clone(), 2)),
+            tokio::spawn(loops::deployments::run(client.clone(), 2)),
+            tokio::spawn(loops::endpoints::run(client.clone())),
+            tokio::spawn(loops::nodes::run(
+                client.clone(),
+                loops::nodes::Timing::default(),
+            )),
+        ];
+        let _ = leading.wait_for(|l| !*l).await;
+        tracing::info!("lost the lease: stopping the controllers");
+        for t in tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! An informer: a local cache of one kind of object kept current by list + watch, telling a
+//! handler about every change. Controllers read the cache instead of asking the API server,
+//! and queue keys from the handler.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+/// "namespace/name", or "name" for cluster-scoped objects.
+pub fn key_of<K: Resource>(obj: &K) -> String {
+    match obj.meta().namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{}", obj.meta().name.as_deref().unwrap_or("")),
+        _ => obj.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// A change seen by the informer.
+pub enum Change<'a, K> {
+    Applied(&'a K),
+    Deleted(&'a K),
+}
+
+type Cache<K> = Arc<RwLock<BTreeMap<String, Arc<K>>>>;
+
+pub struct Informer<K> {
+    cache: Cache<K>,
+    synced: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl<K> Informer<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// Start caching what `api` lists (optionally narrowed by `params`, e.g. a field
+    /// selector), calling `handler` for each change and, every `resync`, for every object.
+    pub fn start(
+        api: Api<K>,
+        params: WatchParams,
+        resync: Duration,
+        handler: impl Fn(Change<'_, K>) + Send + Sync + 'static,
+    ) -> Informer<K> {
+        let cache: Cache<K> = Arc::default();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(run(
+            api,
+            params,
+            resync,
+            cache.clone(),
+            tx,
+            Arc::new(handler),
+        ));
+        Informer {
+            cache,
+            synced: rx,
+            task,
+        }
+    }
+
+    /// Wait until the first list is in the cache.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<K>> {
+        self.cache.read().expect("cache lock").get(key).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<K>> {
+        self.cache
+            .read()
+            .expect("cache lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Objects of one namespace.
+    pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+        let prefix = format!("{namespace}/");
+        self.cache
+            .read()
+            .expect("cache lock")
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+impl<K> Drop for Informer<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Handler<K> = Arc<dyn Fn(Change<'_, K>) + Send + Sync>;
+
+async fn run<K>(
+    api: Api<K>,
+    params: WatchParams,
+    resync: Duration,
+    cache: Cache<K>,
+    synced: watch::Sender<bool>,
+    handler: Handler<K>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let mut failures = 0u32;
+    loop {
+        match list_and_watch(&api, &params, resync, &cache, &synced, &handler).await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                tracing::debug!("informer: {e:#}; relisting");
+            }
+        }
+        tokio::time::sleep(super::queue::backoff(failures.min(8)).max(Duration::from_millis(50)))
+            .await;
+    }
+}
+
+/// One list, then watch from its revision until the watch fails or is expired (410 Gone).
+async fn list_and_watch<K>(
+    api: &Api<K>,
+    params: &WatchParams,
+    resync: Duration,
+    cache: &Cache<K>,
+    synced: &watch::Sender<bool>,
+    handler: &Handler<K>,
+) -> anyhow::Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let lp = ListParams {
+        label_selector: params.label_selector.clone(),
+        field_selector: params.field_selector.clone(),
+        ..Default::default()
+    };
+    let list = api.list(&lp).await?;
+    let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+    let fresh: BTreeMap<String, Arc<K>> = list
+        .items
+        .into_iter()
+        .map(|o| (key_of(&o), Arc::new(o)))
+        .collect();
+    // Objects that vanished while we were not watching are deletions too.
+    let gone: Vec<Arc<K>> = {
+        let mut c = cache.write().expect("cache lock");
+        let gone = c
+            .iter()
+            .filter(|(k, _)| !fresh.contains_key(*k))
+            .map(|(_, v)| v.clone())
+            .collect();
+        *c = fresh.clone();
+        gone
+    };
+    for o in gone {
+        handler(Change::Deleted(&o));
+    }
+    for o in fresh.values() {
+        handler(Change::Applied(o));
+    }
+    let _ = synced.send(true);
+    let mut resync_timer = tokio::time::interval(resync);
+    resync_timer.tick().await;
+    loop {
+        let mut wp = params.clone();
+        wp.bookmarks = true;
+        let stream = api.watch(&wp, &version).await?;
+        let mut stream = stream.boxed();
+        loop {
+            let event = tokio::select! {
+                e = stream.try_next() => e?,
+                _ = resync_timer.tick() => {
+                    for o in cache.read().expect("cache lock").values().cloned().collect::<Vec<_>>() {
+                        handler(Change::Applied(&o));
+                    }
+                    continue;
+                }
+            };
+            let Some(event) = event else {
+                break; // the server ended the watch (timeout): watch again from `version`
+            };
+            match event {
+                WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                    version = o.resource_version().unwrap_or(version);
+                    let o = Arc::new(o);
+                    cache
+                        .write()
+                        .expect("cache lock")
+                        .insert(key_of(&*o), o.clone());
+                    handler(Change::Applied(&o));
+                }
+                WatchEvent::Deleted(o) => {
+                    version = o.resource_version().unwrap_or(version);
+                    cache.write().expect("cache lock").remove(&key_of(&o));
+                    handler(Change::Deleted(&o));
+                }
+                WatchEvent::Bookmark(b) => version = b.metadata.resource_version,
+                WatchEvent::Error(status) => {
+                    anyhow::bail!("watch: {} ({})", status.message, status.code)
+                }
+            }
+        }
+    }
+}
