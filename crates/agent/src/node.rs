@@ -18,6 +18,9 @@ use serde_json::json;
 
 use crate::{PodInputs, PodRuntime};
 
+/// How long the containers of a pod that vanished from the API get to stop.
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
 /// What the agent is called and how often it reports.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -290,6 +293,9 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
     let pods_api = Api::<Pod>::all(client.clone());
     let selector = format!("spec.nodeName={}", cfg.node_name);
     let mut last_status: HashMap<String, serde_json::Value> = HashMap::new();
+    // Pods being stopped: each on a task of its own, so one pod's grace period holds up no
+    // other pod.
+    let terminating: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     loop {
         let pods = match pods_api
             .list(&ListParams::default().fields(&selector))
@@ -309,16 +315,63 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
             tokio::task::spawn_blocking(move || rt.pod_uids()).await?
         };
         for uid in known.into_iter().filter(|u| !live.contains(u)) {
-            let rt = rt.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || rt.remove(&uid, Duration::from_secs(10))).await;
+            if terminating.lock().expect("lock").insert(uid.clone()) {
+                let (rt, terminating) = (rt.clone(), terminating.clone());
+                tokio::spawn(async move {
+                    let rt2 = rt.clone();
+                    let uid2 = uid.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        rt2.remove(&uid2, ORPHAN_GRACE)
+                    })
+                    .await;
+                    terminating.lock().expect("lock").remove(&uid);
+                });
+            }
         }
         for pod in pods {
+            if pod.metadata.deletion_timestamp.is_some() {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                last_status.remove(&uid);
+                if terminating.lock().expect("lock").insert(uid.clone()) {
+                    let (client, rt, terminating) = (client.clone(), rt.clone(), terminating.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = terminate(&client, &rt, &pod).await {
+                            tracing::warn!("{e:#}");
+                        }
+                        terminating.lock().expect("lock").remove(&uid);
+                    });
+                }
+                continue;
+            }
             if let Err(e) = sync_one(&client, &rt, pod, &host_ip, &mut last_status).await {
                 tracing::warn!("{e:#}");
             }
         }
         tokio::time::sleep(cfg.sync_period).await;
+    }
+}
+
+/// Stop a deleted pod's containers within its grace period, then finish the deletion (the
+/// kubelet's final, grace-0 delete).
+async fn terminate(client: &Client, rt: &Arc<PodRuntime>, pod: &Pod) -> anyhow::Result<()> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+    let (rt, uid2) = (rt.clone(), uid.clone());
+    tokio::task::spawn_blocking(move || rt.remove(&uid2, Duration::from_secs(grace))).await??;
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match Api::<Pod>::namespaced(client.clone(), &ns).delete(&name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -337,33 +390,6 @@ async fn sync_one(
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let api = Api::<Pod>::namespaced(client.clone(), &ns);
-    if pod.metadata.deletion_timestamp.is_some() {
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .unwrap_or(30)
-            .max(0) as u64;
-        let rt2 = rt.clone();
-        let uid2 = uid.clone();
-        tokio::task::spawn_blocking(move || rt2.remove(&uid2, Duration::from_secs(grace)))
-            .await??;
-        last_status.remove(&uid);
-        // The containers are gone: finish the deletion (the kubelet's final, grace-0 delete).
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match api.delete(&name, &dp).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-        return Ok(());
-    }
     let inputs = inputs_for(client, &pod, host_ip).await;
     let rt2 = rt.clone();
     let pod2 = pod.clone();
