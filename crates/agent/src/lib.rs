@@ -8,6 +8,7 @@
 //! labels, so an agent restart re-adopts them instead of killing them.
 
 mod container;
+pub mod logs;
 pub mod node;
 mod pods;
 pub mod quantity;

@@ -29,6 +29,9 @@ pub struct AgentConfig {
     pub sync_period: Duration,
     /// Lease renewal interval (Kubernetes: 10 s, lease valid 40 s).
     pub lease_renew: Duration,
+    /// Serve container logs (for `kubectl logs`, through the API server) on this port of the
+    /// node's address (0: any free port), to requests bearing this token. None: no log endpoint.
+    pub logs: Option<(u16, String)>,
 }
 
 impl AgentConfig {
@@ -37,6 +40,7 @@ impl AgentConfig {
             node_name: node_name.to_string(),
             sync_period: Duration::from_secs(1),
             lease_renew: Duration::from_secs(10),
+            logs: None,
         }
     }
 }
@@ -65,7 +69,7 @@ fn host_facts() -> (i64, i64, String) {
 }
 
 /// The Node object this agent registers: capacity from the host, its pod CIDR, Ready.
-pub fn node_object(cfg: &AgentConfig, rt: &PodRuntime) -> Node {
+pub fn node_object(cfg: &AgentConfig, rt: &PodRuntime, log_port: Option<u16>) -> Node {
     let (cpus, mem_kib, kernel) = host_facts();
     let mut capacity = BTreeMap::new();
     capacity.insert("cpu".to_string(), Quantity(cpus.to_string()));
@@ -106,6 +110,9 @@ pub fn node_object(cfg: &AgentConfig, rt: &PodRuntime) -> Node {
                 },
             ]),
             conditions: Some(vec![ready_condition()]),
+            daemon_endpoints: log_port.map(|port| k8s_openapi::api::core::v1::NodeDaemonEndpoints {
+                kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint { port: port as i32 }),
+            }),
             node_info: Some(NodeSystemInfo {
                 architecture: "amd64".into(),
                 container_runtime_version: format!("yun://{}", env!("CARGO_PKG_VERSION")),
@@ -136,9 +143,14 @@ fn ready_condition() -> NodeCondition {
 }
 
 /// Create the Node, or bring an existing one's status up to date.
-pub async fn register(client: &Client, cfg: &AgentConfig, rt: &PodRuntime) -> anyhow::Result<()> {
+pub async fn register(
+    client: &Client,
+    cfg: &AgentConfig,
+    rt: &PodRuntime,
+    log_port: Option<u16>,
+) -> anyhow::Result<()> {
     let api = Api::<Node>::all(client.clone());
-    let node = node_object(cfg, rt);
+    let node = node_object(cfg, rt, log_port);
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -277,8 +289,17 @@ fn comparable(s: &PodStatus) -> serde_json::Value {
 
 /// Run the agent until the process ends: register, heartbeat, and sync the node's pods.
 pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyhow::Result<()> {
-    register(&client, &cfg, &rt).await?;
     let host_ip = rt.network().gateway().to_string();
+    let log_port = match &cfg.logs {
+        Some((port, token)) => {
+            let (listener, addr) =
+                crate::logs::bind(std::net::SocketAddr::new(rt.network().gateway().into(), *port)).await?;
+            tokio::spawn(crate::logs::serve(listener, rt.clone(), client.clone(), token.clone()));
+            Some(addr.port())
+        }
+        None => None,
+    };
+    register(&client, &cfg, &rt, log_port).await?;
     {
         let (client, cfg) = (client.clone(), cfg.clone());
         tokio::spawn(async move {
