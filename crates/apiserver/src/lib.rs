@@ -1,1 +1,158 @@
 //! A Kubernetes-compatible REST API server over yun's MVCC store.
+//!
+//! One object is one store key (`/registry/GROUP/PLURAL/[NAMESPACE/]NAME`), its
+//! `metadata.resourceVersion` is the key's `mod_revision`, and a watch is a store watch on the
+//! collection's prefix. Objects are handled generically as JSON; the k8s-openapi types are used
+//! to check that a built-in kind's body has the right shape. See docs/apiserver.md.
+
+mod auth;
+mod discovery;
+mod error;
+mod gc;
+mod meta;
+mod patch;
+mod resources;
+mod rest;
+mod router;
+mod selectors;
+mod table;
+mod tls;
+mod validation;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::Notify;
+use yun_store::Store;
+
+pub use tls::Credentials;
+
+/// How to run the API server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (port 0 picks a free port).
+    pub addr: SocketAddr,
+    /// Keeps the store (embedded), the CA, the serving certificate, the token and `kubeconfig`.
+    pub data_dir: PathBuf,
+    /// `"embedded"` or `"etcd://HOST:PORT"`.
+    pub store: String,
+}
+
+/// Shared state of a running server.
+pub(crate) struct Api {
+    pub store: Arc<dyn Store>,
+    pub registry: resources::Registry,
+    pub token: String,
+    /// Wakes the garbage collector after a delete.
+    pub gc: Notify,
+    pub addr: SocketAddr,
+}
+
+/// A server started with [`start`]; stops when [`Running::stop`] is called or it is dropped.
+pub struct Running {
+    /// The address actually bound.
+    pub addr: SocketAddr,
+    /// Path of the kubeconfig written for this server.
+    pub kubeconfig: PathBuf,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    store: Option<Arc<dyn Store>>,
+    serve_task: Option<tokio::task::JoinHandle<()>>,
+    gc_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stop serving and wait until every connection is closed and the store released (an
+    /// embedded store can be opened again as soon as this returns).
+    pub async fn shutdown(mut self) {
+        self.store.take();
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.gc_task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        if let Some(t) = self.serve_task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Compact the store's history before `revision` (watches from older revisions get 410).
+    pub async fn compact(&self, revision: i64) -> Result<()> {
+        if let Some(store) = &self.store {
+            store.compact(revision).await?;
+        }
+        Ok(())
+    }
+
+    /// Serve until the accept loop ends (after [`Running::shutdown`] elsewhere, or never).
+    pub async fn wait(mut self) {
+        if let Some(t) = self.serve_task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.gc_task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Open the store, create or load credentials, write `DATA_DIR/kubeconfig` and start serving.
+pub async fn start(config: Config) -> Result<Running> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store = yun_store::open(&config.store, &config.data_dir)
+        .await
+        .with_context(|| format!("opening store {:?}", config.store))?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("binding {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    let creds = tls::Credentials::load_or_create(&config.data_dir, addr)?;
+    let kubeconfig = creds.write_kubeconfig(&config.data_dir, addr)?;
+    let registry = resources::Registry::new();
+    let api = Arc::new(Api {
+        store: store.clone(),
+        registry,
+        token: creds.token.clone(),
+        gc: Notify::new(),
+        addr,
+    });
+    resources::load_crds(&api).await?;
+    rest::ensure_default_namespaces(&api).await?;
+    let acceptor = creds.acceptor()?;
+    let app = router::app(api.clone());
+    let (shutdown, stop) = tokio::sync::watch::channel(false);
+    let serve_task = tokio::spawn(tls::serve(listener, acceptor, app, stop));
+    let gc_task = tokio::spawn(gc::run(api));
+    Ok(Running {
+        addr,
+        kubeconfig,
+        shutdown,
+        store: Some(store),
+        serve_task: Some(serve_task),
+        gc_task: Some(gc_task),
+    })
+}
+
+/// Run the API server until the process is interrupted.
+pub async fn serve(config: Config) -> Result<()> {
+    let running = start(config).await?;
+    eprintln!(
+        "yun server: serving https://{} (kubeconfig {})",
+        running.addr,
+        running.kubeconfig.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! `yun …`: the cloud's own command line.
 
 mod containers;
+mod kube;
+mod server;
 mod vm;
 
 use std::ffi::OsString;
@@ -50,6 +52,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: vm::VmCmd,
     },
+    #[command(flatten)]
+    Kube(kube::Cmd),
+    /// The Kubernetes-compatible API server (writes DATA_DIR/kubeconfig for kubectl).
+    Server(server::ServerArgs),
     /// An OCI distribution registry server.
     Registry {
         #[command(subcommand)]
@@ -114,6 +120,8 @@ fn run(cli: Yun) -> Result<i32> {
         }
         Cmd::Containers(cmd) => containers::run(&cli.data_dir, cmd),
         Cmd::Vm { cmd } => vm::run(&cli.data_dir, cmd),
+        Cmd::Kube(cmd) => kube::run(&cli.data_dir, cmd),
+        Cmd::Server(args) => server::run(&cli.data_dir, args),
         Cmd::Registry {
             cmd:
                 RegistryCmd::Serve {

@@ -1,0 +1,49 @@
+//! Bearer-token authentication: the one admin token from `DATA_DIR/pki/token`.
+
+use axum::http::HeaderMap;
+
+/// Paths a load balancer or supervisor may probe without credentials.
+pub fn is_public(path: &str) -> bool {
+    matches!(path, "/healthz" | "/livez" | "/readyz")
+}
+
+/// Whether the request carries `Authorization: Bearer TOKEN` with the admin token.
+pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(given) = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// Compare without an early exit, so response timing does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "abc"));
+        h.insert("authorization", "Bearer abc".parse().unwrap());
+        assert!(authorized(&h, "abc"));
+        assert!(!authorized(&h, "abd"));
+        h.insert("authorization", "Basic abc".parse().unwrap());
+        assert!(!authorized(&h, "abc"));
+    }
+}

@@ -1,0 +1,312 @@
+//! The registry of served kinds: the built-in ones and those added by CustomResourceDefinitions.
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+use crate::Api;
+
+/// How a kind's objects are checked on write.
+#[derive(Clone, Debug)]
+pub enum Schema {
+    /// A built-in kind: deserialized into its k8s-openapi type plus kind-specific rules.
+    Builtin,
+    /// A custom resource: its version's `openAPIV3Schema` (None = anything goes).
+    Custom(Option<Arc<Value>>),
+}
+
+/// One served resource (a group/version/plural).
+#[derive(Clone, Debug)]
+pub struct Resource {
+    /// "" for the core group.
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub plural: String,
+    pub singular: String,
+    pub short_names: Vec<String>,
+    pub namespaced: bool,
+    /// Member of `kubectl get all`.
+    pub in_all: bool,
+    pub status: bool,
+    pub scale: bool,
+    pub binding: bool,
+    pub schema: Schema,
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `pods` or `deployments.apps`, as Kubernetes names a resource in messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// The store prefix of a collection: all namespaces when `ns` is None.
+    pub fn prefix(&self, ns: Option<&str>) -> String {
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
+        match ns {
+            Some(ns) if self.namespaced => format!("/registry/{group}/{}/{ns}/", self.plural),
+            _ => format!("/registry/{group}/{}/", self.plural),
+        }
+    }
+
+    pub fn key(&self, ns: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.prefix(ns))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn builtin(
+    group: &str,
+    kind: &str,
+    plural: &str,
+    short: &[&str],
+    namespaced: bool,
+    in_all: bool,
+    status: bool,
+    scale: bool,
+) -> Resource {
+    let version = "v1";
+    Resource {
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        plural: plural.into(),
+        singular: kind.to_lowercase(),
+        short_names: short.iter().map(|s| s.to_string()).collect(),
+        namespaced,
+        in_all,
+        status,
+        scale,
+        binding: kind == "Pod",
+        schema: Schema::Builtin,
+    }
+}
+
+fn builtins() -> Vec<Resource> {
+    vec![
+        builtin(
+            "",
+            "Namespace",
+            "namespaces",
+            &["ns"],
+            false,
+            false,
+            true,
+            false,
+        ),
+        builtin("", "Pod", "pods", &["po"], true, true, true, false),
+        builtin("", "Service", "services", &["svc"], true, true, true, false),
+        builtin(
+            "",
+            "Endpoints",
+            "endpoints",
+            &["ep"],
+            true,
+            false,
+            false,
+            false,
+        ),
+        builtin(
+            "",
+            "ConfigMap",
+            "configmaps",
+            &["cm"],
+            true,
+            false,
+            false,
+            false,
+        ),
+        builtin("", "Secret", "secrets", &[], true, false, false, false),
+        builtin("", "Node", "nodes", &["no"], false, false, true, false),
+        builtin("", "Event", "events", &["ev"], true, false, false, false),
+        builtin(
+            "",
+            "ServiceAccount",
+            "serviceaccounts",
+            &["sa"],
+            true,
+            false,
+            false,
+            false,
+        ),
+        builtin(
+            "apps",
+            "ReplicaSet",
+            "replicasets",
+            &["rs"],
+            true,
+            true,
+            true,
+            true,
+        ),
+        builtin(
+            "apps",
+            "Deployment",
+            "deployments",
+            &["deploy"],
+            true,
+            true,
+            true,
+            true,
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "Lease",
+            "leases",
+            &[],
+            true,
+            false,
+            false,
+            false,
+        ),
+        builtin(
+            "node.k8s.io",
+            "RuntimeClass",
+            "runtimeclasses",
+            &[],
+            false,
+            false,
+            false,
+            false,
+        ),
+        builtin(
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            &["crd", "crds"],
+            false,
+            false,
+            true,
+            false,
+        ),
+    ]
+}
+
+pub struct Registry {
+    resources: RwLock<Vec<Resource>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry {
+            resources: RwLock::new(builtins()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Resource>> {
+        // A panic while holding the lock cannot leave the Vec half-updated (writes are
+        // single assignments), so a poisoned lock is still safe to read.
+        self.resources.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn all(&self) -> Vec<Resource> {
+        self.read().clone()
+    }
+
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Resource> {
+        self.read()
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    /// (Re)register a CRD's served versions; returns the group/plural it serves.
+    pub fn register_crd(&self, crd: &Value) -> Option<(String, String)> {
+        let spec = crd.get("spec")?;
+        let group = spec.get("group")?.as_str()?.to_string();
+        let names = spec.get("names")?;
+        let plural = names.get("plural")?.as_str()?.to_string();
+        let kind = names.get("kind")?.as_str()?.to_string();
+        let singular = names
+            .get("singular")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| kind.to_lowercase());
+        let strings = |v: Option<&Value>| -> Vec<String> {
+            v.and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let short_names = strings(names.get("shortNames"));
+        let in_all = strings(names.get("categories")).iter().any(|c| c == "all");
+        let namespaced = spec.get("scope").and_then(Value::as_str) != Some("Cluster");
+        let mut added = Vec::new();
+        for v in spec.get("versions")?.as_array()? {
+            if v.get("served").and_then(Value::as_bool) == Some(false) {
+                continue;
+            }
+            let Some(version) = v.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let schema = v.pointer("/schema/openAPIV3Schema").cloned().map(Arc::new);
+            added.push(Resource {
+                group: group.clone(),
+                version: version.to_string(),
+                kind: kind.clone(),
+                plural: plural.clone(),
+                singular: singular.clone(),
+                short_names: short_names.clone(),
+                namespaced,
+                in_all,
+                status: v.pointer("/subresources/status").is_some(),
+                scale: false,
+                binding: false,
+                schema: Schema::Custom(schema),
+            });
+        }
+        let mut all = self.resources.write().unwrap_or_else(|e| e.into_inner());
+        all.retain(|r| !(r.group == group && r.plural == plural));
+        all.extend(added);
+        Some((group, plural))
+    }
+
+    pub fn unregister_crd(&self, group: &str, plural: &str) {
+        let mut all = self.resources.write().unwrap_or_else(|e| e.into_inner());
+        all.retain(|r| {
+            !(r.group == group && r.plural == plural && matches!(r.schema, Schema::Custom(_)))
+        });
+    }
+
+    pub fn crd_resource(&self) -> Resource {
+        self.find("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .unwrap_or_else(|| builtins().pop().expect("built-in CRD resource"))
+    }
+}
+
+/// Serve the CRDs already in the store.
+pub async fn load_crds(api: &Api) -> anyhow::Result<()> {
+    let res = api.registry.crd_resource();
+    let list = api
+        .store
+        .range(yun_store::RangeRequest {
+            prefix: res.prefix(None),
+            ..Default::default()
+        })
+        .await?;
+    for kv in list.kvs {
+        if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
+            api.registry.register_crd(&v);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The generic REST verbs over stored JSON objects.
+
+mod read;
+mod sub;
+mod watch;
+mod write;
+
+use std::sync::Arc;
+
+use axum::http::Method;
+use axum::response::Response;
+use serde_json::{json, Value};
+use yun_store::{KeyValue, Outcome};
+
+use crate::error::{ApiError, ApiResult};
+use crate::resources::Resource;
+use crate::router::{json, Req, Target};
+use crate::selectors::Selector;
+use crate::Api;
+
+pub use write::ensure_default_namespaces;
+
+pub async fn dispatch(api: &Arc<Api>, t: Target, req: Req) -> ApiResult<Response> {
+    let sub = t.sub.clone();
+    match (&req.method, t.name.is_some(), sub.as_deref()) {
+        (&Method::GET, false, None) => {
+            if req.flag("watch") {
+                watch::watch(api, &t, &req).await
+            } else {
+                read::list(api, &t, &req).await
+            }
+        }
+        (&Method::GET, true, None) if req.flag("watch") => {
+            // Watching one object by path: the same as a name field selector.
+            let mut req = req;
+            req.query.insert(
+                "fieldSelector".into(),
+                format!("metadata.name={}", t.name()),
+            );
+            let t = Target { name: None, ..t };
+            watch::watch(api, &t, &req).await
+        }
+        (&Method::GET, true, None) => read::get(api, &t, &req).await,
+        (&Method::GET, true, Some("status")) if t.res.status => read::get(api, &t, &req).await,
+        (&Method::GET | &Method::PUT | &Method::PATCH, true, Some("scale")) if t.res.scale => {
+            sub::scale(api, &t, &req).await
+        }
+        (&Method::POST, true, Some("binding")) if t.res.binding => {
+            sub::binding(api, &t, &req).await
+        }
+        (&Method::POST, false, None) => write::create(api, &t, &req).await,
+        (&Method::PUT, true, None) => write::update(api, &t, &req, false).await,
+        (&Method::PUT, true, Some("status")) if t.res.status => {
+            write::update(api, &t, &req, true).await
+        }
+        (&Method::PATCH, true, None) => write::patch(api, &t, &req, false).await,
+        (&Method::PATCH, true, Some("status")) if t.res.status => {
+            write::patch(api, &t, &req, true).await
+        }
+        (&Method::DELETE, true, None) => write::delete(api, &t, &req).await,
+        (&Method::DELETE, false, None) => write::delete_collection(api, &t, &req).await,
+        (_, _, Some(s)) => Err(ApiError::path_not_found(&format!(
+            "{}/{}/{s}",
+            t.res.plural,
+            t.name()
+        ))),
+        (m, _, None) => Err(ApiError::method_not_allowed(format!(
+            "{m} is not supported on {}",
+            t.res.plural
+        ))),
+    }
+}
+
+/// Parse a request body as JSON, or YAML when the client says so.
+pub fn parse_body(req: &Req) -> ApiResult<Value> {
+    if req.body.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let ct = req.header("content-type");
+    let v: Value = if ct.contains("yaml") {
+        serde_yaml::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the request body is not valid JSON: {e} (content-type {ct:?})"
+            ))
+        })?
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(v)
+}
+
+/// Check (or fill in) `apiVersion` and `kind` against the resource addressed by the path.
+pub fn check_type_meta(res: &Resource, obj: &mut Value) -> ApiResult<()> {
+    let want_av = res.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => obj["apiVersion"] = Value::String(want_av.clone()),
+        Some(av) if av == want_av => {}
+        Some(av) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )))
+        }
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => obj["kind"] = Value::String(res.kind.clone()),
+        Some(k) if k == res.kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                res.kind
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Serialize for the store: without `resourceVersion`, which is the key's revision.
+pub fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
+    let mut o = obj.clone();
+    if let Some(m) = o.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    let bytes = serde_json::to_vec(&o).map_err(|e| ApiError::internal(e.to_string()))?;
+    if bytes.len() > yun_store::MAX_VALUE_BYTES {
+        return Err(ApiError::too_large(format!(
+            "Request entity too large: the object is {} bytes, the limit is {} bytes",
+            bytes.len(),
+            yun_store::MAX_VALUE_BYTES
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Compare-and-swap put; returns the stored object with its new resourceVersion, or None
+/// when the key changed (or appeared) meanwhile.
+pub async fn put(
+    api: &Api,
+    key: &str,
+    obj: &Value,
+    expected: Option<i64>,
+) -> ApiResult<Option<Value>> {
+    let bytes = encode(obj)?;
+    match api.store.put(key, bytes, expected).await? {
+        Outcome::Done(kv) => {
+            let mut out = obj.clone();
+            crate::meta::set_rv(&mut out, kv.mod_revision);
+            Ok(Some(out))
+        }
+        Outcome::Conflict { .. } => Ok(None),
+    }
+}
+
+/// Read one object; 404 with the resource's name when absent.
+pub async fn get_kv(api: &Api, res: &Resource, key: &str, name: &str) -> ApiResult<KeyValue> {
+    api.store
+        .get(key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&res.qualified(), name))
+}
+
+pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
+    crate::meta::decode(kv)
+        .ok_or_else(|| ApiError::internal(format!("stored object {} is not JSON", kv.key)))
+}
+
+pub fn selector(req: &Req) -> ApiResult<Selector> {
+    Selector::parse(req.q("labelSelector"), req.q("fieldSelector"))
+}
+
+/// Respond with one object, or with a one-row Table for `kubectl get NAME`.
+pub fn object_response(t: &Target, req: &Req, code: u16, obj: Value) -> Response {
+    if req.wants_table() {
+        let rv = obj
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let table = crate::table::table(&t.res, &[obj], req, json!({"resourceVersion": rv}));
+        return json(code, &table);
+    }
+    json(code, &obj)
+}

@@ -1,0 +1,252 @@
+//! watch: a store watch on the collection's prefix, streamed as one JSON event per line.
+//!
+//! `resourceVersion=N` resumes after revision N (the store replays its history, so nothing is
+//! lost across a server restart); no resourceVersion (or "0") first sends every current object
+//! as ADDED. A compacted start revision ends the stream with an ERROR event carrying a 410
+//! Expired Status, as kube-apiserver does; clients then list again.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::response::Response;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use yun_store::{Event, EventKind, RangeRequest};
+
+use super::selector;
+use crate::error::{ApiError, ApiResult};
+use crate::resources::Resource;
+use crate::router::{Req, Target};
+use crate::selectors::Selector;
+use crate::Api;
+
+/// How often an idle watch checks that its client is still there (and sends a bookmark).
+const TICK: Duration = Duration::from_secs(15);
+
+struct Encoder {
+    res: Resource,
+    table: bool,
+    req_accept: String,
+    include: Option<String>,
+}
+
+impl Encoder {
+    fn line(&self, kind: &str, obj: Value) -> Bytes {
+        let object = if self.table && kind != "ERROR" && kind != "BOOKMARK" {
+            let req = Req {
+                method: axum::http::Method::GET,
+                query: self
+                    .include
+                    .iter()
+                    .map(|i| ("includeObject".to_string(), i.clone()))
+                    .collect(),
+                headers: {
+                    let mut h = axum::http::HeaderMap::new();
+                    if let Ok(v) = self.req_accept.parse() {
+                        h.insert("accept", v);
+                    }
+                    h
+                },
+                body: Bytes::new(),
+            };
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(Value::Null);
+            crate::table::table(&self.res, &[obj], &req, json!({"resourceVersion": rv}))
+        } else {
+            obj
+        };
+        let mut bytes =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        bytes.push(b'\n');
+        Bytes::from(bytes)
+    }
+}
+
+/// The event a client should see for a store event, given its selector (an object that
+/// stops matching is DELETED for this watcher, one that starts matching is ADDED).
+fn translate(ev: &Event, sel: &Selector) -> Option<(&'static str, Value)> {
+    match ev.kind {
+        EventKind::Put => {
+            let new = crate::meta::decode(&ev.kv)?;
+            let new_m = sel.matches(&new);
+            let created = ev.kv.create_revision == ev.kv.mod_revision;
+            let old_m = match ev.prev_kv.as_ref().and_then(crate::meta::decode) {
+                Some(old) if !created => sel.matches(&old),
+                _ if created => false,
+                _ => new_m,
+            };
+            match (old_m, new_m) {
+                (false, true) => Some(("ADDED", new)),
+                (true, true) => Some(("MODIFIED", new)),
+                (true, false) => Some(("DELETED", new)),
+                (false, false) => None,
+            }
+        }
+        EventKind::Delete => {
+            let mut old = ev.prev_kv.as_ref().and_then(crate::meta::decode)?;
+            crate::meta::set_rv(&mut old, ev.kv.mod_revision);
+            sel.matches(&old).then_some(("DELETED", old))
+        }
+    }
+}
+
+pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let sel = selector(req)?;
+    let prefix = t.res.prefix(t.ns.as_deref());
+    let enc = Encoder {
+        res: t.res.clone(),
+        table: req.wants_table(),
+        req_accept: req.header("accept").to_string(),
+        include: req.q("includeObject").map(str::to_string),
+    };
+    let mut initial = Vec::new();
+    let from = match req.q("resourceVersion") {
+        None | Some("0") => {
+            let page = api
+                .store
+                .range(RangeRequest {
+                    prefix: prefix.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            for kv in &page.kvs {
+                if let Some(obj) = crate::meta::decode(kv) {
+                    if sel.matches(&obj) {
+                        initial.push(enc.line("ADDED", obj));
+                    }
+                }
+            }
+            page.revision + 1
+        }
+        Some(rv) => {
+            let rv: i64 = rv
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+            rv + 1
+        }
+    };
+    let timeout = req
+        .q("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let bookmarks = req.flag("allowWatchBookmarks");
+    let mut events = api.store.watch(&prefix, from).await?;
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let kind = t.res.kind.clone();
+    let api_version = t.res.api_version();
+    tokio::spawn(async move {
+        for line in initial {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
+        let mut last_rev = from - 1;
+        loop {
+            tokio::select! {
+                ev = events.next() => {
+                    let line = match ev {
+                        Some(Ok(ev)) => {
+                            last_rev = ev.revision();
+                            match translate(&ev, &sel) {
+                                Some((ty, obj)) => enc.line(ty, obj),
+                                None => continue,
+                            }
+                        }
+                        Some(Err(e)) => {
+                            let status = ApiError::from(e).status();
+                            let _ = tx.send(enc.line("ERROR", status)).await;
+                            return;
+                        }
+                        None => return,
+                    };
+                    if tx.send(line).await.is_err() {
+                        return;
+                    }
+                }
+                _ = tick.tick() => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    if bookmarks && last_rev > 0 {
+                        let obj = json!({"kind": kind, "apiVersion": api_version,
+                            "metadata": {"resourceVersion": last_rev.to_string()}});
+                        if tx.send(enc.line("BOOKMARK", obj)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                _ = &mut deadline => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yun_store::KeyValue;
+
+    fn kv(labels: &str, create: i64, rev: i64) -> KeyValue {
+        let obj = json!({"metadata": {"name": "a", "labels": {"app": labels}}});
+        KeyValue {
+            key: "/registry/core/pods/default/a".into(),
+            value: serde_json::to_vec(&obj).unwrap(),
+            create_revision: create,
+            mod_revision: rev,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn selector_transitions() {
+        let sel = Selector::parse(Some("app=web"), None).unwrap();
+        let ev = |kind, kv, prev| Event {
+            kind,
+            kv,
+            prev_kv: prev,
+        };
+        let t = |e: &Event| {
+            translate(e, &sel).map(|(ty, o)| (ty, o["metadata"]["resourceVersion"].clone()))
+        };
+        assert_eq!(
+            t(&ev(EventKind::Put, kv("web", 5, 5), None)),
+            Some(("ADDED", json!("5")))
+        );
+        assert_eq!(
+            t(&ev(EventKind::Put, kv("db", 5, 6), Some(kv("web", 5, 5)))),
+            Some(("DELETED", json!("6")))
+        );
+        assert_eq!(
+            t(&ev(EventKind::Put, kv("web", 5, 7), Some(kv("db", 5, 6)))),
+            Some(("ADDED", json!("7")))
+        );
+        assert_eq!(
+            t(&ev(EventKind::Put, kv("web", 5, 8), Some(kv("web", 5, 7)))),
+            Some(("MODIFIED", json!("8")))
+        );
+        assert_eq!(t(&ev(EventKind::Put, kv("db", 9, 9), None)), None);
+        let mut del = kv("", 5, 10);
+        del.value.clear();
+        assert_eq!(
+            t(&ev(EventKind::Delete, del, Some(kv("web", 5, 8)))),
+            Some(("DELETED", json!("10")))
+        );
+    }
+}

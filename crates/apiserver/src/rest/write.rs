@@ -1,0 +1,453 @@
+//! create, update, patch, delete, deletecollection. Every write is one compare-and-swap on one
+//! key, so a failed request leaves nothing half-written.
+
+use std::sync::Arc;
+
+use axum::response::Response;
+use base64::Engine;
+use serde_json::{json, Value};
+use yun_store::Outcome;
+
+use super::{check_type_meta, decode, get_kv, object_response, parse_body, put};
+use crate::error::{ApiError, ApiResult};
+use crate::meta::{meta_mut, name_suffix, new_uid, now_rfc3339, str_at, strings_at};
+use crate::patch::{self, PatchType};
+use crate::resources::{Resource, Schema};
+use crate::router::{json, Req, Target};
+use crate::validation;
+use crate::Api;
+
+pub async fn create(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let obj = parse_body(req)?;
+    let dry_run = req.q("dryRun").is_some();
+    let out = create_object(api, &t.res, t.ns.as_deref(), obj, dry_run).await?;
+    Ok(object_response(t, req, 201, out))
+}
+
+/// Create `obj` in namespace `ns` (None for cluster-scoped kinds or to take the object's own).
+pub async fn create_object(
+    api: &Api,
+    res: &Resource,
+    ns: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    check_type_meta(res, &mut obj)?;
+    let meta = meta_mut(&mut obj);
+    let ns = if res.namespaced {
+        let body_ns = meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let ns = match (ns, body_ns.as_deref()) {
+            (Some(p), Some(b)) if p != b => {
+                return Err(ApiError::bad_request(format!(
+                    "the namespace of the provided object ({b}) does not match the namespace sent on the request ({p})"
+                )))
+            }
+            (Some(p), _) => p.to_string(),
+            (None, Some(b)) => b.to_string(),
+            (None, None) => "default".to_string(),
+        };
+        meta.insert("namespace".into(), Value::String(ns.clone()));
+        Some(ns)
+    } else {
+        meta.remove("namespace");
+        None
+    };
+    let name = match meta.get("name").and_then(Value::as_str) {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => match meta.get("generateName").and_then(Value::as_str) {
+            Some(g) if !g.is_empty() => format!("{g}{}", name_suffix()),
+            _ => {
+                return Err(ApiError::invalid(
+                    &res.kind,
+                    "",
+                    &res.group,
+                    vec![crate::error::Cause::required("metadata.name")],
+                ))
+            }
+        },
+    };
+    if let Some(cause) = validation::check_name(res, &name) {
+        return Err(ApiError::invalid(&res.kind, &name, &res.group, vec![cause]));
+    }
+    meta.insert("name".into(), Value::String(name.clone()));
+    meta.insert("uid".into(), Value::String(new_uid()));
+    meta.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
+    meta.insert("generation".into(), json!(1));
+    meta.remove("resourceVersion");
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    meta.remove("selfLink");
+    if res.status && res.kind != "Node" {
+        // Status is the controllers' to write, through the status subresource (a kubelet
+        // registers its Node with a status, so that one stays).
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("status");
+        }
+    }
+    defaults(res, &mut obj);
+    normalize(res, &mut obj);
+    validation::validate(res, &obj)?;
+    super::encode(&obj)?;
+    if let Some(ns) = &ns {
+        let key = format!("/registry/core/namespaces/{ns}");
+        if api.store.get(&key).await?.is_none() {
+            return Err(ApiError::not_found("namespaces", ns));
+        }
+    }
+    if dry_run {
+        return Ok(obj);
+    }
+    let key = res.key(ns.as_deref(), &name);
+    let stored = put(api, &key, &obj, Some(0))
+        .await?
+        .ok_or_else(|| ApiError::already_exists(&res.qualified(), &name))?;
+    if res.kind == "CustomResourceDefinition" {
+        api.registry.register_crd(&stored);
+    }
+    Ok(stored)
+}
+
+/// Server-set fields a new object gets.
+fn defaults(res: &Resource, obj: &mut Value) {
+    if !res.group.is_empty() && res.kind != "CustomResourceDefinition" {
+        return;
+    }
+    match res.kind.as_str() {
+        "Namespace" => {
+            obj["status"] = json!({"phase": "Active"});
+            if obj.pointer("/spec/finalizers").is_none() {
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+        }
+        "Pod" if obj.pointer("/status/phase").is_none() => {
+            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        }
+        "CustomResourceDefinition" => {
+            let names = obj.pointer("/spec/names").cloned().unwrap_or(Value::Null);
+            let now = now_rfc3339();
+            let cond = |ty: &str, reason: &str| {
+                json!({"type": ty, "status": "True", "lastTransitionTime": now,
+                       "reason": reason, "message": ""})
+            };
+            obj["status"] = json!({
+                "acceptedNames": names,
+                "conditions": [cond("NamesAccepted", "NoConflicts"), cond("Established", "InitialNamesAccepted")],
+                "storedVersions": obj.pointer("/spec/versions").and_then(Value::as_array)
+                    .map(|vs| vs.iter().filter(|v| v.get("storage") == Some(&Value::Bool(true)))
+                        .filter_map(|v| v.get("name").cloned()).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            });
+        }
+        _ => {}
+    }
+}
+
+/// Write-time conversions: a Secret's `stringData` is merged into `data` (base64), as the
+/// API does; it is never stored.
+fn normalize(res: &Resource, obj: &mut Value) {
+    if res.kind != "Secret" || !res.group.is_empty() {
+        return;
+    }
+    if obj.get("type").is_none() {
+        obj["type"] = "Opaque".into();
+    }
+    let Some(Value::Object(plain)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    if !obj.get("data").is_some_and(Value::is_object) {
+        obj["data"] = json!({});
+    }
+    for (k, v) in plain {
+        let text = v
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string());
+        obj["data"][k] = Value::String(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
+/// Everything but metadata and status: a change here bumps `metadata.generation`.
+fn spec_part(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    v
+}
+
+/// Merge a client's new version with the stored one: the server owns identity fields, and
+/// the main resource and the status subresource each change only their own part.
+fn merge_update(res: &Resource, cur: &Value, new: Value, status_only: bool) -> ApiResult<Value> {
+    let mut out = if status_only {
+        let mut o = cur.clone();
+        o["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+        o
+    } else {
+        let mut o = new;
+        if res.status {
+            match cur.get("status") {
+                Some(s) => o["status"] = s.clone(),
+                None => {
+                    if let Some(m) = o.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        o
+    };
+    let cur_meta = cur.get("metadata").cloned().unwrap_or(Value::Null);
+    let new_name = str_at(&out, "/metadata/name").unwrap_or("");
+    let cur_name = str_at(cur, "/metadata/name").unwrap_or("");
+    if !new_name.is_empty() && new_name != cur_name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({new_name}) does not match the name on the URL ({cur_name})"
+        )));
+    }
+    let mut generation = cur_meta
+        .get("generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    if !status_only && spec_part(&out) != spec_part(cur) {
+        generation += 1;
+    }
+    let m = meta_mut(&mut out);
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        match cur_meta.get(k) {
+            Some(v) => m.insert(k.into(), v.clone()),
+            None => m.remove(k),
+        };
+    }
+    m.insert("generation".into(), json!(generation));
+    m.remove("selfLink");
+    Ok(out)
+}
+
+/// Write an updated object with CAS on `cur_rev`; an object being deleted whose last finalizer
+/// is gone is removed instead. Returns None on a lost race.
+async fn commit_update(
+    api: &Api,
+    t: &Target,
+    out: Value,
+    cur_rev: i64,
+) -> ApiResult<Option<Value>> {
+    let key = t.key();
+    let deleting = out.pointer("/metadata/deletionTimestamp").is_some();
+    if deleting && strings_at(&out, "/metadata/finalizers").is_empty() {
+        return match api.store.delete(&key, Some(cur_rev)).await? {
+            Outcome::Done(d) => {
+                api.gc.notify_one();
+                let mut o = out;
+                crate::meta::set_rv(&mut o, d.revision);
+                Ok(Some(o))
+            }
+            Outcome::Conflict { .. } => Ok(None),
+        };
+    }
+    let stored = put(api, &key, &out, Some(cur_rev)).await?;
+    if let Some(s) = &stored {
+        if t.res.kind == "CustomResourceDefinition" {
+            api.registry.register_crd(s);
+        }
+    }
+    Ok(stored)
+}
+
+pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiResult<Response> {
+    let mut new = parse_body(req)?;
+    check_type_meta(&t.res, &mut new)?;
+    let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
+    let cur = decode(&kv)?;
+    if let Some(rv) = str_at(&new, "/metadata/resourceVersion").filter(|s| !s.is_empty()) {
+        if rv != kv.mod_revision.to_string() {
+            return Err(ApiError::conflict(&t.res.qualified(), t.name()));
+        }
+    }
+    let mut out = merge_update(&t.res, &cur, new, status)?;
+    normalize(&t.res, &mut out);
+    validation::validate(&t.res, &out)?;
+    if req.q("dryRun").is_some() {
+        return Ok(object_response(t, req, 200, out));
+    }
+    let stored = commit_update(api, t, out, kv.mod_revision)
+        .await?
+        .ok_or_else(|| ApiError::conflict(&t.res.qualified(), t.name()))?;
+    Ok(object_response(t, req, 200, stored))
+}
+
+pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiResult<Response> {
+    let mut kind = PatchType::from_content_type(req.header("content-type"))?;
+    if kind == PatchType::Strategic && matches!(t.res.schema, Schema::Custom(_)) {
+        // Custom resources have no patch strategies: a plain merge is what applies.
+        kind = PatchType::Merge;
+    }
+    // A patch without a resourceVersion retries on a concurrent write, like kube-apiserver.
+    for _ in 0..8 {
+        let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
+        let cur = decode(&kv)?;
+        let mut new = patch::apply(kind, &cur, &req.body)?;
+        check_type_meta(&t.res, &mut new)?;
+        let rv = str_at(&new, "/metadata/resourceVersion").map(str::to_string);
+        let pinned = rv.as_deref() != Some(kv.mod_revision.to_string().as_str());
+        if pinned && rv.is_some() {
+            return Err(ApiError::conflict(&t.res.qualified(), t.name()));
+        }
+        let mut out = merge_update(&t.res, &cur, new, status)?;
+        normalize(&t.res, &mut out);
+        validation::validate(&t.res, &out)?;
+        if req.q("dryRun").is_some() {
+            return Ok(object_response(t, req, 200, out));
+        }
+        if let Some(stored) = commit_update(api, t, out, kv.mod_revision).await? {
+            return Ok(object_response(t, req, 200, stored));
+        }
+    }
+    Err(ApiError::conflict(&t.res.qualified(), t.name()))
+}
+
+/// DeleteOptions from the body (kubectl sends one) or the query.
+fn delete_options(req: &Req) -> ApiResult<Value> {
+    let mut opts = if req.body.is_empty() {
+        json!({})
+    } else {
+        parse_body(req)?
+    };
+    if let Some(p) = req.q("propagationPolicy") {
+        opts["propagationPolicy"] = Value::String(p.to_string());
+    }
+    if req.flag("orphanDependents") {
+        opts["propagationPolicy"] = "Orphan".into();
+    }
+    if opts.get("orphanDependents") == Some(&Value::Bool(true)) {
+        opts["propagationPolicy"] = "Orphan".into();
+    }
+    Ok(opts)
+}
+
+pub async fn delete(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let opts = delete_options(req)?;
+    let out = delete_object(api, &t.res, t.ns.as_deref(), t.name(), &opts).await?;
+    Ok(json(200, &out))
+}
+
+/// Delete one object honouring finalizers, preconditions and the propagation policy.
+pub async fn delete_object(
+    api: &Api,
+    res: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    opts: &Value,
+) -> ApiResult<Value> {
+    let key = res.key(ns, name);
+    for _ in 0..8 {
+        let kv = get_kv(api, res, &key, name).await?;
+        let mut cur = decode(&kv)?;
+        let uid = str_at(&cur, "/metadata/uid").unwrap_or("").to_string();
+        if let Some(p) = opts.get("preconditions") {
+            let want_uid = p.get("uid").and_then(Value::as_str);
+            let want_rv = p.get("resourceVersion").and_then(Value::as_str);
+            if want_uid.is_some_and(|u| u != uid)
+                || want_rv.is_some_and(|r| r != kv.mod_revision.to_string())
+            {
+                return Err(ApiError::conflict(&res.qualified(), name));
+            }
+        }
+        let policy = opts
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Background");
+        if !matches!(policy, "Background" | "Foreground" | "Orphan") {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
+            )));
+        }
+        if policy == "Orphan" {
+            crate::gc::orphan_dependents(api, &uid).await?;
+        }
+        if res.kind == "Namespace" && res.group.is_empty() {
+            crate::gc::delete_namespace_contents(api, name).await?;
+        }
+        let mut finalizers = strings_at(&cur, "/metadata/finalizers");
+        if policy == "Foreground" && !finalizers.iter().any(|f| f == "foregroundDeletion") {
+            finalizers.push("foregroundDeletion".into());
+        }
+        if !finalizers.is_empty() {
+            // Mark for deletion; the object goes once its finalizers are removed.
+            if cur.pointer("/metadata/deletionTimestamp").is_none() || policy == "Foreground" {
+                let m = meta_mut(&mut cur);
+                m.entry("deletionTimestamp")
+                    .or_insert_with(|| Value::String(now_rfc3339()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(0));
+                m.insert("finalizers".into(), json!(finalizers));
+                match put(api, &key, &cur, Some(kv.mod_revision)).await? {
+                    Some(stored) => {
+                        api.gc.notify_one();
+                        return Ok(stored);
+                    }
+                    None => continue,
+                }
+            }
+            return Ok(cur);
+        }
+        match api.store.delete(&key, Some(kv.mod_revision)).await? {
+            Outcome::Done(d) => {
+                crate::meta::set_rv(&mut cur, d.revision);
+                if res.kind == "CustomResourceDefinition" {
+                    crate::gc::remove_crd(api, &cur).await?;
+                }
+                api.gc.notify_one();
+                return Ok(cur);
+            }
+            Outcome::Conflict { .. } => continue,
+        }
+    }
+    Err(ApiError::conflict(&res.qualified(), name))
+}
+
+pub async fn delete_collection(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let opts = delete_options(req)?;
+    let page = super::read::list_page(api, t, req).await?;
+    let mut deleted = Vec::new();
+    for obj in page.items {
+        let name = str_at(&obj, "/metadata/name").unwrap_or("").to_string();
+        let ns = str_at(&obj, "/metadata/namespace").map(str::to_string);
+        match delete_object(api, &t.res, ns.as_deref(), &name, &opts).await {
+            Ok(o) => deleted.push(o),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json(
+        200,
+        &json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(),
+                "metadata": {"resourceVersion": page.revision.to_string()}, "items": deleted}),
+    ))
+}
+
+/// `default`, `kube-system`, `kube-public` and `kube-node-lease` exist from the first start.
+pub async fn ensure_default_namespaces(api: &Api) -> anyhow::Result<()> {
+    let Some(res) = api.registry.find("", "v1", "namespaces") else {
+        return Ok(());
+    };
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match create_object(api, &res, None, obj, false).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => anyhow::bail!("creating namespace {ns}: {}", e.message),
+        }
+    }
+    Ok(())
+}

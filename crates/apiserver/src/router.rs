@@ -1,0 +1,223 @@
+//! Request routing: authentication, then discovery paths or a resource path
+//! (`/api/v1/...`, `/apis/GROUP/VERSION/...`) dispatched by verb.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+use crate::error::{ApiError, ApiResult};
+use crate::resources::Resource;
+use crate::{auth, discovery, rest, Api};
+
+/// Request bodies up to this size are read; objects over the store's 1.5 MiB limit are then
+/// refused with a Status (Kubernetes reads up to 3 MiB as well).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub fn app(api: Arc<Api>) -> Router {
+    Router::new().fallback(handle).with_state(api)
+}
+
+/// A parsed request: what the REST handlers need.
+pub struct Req {
+    pub method: Method,
+    pub query: HashMap<String, String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query
+            .get(k)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.q(k), Some("1" | "true" | "True"))
+    }
+    pub fn header(&self, k: &str) -> &str {
+        self.headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+    /// The client asked for a `meta.k8s.io` Table (kubectl get).
+    pub fn wants_table(&self) -> bool {
+        self.header("accept")
+            .split(',')
+            .next()
+            .is_some_and(|first| first.contains("as=Table"))
+    }
+}
+
+/// Where a resource request points.
+pub struct Target {
+    pub res: Resource,
+    pub ns: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<String>,
+}
+
+impl Target {
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+    pub fn key(&self) -> String {
+        self.res.key(self.ns.as_deref(), self.name())
+    }
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(decode_component(k), decode_component(v));
+    }
+    out
+}
+
+/// Percent-decoding (and `+` as space) of one query component.
+fn decode_component(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    if !auth::is_public(&path) && !auth::authorized(&parts.headers, &api.token) {
+        return ApiError::unauthorized().into_response();
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::too_large(format!("Request entity too large: limit is {MAX_BODY}"))
+                .into_response()
+        }
+    };
+    let req = Req {
+        method: parts.method,
+        query: parse_query(parts.uri.query()),
+        headers: parts.headers,
+        body,
+    };
+    match route(&api, &path, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(api: &Arc<Api>, path: &str, mut req: Req) -> ApiResult<Response> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let get = req.method == Method::GET;
+    match segs.as_slice() {
+        ["healthz" | "livez" | "readyz"] => return Ok("ok".into_response()),
+        ["version"] if get => return Ok(discovery::version()),
+        ["openapi", "v2"] if get => return Ok(discovery::openapi_v2(&req)),
+        ["api"] if get => return Ok(discovery::api_versions(api)),
+        ["api", "v1"] if get => return discovery::resource_list(api, "", "v1"),
+        ["apis"] if get => return Ok(discovery::group_list(api)),
+        ["apis", group] if get => return discovery::group(api, group),
+        ["apis", group, version] if get => return discovery::resource_list(api, group, version),
+        _ => {}
+    }
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::path_not_found(path)),
+    };
+    let mut rest = rest;
+    if let ["watch", r @ ..] = rest {
+        // The old watch paths (/api/v1/watch/...) still used by some clients.
+        req.query.insert("watch".into(), "true".into());
+        rest = r;
+    }
+    let target =
+        resolve(api, group, version, rest).ok_or_else(|| ApiError::path_not_found(path))?;
+    rest::dispatch(api, target, req).await
+}
+
+fn resolve(api: &Api, group: &str, version: &str, rest: &[&str]) -> Option<Target> {
+    let find = |plural: &str| api.registry.find(group, version, plural);
+    let owned = |s: Option<&&str>| s.map(|s| s.to_string());
+    if let ["namespaces", ns, plural, more @ ..] = rest {
+        if let Some(res) = find(plural).filter(|r| r.namespaced) {
+            if more.len() > 2 {
+                return None;
+            }
+            return Some(Target {
+                res,
+                ns: Some(ns.to_string()),
+                name: owned(more.first()),
+                sub: owned(more.get(1)),
+            });
+        }
+    }
+    let [plural, more @ ..] = rest else {
+        return None;
+    };
+    if more.len() > 2 {
+        return None;
+    }
+    let res = find(plural)?;
+    // A namespaced kind without a namespace in the path: only lists and watches across all
+    // namespaces make sense.
+    if res.namespaced && !more.is_empty() {
+        return None;
+    }
+    Some(Target {
+        res,
+        ns: None,
+        name: owned(more.first()),
+        sub: owned(more.get(1)),
+    })
+}
+
+/// A JSON response with the given status code.
+pub fn json(code: u16, value: &serde_json::Value) -> Response {
+    let code = axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap_or_else(|_| ApiError::internal("building response").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q = parse_query(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=1&x"));
+        assert_eq!(q["labelSelector"], "app=web,tier in (a)");
+        assert_eq!(q["watch"], "1");
+        assert_eq!(q["x"], "");
+        assert_eq!(decode_component("%zz%4"), "%zz%4");
+    }
+}

@@ -1,0 +1,203 @@
+//! Credentials (a CA, a serving certificate, the admin token), the kubeconfig, and the TLS
+//! listener. The CA key and the token persist in `DATA_DIR/pki`; the serving certificate is
+//! re-issued on every start so that its SANs always match the address being served.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// The server's secrets, as PEM/DER and the bearer token.
+pub struct Credentials {
+    pub ca_pem: String,
+    pub token: String,
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+}
+
+/// The CA's parameters are fixed, so that re-creating its certificate from the persisted key
+/// yields the same issuer name for the serving certificates it signs.
+fn ca_params() -> Result<CertificateParams> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "yun-ca");
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    Ok(p)
+}
+
+impl Credentials {
+    pub fn load_or_create(data_dir: &Path, addr: SocketAddr) -> Result<Self> {
+        let pki = data_dir.join("pki");
+        std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
+        std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o700))?;
+        let ca_key_path = pki.join("ca.key");
+        let token_path = pki.join("token");
+        let ca_key = match std::fs::read_to_string(&ca_key_path) {
+            Ok(pem) => KeyPair::from_pem(&pem)
+                .with_context(|| format!("reading {}", ca_key_path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = KeyPair::generate()?;
+                write_private(&ca_key_path, key.serialize_pem().as_bytes())?;
+                key
+            }
+            Err(e) => return Err(e).context(format!("reading {}", ca_key_path.display())),
+        };
+        let ca_cert = ca_params()?.self_signed(&ca_key)?;
+        let ca_pem = ca_cert.pem();
+        write_private(&pki.join("ca.crt"), ca_pem.as_bytes())?;
+        let token = match std::fs::read_to_string(&token_path) {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+            _ => {
+                let t = hex(&random_bytes(32)?);
+                write_private(&token_path, t.as_bytes())?;
+                t
+            }
+        };
+        let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let host = addr.ip();
+        if !host.is_unspecified() && !host.is_loopback() {
+            sans.push(host.to_string());
+        }
+        let mut params = CertificateParams::new(sans)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "yun-apiserver");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
+        write_private(&pki.join("server.crt"), cert.pem().as_bytes())?;
+        write_private(&pki.join("server.key"), key.serialize_pem().as_bytes())?;
+        Ok(Credentials {
+            ca_pem,
+            token,
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        })
+    }
+
+    /// Write `DATA_DIR/kubeconfig` (mode 0600) pointing at `addr` with the admin token.
+    pub fn write_kubeconfig(&self, data_dir: &Path, addr: SocketAddr) -> Result<PathBuf> {
+        let ip = if addr.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            addr.ip()
+        };
+        let server = format!("https://{}", SocketAddr::new(ip, addr.port()));
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: yun\ncontexts:\n- context:\n    cluster: yun\n    user: admin\n  name: yun\ncurrent-context: yun\nusers:\n- name: admin\n  user:\n    token: {}\npreferences: {{}}\n",
+            self.token
+        );
+        let path = data_dir.join("kubeconfig");
+        write_private(&path, text.as_bytes())?;
+        Ok(path)
+    }
+
+    pub fn acceptor(&self) -> Result<TlsAcceptor> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(self.cert_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone())),
+            )?;
+        // The server speaks HTTP/1.1 only (watches are chunked responses).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+/// Write a file readable by its owner only, atomically (temp + fsync + rename).
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Accept TCP connections, run TLS handshakes and serve HTTP/1.1 on each, every connection
+/// in its own task, until `shutdown` turns true; then every connection is dropped, so that
+/// nothing holds the server's state (and the store) any more when this returns.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: axum::Router,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let (tcp, _peer) = match accepted {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        conns.spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let Ok(Ok(stream)) = handshake.await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
+    conns.shutdown().await;
+}

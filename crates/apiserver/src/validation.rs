@@ -1,0 +1,296 @@
+//! Write-time checks: names (DNS-1123), the shape of built-in kinds (through their k8s-openapi
+//! types), kind-specific required fields, and the basics of a CRD's openAPIV3Schema.
+
+use k8s_openapi::api::{apps, coordination, core, node};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult, Cause};
+use crate::resources::{Resource, Schema};
+
+fn dns_label_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn dns_subdomain_ok(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(dns_label_ok)
+}
+
+/// Kinds whose names become DNS labels (host names, namespace names).
+fn needs_label(res: &Resource) -> bool {
+    matches!(res.kind.as_str(), "Namespace" | "Service") && res.group.is_empty()
+}
+
+pub fn check_name(res: &Resource, name: &str) -> Option<Cause> {
+    if needs_label(res) {
+        if !dns_label_ok(name) {
+            return Some(Cause::invalid(
+                "metadata.name",
+                format!("Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"),
+            ));
+        }
+    } else if !dns_subdomain_ok(name) {
+        return Some(Cause::invalid(
+            "metadata.name",
+            format!("Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+        ));
+    }
+    None
+}
+
+fn typed<T: DeserializeOwned>(obj: &Value) -> Result<(), String> {
+    let de = serde_json::Value::clone(obj);
+    match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{}: {}", e.path(), e.inner())),
+    }
+}
+
+/// Deserialize into the kind's k8s-openapi type: a wrong type anywhere is a 400, as in Kubernetes.
+fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
+    match kind {
+        "Namespace" => typed::<core::v1::Namespace>(obj),
+        "Pod" => typed::<core::v1::Pod>(obj),
+        "Service" => typed::<core::v1::Service>(obj),
+        "Endpoints" => typed::<core::v1::Endpoints>(obj),
+        "ConfigMap" => typed::<core::v1::ConfigMap>(obj),
+        "Secret" => typed::<core::v1::Secret>(obj),
+        "Node" => typed::<core::v1::Node>(obj),
+        "Event" => typed::<core::v1::Event>(obj),
+        "ServiceAccount" => typed::<core::v1::ServiceAccount>(obj),
+        "ReplicaSet" => typed::<apps::v1::ReplicaSet>(obj),
+        "Deployment" => typed::<apps::v1::Deployment>(obj),
+        "Lease" => typed::<coordination::v1::Lease>(obj),
+        "RuntimeClass" => typed::<node::v1::RuntimeClass>(obj),
+        "CustomResourceDefinition" => typed::<CustomResourceDefinition>(obj),
+        _ => Ok(()),
+    }
+}
+
+fn check_containers(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let pointer = format!("/{}", path.replace('.', "/"));
+    match obj.pointer(&pointer).and_then(Value::as_array) {
+        Some(list) if !list.is_empty() => {
+            for (i, c) in list.iter().enumerate() {
+                let name = c.get("name").and_then(Value::as_str).unwrap_or("");
+                if name.is_empty() {
+                    causes.push(Cause::required(&format!("{path}[{i}].name")));
+                } else if !dns_label_ok(name) {
+                    causes.push(Cause::invalid(
+                        &format!("{path}[{i}].name"),
+                        format!("Invalid value: {name:?}: must be a lowercase RFC 1123 label"),
+                    ));
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
+                    causes.push(Cause::required(&format!("{path}[{i}].image")));
+                }
+            }
+        }
+        _ => causes.push(Cause::required(path)),
+    }
+}
+
+fn check_workload(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(selector) = obj.pointer("/spec/selector").filter(|s| s.is_object()) else {
+        causes.push(Cause::required("spec.selector"));
+        return;
+    };
+    let labels = obj.pointer("/spec/template/metadata/labels");
+    if let Some(m) = selector.get("matchLabels").and_then(Value::as_object) {
+        let ok = m
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+        if !ok {
+            causes.push(Cause::invalid(
+                "spec.template.metadata.labels",
+                "Invalid value: `selector` does not match template `labels`",
+            ));
+        }
+    }
+    check_containers(obj, "spec.template.spec.containers", causes);
+}
+
+fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    match res.kind.as_str() {
+        "Pod" => check_containers(obj, "spec.containers", &mut causes),
+        "Deployment" | "ReplicaSet" => check_workload(obj, &mut causes),
+        "CustomResourceDefinition" => {
+            let group = obj.pointer("/spec/group").and_then(Value::as_str);
+            let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str);
+            for (p, f) in [
+                ("/spec/group", "spec.group"),
+                ("/spec/names/plural", "spec.names.plural"),
+                ("/spec/names/kind", "spec.names.kind"),
+            ] {
+                if obj
+                    .pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
+                    causes.push(Cause::required(f));
+                }
+            }
+            if let (Some(g), Some(p)) = (group, plural) {
+                let want = format!("{p}.{g}");
+                let name = obj.pointer("/metadata/name").and_then(Value::as_str);
+                if name != Some(want.as_str()) {
+                    causes.push(Cause::invalid(
+                        "metadata.name",
+                        format!("Invalid value: {name:?}: must be spec.names.plural+\".\"+spec.group ({want})"),
+                    ));
+                }
+            }
+            let versions = obj.pointer("/spec/versions").and_then(Value::as_array);
+            if versions.is_none_or(|v| v.is_empty()) {
+                causes.push(Cause::required("spec.versions"));
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+/// Check an object about to be written. `name` is its (possibly generated) name.
+pub fn validate(res: &Resource, obj: &Value) -> ApiResult<()> {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let causes = match &res.schema {
+        Schema::Builtin => {
+            check_shape(&res.kind, obj).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{} in version \"{}\" cannot be handled as a {}: {e}",
+                    res.kind, res.version, res.kind
+                ))
+            })?;
+            builtin_rules(res, obj)
+        }
+        Schema::Custom(Some(schema)) => {
+            let mut causes = Vec::new();
+            // metadata and apiVersion/kind are the server's business, not the schema's.
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                if let Some(map) = obj.as_object() {
+                    for (k, v) in map {
+                        if matches!(k.as_str(), "metadata" | "apiVersion" | "kind") {
+                            continue;
+                        }
+                        if let Some(s) = props.get(k) {
+                            check_schema(s, v, k, &mut causes);
+                        }
+                    }
+                }
+            }
+            if let Some(req) = schema.get("required").and_then(Value::as_array) {
+                for r in req.iter().filter_map(Value::as_str) {
+                    if obj.get(r).is_none() {
+                        causes.push(Cause::required(r));
+                    }
+                }
+            }
+            causes
+        }
+        Schema::Custom(None) => Vec::new(),
+    };
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&res.kind, name, &res.group, causes))
+    }
+}
+
+/// The basics of structural-schema validation: type, required, properties, items, enum.
+fn check_schema(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let int_or_string = schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    if let Some(t) = schema.get("type").and_then(Value::as_str) {
+        let ok = match t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string() || (int_or_string && v.is_i64()),
+            "integer" => v.is_i64() || v.is_u64() || (int_or_string && v.is_string()),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            _ => true,
+        };
+        let ok = ok || (v.is_null() && schema.get("nullable") == Some(&Value::Bool(true)));
+        if !ok {
+            causes.push(Cause {
+                field: path.into(),
+                kind: "FieldValueTypeInvalid",
+                message: format!(
+                    "Invalid value: {}: {path} in body must be of type {t}",
+                    short(v)
+                ),
+            });
+            return;
+        }
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(v) {
+            causes.push(Cause {
+                field: path.into(),
+                kind: "FieldValueNotSupported",
+                message: format!("Unsupported value: {}", short(v)),
+            });
+        }
+    }
+    if let Some(map) = v.as_object() {
+        if let Some(req) = schema.get("required").and_then(Value::as_array) {
+            for r in req.iter().filter_map(Value::as_str) {
+                if !map.contains_key(r) {
+                    causes.push(Cause::required(&format!("{path}.{r}")));
+                }
+            }
+        }
+        let props = schema.get("properties").and_then(Value::as_object);
+        let extra = schema.get("additionalProperties").filter(|a| a.is_object());
+        for (k, child) in map {
+            if let Some(s) = props.and_then(|p| p.get(k)).or(extra) {
+                check_schema(s, child, &format!("{path}.{k}"), causes);
+            }
+        }
+    }
+    if let (Some(items), Some(list)) = (schema.get("items"), v.as_array()) {
+        for (i, child) in list.iter().enumerate() {
+            check_schema(items, child, &format!("{path}[{i}]"), causes);
+        }
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 40 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(40).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(dns_subdomain_ok("web-1.example"));
+        assert!(!dns_subdomain_ok("Web"));
+        assert!(!dns_subdomain_ok("-a"));
+        assert!(!dns_label_ok("a.b"));
+        assert!(!dns_subdomain_ok(""));
+    }
+}

@@ -1,0 +1,579 @@
+//! kube-rs against an in-process `yun_apiserver` on a free loopback port.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::Client;
+use serde_json::json;
+
+async fn start(dir: &Path) -> yun_apiserver::Running {
+    yun_apiserver::start(yun_apiserver::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        store: "embedded".into(),
+    })
+    .await
+    .expect("server starts")
+}
+
+async fn connect(running: &yun_apiserver::Running) -> Client {
+    let kc = Kubeconfig::read_from(&running.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+fn pod(name: &str, labels: serde_json::Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap()
+}
+
+fn api_code(e: kube::Error) -> u16 {
+    match e {
+        kube::Error::Api(s) => s.code,
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn crud_selectors_patch_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = connect(&server).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+
+    let created = pods
+        .create(&PostParams::default(), &pod("web-1", json!({"app": "web"})))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(meta.uid.is_some() && meta.creation_timestamp.is_some());
+    assert_eq!(meta.namespace.as_deref(), Some("default"));
+    assert_eq!(meta.generation, Some(1));
+    pods.create(&PostParams::default(), &pod("db-1", json!({"app": "db"})))
+        .await
+        .unwrap();
+    let mut generated = pod("", json!({"app": "web"}));
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("web-".into());
+    let generated = pods
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    let gname = generated.metadata.name.clone().unwrap();
+    assert!(gname.starts_with("web-") && gname.len() == 9, "{gname}");
+
+    // Same name again: 409 AlreadyExists.
+    let e = pods
+        .create(&PostParams::default(), &pod("web-1", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), 409);
+
+    let web = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    assert_eq!(web.items.len(), 2);
+    let not_web = pods
+        .list(&ListParams::default().labels("app notin (web)"))
+        .await
+        .unwrap();
+    assert_eq!(not_web.items.len(), 1);
+    let by_name = pods
+        .list(&ListParams::default().fields("metadata.name=db-1"))
+        .await
+        .unwrap();
+    assert_eq!(by_name.items.len(), 1);
+    let pending = pods
+        .list(&ListParams::default().fields("status.phase=Pending"))
+        .await
+        .unwrap();
+    assert_eq!(pending.items.len(), 3);
+
+    // Paging.
+    let page = pods.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    let token = page.metadata.continue_.clone().expect("continue token");
+    let rest = pods
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+
+    // Merge patch.
+    let patched = pods
+        .patch(
+            "web-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"tier": "fe"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["tier"], "fe");
+
+    // Update with a stale resourceVersion: 409 Conflict.
+    let mut stale = created.clone();
+    stale.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+    let e = pods
+        .replace("web-1", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), 409);
+
+    // Invalid: pod without containers, 422 naming the field.
+    let bad: Pod =
+        serde_json::from_value(json!({"metadata": {"name": "bad"}, "spec": {"containers": []}}))
+            .unwrap();
+    match pods.create(&PostParams::default(), &bad).await.unwrap_err() {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422);
+            let causes = s.details.unwrap().causes;
+            assert_eq!(causes[0].field, "spec.containers");
+        }
+        other => panic!("{other}"),
+    }
+
+    // A Secret's stringData lands base64-encoded in data.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    let secret = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}}),
+    )
+    .unwrap();
+    let secret = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    assert_eq!(secret.data.unwrap()["password"].0, b"hunter2");
+    assert!(secret.string_data.is_none());
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+
+    pods.delete("web-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_code(pods.get("web-1").await.unwrap_err()), 404);
+    drop(client);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unauthorized_without_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut kc = Kubeconfig::read_from(&server.kubeconfig).unwrap();
+    for u in &mut kc.auth_infos {
+        if let Some(a) = u.auth_info.as_mut() {
+            a.token = Some("wrong".to_string().into());
+        }
+    }
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    assert_eq!(
+        api_code(pods.list(&ListParams::default()).await.unwrap_err()),
+        401
+    );
+    server.shutdown().await;
+}
+
+async fn next_event(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<ConfigMap>>> + Unpin),
+) -> (String, String) {
+    let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("event in time")
+        .expect("stream open")
+        .expect("event ok");
+    match ev {
+        WatchEvent::Added(o) => ("ADDED".into(), o.metadata.name.unwrap()),
+        WatchEvent::Modified(o) => ("MODIFIED".into(), o.metadata.name.unwrap()),
+        WatchEvent::Deleted(o) => ("DELETED".into(), o.metadata.name.unwrap()),
+        WatchEvent::Bookmark(_) => ("BOOKMARK".into(), String::new()),
+        WatchEvent::Error(s) => (format!("ERROR {}", s.code), String::new()),
+    }
+}
+
+fn cm(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
+}
+
+#[tokio::test]
+async fn watch_resumes_across_restart_and_410_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = connect(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let a = cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let rv = a.metadata.resource_version.clone().unwrap();
+
+    // A live watch sees changes.
+    let mut live = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    cms.create(&PostParams::default(), &cm("b")).await.unwrap();
+    assert_eq!(next_event(&mut live).await, ("ADDED".into(), "b".into()));
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "w"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_event(&mut live).await, ("MODIFIED".into(), "a".into()));
+    cms.delete("b", &DeleteParams::default()).await.unwrap();
+    assert_eq!(next_event(&mut live).await, ("DELETED".into(), "b".into()));
+    drop(live);
+    drop(cms);
+    drop(client);
+    server.shutdown().await;
+
+    // After a restart, a watch from the old resourceVersion replays everything since.
+    let server = start(dir.path()).await;
+    let client = connect(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut resumed = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(next_event(&mut resumed).await, ("ADDED".into(), "b".into()));
+    assert_eq!(
+        next_event(&mut resumed).await,
+        ("MODIFIED".into(), "a".into())
+    );
+    assert_eq!(
+        next_event(&mut resumed).await,
+        ("DELETED".into(), "b".into())
+    );
+    cms.create(&PostParams::default(), &cm("c")).await.unwrap();
+    assert_eq!(next_event(&mut resumed).await, ("ADDED".into(), "c".into()));
+    drop(resumed);
+
+    // Compact past rv: a watch from there ends with 410 Expired, and so does continuing a
+    // paged list started before the compaction.
+    let first_page = cms.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = first_page.metadata.continue_.expect("a second page");
+    cms.create(&PostParams::default(), &cm("d")).await.unwrap();
+    let latest = cms
+        .get("d")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    server
+        .compact(latest.parse().unwrap())
+        .await
+        .expect("compaction");
+    let e = cms
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), 410);
+    let mut old = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    assert_eq!(next_event(&mut old).await.0, "ERROR 410");
+    drop(old);
+    drop(cms);
+    drop(client);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn custom_resources() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = connect(&server).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "gadgets.yun.test"},
+        "spec": {
+            "group": "yun.test", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["size"],
+                             "properties": {"size": {"type": "integer"}}}}}}}]
+        }
+    }))
+    .unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("yun.test", "v1", "Gadget"),
+        "gadgets",
+    );
+    let gadgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let obj = |name: &str, spec: serde_json::Value| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "yun.test/v1", "kind": "Gadget",
+            "metadata": {"name": name}, "spec": spec}))
+        .unwrap()
+    };
+    gadgets
+        .create(&PostParams::default(), &obj("g1", json!({"size": 3})))
+        .await
+        .unwrap();
+    let e = gadgets
+        .create(&PostParams::default(), &obj("g2", json!({"size": "big"})))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), 422);
+    let e = gadgets
+        .create(&PostParams::default(), &obj("g3", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), 422);
+    let got = gadgets.get("g1").await.unwrap();
+    assert_eq!(got.data["spec"]["size"], 3);
+    gadgets
+        .patch(
+            "g1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 4}})),
+        )
+        .await
+        .unwrap();
+    let all: Vec<_> = gadgets.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].data["spec"]["size"], 4);
+
+    // Deleting the CRD removes its objects and its endpoint.
+    crds.delete("gadgets.yun.test", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        api_code(gadgets.list(&ListParams::default()).await.unwrap_err()),
+        404
+    );
+    drop((gadgets, crds));
+    let _ = client;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn cascading_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = connect(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let owner = cms
+        .create(&PostParams::default(), &cm("owner"))
+        .await
+        .unwrap();
+    let uid = owner.metadata.uid.clone().unwrap();
+    for name in ["dep-1", "dep-2"] {
+        let mut d = cm(name);
+        d.metadata.owner_references = Some(vec![serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid
+        }))
+        .unwrap()]);
+        cms.create(&PostParams::default(), &d).await.unwrap();
+    }
+    // Foreground: the owner stays (with deletionTimestamp) until its dependents are gone.
+    cms.delete("owner", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let names: Vec<String> = cms
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
+        if names.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "left: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A finalizer holds an object until it is removed.
+    let mut f = cm("held");
+    f.metadata.finalizers = Some(vec!["yun.test/hold".into()]);
+    cms.create(&PostParams::default(), &f).await.unwrap();
+    cms.delete("held", &DeleteParams::default()).await.unwrap();
+    let held = cms.get("held").await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_code(cms.get("held").await.unwrap_err()), 404);
+    drop(cms);
+    drop(client);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn subresources_and_deletecollection() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = connect(&server).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for name in ["s-1", "s-2", "s-3"] {
+        pods.create(&PostParams::default(), &pod(name, json!({"batch": "x"})))
+            .await
+            .unwrap();
+    }
+
+    // binding: once, then 409.
+    let binding = json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": "s-1"}, "target": {"kind": "Node", "name": "node-a"}});
+    let _: serde_json::Value = pods
+        .create_subresource("binding", "s-1", &PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let again: kube::Result<serde_json::Value> = pods
+        .create_subresource("binding", "s-1", &PostParams::default(), &binding)
+        .await;
+    assert_eq!(api_code(again.unwrap_err()), 409);
+    let on_node = pods
+        .list(&ListParams::default().fields("spec.nodeName=node-a"))
+        .await
+        .unwrap();
+    assert_eq!(on_node.items.len(), 1);
+
+    // status: the status subresource changes status only; the main resource ignores status.
+    pods.patch_status(
+        "s-1",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"phase": "Running"}, "metadata": {"labels": {"no": "no"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = pods.get("s-1").await.unwrap();
+    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+    assert!(!p.metadata.labels.unwrap().contains_key("no"));
+    pods.patch(
+        "s-1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Failed"}})),
+    )
+    .await
+    .unwrap();
+    let running = pods
+        .list(&ListParams::default().fields("status.phase=Running"))
+        .await
+        .unwrap();
+    assert_eq!(running.items.len(), 1);
+
+    // scale on a deployment.
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "d"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "d"}},
+                 "template": {"metadata": {"labels": {"app": "d"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let scale = deploys
+        .patch_scale(
+            "d",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(4));
+    assert_eq!(scale.status.unwrap().selector.as_deref(), Some("app=d"));
+    let d = deploys.get("d").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(4));
+    assert_eq!(d.metadata.generation, Some(2));
+    let mismatched: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "bad"},
+        "spec": {"selector": {"matchLabels": {"app": "x"}},
+                 "template": {"metadata": {"labels": {"app": "y"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    let e = deploys
+        .create(&PostParams::default(), &mismatched)
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(e), 422);
+
+    // deletecollection with a selector.
+    pods.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("batch=x"),
+    )
+    .await
+    .unwrap();
+    assert!(pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    drop((pods, deploys));
+    drop(client);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn kube_runtime_watcher_sees_changes() {
+    use kube::runtime::watcher::{self, Event};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = connect(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("before"))
+        .await
+        .unwrap();
+    let mut events = watcher::watcher(cms.clone(), watcher::Config::default()).boxed();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut created = false;
+    while !seen.contains(&"after".to_string()) {
+        let ev = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("watcher events in time")
+            .expect("stream open")
+            .expect("no watcher error");
+        match ev {
+            Event::InitApply(o) | Event::Apply(o) => seen.push(o.metadata.name.unwrap()),
+            Event::InitDone if !created => {
+                created = true;
+                cms.create(&PostParams::default(), &cm("after"))
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert!(seen.contains(&"before".to_string()), "{seen:?}");
+    drop(events);
+    drop((cms, client));
+    server.shutdown().await;
+}

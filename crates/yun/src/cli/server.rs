@@ -1,0 +1,30 @@
+//! `yun server`: the Kubernetes-compatible API server.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    addr: SocketAddr,
+    /// The store: "embedded" (a file under the data dir) or "etcd://HOST:PORT".
+    #[arg(long, default_value = "embedded")]
+    store: String,
+}
+
+pub fn run(data_dir: &Path, args: ServerArgs) -> Result<i32> {
+    let config = yun_apiserver::Config {
+        addr: args.addr,
+        data_dir: PathBuf::from(data_dir),
+        store: args.store,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(yun_apiserver::serve(config))?;
+    Ok(0)
+}
