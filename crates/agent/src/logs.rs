@@ -62,7 +62,11 @@ fn error(code: StatusCode, message: String) -> Response {
 /// The last `n` lines of `data`.
 fn tail(data: &[u8], n: usize) -> &[u8] {
     let mut seen = 0;
-    let end = if data.ends_with(b"\n") { data.len() - 1 } else { data.len() };
+    let end = if data.ends_with(b"\n") {
+        data.len() - 1
+    } else {
+        data.len()
+    };
     for i in (0..end).rev() {
         if data[i] == b'\n' {
             seen += 1;
@@ -87,7 +91,10 @@ async fn logs(
     if presented != Some(state.token.as_str()) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
     }
-    let pod_obj = match Api::<Pod>::namespaced(state.client.clone(), &ns).get_opt(&pod).await {
+    let pod_obj = match Api::<Pod>::namespaced(state.client.clone(), &ns)
+        .get_opt(&pod)
+        .await
+    {
         Ok(Some(p)) => p,
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("pods \"{pod}\" not found")),
         Err(e) => return error(StatusCode::BAD_GATEWAY, format!("{e}")),
@@ -95,7 +102,9 @@ async fn logs(
     let uid = pod_obj.metadata.uid.clone().unwrap_or_default();
     let previous = q.previous == Some(true);
     let (rt, uid2, container2) = (state.rt.clone(), uid.clone(), container.clone());
-    let path = match tokio::task::spawn_blocking(move || rt.log_path(&uid2, &container2, previous)).await {
+    let path = match tokio::task::spawn_blocking(move || rt.log_path(&uid2, &container2, previous))
+        .await
+    {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -103,7 +112,12 @@ async fn logs(
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{}: {e}", path.display())),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{}: {e}", path.display()),
+            )
+        }
     };
     let first = match q.tail_lines {
         Some(n) => tail(&data, n).to_vec(),
@@ -141,15 +155,16 @@ fn async_stream(
                 }
                 loop {
                     let (path2, running2) = (path.clone(), running.clone());
-                    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
-                        let alive = running2();
-                        let mut f = std::fs::File::open(&path2)?;
-                        f.seek(SeekFrom::Start(offset))?;
-                        let mut buf = Vec::new();
-                        f.read_to_end(&mut buf)?;
-                        Ok((buf, alive))
-                    })
-                    .await;
+                    let read =
+                        tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
+                            let alive = running2();
+                            let mut f = std::fs::File::open(&path2)?;
+                            f.seek(SeekFrom::Start(offset))?;
+                            let mut buf = Vec::new();
+                            f.read_to_end(&mut buf)?;
+                            Ok((buf, alive))
+                        })
+                        .await;
                     match read {
                         Ok(Ok((buf, alive))) if !buf.is_empty() => {
                             let next = offset + buf.len() as u64;

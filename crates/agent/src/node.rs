@@ -110,8 +110,12 @@ pub fn node_object(cfg: &AgentConfig, rt: &PodRuntime, log_port: Option<u16>) ->
                 },
             ]),
             conditions: Some(vec![ready_condition()]),
-            daemon_endpoints: log_port.map(|port| k8s_openapi::api::core::v1::NodeDaemonEndpoints {
-                kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint { port: port as i32 }),
+            daemon_endpoints: log_port.map(|port| {
+                k8s_openapi::api::core::v1::NodeDaemonEndpoints {
+                    kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
+                        port: port as i32,
+                    }),
+                }
             }),
             node_info: Some(NodeSystemInfo {
                 architecture: "amd64".into(),
@@ -292,9 +296,17 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
     let host_ip = rt.network().gateway().to_string();
     let log_port = match &cfg.logs {
         Some((port, token)) => {
-            let (listener, addr) =
-                crate::logs::bind(std::net::SocketAddr::new(rt.network().gateway().into(), *port)).await?;
-            tokio::spawn(crate::logs::serve(listener, rt.clone(), client.clone(), token.clone()));
+            let (listener, addr) = crate::logs::bind(std::net::SocketAddr::new(
+                rt.network().gateway().into(),
+                *port,
+            ))
+            .await?;
+            tokio::spawn(crate::logs::serve(
+                listener,
+                rt.clone(),
+                client.clone(),
+                token.clone(),
+            ));
             Some(addr.port())
         }
         None => None,
@@ -341,10 +353,8 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 tokio::spawn(async move {
                     let rt2 = rt.clone();
                     let uid2 = uid.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        rt2.remove(&uid2, ORPHAN_GRACE)
-                    })
-                    .await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || rt2.remove(&uid2, ORPHAN_GRACE)).await;
                     terminating.lock().expect("lock").remove(&uid);
                 });
             }
@@ -354,7 +364,8 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 last_status.remove(&uid);
                 if terminating.lock().expect("lock").insert(uid.clone()) {
-                    let (client, rt, terminating) = (client.clone(), rt.clone(), terminating.clone());
+                    let (client, rt, terminating) =
+                        (client.clone(), rt.clone(), terminating.clone());
                     tokio::spawn(async move {
                         if let Err(e) = terminate(&client, &rt, &pod).await {
                             tracing::warn!("{e:#}");
@@ -375,10 +386,18 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
 /// Stop a deleted pod's containers within its grace period, then finish the deletion (the
 /// kubelet's final, grace-0 delete).
 async fn terminate(client: &Client, rt: &Arc<PodRuntime>, pod: &Pod) -> anyhow::Result<()> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or(30)
+        .max(0) as u64;
     let (rt, uid2) = (rt.clone(), uid.clone());
     tokio::task::spawn_blocking(move || rt.remove(&uid2, Duration::from_secs(grace))).await??;
     let dp = DeleteParams {
@@ -389,7 +408,10 @@ async fn terminate(client: &Client, rt: &Arc<PodRuntime>, pod: &Pod) -> anyhow::
         }),
         ..Default::default()
     };
-    match Api::<Pod>::namespaced(client.clone(), &ns).delete(&name, &dp).await {
+    match Api::<Pod>::namespaced(client.clone(), &ns)
+        .delete(&name, &dp)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),

@@ -91,6 +91,73 @@ fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     str_at(v, p).unwrap_or("")
 }
 
+/// The STATUS column of `kubectl get pods`, worked out the way kubectl's printer does: the
+/// first unfinished init container ("Init:…"), else the last container's waiting or
+/// terminated reason, else the phase; "Terminating" once deletion has begun.
+fn pod_status_column(o: &Value) -> String {
+    let mut reason = match s(o, "/status/reason") {
+        "" => s(o, "/status/phase").to_string(),
+        r => r.to_string(),
+    };
+    let exit_reason = |t: &Value| -> String {
+        match (str_at(t, "/reason"), i(t, "/signal"), i(t, "/exitCode")) {
+            (Some(r), _, _) if !r.is_empty() => r.to_string(),
+            (_, sig, _) if sig != 0 => format!("Signal:{sig}"),
+            (_, _, code) => format!("ExitCode:{code}"),
+        }
+    };
+    let statuses = |p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let init = statuses("/status/initContainerStatuses");
+    let init_total = o
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let mut initializing = false;
+    for (n, c) in init.iter().enumerate() {
+        let terminated = c.pointer("/state/terminated");
+        let waiting_reason = s(c, "/state/waiting/reason");
+        if terminated.is_some_and(|t| i(t, "/exitCode") == 0) {
+            continue;
+        }
+        initializing = true;
+        reason = match terminated {
+            Some(t) => format!("Init:{}", exit_reason(t)),
+            None if !waiting_reason.is_empty() && waiting_reason != "PodInitializing" => {
+                format!("Init:{waiting_reason}")
+            }
+            None => format!("Init:{n}/{init_total}"),
+        };
+        break;
+    }
+    if !initializing {
+        let mut running = false;
+        for c in statuses("/status/containerStatuses").iter().rev() {
+            let waiting_reason = s(c, "/state/waiting/reason");
+            if !waiting_reason.is_empty() {
+                reason = waiting_reason.to_string();
+            } else if let Some(t) = c.pointer("/state/terminated") {
+                reason = exit_reason(t);
+            } else if c.pointer("/state/running").is_some()
+                && c.get("ready") == Some(&Value::Bool(true))
+            {
+                running = true;
+            }
+        }
+        if reason == "Completed" && running {
+            reason = "Running".into();
+        }
+    }
+    if o.pointer("/metadata/deletionTimestamp").is_some() {
+        reason = "Terminating".into();
+    }
+    reason
+}
+
 fn none_if_empty(x: String) -> String {
     if x.is_empty() {
         "<none>".into()
@@ -145,17 +212,7 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
             });
             json!(format!("{ready}/{}", len_of(o, "/spec/containers")))
         }
-        ("Pod", "Status") => {
-            if o.pointer("/metadata/deletionTimestamp").is_some() {
-                return json!("Terminating");
-            }
-            let reason = s(o, "/status/reason");
-            json!(if reason.is_empty() {
-                s(o, "/status/phase")
-            } else {
-                reason
-            })
-        }
+        ("Pod", "Status") => json!(pod_status_column(o)),
         ("Pod", "Restarts") => {
             let n: i64 = o
                 .pointer("/status/containerStatuses")

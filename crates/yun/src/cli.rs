@@ -1,5 +1,6 @@
 //! `yun …`: the cloud's own command line.
 
+mod cluster;
 mod containers;
 mod kube;
 mod server;
@@ -47,6 +48,8 @@ enum Cmd {
     },
     #[command(flatten)]
     Containers(containers::Cmd),
+    #[command(flatten)]
+    Cluster(cluster::Cmd),
     /// Virtual machines (QEMU; KVM where the host really has it, TCG otherwise).
     Vm {
         #[command(subcommand)]
@@ -119,6 +122,7 @@ fn run(cli: Yun) -> Result<i32> {
             Ok(0)
         }
         Cmd::Containers(cmd) => containers::run(&cli.data_dir, cmd),
+        Cmd::Cluster(cmd) => cluster::run(&cli.data_dir, cmd),
         Cmd::Vm { cmd } => vm::run(&cli.data_dir, cmd),
         Cmd::Kube(cmd) => kube::run(&cli.data_dir, cmd),
         Cmd::Server(args) => server::run(&cli.data_dir, args),

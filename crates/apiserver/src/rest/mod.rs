@@ -1,5 +1,6 @@
 //! The generic REST verbs over stored JSON objects.
 
+mod logs;
 mod read;
 mod sub;
 mod watch;
@@ -45,6 +46,7 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, req: Req) -> ApiResult<Response
         (&Method::GET | &Method::PUT | &Method::PATCH, true, Some("scale")) if t.res.scale => {
             sub::scale(api, &t, &req).await
         }
+        (&Method::GET, true, Some("log")) if t.res.binding => logs::log(api, &t, &req).await,
         (&Method::POST, true, Some("binding")) if t.res.binding => {
             sub::binding(api, &t, &req).await
         }

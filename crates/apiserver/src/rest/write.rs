@@ -379,6 +379,40 @@ pub async fn delete_object(
         if res.kind == "Namespace" && res.group.is_empty() {
             crate::gc::delete_namespace_contents(api, name).await?;
         }
+        // A pod on a node ends gracefully: it is marked with deletionTimestamp and a grace
+        // period, its node agent stops the containers within it and then deletes the pod for
+        // good (grace 0). Unbound pods, and grace 0, go at once.
+        if res.kind == "Pod" && res.group.is_empty() {
+            let bound = str_at(&cur, "/spec/nodeName").is_some_and(|n| !n.is_empty());
+            let grace = opts
+                .get("gracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .or_else(|| {
+                    cur.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                })
+                .unwrap_or(30);
+            if bound && grace > 0 {
+                if cur.pointer("/metadata/deletionTimestamp").is_some() {
+                    // A running grace period may be shortened, never lengthened.
+                    let current = cur
+                        .pointer("/metadata/deletionGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(grace);
+                    if grace >= current {
+                        return Ok(cur);
+                    }
+                }
+                let m = meta_mut(&mut cur);
+                m.entry("deletionTimestamp")
+                    .or_insert_with(|| Value::String(now_rfc3339()));
+                m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                match put(api, &key, &cur, Some(kv.mod_revision)).await? {
+                    Some(stored) => return Ok(stored),
+                    None => continue,
+                }
+            }
+        }
         let mut finalizers = strings_at(&cur, "/metadata/finalizers");
         if policy == "Foreground" && !finalizers.iter().any(|f| f == "foregroundDeletion") {
             finalizers.push("foregroundDeletion".into());

@@ -1,0 +1,103 @@
+//! `GET pods/NAME/log`: proxied to the node agent that runs the pod (its /containerLogs
+//! endpoint, at the node's InternalIP and kubeletEndpoint port), streamed back as it comes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::{decode, get_kv};
+use crate::error::{ApiError, ApiResult};
+use crate::meta::str_at;
+use crate::router::{Req, Target};
+use crate::Api;
+
+/// The names of a pod's containers (app, then init).
+fn container_names(pod: &Value) -> Vec<String> {
+    ["/spec/containers", "/spec/initContainers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+pub async fn log(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
+    let pod = decode(&kv)?;
+    let name = t.name();
+    let names = container_names(&pod);
+    let container = match req.q("container") {
+        Some(c) if names.iter().any(|n| n == c) => c.to_string(),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )))
+        }
+        None if names.len() == 1 => names[0].clone(),
+        None => {
+            let app: Vec<&str> = pod
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("name").and_then(Value::as_str))
+                .collect();
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                app.join(" ")
+            )));
+        }
+    };
+    let Some(node_name) = str_at(&pod, "/spec/nodeName").filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled yet"
+        )));
+    };
+    let nodes = api
+        .registry
+        .find("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("no nodes resource"))?;
+    let node = decode(&get_kv(api, &nodes, &nodes.key(None, node_name), node_name).await?)?;
+    let address = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|a| a.get("type").and_then(Value::as_str) == Some("InternalIP"))
+        .and_then(|a| a.get("address").and_then(Value::as_str))
+        .map(str::to_string);
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_i64)
+        .filter(|p| *p > 0);
+    let (Some(address), Some(port)) = (address, port) else {
+        return Err(ApiError::bad_request(format!(
+            "node {node_name} does not serve container logs"
+        )));
+    };
+    let ns = t.ns.as_deref().unwrap_or("default");
+    let mut url = format!("http://{address}:{port}/containerLogs/{ns}/{name}/{container}?");
+    for key in ["follow", "previous", "tailLines"] {
+        if let Some(v) = req.q(key) {
+            url.push_str(&format!("{key}={v}&"));
+        }
+    }
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .map_err(|e| ApiError::internal(format!("reaching the agent of node {node_name}: {e}")))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(ApiError::bad_request(text.trim().to_string()));
+    }
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "text/plain")
+        .body(Body::from_stream(resp.bytes_stream()))
+        .expect("valid response"))
+}

@@ -1,0 +1,313 @@
+//! `yun up` driven by Debian's kubectl 1.20, with real containers: a Deployment rolls out,
+//! serves HTTP on its pod IPs, scales, rolls to a new template and back, and goes away; bad
+//! pods report why.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KUBECTL: &str = "/var/cache/yun-kubectl/usr/bin/kubectl";
+
+struct Up {
+    child: Child,
+    data: PathBuf,
+    node_flags: Vec<String>,
+}
+
+impl Up {
+    fn start(name: &str) -> Up {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = std::process::id();
+        let data = PathBuf::from(format!("/tmp/yun-test-up-{name}-{n}"));
+        let _ = std::fs::remove_dir_all(&data);
+        let port = common::free_port();
+        let node_flags = vec![
+            "--bridge".to_string(),
+            format!("yunbt{:x}u{seq}", n & 0xffff),
+            "--pod-cidr".to_string(),
+            format!("10.236.{}.0/24", (n * 3 + seq) % 250),
+            "--name".to_string(),
+            "node-1".to_string(),
+        ];
+        let child = Command::new(common::YUN)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["up", "--addr", &format!("127.0.0.1:{port}")])
+            .args(&node_flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let up = Up {
+            child,
+            data,
+            node_flags,
+        };
+        common::wait_for_port(&format!("127.0.0.1:{port}"), "yun up");
+        up
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(self.data.join("kubeconfig"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Repeat `kubectl args` until its output satisfies `done`.
+    fn until(&self, args: &[&str], secs: u64, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let out = self.kubectl(args);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && done(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {args:?}: never as expected; last: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        // Pods outlive `yun up` (the next one adopts them): take them down.
+        let _ = Command::new(common::YUN)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("down")
+            .args(&self.node_flags)
+            .output();
+        common::unmount_under(&[&self.data]);
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// GET / from a pod (retrying while its server starts: Running is not listening yet).
+fn http_get(ip: &str, port: u16) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut s = loop {
+        match std::net::TcpStream::connect((ip, port)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("{ip}:{port}: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+#[test]
+fn kubectl_runs_a_deployment_on_yun_up() {
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "run scripts/deps.sh: Debian's kubectl is missing"
+    );
+    let up = Up::start("deploy");
+    up.until(&["get", "nodes"], 30, |o| {
+        o.contains("node-1") && o.contains(" Ready")
+    });
+
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/web.yaml");
+    let out = up.ok(&["apply", "-f", manifest]);
+    assert!(
+        out.contains("deployment.apps/web created") && out.contains("service/web created"),
+        "{out}"
+    );
+    let status = up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+
+    // Each pod serves HTTP on its own IP; the Service's endpoints list them.
+    let ips = up.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].status.podIP}",
+    ]);
+    let ips: Vec<&str> = ips.split_whitespace().collect();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    for ip in &ips {
+        let body = http_get(ip, 8080);
+        assert!(body.contains("hello from web-"), "{body}");
+    }
+    let endpoints = up.until(
+        &[
+            "get",
+            "endpoints",
+            "web",
+            "-o",
+            "jsonpath={.subsets[*].addresses[*].ip}",
+        ],
+        30,
+        |o| o.split_whitespace().count() == 2,
+    );
+    for ip in &ips {
+        assert!(endpoints.contains(ip), "{endpoints}");
+    }
+
+    // Scale, roll to a new template, undo.
+    up.ok(&["scale", "deployment/web", "--replicas=3"]);
+    up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    up.until(&["get", "pods", "-l", "app=web", "--no-headers"], 30, |o| {
+        o.lines().filter(|l| l.contains("Running")).count() == 3
+    });
+    up.ok(&["set", "env", "deployment/web", "GREETING=v2"]);
+    up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let revision = up.ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    ]);
+    assert_eq!(revision, "2");
+    up.ok(&["rollout", "undo", "deployment/web"]);
+    up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let env = up.until(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].env}",
+        ],
+        60,
+        |o| !o.contains("GREETING"),
+    );
+    assert!(!env.contains("v2"), "{env}");
+
+    // kubectl logs goes through the API server to the node agent.
+    let pod = up.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    up.ok(&["exec", "--help"]);
+    let logs = up.kubectl(&["logs", &pod]);
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+
+    up.ok(&["delete", "-f", manifest]);
+    up.until(&["get", "pods", "--no-headers"], 60, |o| {
+        o.trim().is_empty()
+    });
+}
+
+#[test]
+fn bad_pods_say_why() {
+    let up = Up::start("bad");
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    up.ok(&[
+        "run",
+        "crash",
+        "--image=busybox",
+        "--restart=Always",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    up.ok(&[
+        "run",
+        "missing",
+        "--image=yun-test/none:1",
+        "--image-pull-policy=Never",
+    ]);
+    up.ok(&[
+        "run",
+        "huge",
+        "--image=busybox",
+        "--requests=cpu=500",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    up.until(
+        &[
+            "get",
+            "pod",
+            "crash",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+        60,
+        |o| o.trim().parse::<i32>().unwrap_or(0) >= 1,
+    );
+    let logs = up.ok(&["logs", "crash", "--previous"]);
+    assert_eq!(logs, "");
+    up.ok(&[
+        "run",
+        "talker",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo one; echo two",
+    ]);
+    up.until(&["logs", "talker"], 60, |o| o == "one\ntwo\n");
+    up.until(&["logs", "talker", "--tail=1"], 10, |o| o == "two\n");
+    up.until(&["get", "pod", "crash", "--no-headers"], 60, |o| {
+        o.contains("CrashLoopBackOff")
+    });
+    up.until(&["get", "pod", "missing", "--no-headers"], 60, |o| {
+        o.contains("ErrImageNeverPull")
+    });
+    let pending = up.until(&["get", "pod", "huge", "--no-headers"], 30, |o| {
+        o.contains("Pending")
+    });
+    assert!(pending.contains("Pending"));
+    up.until(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FailedScheduling",
+        ],
+        30,
+        |o| o.contains("Insufficient cpu"),
+    );
+    up.ok(&["delete", "pod", "crash", "missing", "huge", "talker"]);
+}
