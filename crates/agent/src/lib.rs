@@ -11,6 +11,7 @@ mod container;
 pub mod logs;
 pub mod node;
 mod pods;
+mod probes;
 pub mod quantity;
 mod status;
 mod volumes;

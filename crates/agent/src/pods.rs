@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use yun_engine::{Engine, RunOptions};
 use yun_net::{BridgeNetwork, Ipv4Cidr};
 
+use crate::probes::{Prober, Verdict};
 use crate::status::{self, Attempt, View};
 use crate::{container, volumes, PodInputs};
 
@@ -69,6 +70,7 @@ pub struct PodRuntime {
     engine: Engine,
     net: BridgeNetwork,
     waiting: Mutex<HashMap<(String, String), Waiting>>,
+    prober: Mutex<Prober>,
 }
 
 /// A pod's containers as the engine has them: container name → attempts, oldest first.
@@ -92,6 +94,7 @@ impl PodRuntime {
             engine,
             net,
             waiting: Mutex::new(HashMap::new()),
+            prober: Mutex::new(Prober::default()),
         })
     }
 
@@ -227,8 +230,53 @@ impl PodRuntime {
             }
         }
 
+        // Probes of the running app containers; a failed liveness or startup probe stops the
+        // container, and the restart policy takes it from there on the next sync.
+        let mut verdicts: HashMap<String, Verdict> = HashMap::new();
+        if init_done {
+            let grace = Duration::from_secs(
+                spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64,
+            );
+            for c in &spec.containers {
+                let Some(a) = attempts.get(&c.name).and_then(|a| a.last()) else {
+                    continue;
+                };
+                if !a.running() {
+                    continue;
+                }
+                let target = crate::probes::Target {
+                    pod_uid: &uid,
+                    container_id: &a.status.container.id,
+                    pod_ip: &inputs.pod_ip.clone().unwrap_or_default(),
+                    yun_exe: &self.cfg.yun_exe,
+                    data_dir: &self.cfg.data_dir,
+                };
+                let verdict = self.prober.lock().expect("prober lock").check(c, &target);
+                if verdict.kill {
+                    tracing::info!(
+                        "pod {uid}: container {} failed its probe; restarting",
+                        c.name
+                    );
+                    let _ = self.engine.stop(&a.status.container.id, grace);
+                }
+                verdicts.insert(c.name.clone(), verdict);
+            }
+        }
+
         // Re-read what the engine has now, drop attempts beyond the last two, and report.
         let attempts = self.attempts(&uid);
+        {
+            let live: Vec<String> = attempts
+                .values()
+                .flatten()
+                .filter(|a| a.running())
+                .map(|a| a.status.container.id.clone())
+                .collect();
+            self.prober
+                .lock()
+                .expect("prober lock")
+                .retain_for_pod(&uid, &live);
+        }
         for (name, list) in &attempts {
             if name == SANDBOX {
                 continue;
@@ -243,7 +291,14 @@ impl PodRuntime {
                 .map(|c| {
                     (
                         c.clone(),
-                        self.view(&uid, c, &attempts, restart_policy, init),
+                        self.view(
+                            &uid,
+                            c,
+                            &attempts,
+                            restart_policy,
+                            init,
+                            verdicts.get(&c.name),
+                        ),
                     )
                 })
                 .collect()
@@ -275,6 +330,7 @@ impl PodRuntime {
         attempts: &Attempts,
         restart_policy: &str,
         init: bool,
+        verdict: Option<&Verdict>,
     ) -> View {
         let list = attempts.get(&c.name).map(Vec::as_slice).unwrap_or(&[]);
         let waiting = self
@@ -298,6 +354,12 @@ impl PodRuntime {
                 }
         });
         View {
+            // Not probed yet (it just started): ready only if no probe has a say.
+            ready: verdict.map_or(
+                c.readiness_probe.is_none() && c.startup_probe.is_none(),
+                |v| v.ready,
+            ),
+            started: verdict.map_or(c.startup_probe.is_none(), |v| v.started),
             latest: latest.cloned(),
             previous: previous.cloned(),
             waiting: waiting.map(|w| (w.reason, w.message)),

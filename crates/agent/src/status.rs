@@ -41,6 +41,9 @@ pub(crate) struct View {
     pub waiting: Option<(String, String)>,
     /// Set when it exited and waits for its restart: the back-off message.
     pub crash_loop: Option<String>,
+    /// What the probes say while it runs (true without probes).
+    pub ready: bool,
+    pub started: bool,
 }
 
 pub(crate) struct PodFacts<'a> {
@@ -95,8 +98,8 @@ fn container_status(c: &Container, v: &View, default_wait: &str) -> ContainerSta
                 }),
                 ..Default::default()
             },
-            true,
-            true,
+            v.ready && v.started,
+            v.started,
         ),
         (Some(a), _) => match &v.crash_loop {
             Some(msg) => (waiting("CrashLoopBackOff", Some(msg.clone())), false, false),

@@ -94,9 +94,75 @@ fn check_containers(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
                 {
                     causes.push(Cause::required(&format!("{path}[{i}].image")));
                 }
+                for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                    if let Some(p) = c.get(probe) {
+                        check_probe(p, &format!("{path}[{i}].{probe}"), causes);
+                    }
+                }
             }
         }
         _ => causes.push(Cause::required(path)),
+    }
+}
+
+/// A probe needs exactly one handler, a command or a valid port, and sane timings.
+fn check_probe(p: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let handlers: Vec<&str> = ["exec", "httpGet", "tcpSocket", "grpc"]
+        .into_iter()
+        .filter(|h| p.get(*h).is_some_and(|v| !v.is_null()))
+        .collect();
+    match handlers.as_slice() {
+        [] => causes.push(Cause::required(&format!("{path}.exec"))),
+        [_] => {}
+        [_, second, ..] => causes.push(Cause::invalid(
+            &format!("{path}.{second}"),
+            "Forbidden: may not specify more than 1 handler type",
+        )),
+    }
+    if let Some(exec) = p.get("exec") {
+        let empty = exec
+            .get("command")
+            .and_then(Value::as_array)
+            .is_none_or(|c| c.is_empty());
+        if empty {
+            causes.push(Cause::required(&format!("{path}.exec.command")));
+        }
+    }
+    for handler in ["httpGet", "tcpSocket", "grpc"] {
+        let Some(h) = p.get(handler) else { continue };
+        let field = format!("{path}.{handler}.port");
+        match h.get("port") {
+            None | Some(Value::Null) => causes.push(Cause::required(&field)),
+            Some(Value::Number(n)) if !n.as_i64().is_some_and(|n| (1..=65535).contains(&n)) => {
+                causes.push(Cause::invalid(
+                    &field,
+                    format!("Invalid value: {n}: must be between 1 and 65535, inclusive"),
+                ))
+            }
+            Some(Value::String(name)) if !dns_label_ok(name) || name.len() > 15 => {
+                causes.push(Cause::invalid(
+                    &field,
+                    format!(
+                        "Invalid value: {name:?}: must be a port number or an IANA service name"
+                    ),
+                ))
+            }
+            _ => {}
+        }
+    }
+    for (key, min) in [
+        ("initialDelaySeconds", 0),
+        ("timeoutSeconds", 1),
+        ("periodSeconds", 1),
+        ("successThreshold", 1),
+        ("failureThreshold", 1),
+    ] {
+        if let Some(n) = p.get(key).and_then(Value::as_i64).filter(|n| *n < min) {
+            causes.push(Cause::invalid(
+                &format!("{path}.{key}"),
+                format!("Invalid value: {n}: must be greater than or equal to {min}"),
+            ));
+        }
     }
 }
 
@@ -292,5 +358,26 @@ mod tests {
         assert!(!dns_subdomain_ok("-a"));
         assert!(!dns_label_ok("a.b"));
         assert!(!dns_subdomain_ok(""));
+    }
+
+    #[test]
+    fn malformed_probes_name_their_field() {
+        let pod = serde_json::json!({"spec": {"containers": [{"name": "c", "image": "busybox",
+            "livenessProbe": {"httpGet": {"port": 70000}, "periodSeconds": 0},
+            "readinessProbe": {"exec": {"command": []}, "tcpSocket": {"port": 80}},
+            "startupProbe": {}}]}});
+        let mut causes = Vec::new();
+        check_containers(&pod, "spec.containers", &mut causes);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.containers[0].livenessProbe.httpGet.port",
+                "spec.containers[0].livenessProbe.periodSeconds",
+                "spec.containers[0].readinessProbe.tcpSocket",
+                "spec.containers[0].readinessProbe.exec.command",
+                "spec.containers[0].startupProbe.exec",
+            ]
+        );
     }
 }

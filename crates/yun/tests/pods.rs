@@ -379,3 +379,55 @@ fn bad_pods_report_reasons_instead_of_failing_the_agent() {
     assert_eq!(w.reason.as_deref(), Some("CreateContainerConfigError"));
     assert!(w.message.unwrap().contains("secret \"absent\""));
 }
+
+#[test]
+fn probes_gate_readiness_and_restart_dead_containers() {
+    let node = Node::new("probes");
+    let inputs = PodInputs::default();
+    // Readiness over HTTP and TCP: not ready until /www/ready exists, ~2 s after start.
+    let web = pod(
+        "web",
+        json!({"containers": [{"name": "httpd", "image": "busybox",
+            "command": ["sh", "-c", "mkdir -p /www; (sleep 2; echo ok > /www/ready) & exec httpd -f -p 8080 -h /www"],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1, "failureThreshold": 1},
+            "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}),
+    );
+    let s = node.sync_until(&web, &inputs, 30, |s| {
+        container(s, "httpd")
+            .state
+            .as_ref()
+            .is_some_and(|st| st.running.is_some())
+    });
+    assert!(
+        !container(&s, "httpd").ready,
+        "ready before the probe passed"
+    );
+    let s = node.sync_until(&web, &inputs, 30, |s| container(s, "httpd").ready);
+    let ready = s
+        .conditions
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "True");
+    assert_eq!(container(&s, "httpd").restart_count, 0);
+
+    // Liveness by exec: the container stops being alive after ~2 s and is restarted.
+    let dying = pod(
+        "dying",
+        json!({"terminationGracePeriodSeconds": 1, "containers": [{"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "touch /tmp/alive; sleep 2; rm /tmp/alive; exec sleep 1000"],
+            "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 1}}]}),
+    );
+    let s = node.sync_until(&dying, &inputs, 60, |s| {
+        container(s, "c").restart_count >= 1
+    });
+    let last = container(&s, "c")
+        .last_state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_ne!(last.exit_code, 0, "killed by the agent");
+}
