@@ -5,7 +5,7 @@
 # real peers; etcd-server (store tests), qemu-system-x86, e2fsprogs and cpio (VMs).
 # Benchmarks: runc, crun, hyperfine, GNU time.
 set -eu
-PKGS="pkg-config libseccomp-dev busybox-static iproute2 procps tar podman conmon runc crun hyperfine time skopeo docker-registry apache2-utils libcap2-bin etcd-server qemu-system-x86 e2fsprogs cpio protobuf-compiler"
+PKGS="pkg-config curl libseccomp-dev busybox-static iproute2 procps tar podman conmon runc crun hyperfine time skopeo docker-registry apache2-utils libcap2-bin etcd-server qemu-system-x86 e2fsprogs cpio protobuf-compiler"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

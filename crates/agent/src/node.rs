@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use serde_json::json;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::{PodInputs, PodRuntime};
 
@@ -301,28 +302,33 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 *port,
             ))
             .await?;
-            tokio::spawn(crate::logs::serve(
+            let server = tokio::spawn(crate::logs::serve(
                 listener,
                 rt.clone(),
                 client.clone(),
                 token.clone(),
             ));
-            Some(addr.port())
+            Some((addr.port(), AbortOnDropHandle::new(server)))
         }
         None => None,
     };
+    let (log_port, _log_server) = match log_port {
+        Some((port, task)) => (Some(port), Some(task)),
+        None => (None, None),
+    };
     register(&client, &cfg, &rt, log_port).await?;
-    {
+    // Helpers end with this future, so nothing outlives an agent that was stopped.
+    let _lease = {
         let (client, cfg) = (client.clone(), cfg.clone());
-        tokio::spawn(async move {
+        AbortOnDropHandle::new(tokio::spawn(async move {
             loop {
                 if let Err(e) = renew_lease(&client, &cfg).await {
                     tracing::warn!("renewing the node lease: {e:#}");
                 }
                 tokio::time::sleep(cfg.lease_renew).await;
             }
-        });
-    }
+        }))
+    };
     let pods_api = Api::<Pod>::all(client.clone());
     let selector = format!("spec.nodeName={}", cfg.node_name);
     let mut last_status: HashMap<String, serde_json::Value> = HashMap::new();

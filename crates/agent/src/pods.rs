@@ -47,7 +47,7 @@ impl NodeConfig {
         NodeConfig {
             data_dir: data_dir.to_path_buf(),
             bridge: "yun0".into(),
-            pod_cidr: "10.88.0.0/16".parse().expect("valid CIDR"),
+            pod_cidr: "10.42.0.0/24".parse().expect("valid CIDR"),
             yun_exe: yun_exe.to_path_buf(),
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),

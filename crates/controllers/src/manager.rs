@@ -5,6 +5,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::loops;
 use crate::runtime::LeaderElection;
@@ -23,7 +24,9 @@ pub async fn run(client: Client, identity: String) {
         lease_duration: Duration::from_secs(15),
         retry: Duration::from_secs(2),
     };
-    tokio::spawn(election.run(tx));
+    // Children end with this future (aborted when `yun up` stops): nothing keeps calling a
+    // server that is going away.
+    let _election = AbortOnDropHandle::new(tokio::spawn(election.run(tx)));
     loop {
         if leading.wait_for(|l| *l).await.is_err() {
             return;

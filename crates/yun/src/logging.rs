@@ -69,13 +69,23 @@ impl Visit for Message {
     }
 }
 
+impl RuncLayer {
+    /// yun's own events down to `max`; other crates' only when debugging. yun reports the
+    /// failures that matter itself, with context; an HTTP client's own line about a refused
+    /// connection (a server stopping) would only repeat them.
+    fn wants(&self, meta: &tracing::Metadata<'_>) -> bool {
+        let ours = meta.target().starts_with("yun");
+        *meta.level() <= self.max && (ours || self.max >= Level::DEBUG)
+    }
+}
+
 impl<S: Subscriber> Layer<S> for RuncLayer {
     fn enabled(&self, meta: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-        *meta.level() <= self.max
+        self.wants(meta)
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-        if *event.metadata().level() > self.max {
+        if !self.wants(event.metadata()) {
             return;
         }
         let mut msg = Message::default();

@@ -14,6 +14,7 @@ struct Up {
     child: Child,
     data: PathBuf,
     node_flags: Vec<String>,
+    addr: String,
 }
 
 impl Up {
@@ -23,7 +24,7 @@ impl Up {
         let n = std::process::id();
         let data = PathBuf::from(format!("/tmp/yun-test-up-{name}-{n}"));
         let _ = std::fs::remove_dir_all(&data);
-        let port = common::free_port();
+        let addr = format!("127.0.0.1:{}", common::free_port());
         let node_flags = vec![
             "--bridge".to_string(),
             format!("yunbt{:x}u{seq}", n & 0xffff),
@@ -32,22 +33,38 @@ impl Up {
             "--name".to_string(),
             "node-1".to_string(),
         ];
-        let child = Command::new(common::YUN)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["up", "--addr", &format!("127.0.0.1:{port}")])
-            .args(&node_flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child = Self::spawn(&data, &addr, &node_flags);
         let up = Up {
             child,
             data,
             node_flags,
+            addr,
         };
-        common::wait_for_port(&format!("127.0.0.1:{port}"), "yun up");
+        common::wait_for_port(&up.addr, "yun up");
         up
+    }
+
+    fn spawn(data: &Path, addr: &str, node_flags: &[String]) -> Child {
+        Command::new(common::YUN)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["up", "--addr", addr])
+            .args(node_flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Stop `yun up` (SIGTERM) and start it again on the same data dir and address.
+    fn restart(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.data, &self.addr, &self.node_flags);
+        common::wait_for_port(&self.addr, "yun up after a restart");
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
@@ -136,7 +153,7 @@ fn kubectl_runs_a_deployment_on_yun_up() {
         Path::new(KUBECTL).exists(),
         "run scripts/deps.sh: Debian's kubectl is missing"
     );
-    let up = Up::start("deploy");
+    let mut up = Up::start("deploy");
     up.until(&["get", "nodes"], 30, |o| {
         o.contains("node-1") && o.contains(" Ready")
     });
@@ -227,6 +244,27 @@ fn kubectl_runs_a_deployment_on_yun_up() {
         logs.status.success(),
         "{}",
         String::from_utf8_lossy(&logs.stderr)
+    );
+
+    // Restarting yun up leaves the containers running: the agent adopts them.
+    let ids = |up: &Up| {
+        up.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[0].containerID}",
+        ])
+    };
+    let before = ids(&up);
+    up.restart();
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        ids(&up),
+        before,
+        "containers were replaced across a restart"
     );
 
     up.ok(&["delete", "-f", manifest]);

@@ -11,6 +11,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::task::AbortOnDropHandle;
+
 use crate::runtime::WorkQueue;
 
 /// What a reconcile asks for next.
@@ -32,7 +34,7 @@ where
     for _ in 0..workers.max(1) {
         let queue = queue.clone();
         let reconcile = reconcile.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(AbortOnDropHandle::new(tokio::spawn(async move {
             while let Some(key) = queue.get().await {
                 match reconcile(key.clone()).await {
                     Ok(Next::Done) => queue.forget(&key),
@@ -47,7 +49,7 @@ where
                 }
                 queue.done(&key);
             }
-        }));
+        })));
     }
     for t in tasks {
         let _ = t.await;

@@ -50,8 +50,8 @@ pub struct NodeFlags {
     /// The pod bridge.
     #[arg(long, default_value = "yun0")]
     bridge: String,
-    /// The node's pod subnet.
-    #[arg(long, default_value = "10.88.0.0/24")]
+    /// The node's pod subnet (k3s' range; podman's default network takes 10.88.0.0/16).
+    #[arg(long, default_value = "10.42.0.0/24")]
     pod_cidr: String,
 }
 
@@ -177,7 +177,7 @@ async fn up(
     let client = client(&server.kubeconfig, None).await?;
     let rt = open_runtime(cfg).await?;
     let identity = format!("{node_name}_{}", std::process::id());
-    tokio::spawn(yun_controllers::manager::run(client.clone(), identity));
+    let controllers = tokio::spawn(yun_controllers::manager::run(client.clone(), identity));
     let agent = tokio::spawn(yun_agent::node::run(
         client,
         agent_config(&node_name, &server.kubeconfig)?,
@@ -188,10 +188,14 @@ async fn up(
         server.addr,
         server.kubeconfig.display()
     );
+    let agent_abort = agent.abort_handle();
     tokio::select! {
         r = agent => { r??; }
         _ = shutdown_signal() => {}
     }
+    // Stop the clients of the API before the API itself, so nothing reports a vanished server.
+    agent_abort.abort();
+    controllers.abort();
     // Pods keep running: the next `yun up` on this data dir adopts them (`yun down` stops them).
     server.shutdown().await;
     Ok(0)
