@@ -523,10 +523,28 @@ async fn subresources_and_deletecollection() {
         .unwrap_err();
     assert_eq!(api_code(e), 422);
 
-    // deletecollection with a selector.
+    // deletecollection with a selector: unbound pods go at once; the one bound to node-a is
+    // marked for graceful deletion (its node agent finishes it), until a grace-0 delete.
     pods.delete_collection(
         &DeleteParams::default(),
         &ListParams::default().labels("batch=x"),
+    )
+    .await
+    .unwrap();
+    let left = pods.list(&ListParams::default()).await.unwrap().items;
+    let names: Vec<_> = left
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["s-1"]);
+    assert!(left[0].metadata.deletion_timestamp.is_some());
+    assert_eq!(left[0].metadata.deletion_grace_period_seconds, Some(30));
+    pods.delete(
+        "s-1",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
     )
     .await
     .unwrap();

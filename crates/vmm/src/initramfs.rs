@@ -25,30 +25,55 @@ const WANTED_MODULES: &[&str] = &[
     "virtio_mmio",
     "virtio_blk",
     "virtio_console",
+    "virtio_net",
+    // The ISA pvpanic device is found through ACPI by pvpanic-mmio; it turns a guest panic
+    // into a GUEST_PANICKED event instead of a silent reboot.
+    "pvpanic",
+    "pvpanic_mmio",
 ];
 
 /// Prefix of the line /init prints after the command: `yun-exit-<nonce>: <status>`.
 pub const EXIT_MARKER: &str = "yun-exit-";
 
 const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox mount -t proc proc /proc
-/bin/busybox --install -s /bin
 export PATH=/bin HOME=/root
+mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-for m in $(cat /etc/yun-modules); do insmod /lib/modules/$m.ko 2>/dev/null; done
-cmd= nonce=
-for a in $(cat /proc/cmdline); do
+while read -r m; do insmod /lib/modules/$m.ko 2>/dev/null; done </etc/yun-modules
+cmd= nonce= root= ro=
+read -r cmdline </proc/cmdline
+for a in $cmdline; do
   case "$a" in
     yun.cmd=*) cmd=${a#yun.cmd=} ;;
     yun.nonce=*) nonce=${a#yun.nonce=} ;;
+    root=/dev/*) root=${a#root=} ;;
+    ro) ro=1 ;;
   esac
 done
 echo "$cmd" | base64 -d > /tmp/yun-cmd
-cd /root
-sh /tmp/yun-cmd </dev/console
-rc=$?
-cd /
+if [ -n "$root" ]; then
+  i=0
+  while [ ! -b "$root" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+  if mount -t ext4 ${ro:+-o ro} "$root" /newroot; then
+    for d in proc sys dev tmp; do mkdir -p /newroot/$d 2>/dev/null; done
+    mount -t proc proc /newroot/proc
+    mount -t sysfs sys /newroot/sys
+    mount -t devtmpfs dev /newroot/dev
+    chroot /newroot /bin/sh -c "cd /; $(cat /tmp/yun-cmd)" </dev/console
+    rc=$?
+    umount /newroot/proc /newroot/sys /newroot/dev
+    umount /newroot || mount -o remount,ro /newroot
+  else
+    echo "yun: cannot mount root $root"
+    rc=125
+  fi
+else
+  cd /root
+  sh /tmp/yun-cmd </dev/console
+  rc=$?
+  cd /
+fi
 sync
 echo "yun-exit-$nonce: $rc"
 poweroff -f
@@ -59,10 +84,12 @@ pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     let busybox = fs::read(BUSYBOX)
         .with_context(|| format!("{BUSYBOX}: cannot read (install busybox-static)"))?;
     let modules = resolve_modules(&kernel.modules_dir)?;
+    let applets = applets()?;
 
     let mut hash = Sha256::new();
     hash.update(INIT);
     hash.update(&busybox);
+    hash.update(applets.join(" "));
     for (name, data) in &modules {
         hash.update(name);
         hash.update(data);
@@ -82,6 +109,8 @@ pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
         "etc",
         "lib",
         "lib/modules",
+        "mnt",
+        "newroot",
         "proc",
         "root",
         "sys",
@@ -92,7 +121,10 @@ pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     // The kernel opens /dev/console for init before /init can mount devtmpfs.
     c.char_dev("dev/console", 0o600, 5, 1);
     c.file("bin/busybox", 0o755, &busybox);
-    c.symlink("bin/sh", "busybox");
+    // Applet links made here, not by `busybox --install` at boot: one process less per VM.
+    for applet in &applets {
+        c.symlink(&format!("bin/{applet}"), "busybox");
+    }
     c.file("init", 0o755, INIT.as_bytes());
     let order: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
     c.file(
@@ -111,6 +143,24 @@ pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     let _ = fs::remove_dir_all(&tmp);
     result.with_context(|| format!("write {}", path.display()))?;
     Ok(path)
+}
+
+/// The applets of the host's static busybox (`busybox --list`), `sh` among them.
+fn applets() -> Result<Vec<String>> {
+    let out = std::process::Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .with_context(|| format!("{BUSYBOX} --list"))?;
+    let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+        .map(String::from)
+        .collect();
+    if !list.iter().any(|a| a == "sh") {
+        list.push("sh".into());
+    }
+    Ok(list)
 }
 
 /// Wanted modules plus their `depends=`, ordered so each comes after what it depends on.

@@ -1,5 +1,6 @@
 //! A small QMP client: JSON lines over QEMU's Unix socket.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -13,6 +14,8 @@ use serde_json::{json, Value};
 pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    /// Events that arrived while waiting for a command's reply, for [`Qmp::next_event`].
+    events: VecDeque<Value>,
 }
 
 /// Answer of `query-status`.
@@ -42,6 +45,7 @@ impl Qmp {
         let mut qmp = Qmp {
             reader: BufReader::new(stream.try_clone()?),
             writer: stream,
+            events: VecDeque::new(),
         };
         let greeting = qmp.read_message()?;
         if greeting.get("QMP").is_none() {
@@ -67,6 +71,7 @@ impl Qmp {
                 .read_message()
                 .with_context(|| format!("QMP {command}"))?;
             if reply.get("event").is_some() {
+                self.events.push_back(reply);
                 continue;
             }
             if let Some(r) = reply.get("return") {
@@ -100,6 +105,81 @@ impl Qmp {
     /// Ask QEMU to exit now.
     pub fn quit(&mut self) -> Result<()> {
         self.execute("quit", None).map(drop)
+    }
+
+    /// Hand QEMU an open file as `fdname` (QMP `getfd`, the fd travels as SCM_RIGHTS).
+    pub fn send_fd(&mut self, fdname: &str, fd: std::os::fd::BorrowedFd) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let msg = serde_json::to_vec(&json!({
+            "execute": "getfd",
+            "arguments": { "fdname": fdname },
+        }))?;
+        let mut iov = libc::iovec {
+            iov_base: msg.as_ptr() as *mut libc::c_void,
+            iov_len: msg.len(),
+        };
+        // SAFETY: CMSG_SPACE only computes a size.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) };
+        let mut cbuf = vec![0u8; space as usize];
+        // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
+        let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_iov = &mut iov;
+        hdr.msg_iovlen = 1;
+        hdr.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        hdr.msg_controllen = space as usize;
+        // SAFETY: the control buffer is CMSG_SPACE(int) bytes, room for exactly one cmsg with
+        // one int; CMSG_FIRSTHDR/CMSG_DATA stay within it.
+        let sent = unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::c_int, fd.as_raw_fd());
+            libc::sendmsg(self.writer.as_raw_fd(), &hdr, 0)
+        };
+        if sent < 0 || sent as usize != msg.len() {
+            return Err(std::io::Error::last_os_error()).context("QMP getfd: sendmsg");
+        }
+        self.writer.write_all(b"\n")?;
+        loop {
+            let reply = self.read_message().context("QMP getfd")?;
+            if reply.get("event").is_some() {
+                self.events.push_back(reply);
+                continue;
+            }
+            if reply.get("return").is_some() {
+                return Ok(());
+            }
+            let desc = reply
+                .pointer("/error/desc")
+                .and_then(Value::as_str)
+                .unwrap_or("unexpected reply");
+            bail!("QMP getfd: {desc}");
+        }
+    }
+
+    /// Block (up to the read timeout) for the next event; `None` once QEMU closed the socket.
+    pub fn next_event(&mut self) -> Result<Option<Value>> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(Some(e));
+        }
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Ok(None);
+            }
+            let msg: Value =
+                serde_json::from_str(&line).with_context(|| format!("bad JSON {line:?}"))?;
+            if msg.get("event").is_some() {
+                return Ok(Some(msg));
+            }
+        }
+    }
+
+    /// How long reads may block; `None`: forever.
+    pub fn set_timeout(&mut self, t: Option<Duration>) -> Result<()> {
+        self.writer.set_read_timeout(t)?;
+        Ok(())
     }
 
     fn read_message(&mut self) -> Result<Value> {

@@ -1,4 +1,4 @@
-//! The QEMU driver: one throwaway VM in the foreground, console on a pipe, exit status from a marker.
+//! One throwaway VM in the foreground: console on a pipe, exit status from a marker.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -9,19 +9,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use base64::Engine;
 
-use crate::initramfs::{ensure_initramfs, EXIT_MARKER};
-use crate::kernel::ensure_kernel;
-
-/// QEMU binary used for every VM.
-pub const QEMU: &str = "qemu-system-x86_64";
-/// Smallest guest the cloud kernel plus initramfs boots in reliably.
-pub const MIN_MEMORY_MIB: u32 = 64;
-/// QEMU's limit for x86 guests without extra options.
-pub const MAX_CPUS: u32 = 255;
-/// x86 COMMAND_LINE_SIZE, including the terminating NUL.
-const MAX_CMDLINE: usize = 2047;
+use super::{
+    boot_files, check_boot_file, check_size, choose_accel, find_qemu, guest_script, kernel_cmdline,
+    machine_args, nonce, MachineArgs,
+};
+use crate::disk::{self, Disk};
+use crate::initramfs::EXIT_MARKER;
 
 /// What to run and on how big a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +32,12 @@ pub struct RunSpec {
     pub extra_cmdline: String,
     /// QEMU `-accel` value; default from [`choose_accel`].
     pub accel: Option<String>,
+    /// virtio-blk disks (`/dev/vda`, …).
+    pub disks: Vec<Disk>,
+    /// Boot this yun image: its ext4 root disk (writes discarded) becomes `/dev/vda` and root.
+    pub image: Option<String>,
+    /// Existing tap devices, attached as virtio-net NICs.
+    pub taps: Vec<String>,
 }
 
 impl Default for RunSpec {
@@ -50,6 +50,9 @@ impl Default for RunSpec {
             initrd: None,
             extra_cmdline: String::new(),
             accel: None,
+            disks: Vec::new(),
+            image: None,
+            taps: Vec::new(),
         }
     }
 }
@@ -77,40 +80,52 @@ pub fn run_with(
     out: &mut dyn Write,
 ) -> Result<i32> {
     validate(spec)?;
+    let qemu = find_qemu()?;
+    let mut disks = spec.disks.clone();
+    let mut script = guest_script(&spec.cmd);
+    let mut root = None;
+    if let Some(image) = &spec.image {
+        let built = crate::rootfs::image_disk(data_dir, image)?;
+        if spec.cmd.is_empty() {
+            script = built.script;
+        } else {
+            script = format!("{}{script}", built.env_prefix);
+        }
+        disks.insert(
+            0,
+            Disk {
+                path: built.path,
+                readonly: false,
+                format: crate::disk::DiskFormat::Raw,
+                scratch: true,
+            },
+        );
+        root = Some(("/dev/vda", false));
+    }
+    if script.is_empty() {
+        bail!("cmd: no command to run in the guest");
+    }
+    disk::check_conflicts(&disks, &super::driver::live_disks(data_dir, None))?;
     let nonce = nonce();
-    let cmdline = cmdline(spec, &nonce)?;
-    let (kernel, initrd) = boot_files(data_dir, spec)?;
     let accel = match &spec.accel {
         Some(a) => a.clone(),
         None => choose_accel(),
     };
+    let cmdline = kernel_cmdline(&script, &nonce, root, &accel, &spec.extra_cmdline)?;
+    let (kernel, initrd) = boot_files(data_dir, &spec.kernel, &spec.initrd)?;
+    let args = machine_args(&MachineArgs {
+        cpus: spec.cpus,
+        memory_mib: spec.memory_mib,
+        accel: &accel,
+        kernel: &kernel,
+        initrd: &initrd,
+        append: &cmdline,
+        disks: &disks,
+        taps: &spec.taps,
+    })?;
 
-    let mut cmd = Command::new(QEMU);
-    cmd.args([
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
-    ])
-    // pc: boots reliably under TCG here (microvm+ACPI hung ~1 in 10; microvm without ACPI hung);
-    // the console is the legacy 8250 the kernel has built in.
-    .args(["-M", "pc", "-serial", "stdio"])
-    .args(["-accel", &accel])
-    .args([
-        "-smp",
-        &spec.cpus.to_string(),
-        "-m",
-        &format!("{}M", spec.memory_mib),
-    ])
-    .arg("-kernel")
-    .arg(&kernel)
-    .arg("-initrd")
-    .arg(&initrd)
-    .args(["-append", &cmdline]);
-    if accel.starts_with("kvm") {
-        cmd.args(["-cpu", "host"]);
-    }
+    let mut cmd = Command::new(qemu);
+    cmd.args(&args).args(["-serial", "stdio"]);
     if let Some(sock) = &opts.qmp_socket {
         let _ = fs::remove_file(sock);
         cmd.arg("-qmp")
@@ -131,7 +146,7 @@ pub fn run_with(
     }
     let child = cmd
         .spawn()
-        .with_context(|| format!("{QEMU}: cannot start (install qemu-system-x86)"))?;
+        .with_context(|| format!("{}: cannot start", super::QEMU))?;
     let mut vm = VmGuard {
         child,
         qmp_socket: opts.qmp_socket.clone(),
@@ -192,6 +207,9 @@ pub fn run_with(
                 .unwrap_or("")
                 .trim()
                 .to_string();
+            if let Some(line) = disk::explain_qemu_error(&stderr, &disks) {
+                bail!("{line}");
+            }
             Err(anyhow!(
                 "VM ended ({exit}) before the guest reported an exit status{}",
                 if why.is_empty() {
@@ -252,31 +270,17 @@ impl Drop for VmGuard {
 }
 
 fn validate(spec: &RunSpec) -> Result<()> {
-    if spec.cpus == 0 || spec.cpus > MAX_CPUS {
-        bail!("cpus {}: must be between 1 and {MAX_CPUS}", spec.cpus);
-    }
-    if spec.memory_mib < MIN_MEMORY_MIB {
-        bail!(
-            "memory {} MiB: must be at least {MIN_MEMORY_MIB} MiB",
-            spec.memory_mib
-        );
-    }
-    let avail = mem_available_mib()?;
-    if u64::from(spec.memory_mib) > avail {
-        bail!(
-            "memory {} MiB: more than the host's available {avail} MiB",
-            spec.memory_mib
-        );
-    }
-    if spec.cmd.is_empty() {
+    check_size(spec.cpus, spec.memory_mib)?;
+    if spec.cmd.is_empty() && spec.image.is_none() {
         bail!("cmd: no command to run in the guest");
     }
-    for (what, p) in [("kernel", &spec.kernel), ("initrd", &spec.initrd)] {
-        if let Some(p) = p {
-            if !p.is_file() {
-                bail!("{what} {}: no such file", p.display());
-            }
-        }
+    check_boot_file("kernel", &spec.kernel)?;
+    check_boot_file("initrd", &spec.initrd)?;
+    for d in &spec.disks {
+        d.validate()?;
+    }
+    for t in &spec.taps {
+        super::cmdline::check_tap(t)?;
     }
     if let Some(a) = &spec.accel {
         if a.is_empty() || a.contains(char::is_whitespace) {
@@ -286,127 +290,9 @@ fn validate(spec: &RunSpec) -> Result<()> {
     Ok(())
 }
 
-fn mem_available_mib() -> Result<u64> {
-    let meminfo = fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb / 1024)
-        .ok_or_else(|| anyhow!("/proc/meminfo: no MemAvailable"))
-}
-
-fn boot_files(data_dir: &Path, spec: &RunSpec) -> Result<(PathBuf, PathBuf)> {
-    if let (Some(k), Some(i)) = (&spec.kernel, &spec.initrd) {
-        return Ok((k.clone(), i.clone()));
-    }
-    let kernel = ensure_kernel(data_dir)?;
-    let initrd = match &spec.initrd {
-        Some(i) => i.clone(),
-        None => ensure_initramfs(data_dir, &kernel)?,
-    };
-    let image = match &spec.kernel {
-        Some(k) => k.clone(),
-        None => kernel.vmlinux.clone().unwrap_or(kernel.vmlinuz.clone()),
-    };
-    Ok((image, initrd))
-}
-
-/// The guest script: one element verbatim, several shell-quoted into one command.
-pub fn guest_script(cmd: &[String]) -> String {
-    if cmd.len() == 1 {
-        return cmd[0].clone();
-    }
-    cmd.iter()
-        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn cmdline(spec: &RunSpec, nonce: &str) -> Result<String> {
-    let script = base64::engine::general_purpose::STANDARD.encode(guest_script(&spec.cmd));
-    // quiet + loglevel=0 keep kernel messages off the console, so it carries only guest output;
-    // panic=-1 + reboot=t + -no-reboot turn a guest panic into QEMU exiting.
-    let mut line = format!(
-        "console=ttyS0 quiet loglevel=0 panic=-1 reboot=t yun.nonce={nonce} yun.cmd={script}"
-    );
-    if !spec.extra_cmdline.trim().is_empty() {
-        line.push(' ');
-        line.push_str(spec.extra_cmdline.trim());
-    }
-    if line.len() > MAX_CMDLINE {
-        bail!(
-            "cmd: too long for the kernel command line ({} of {MAX_CMDLINE} bytes)",
-            line.len()
-        );
-    }
-    Ok(line)
-}
-
-fn nonce() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{:x}{:x}",
-        std::process::id(),
-        t.subsec_nanos() ^ (t.as_secs() as u32)
-    )
-}
-
-/// `kvm` only where the CPU has hardware virtualization and /dev/kvm answers; else multi-threaded TCG.
-/// (A PVM-backed /dev/kvm without vmx/svm cannot run stock kernels.)
-pub fn choose_accel() -> String {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("flags"))
-        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    if hw && kvm_works() {
-        "kvm".to_string()
-    } else {
-        "tcg,thread=multi".to_string()
-    }
-}
-
-fn kvm_works() -> bool {
-    use std::os::fd::AsRawFd;
-    const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
-    const KVM_CREATE_VM: libc::c_ulong = 0xAE01;
-    let Ok(f) = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    else {
-        return false;
-    };
-    // SAFETY: both ioctls take no argument pointer; the fd is open for the duration of the call.
-    let api = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION, 0) };
-    if api != 12 {
-        return false;
-    }
-    // SAFETY: as above; a returned VM fd is closed right away.
-    let vm = unsafe { libc::ioctl(f.as_raw_fd(), KVM_CREATE_VM, 0) };
-    if vm < 0 {
-        return false;
-    }
-    // SAFETY: vm is a fd we own and close once.
-    unsafe { libc::close(vm) };
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quotes_argv() {
-        assert_eq!(guest_script(&["exit 3".into()]), "exit 3");
-        assert_eq!(
-            guest_script(&["echo".into(), "it's".into()]),
-            r"'echo' 'it'\''s'"
-        );
-    }
 
     #[test]
     fn marker_ends_run_and_is_not_printed() {

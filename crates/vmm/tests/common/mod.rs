@@ -1,0 +1,125 @@
+//! Shared harness: the kernel cache, temp data dirs and a driver whose VMs are removed on drop.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use yun_vmm::{Driver, QemuDriver, State, VmConfig, VmStatus};
+
+pub const CACHE: &str = "/var/cache/yun-test-kernel";
+pub const SUPERVISOR: &str = env!("CARGO_BIN_EXE_yun-vm-supervisor");
+
+/// Kernel and initramfs, fetched/built once per machine.
+pub fn boot_files() -> &'static (PathBuf, PathBuf) {
+    static ONCE: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let dir = PathBuf::from(CACHE);
+        std::fs::create_dir_all(&dir).unwrap();
+        let k = yun_vmm::ensure_kernel(&dir).expect("kernel");
+        let i = yun_vmm::ensure_initramfs(&dir, &k).expect("initramfs");
+        (k.vmlinux.clone().unwrap_or(k.vmlinuz.clone()), i)
+    })
+}
+
+pub fn cache() -> &'static Path {
+    boot_files();
+    Path::new(CACHE)
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("yun-test-vm-")
+        .tempdir()
+        .unwrap()
+}
+
+/// A data dir with a driver; every VM in it is force-removed on drop, then the dir.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub driver: QemuDriver,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tmp();
+        let mut driver = QemuDriver::new(dir.path(), vec![SUPERVISOR.into()]);
+        driver.stop_grace = Duration::from_secs(2);
+        Env { dir, driver }
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A config with the cached kernel and initramfs.
+    pub fn config(&self, name: &str, cmd: &str) -> VmConfig {
+        let (k, i) = boot_files();
+        VmConfig {
+            kernel: Some(k.clone()),
+            initrd: Some(i.clone()),
+            cmd: vec![cmd.to_string()],
+            memory_mib: 128,
+            ..VmConfig::new(name)
+        }
+    }
+
+    pub fn wait(&self, name: &str, what: &str, ok: impl Fn(&VmStatus) -> bool) -> VmStatus {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let st = self.driver.status(name).unwrap();
+            if ok(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{name}: never {what}: {st:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_state(&self, name: &str, state: State) -> VmStatus {
+        self.wait(name, state.as_str(), |s| s.state == state)
+    }
+
+    /// Wait until the console log contains `needle`; returns the log.
+    pub fn wait_console(&self, name: &str, needle: &str) -> String {
+        let log = self.driver.console(name).unwrap().log;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            // Lossy: a console may carry stray bytes (e.g. the guest's own escape sequences).
+            // The guest's tty writes "\r\n"; compare lines without the "\r".
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).replace('\r', "");
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: console never showed {needle:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for vm in self.driver.list().unwrap_or_default() {
+            let _ = self.driver.undefine(&vm.config.name, true);
+        }
+    }
+}
+
+/// Processes whose command line mentions `needle` (to prove nothing was left running).
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd).contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}

@@ -1,0 +1,315 @@
+//! Managed VMs through the QEMU driver: lifecycle, exit reasons, snapshots, bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{processes_with, Env};
+use yun_vmm::{Driver, State};
+
+#[test]
+fn lifecycle_pause_resume_stop_start() {
+    let env = Env::new();
+    let d = &env.driver;
+    d.define(&env.config("yun-life", "echo booted; while true; do sleep 1; done"))
+        .unwrap();
+    assert_eq!(d.status("yun-life").unwrap().state, State::Defined);
+    d.start("yun-life").unwrap();
+    let st = d.status("yun-life").unwrap();
+    assert_eq!(st.state, State::Running, "{st:?}");
+    assert!(st.qemu_pid.is_some() && st.supervisor_pid.is_some());
+    env.wait_console("yun-life", "booted");
+
+    let e = d.start("yun-life").unwrap_err().to_string();
+    assert!(e.contains("already running"), "{e}");
+    let e = d.resume("yun-life").unwrap_err().to_string();
+    assert!(e.contains("not paused"), "{e}");
+
+    d.pause("yun-life").unwrap();
+    env.wait_state("yun-life", State::Paused);
+    let e = d.pause("yun-life").unwrap_err().to_string();
+    assert!(e.contains("cannot pause"), "{e}");
+    d.resume("yun-life").unwrap();
+    env.wait_state("yun-life", State::Running);
+
+    let stats = d.stats("yun-life").unwrap();
+    assert!(stats.supervisor_rss_kib > 0 && stats.hypervisor_rss_kib > stats.supervisor_rss_kib);
+
+    d.stop("yun-life", true).unwrap();
+    let st = d.status("yun-life").unwrap();
+    assert_eq!(st.state, State::Stopped);
+    assert_eq!(st.reason.as_deref(), Some("stopped"));
+    let dir = env.data().join("vm/machines/yun-life");
+    for s in ["qmp.sock", "sup.sock", "console.sock"] {
+        assert!(!dir.join(s).exists(), "{s} left behind");
+    }
+    let e = d.stop("yun-life", false).unwrap_err().to_string();
+    assert!(e.contains("not running"), "{e}");
+
+    // Started again, it boots afresh; rm -f removes it while running.
+    d.start("yun-life").unwrap();
+    let pid = d.status("yun-life").unwrap().qemu_pid.unwrap();
+    let e = d.undefine("yun-life", false).unwrap_err().to_string();
+    assert!(e.contains("running"), "{e}");
+    d.undefine("yun-life", true).unwrap();
+    assert!(!dir.exists());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+#[test]
+fn exit_reasons_poweroff_panic_killed() {
+    let env = Env::new();
+    let d = &env.driver;
+    d.define(&env.config("yun-off", "echo bye; exit 5"))
+        .unwrap();
+    // The kernel panics on a sysrq crash; pvpanic reports it.
+    d.define(&env.config("yun-panic", "echo c > /proc/sysrq-trigger; sleep 60"))
+        .unwrap();
+    d.define(&env.config("yun-kill", "while true; do sleep 1; done"))
+        .unwrap();
+    for n in ["yun-off", "yun-panic", "yun-kill"] {
+        d.start(n).unwrap();
+    }
+    let st = env.wait("yun-off", "ended", |s| !s.state.is_live());
+    assert_eq!(st.state, State::Stopped, "{st:?}");
+    assert_eq!(st.reason.as_deref(), Some("poweroff (exit 5)"));
+
+    let st = env.wait("yun-panic", "ended", |s| !s.state.is_live());
+    assert_eq!(st.state, State::Failed, "{st:?}");
+    assert_eq!(st.reason.as_deref(), Some("guest panic"));
+
+    let pid = d.status("yun-kill").unwrap().qemu_pid.unwrap();
+    // SAFETY: kill(2) of the QEMU process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let st = env.wait("yun-kill", "ended", |s| !s.state.is_live());
+    assert_eq!(st.state, State::Failed, "{st:?}");
+    assert_eq!(st.reason.as_deref(), Some("killed (signal 9)"));
+
+    // A killed supervisor takes QEMU with it and the VM shows as failed.
+    d.start("yun-kill").unwrap();
+    let st = d.status("yun-kill").unwrap();
+    let (sup, qemu) = (st.supervisor_pid.unwrap(), st.qemu_pid.unwrap());
+    // SAFETY: kill(2) of the supervisor this test started.
+    unsafe { libc::kill(sup as i32, libc::SIGKILL) };
+    let st = env.wait("yun-kill", "failed", |s| s.state == State::Failed);
+    assert_eq!(st.reason.as_deref(), Some("supervisor died"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{qemu}/exe")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn snapshot_restore_continues_the_guest() {
+    let env = Env::new();
+    let d = &env.driver;
+    d.define(&env.config(
+        "yun-snap",
+        "i=0; while true; do echo count-$i; i=$((i+1)); sleep 0.2; done",
+    ))
+    .unwrap();
+    let e = d.restore("yun-snap", "t1").unwrap_err().to_string();
+    assert!(e.contains("no snapshot"), "{e}");
+    d.start("yun-snap").unwrap();
+    env.wait_console("yun-snap", "count-3\n");
+    d.snapshot("yun-snap", "t1").unwrap();
+    assert_eq!(d.status("yun-snap").unwrap().state, State::Running);
+    let e = d.restore("yun-snap", "t1").unwrap_err().to_string();
+    assert!(e.contains("stop it"), "{e}");
+    let e = d.snapshot("yun-snap", "../x").unwrap_err().to_string();
+    assert!(e.starts_with("tag"), "{e}");
+    // Let the original run on, so its counter is well past the snapshot's.
+    let at_stop = env.wait_console("yun-snap", "count-15\n");
+    d.stop("yun-snap", true).unwrap();
+    let log = d.console("yun-snap").unwrap().log;
+    let before = std::fs::metadata(&log).unwrap().len() as usize;
+    drop(at_stop);
+
+    d.restore("yun-snap", "t1").unwrap();
+    assert!(d.status("yun-snap").unwrap().state.is_live());
+    // The restored guest counts on from the snapshot: never from 0 again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let bytes = std::fs::read(&log).unwrap();
+        let text = String::from_utf8_lossy(&bytes[before..]).into_owned();
+        let new: Vec<u32> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("count-")?.parse().ok())
+            .collect();
+        if new.len() >= 3 {
+            break new;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no counting after restore"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        after[0] >= 3,
+        "restored guest restarted counting: {after:?}"
+    );
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+    d.stop("yun-snap", true).unwrap();
+}
+
+#[test]
+fn bad_input_is_one_clear_error_and_leaves_nothing() {
+    let env = Env::new();
+    let d = &env.driver;
+    let data = env.data().to_path_buf();
+    let mut cfg = env.config("yun-bad", "true");
+    d.define(&cfg).unwrap();
+    let e = d.define(&cfg).unwrap_err().to_string();
+    assert_eq!(e, "vm yun-bad: name already in use");
+
+    let mut check = |name: &str, tweak: &dyn Fn(&mut yun_vmm::VmConfig), want: &str| {
+        cfg = env.config(name, "true");
+        tweak(&mut cfg);
+        let e = format!("{:#}", d.define(&cfg).unwrap_err());
+        assert!(e.contains(want), "{name}: {e}");
+        assert!(!e.contains('\n'), "{e}");
+        assert!(!data.join("vm/machines").join(name).exists());
+    };
+    let nowhere = data.join("nope");
+    check("yun-nok", &|c| c.kernel = Some(nowhere.clone()), "kernel");
+    let junk = data.join("junk");
+    std::fs::write(&junk, b"not a kernel at all").unwrap();
+    let junk2 = junk.clone();
+    check(
+        "yun-junk",
+        &move |c| c.kernel = Some(junk2.clone()),
+        "corrupt",
+    );
+    let junk3 = junk.clone();
+    check(
+        "yun-junki",
+        &move |c| c.initrd = Some(junk3.clone()),
+        "initrd",
+    );
+    check("yun-huge", &|c| c.memory_mib = u32::MAX / 2, "available");
+    check("yun-cpu0", &|c| c.cpus = 0, "cpus 0");
+    let missing = data.join("missing.img");
+    check(
+        "yun-nodisk",
+        &move |c| c.disks = vec![format!("{},ro", missing.display()).parse().unwrap()],
+        "no such file",
+    );
+    let bad_qcow = data.join("bad.qcow2");
+    std::fs::write(&bad_qcow, vec![0u8; 4096]).unwrap();
+    check(
+        "yun-badq",
+        &move |c| {
+            c.disks = vec![format!("{},format=qcow2", bad_qcow.display())
+                .parse()
+                .unwrap()]
+        },
+        "not a qcow2",
+    );
+    let e = d
+        .define(&env.config("../x", "true"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("name"), "{e}");
+    let e = d.start("yun-none").unwrap_err().to_string();
+    assert_eq!(e, "vm yun-none: no such VM");
+
+    // Nothing but the one good VM's directory; no QEMU with our data dir on its command line.
+    let left: Vec<_> = std::fs::read_dir(data.join("vm/machines"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["yun-bad".to_string()]);
+    assert!(processes_with(&data.to_string_lossy()).is_empty());
+}
+
+#[test]
+fn disk_open_read_write_elsewhere_is_refused() {
+    let env = Env::new();
+    let other = Env::new(); // a second data dir: only QEMU's own image locking sees the clash
+    let img = env.data().join("yun-shared.img");
+    yun_vmm::make_ext4(&img, 16, None, None).unwrap();
+    let rw: yun_vmm::Disk = img.to_str().unwrap().parse().unwrap();
+    let ro: yun_vmm::Disk = format!("{},ro", img.display()).parse().unwrap();
+    let mut a = env.config("yun-a", "while true; do sleep 1; done");
+    a.disks = vec![rw.clone()];
+    env.driver.define(&a).unwrap();
+    env.driver.start("yun-a").unwrap();
+
+    let mut b = env.config("yun-b", "true");
+    b.disks = vec![ro];
+    env.driver.define(&b).unwrap();
+    let e = format!("{:#}", env.driver.start("yun-b").unwrap_err());
+    assert!(e.contains("already open read-write by VM \"yun-a\""), "{e}");
+
+    let mut c = other.config("yun-c", "true");
+    c.disks = vec![rw];
+    other.driver.define(&c).unwrap();
+    let e = format!("{:#}", other.driver.start("yun-c").unwrap_err());
+    assert!(
+        e.contains("already open read-write by another process"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+    let dir = other.data().join("vm/machines/yun-c");
+    for s in ["qmp.sock", "sup.sock", "console.sock", "launch.json"] {
+        assert!(!dir.join(s).exists(), "{s} left behind");
+    }
+    assert!(processes_with(&other.data().to_string_lossy()).is_empty());
+}
+
+#[test]
+fn image_vm_keeps_its_root_disk() {
+    let env = Env::new();
+    let mut cfg = env.config("yun-img", "");
+    cfg.cmd = vec!["echo kept > /persist; grep -c ' / ext4' /proc/mounts".into()];
+    cfg.image = Some("busybox".into());
+    env.driver.define(&cfg).unwrap();
+    env.driver.start("yun-img").unwrap();
+    let st = env.wait("yun-img", "ended", |s| !s.state.is_live());
+    assert_eq!(st.reason.as_deref(), Some("poweroff (exit 0)"), "{st:?}");
+    let root = env.data().join("vm/machines/yun-img/root.ext4");
+    let out = std::process::Command::new("debugfs")
+        .args(["-R", "cat /persist"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n");
+}
+
+/// Puts the host's KSM settings back as they were.
+struct KsmGuard(yun_vmm::KsmStatus);
+
+impl Drop for KsmGuard {
+    fn drop(&mut self) {
+        let _ = yun_vmm::ksm_tune(self.0.pages_to_scan, self.0.sleep_millisecs);
+        let _ = yun_vmm::ksm_set(self.0.run == 1);
+    }
+}
+
+#[test]
+fn ksm_shares_pages_of_identical_vms() {
+    let env = Env::new();
+    let _restore = KsmGuard(yun_vmm::ksm_status().unwrap());
+    for n in ["yun-ksm1", "yun-ksm2"] {
+        env.driver
+            .define(&env.config(n, "while true; do sleep 1; done"))
+            .unwrap();
+        env.driver.start(n).unwrap();
+    }
+    yun_vmm::ksm_tune(20000, 10).unwrap();
+    yun_vmm::ksm_set(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let s = yun_vmm::ksm_status().unwrap();
+        if s.pages_sharing > 1000 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sharing: {s:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
