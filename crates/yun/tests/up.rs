@@ -197,14 +197,116 @@ fn kubectl_runs_a_deployment_on_yun_up() {
         assert!(endpoints.contains(ip), "{endpoints}");
     }
 
-    // Scale, roll to a new template, undo.
+    // A pod answers another pod over the bridge.
+    let url = format!("http://{}:8080/", ips[1]);
+    up.ok(&[
+        "run",
+        "client",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "wget",
+        "-q",
+        "-O-",
+        &url,
+    ]);
+    up.until(&["logs", "client"], 60, |o| o.contains("hello from web-"));
+    up.ok(&["delete", "pod", "client"]);
+
+    // A container killed on the host comes back (restartCount 1); a deleted pod is replaced.
+    let victim = up.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let id = up.ok(&[
+        "get",
+        "pod",
+        &victim,
+        "-o",
+        "jsonpath={.status.containerStatuses[0].containerID}",
+    ]);
+    let id = id.trim_start_matches("yun://");
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(up.data.join("runtime").join(id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let pid = state["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    up.until(
+        &[
+            "get",
+            "pod",
+            &victim,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ],
+        60,
+        |o| o == "1",
+    );
+    up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    up.ok(&["delete", "pod", &victim]);
+    up.until(
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+        60,
+        |o| o.split_whitespace().count() == 2 && !o.contains(victim.as_str()),
+    );
+
+    // Scale 3 → 10 → 2.
+    for n in ["3", "10", "2"] {
+        up.ok(&["scale", "deployment/web", &format!("--replicas={n}")]);
+        up.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+        up.until(&["get", "pods", "-l", "app=web", "--no-headers"], 60, |o| {
+            o.lines().count().to_string() == n && o.lines().all(|l| l.contains("Running"))
+        });
+    }
     up.ok(&["scale", "deployment/web", "--replicas=3"]);
     up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
-    up.until(&["get", "pods", "-l", "app=web", "--no-headers"], 30, |o| {
-        o.lines().filter(|l| l.contains("Running")).count() == 3
-    });
+    // A rolling update with maxUnavailable 0 never drops below 3 ready pods.
+    up.ok(&[
+        "patch",
+        "deployment/web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"strategy":{"rollingUpdate":{"maxUnavailable":0,"maxSurge":1}}}}"#,
+    ]);
     up.ok(&["set", "env", "deployment/web", "GREETING=v2"]);
-    up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let watching = std::sync::atomic::AtomicBool::new(true);
+    let lowest = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut lowest = i32::MAX;
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                let ready = up.ok(&[
+                    "get",
+                    "deployment",
+                    "web",
+                    "-o",
+                    "jsonpath={.status.readyReplicas}",
+                ]);
+                lowest = lowest.min(ready.trim().parse().unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            lowest
+        });
+        up.ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+        watching.store(false, std::sync::atomic::Ordering::SeqCst);
+        sampler.join().unwrap()
+    });
+    assert!(lowest >= 3, "only {lowest} ready during the rollout");
     let revision = up.ok(&[
         "get",
         "deployment",
