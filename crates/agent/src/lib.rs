@@ -8,6 +8,7 @@
 //! labels, so an agent restart re-adopts them instead of killing them.
 
 mod container;
+mod images;
 pub mod logs;
 pub mod node;
 mod pods;

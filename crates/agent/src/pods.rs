@@ -501,7 +501,7 @@ impl PodRuntime {
                 }
             }
         }
-        if let Err((reason, e)) = self.ensure_image(c, image) {
+        if let Err((reason, e)) = crate::images::ensure(&self.engine, c, image) {
             let failures = self
                 .waiting
                 .lock()
@@ -537,41 +537,6 @@ impl PodRuntime {
             Err(e) => self.set_waiting(uid, &c.name, "RunContainerError", format!("{e:#}")),
         }
         Ok(())
-    }
-
-    /// Make `image` available per the container's imagePullPolicy. Offline-friendly: when a
-    /// pull under `Always` fails but the image is already here, the local copy is used.
-    fn ensure_image(
-        &self,
-        c: &Container,
-        image: &str,
-    ) -> Result<(), (&'static str, anyhow::Error)> {
-        let builtin = matches!(image, "busybox" | "busybox:latest");
-        let tag_latest =
-            !image.rsplit('/').next().unwrap_or(image).contains(':') || image.ends_with(":latest");
-        let policy = c.image_pull_policy.as_deref().unwrap_or(if tag_latest {
-            "Always"
-        } else {
-            "IfNotPresent"
-        });
-        let local = self.engine.image(image);
-        match policy {
-            _ if builtin => local.map(drop).map_err(|e| ("ErrImagePull", e)),
-            "Never" => local.map(drop).map_err(|e| {
-                (
-                    "ErrImageNeverPull",
-                    e.context(format!(
-                        "image {image:?} is not present with pull policy Never"
-                    )),
-                )
-            }),
-            "IfNotPresent" if local.is_ok() => Ok(()),
-            _ => match self.engine.pull(image, &Default::default()) {
-                Ok(_) => Ok(()),
-                Err(_) if policy == "Always" && local.is_ok() => Ok(()),
-                Err(e) => Err(("ErrImagePull", e)),
-            },
-        }
     }
 
     /// Stop and remove every container of pod `uid` (app and init first, the sandbox last),
