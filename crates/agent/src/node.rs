@@ -277,19 +277,19 @@ async fn inputs_for(client: &Client, pod: &Pod, host_ip: &str) -> PodInputs {
     inputs
 }
 
-/// The parts of a status worth writing: without condition timestamps, which change on every
-/// sync, so an unchanged pod is not rewritten (and wakes no watcher).
-fn comparable(s: &PodStatus) -> serde_json::Value {
-    let mut v = serde_json::to_value(s).unwrap_or_default();
-    if let Some(conds) = v.get_mut("conditions").and_then(|c| c.as_array_mut()) {
-        for c in conds {
-            if let Some(o) = c.as_object_mut() {
-                o.remove("lastTransitionTime");
-                o.remove("lastProbeTime");
-            }
+/// A condition's lastTransitionTime is when its status last changed: keep the recorded one
+/// while the status is the same, so the time means something and an unchanged pod's status is
+/// identical to what the API has (and is not rewritten, waking no watcher).
+fn keep_transition_times(old: Option<&PodStatus>, new: &mut PodStatus) {
+    let old = old.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]);
+    for c in new.conditions.iter_mut().flatten() {
+        if let Some(o) = old
+            .iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status)
+        {
+            c.last_transition_time = o.last_transition_time.clone();
         }
     }
-    v
 }
 
 /// Run the agent until the process ends: register, heartbeat, and sync the node's pods.
@@ -443,20 +443,23 @@ async fn sync_one(
     let rt2 = rt.clone();
     let pod2 = pod.clone();
     let status = tokio::task::spawn_blocking(move || rt2.sync(&pod2, &inputs)).await?;
-    let status = match status {
+    let mut status = match status {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("pod {ns}/{name}: {e:#}");
             return Ok(());
         }
     };
-    let now_cmp = comparable(&status);
-    let was = pod.status.as_ref().map(comparable);
-    if was.as_ref() != Some(&now_cmp) && last_status.get(&uid) != Some(&now_cmp) {
+    keep_transition_times(pod.status.as_ref(), &mut status);
+    let now = serde_json::to_value(&status)?;
+    let was = pod.status.as_ref().map(serde_json::to_value).transpose()?;
+    // `last_status` guards against a server that stores the status slightly differently
+    // from how we sent it: the same status is never written twice in a row.
+    if was.as_ref() != Some(&now) && last_status.get(&uid) != Some(&now) {
         let patch = json!({"status": status});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        last_status.insert(uid, now_cmp);
+        last_status.insert(uid, now);
     }
     Ok(())
 }

@@ -114,9 +114,9 @@ impl PodRuntime {
     pub fn pod_uids(&self) -> Vec<String> {
         let mut uids: Vec<String> = self
             .engine
-            .ps(true)
+            .containers()
             .into_iter()
-            .filter_map(|s| s.container.labels.get(LABEL_POD_UID).cloned())
+            .filter_map(|c| c.labels.get(LABEL_POD_UID).cloned())
             .collect();
         uids.sort();
         uids.dedup();
@@ -125,8 +125,10 @@ impl PodRuntime {
 
     fn attempts(&self, uid: &str) -> Attempts {
         let mut out: Attempts = BTreeMap::new();
-        for s in self.engine.ps(true) {
-            let labels = &s.container.labels;
+        // The runtime's state is read only for this pod's containers: a sync runs for every
+        // pod every second, and the node may hold many.
+        for c in self.engine.containers() {
+            let labels = &c.labels;
             if labels.get(LABEL_POD_UID).map(String::as_str) != Some(uid) {
                 continue;
             }
@@ -136,8 +138,10 @@ impl PodRuntime {
             ) else {
                 continue;
             };
-            let finished = self.engine.finished_at(&s.container);
-            out.entry(name.clone()).or_default().push(Attempt {
+            let name = name.clone();
+            let s = self.engine.status(&c);
+            let finished = self.engine.finished_at(&c);
+            out.entry(name).or_default().push(Attempt {
                 number: n,
                 status: s,
                 finished,

@@ -206,6 +206,12 @@ impl Engine {
             .collect()
     }
 
+    /// Every container's record, oldest first, without asking the runtime for its state
+    /// (callers that only need some of them ask [`Engine::status`] for those).
+    pub fn containers(&self) -> Vec<Container> {
+        self.layout.all()
+    }
+
     pub fn find(&self, key: &str) -> Result<Container> {
         self.layout.find(key)
     }

@@ -340,7 +340,6 @@ fn kubectl_runs_a_deployment_on_yun_up() {
         "-o",
         "jsonpath={.items[0].metadata.name}",
     ]);
-    up.ok(&["exec", "--help"]);
     let logs = up.kubectl(&["logs", &pod]);
     assert!(
         logs.status.success(),

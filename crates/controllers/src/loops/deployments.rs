@@ -12,33 +12,21 @@ use serde_json::json;
 use super::{is_status, split_key, work, Next};
 use crate::deployment::{self, REVISION};
 use crate::owner;
-use crate::runtime::{key_of, Change, Informer, WorkQueue};
+use crate::runtime::{enqueue_controller, enqueue_self, Informer, WorkQueue};
 
 pub async fn run(client: Client, workers: usize) {
     let queue = WorkQueue::new();
-    let q = queue.clone();
     let deployments = Arc::new(Informer::start(
         Api::<Deployment>::all(client.clone()),
         WatchParams::default(),
         Duration::from_secs(30),
-        move |c| match c {
-            Change::Applied(d) | Change::Deleted(d) => q.add(&key_of(d)),
-        },
+        enqueue_self(queue.clone()),
     ));
-    let q = queue.clone();
     let sets = Arc::new(Informer::start(
         Api::<ReplicaSet>::all(client.clone()),
         WatchParams::default(),
         Duration::from_secs(600),
-        move |c| {
-            let rs = match c {
-                Change::Applied(rs) | Change::Deleted(rs) => rs,
-            };
-            let ns = rs.metadata.namespace.clone().unwrap_or_default();
-            if let Some(o) = owner::controller_of(&rs.metadata).filter(|o| o.kind == "Deployment") {
-                q.add(&format!("{ns}/{}", o.name));
-            }
-        },
+        enqueue_controller(queue.clone(), "Deployment"),
     ));
     deployments.synced().await;
     sets.synced().await;

@@ -14,18 +14,15 @@ use kube::{Api, Client};
 
 use super::{is_status, split_key, work, Next};
 use crate::replicaset::{is_active, is_ready};
-use crate::runtime::{key_of, Change, Informer, WorkQueue};
+use crate::runtime::{enqueue_self, key_of, Change, Informer, WorkQueue};
 
 pub async fn run(client: Client) {
     let queue = WorkQueue::new();
-    let q = queue.clone();
     let services = Arc::new(Informer::start(
         Api::<Service>::all(client.clone()),
         WatchParams::default(),
         Duration::from_secs(300),
-        move |c| match c {
-            Change::Applied(s) | Change::Deleted(s) => q.add(&key_of(s)),
-        },
+        enqueue_self(queue.clone()),
     ));
     let q = queue.clone();
     let svc = services.clone();
@@ -33,10 +30,8 @@ pub async fn run(client: Client) {
         Api::<Pod>::all(client.clone()),
         WatchParams::default(),
         Duration::from_secs(600),
-        move |c| {
-            let p = match c {
-                Change::Applied(p) | Change::Deleted(p) => p,
-            };
+        move |c: Change<'_, Pod>| {
+            let p = c.object();
             // Any service of the pod's namespace may select it.
             for s in svc.list_namespace(p.metadata.namespace.as_deref().unwrap_or("")) {
                 q.add(&key_of(&*s));

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{is_status, split_key, work, Next};
 use crate::owner;
 use crate::replicaset;
-use crate::runtime::{key_of, Change, Informer, WorkQueue};
+use crate::runtime::{enqueue_controller, enqueue_self, Informer, WorkQueue};
 
 /// Pods we created or deleted and the cache has not shown yet, per ReplicaSet: acting again
 /// before they show would create or delete twice (Kubernetes calls these expectations).
@@ -27,29 +27,17 @@ const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(client: Client, workers: usize) {
     let queue = WorkQueue::new();
-    let q = queue.clone();
     let sets = Arc::new(Informer::start(
         Api::<ReplicaSet>::all(client.clone()),
         WatchParams::default(),
         Duration::from_secs(60),
-        move |c| match c {
-            Change::Applied(rs) | Change::Deleted(rs) => q.add(&key_of(rs)),
-        },
+        enqueue_self(queue.clone()),
     ));
-    let q = queue.clone();
     let pods = Arc::new(Informer::start(
         Api::<Pod>::all(client.clone()),
         WatchParams::default(),
         Duration::from_secs(600),
-        move |c| {
-            let p = match c {
-                Change::Applied(p) | Change::Deleted(p) => p,
-            };
-            let ns = p.metadata.namespace.clone().unwrap_or_default();
-            if let Some(o) = owner::controller_of(&p.metadata).filter(|o| o.kind == "ReplicaSet") {
-                q.add(&format!("{ns}/{}", o.name));
-            }
-        },
+        enqueue_controller(queue.clone(), "ReplicaSet"),
     ));
     sets.synced().await;
     pods.synced().await;

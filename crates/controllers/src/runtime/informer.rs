@@ -13,6 +13,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use super::WorkQueue;
+
 /// "namespace/name", or "name" for cluster-scoped objects.
 pub fn key_of<K: Resource>(obj: &K) -> String {
     match obj.meta().namespace.as_deref() {
@@ -25,6 +27,35 @@ pub fn key_of<K: Resource>(obj: &K) -> String {
 pub enum Change<'a, K> {
     Applied(&'a K),
     Deleted(&'a K),
+}
+
+impl<K> Change<'_, K> {
+    /// The object, applied or deleted.
+    pub fn object(&self) -> &K {
+        match self {
+            Change::Applied(o) | Change::Deleted(o) => o,
+        }
+    }
+}
+
+/// A handler that queues the changed object's own key.
+pub fn enqueue_self<K: Resource>(queue: WorkQueue) -> impl Fn(Change<'_, K>) + Send + Sync {
+    move |c| queue.add(&key_of(c.object()))
+}
+
+/// A handler that queues the key of the changed object's controller, when that controller is
+/// of `kind` (a pod → its ReplicaSet, a ReplicaSet → its Deployment).
+pub fn enqueue_controller<K: Resource>(
+    queue: WorkQueue,
+    kind: &'static str,
+) -> impl Fn(Change<'_, K>) + Send + Sync {
+    move |c| {
+        let meta = c.object().meta();
+        if let Some(o) = crate::owner::controller_of(meta).filter(|o| o.kind == kind) {
+            let ns = meta.namespace.as_deref().unwrap_or_default();
+            queue.add(&format!("{ns}/{}", o.name));
+        }
+    }
 }
 
 type Cache<K> = Arc<RwLock<BTreeMap<String, Arc<K>>>>;
