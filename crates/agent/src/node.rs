@@ -28,8 +28,9 @@ pub struct AgentConfig {
     pub node_name: String,
     /// How often every pod is synced even without an event (to see container exits).
     pub sync_period: Duration,
-    /// Lease renewal interval (Kubernetes: 10 s, lease valid 40 s).
-    pub lease_renew: Duration,
+    /// How long the node's Lease is valid (Kubernetes: 40 s); it is renewed every quarter of
+    /// that, as the kubelet does.
+    pub lease_duration: Duration,
     /// Serve container logs (for `kubectl logs`, through the API server) on this port of the
     /// node's address (0: any free port), to requests bearing this token. None: no log endpoint.
     pub logs: Option<(u16, String)>,
@@ -40,7 +41,7 @@ impl AgentConfig {
         AgentConfig {
             node_name: node_name.to_string(),
             sync_period: Duration::from_secs(1),
-            lease_renew: Duration::from_secs(10),
+            lease_duration: Duration::from_secs(40),
             logs: None,
         }
     }
@@ -176,7 +177,7 @@ async fn renew_lease(client: &Client, cfg: &AgentConfig) -> anyhow::Result<()> {
     let api = Api::<Lease>::namespaced(client.clone(), "kube-node-lease");
     let spec = LeaseSpec {
         holder_identity: Some(cfg.node_name.clone()),
-        lease_duration_seconds: Some(40),
+        lease_duration_seconds: Some(cfg.lease_duration.as_secs().max(1) as i32),
         renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
         ..Default::default()
     };
@@ -325,7 +326,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 if let Err(e) = renew_lease(&client, &cfg).await {
                     tracing::warn!("renewing the node lease: {e:#}");
                 }
-                tokio::time::sleep(cfg.lease_renew).await;
+                tokio::time::sleep(cfg.lease_duration / 4).await;
             }
         }))
     };

@@ -14,5 +14,3 @@ pub mod selector;
 
 #[cfg(test)]
 mod rollout_tests;
-#[cfg(test)]
-mod scheduler_tests;

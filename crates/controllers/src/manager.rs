@@ -14,8 +14,8 @@ use crate::runtime::LeaderElection;
 pub const LEASE_NAME: &str = "yun-controller-manager";
 
 /// Run the scheduler and the controllers for as long as this process leads; `identity` names
-/// this process in the Lease (e.g. "HOST_PID").
-pub async fn run(client: Client, identity: String) {
+/// this process in the Lease (e.g. "HOST_PID"); `nodes` times the node lifecycle.
+pub async fn run(client: Client, identity: String, nodes: loops::nodes::Timing) {
     let (tx, mut leading) = watch::channel(false);
     let election = LeaderElection {
         api: Api::<Lease>::namespaced(client.clone(), "kube-system"),
@@ -37,10 +37,7 @@ pub async fn run(client: Client, identity: String) {
             tokio::spawn(loops::replicasets::run(client.clone(), 2)),
             tokio::spawn(loops::deployments::run(client.clone(), 2)),
             tokio::spawn(loops::endpoints::run(client.clone())),
-            tokio::spawn(loops::nodes::run(
-                client.clone(),
-                loops::nodes::Timing::default(),
-            )),
+            tokio::spawn(loops::nodes::run(client.clone(), nodes)),
         ];
         let _ = leading.wait_for(|l| !*l).await;
         tracing::info!("lost the lease: stopping the controllers");

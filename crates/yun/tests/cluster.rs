@@ -97,7 +97,11 @@ async fn a_deployment_runs_scales_rolls_and_goes() {
             .unwrap(),
     );
     cluster.rt = Some(rt.clone());
-    tokio::spawn(yun_controllers::manager::run(client.clone(), "test".into()));
+    tokio::spawn(yun_controllers::manager::run(
+        client.clone(),
+        "test".into(),
+        Default::default(),
+    ));
     tokio::spawn(yun_agent::node::run(
         client.clone(),
         yun_agent::node::AgentConfig::new("node-1"),

@@ -21,6 +21,18 @@ pub struct Timing {
     pub period: Duration,
 }
 
+impl Timing {
+    /// A node is declared unreachable after `grace` without a lease renewal, and its pods are
+    /// evicted `eviction` later; nodes are checked often enough to notice within a grace.
+    pub fn new(grace: Duration, eviction: Duration) -> Timing {
+        Timing {
+            grace,
+            eviction,
+            period: (grace / 2).clamp(Duration::from_millis(500), Duration::from_secs(5)),
+        }
+    }
+}
+
 impl Default for Timing {
     fn default() -> Self {
         Timing {
@@ -49,7 +61,7 @@ pub async fn run(client: Client, timing: Timing) {
     nodes.synced().await;
     leases.synced().await;
     loop {
-        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
         for node in nodes.list() {
             let name = node.metadata.name.clone().unwrap_or_default();
             let renewed = leases
@@ -59,7 +71,7 @@ pub async fn run(client: Client, timing: Timing) {
                         .as_ref()?
                         .renew_time
                         .as_ref()
-                        .map(|t| t.0.as_second())
+                        .map(|t| t.0.as_millisecond())
                 });
             let Some(renewed) = renewed else { continue };
             let silent = now - renewed;
@@ -69,13 +81,13 @@ pub async fn run(client: Client, timing: Timing) {
                 .and_then(|s| s.conditions.as_ref())
                 .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
                 .cloned();
-            if silent > timing.grace.as_secs() as i64 {
+            if silent > timing.grace.as_millis() as i64 {
                 if ready.as_ref().is_none_or(|c| c.status != "Unknown") {
                     if let Err(e) = mark_unknown(&client, &node).await {
                         tracing::warn!("node {name}: {e:#}");
                     }
                 }
-                if silent > (timing.grace + timing.eviction).as_secs() as i64 {
+                if silent > (timing.grace + timing.eviction).as_millis() as i64 {
                     if let Err(e) = evict(&client, &name).await {
                         tracing::warn!("evicting pods of node {name}: {e:#}");
                     }

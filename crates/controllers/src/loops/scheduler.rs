@@ -1,6 +1,6 @@
 //! The scheduler loop: bind every pending pod to a node, or say why it cannot be placed.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +13,9 @@ use serde_json::json;
 use super::{is_status, split_key, work, Next};
 use crate::replicaset::is_active;
 use crate::runtime::{key_of, Change, Informer, WorkQueue};
-use crate::scheduler::{pick_node, NodeInfo};
+use crate::scheduler::cache::Cache;
+use crate::scheduler::pick_node;
+use tokio::sync::Semaphore;
 
 /// The scheduler this loop answers for (pods may name another and are left alone).
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -28,141 +30,180 @@ fn wants_us(p: &Pod) -> bool {
         && is_active(p)
 }
 
+/// How many bindings may be in flight at once: decisions are made one at a time against the
+/// cache, and bindings (an API write each) go out concurrently, as kube-scheduler's binding
+/// cycle does, so the store's group commit can batch them.
+const BINDS_IN_FLIGHT: usize = 64;
+
+struct Scheduler {
+    client: Client,
+    queue: WorkQueue,
+    pods: Informer<Pod>,
+    cache: Arc<Mutex<Cache>>,
+    binds: Arc<Semaphore>,
+}
+
 pub async fn run(client: Client) {
     let queue = WorkQueue::new();
-    let q = queue.clone();
-    let pods = Arc::new(Informer::start(
+    let cache: Arc<Mutex<Cache>> = Arc::default();
+    // Pods that fit nowhere: a node change requeues them (and only them).
+    let unschedulable: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (q, c, u) = (queue.clone(), cache.clone(), unschedulable.clone());
+    let pods = Informer::start(
         Api::<Pod>::all(client.clone()),
         WatchParams::default(),
         Duration::from_secs(300),
-        move |c| {
-            if let Change::Applied(p) = c {
-                if wants_us(p) {
-                    q.add(&key_of(p));
+        move |change| {
+            let key = key_of(change.object());
+            match change {
+                Change::Applied(p) => {
+                    c.lock().expect("lock").apply_pod(&key, p);
+                    if wants_us(p) {
+                        q.add(&key);
+                    } else {
+                        u.lock().expect("lock").remove(&key);
+                    }
+                }
+                Change::Deleted(_) => {
+                    c.lock().expect("lock").forget(&key);
+                    u.lock().expect("lock").remove(&key);
                 }
             }
         },
-    ));
-    let pending = pods.clone();
-    let q = queue.clone();
-    let nodes = Arc::new(Informer::start(
+    );
+    let (q, c, u) = (queue.clone(), cache.clone(), unschedulable.clone());
+    let nodes = Informer::start(
         Api::<Node>::all(client.clone()),
         WatchParams::default(),
         Duration::from_secs(300),
-        move |_| {
+        move |change| {
+            match change {
+                Change::Applied(n) => c.lock().expect("lock").apply_node(n),
+                Change::Deleted(n) => c
+                    .lock()
+                    .expect("lock")
+                    .delete_node(n.metadata.name.as_deref().unwrap_or("")),
+            }
             // A node came, went or changed: pods that did not fit may fit now.
-            for p in pending.list() {
-                if wants_us(&p) {
-                    q.add(&key_of(&*p));
-                }
+            for key in u.lock().expect("lock").iter() {
+                q.add(key);
             }
         },
-    ));
+    );
     pods.synced().await;
     nodes.synced().await;
-    // Pods bound here but not yet seen bound in the cache: count them on their node.
-    let assumed: Arc<Mutex<HashMap<String, (String, Pod)>>> = Arc::default();
+    let scheduler = Arc::new(Scheduler {
+        client,
+        queue: queue.clone(),
+        pods,
+        cache,
+        binds: Arc::new(Semaphore::new(BINDS_IN_FLIGHT)),
+    });
     work(queue, 1, move |key| {
-        let (client, pods, nodes, assumed) =
-            (client.clone(), pods.clone(), nodes.clone(), assumed.clone());
-        async move { schedule(&key, client, &pods, &nodes, &assumed).await }
+        let (scheduler, unschedulable) = (scheduler.clone(), unschedulable.clone());
+        async move {
+            let next = scheduler.schedule(&key).await;
+            let mut u = unschedulable.lock().expect("lock");
+            match next {
+                Ok(Next::After(_)) => u.insert(key),
+                _ => u.remove(&key),
+            };
+            next
+        }
     })
     .await;
 }
 
-async fn schedule(
-    key: &str,
-    client: Client,
-    pods: &Informer<Pod>,
-    nodes: &Informer<Node>,
-    assumed: &Mutex<HashMap<String, (String, Pod)>>,
-) -> anyhow::Result<Next> {
-    let Some(pod) = pods.get(key) else {
-        return Ok(Next::Done);
-    };
-    if !wants_us(&pod) {
-        return Ok(Next::Done);
-    }
-    let all_pods = pods.list();
-    let infos: Vec<NodeInfo> = {
-        let mut assumed = assumed.lock().expect("lock");
-        // Forget assumptions the cache has caught up with.
-        assumed.retain(|k, _| pods.get(k).is_some_and(|p| wants_us(&p)));
-        nodes
-            .list()
-            .iter()
-            .map(|n| {
-                let name = n.metadata.name.clone().unwrap_or_default();
-                let mut on_node: Vec<Pod> = all_pods
-                    .iter()
-                    .filter(|p| is_active(p))
-                    .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
-                    .map(|p| (**p).clone())
-                    .collect();
-                on_node.extend(
-                    assumed
-                        .values()
-                        .filter(|(n, _)| *n == name)
-                        .map(|(_, p)| p.clone()),
-                );
-                NodeInfo {
-                    node: (**n).clone(),
-                    pods: on_node,
-                }
-            })
-            .collect()
-    };
-    let (ns, name) = split_key(key);
-    let api = Api::<Pod>::namespaced(client.clone(), ns);
-    match pick_node(&pod, &infos) {
-        Ok(node) => {
-            let binding = Binding {
-                metadata: ObjectMeta {
-                    name: Some(name.to_string()),
-                    namespace: Some(ns.to_string()),
-                    ..Default::default()
-                },
-                target: ObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Node".into()),
-                    name: Some(node.clone()),
-                    ..Default::default()
-                },
-            };
-            match api
-                .create_subresource::<Binding, serde_json::Value>(
-                    "binding",
-                    name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await
-            {
-                Ok(_) => {
-                    assumed
-                        .lock()
-                        .expect("lock")
-                        .insert(key.to_string(), (node, (*pod).clone()));
-                    Ok(Next::Done)
-                }
-                // Already bound (by us, earlier) or gone.
-                Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(Next::Done),
-                Err(e) => Err(e.into()),
+impl Scheduler {
+    /// Decide where one pod goes, count it there, and send its binding on its way.
+    async fn schedule(&self, key: &str) -> anyhow::Result<Next> {
+        let Some(pod) = self.pods.get(key) else {
+            return Ok(Next::Done);
+        };
+        if !wants_us(&pod) {
+            return Ok(Next::Done);
+        }
+        // Wait for a binding slot before deciding, so the decision sees every earlier one.
+        let permit = self.binds.clone().acquire_owned().await?;
+        let decision = {
+            let mut cache = self.cache.lock().expect("lock");
+            if cache.is_placed(key) {
+                return Ok(Next::Done); // its binding is in flight
+            }
+            let decision = pick_node(&pod, cache.nodes());
+            if let Ok(node) = &decision {
+                cache.assume(key, node, &pod);
+            }
+            decision
+        };
+        match decision {
+            Ok(node) => {
+                let (client, cache, queue) =
+                    (self.client.clone(), self.cache.clone(), self.queue.clone());
+                let key = key.to_string();
+                tokio::spawn(async move {
+                    if let Err(e) = bind(client, &key, &node).await {
+                        tracing::debug!("binding {key} to {node}: {e:#}");
+                        cache.lock().expect("lock").forget(&key);
+                        queue.add_rate_limited(&key);
+                    }
+                    drop(permit);
+                });
+                Ok(Next::Done)
+            }
+            Err(unschedulable) => {
+                drop(permit);
+                self.report_unschedulable(&pod, &unschedulable.message)
+                    .await;
+                // Node changes requeue the pod at once; otherwise look again in a while.
+                Ok(Next::After(Duration::from_secs(10)))
             }
         }
-        Err(unschedulable) => {
-            let message = unschedulable.message;
-            let patch = json!({"status": {"phase": "Pending", "conditions": [{
-                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                "message": message, "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
-            }]}});
-            let _ = api
-                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
-            record_event(client, &pod, "FailedScheduling", &message).await;
-            // Node changes requeue the pod at once; otherwise look again in a while.
-            Ok(Next::After(Duration::from_secs(10)))
-        }
+    }
+
+    async fn report_unschedulable(&self, pod: &Pod, message: &str) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let patch = json!({"status": {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message, "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
+        }]}});
+        let _ = Api::<Pod>::namespaced(self.client.clone(), ns)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        record_event(self.client.clone(), pod, "FailedScheduling", message).await;
+    }
+}
+
+/// POST the pod's binding subresource. A pod already bound (by an earlier binding) or gone is
+/// not an error: the watch brings the truth either way.
+async fn bind(client: Client, key: &str, node: &str) -> anyhow::Result<()> {
+    let (ns, name) = split_key(key);
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(ns.to_string()),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.to_string()),
+            ..Default::default()
+        },
+    };
+    match Api::<Pod>::namespaced(client, ns)
+        .create_subresource::<Binding, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

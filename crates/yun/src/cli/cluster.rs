@@ -1,10 +1,11 @@
-//! `yun up`, `yun agent` and `yun down`: the control plane and the node agent in one process
-//! (like k3s server), an agent joining a control plane (like k3s agent), and taking a node's
-//! pods down.
+//! `yun up`, `yun agent`, `yun controller-manager` and `yun down`: the control plane and the
+//! node agent in one process (like k3s server), an agent joining a control plane (like k3s
+//! agent), the controllers on their own, and taking a node's pods down.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -22,8 +23,25 @@ pub enum Cmd {
         /// "embedded" (a file in the data dir) or "etcd://HOST:PORT".
         #[arg(long, default_value = "embedded")]
         store: String,
+        /// Run only the control plane; nodes join with `yun agent` (k3s' --disable-agent).
+        #[arg(long)]
+        disable_agent: bool,
+        #[command(flatten)]
+        lifecycle: LifecycleFlags,
         #[command(flatten)]
         node: NodeFlags,
+    },
+    /// Run the scheduler and the controllers against the API server in KUBECONFIG (what
+    /// `yun up` runs in-process; kube-controller-manager and kube-scheduler in one). Several
+    /// may run: one leads, through a Lease, and the others wait.
+    ControllerManager {
+        /// The API server URL (default: the kubeconfig's).
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        #[command(flatten)]
+        lifecycle: LifecycleFlags,
     },
     /// Run a node agent that joins the control plane in KUBECONFIG.
     Agent {
@@ -42,6 +60,35 @@ pub enum Cmd {
     },
 }
 
+/// Node lifecycle timing (kube-controller-manager's flags of the same names).
+#[derive(clap::Args, Debug)]
+pub struct LifecycleFlags {
+    /// How long a node may go without renewing its Lease before it is marked unreachable.
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// How long an unreachable node keeps its pods before they are deleted (and replaced
+    /// elsewhere by their controllers).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pod_eviction_timeout: Duration,
+}
+
+impl LifecycleFlags {
+    fn timing(&self) -> yun_controllers::loops::nodes::Timing {
+        yun_controllers::loops::nodes::Timing::new(
+            self.node_monitor_grace_period,
+            self.pod_eviction_timeout,
+        )
+    }
+}
+
+/// Who this process is in the controller manager's Lease.
+fn identity() -> String {
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "yun".into());
+    format!("{host}_{}", std::process::id())
+}
+
 #[derive(clap::Args, Debug)]
 pub struct NodeFlags {
     /// The node's name (default: the host name).
@@ -53,6 +100,9 @@ pub struct NodeFlags {
     /// The node's pod subnet (k3s' range; podman's default network takes 10.88.0.0/16).
     #[arg(long, default_value = "10.42.0.0/24")]
     pod_cidr: String,
+    /// How long the node's Lease is valid; it is renewed every quarter of that.
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+    node_lease_duration: Duration,
 }
 
 impl NodeFlags {
@@ -88,10 +138,40 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             println!("removed {} pod(s) and bridge {}", uids.len(), node.bridge);
             Ok(0)
         }
-        Cmd::Up { addr, store, node } => {
-            let cfg = node.config(data_dir)?;
+        Cmd::Up {
+            addr,
+            store,
+            disable_agent,
+            lifecycle,
+            node,
+        } => {
+            let plane = ControlPlane {
+                addr,
+                store,
+                nodes: lifecycle.timing(),
+            };
+            let agent = if disable_agent {
+                None
+            } else {
+                Some(node.config(data_dir)?)
+            };
             let tokio = tokio::runtime::Runtime::new()?;
-            tokio.block_on(up(data_dir, addr, store, node.node_name(), cfg))
+            tokio.block_on(up(data_dir, plane, &node, agent))
+        }
+        Cmd::ControllerManager {
+            server,
+            kubeconfig,
+            lifecycle,
+        } => {
+            let tokio = tokio::runtime::Runtime::new()?;
+            tokio.block_on(async {
+                let client = client(&kubeconfig, server.as_deref()).await?;
+                tokio::select! {
+                    _ = yun_controllers::manager::run(client, identity(), lifecycle.timing()) => {}
+                    _ = shutdown_signal() => {}
+                }
+                Ok(0)
+            })
         }
         Cmd::Agent {
             server,
@@ -105,7 +185,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 let rt = open_runtime(cfg).await?;
                 eprintln!("yun agent: node {} joined", node.node_name());
                 tokio::select! {
-                    r = yun_agent::node::run(client, agent_config(&node.node_name(), &kubeconfig)?, rt) => r?,
+                    r = yun_agent::node::run(client, agent_config(&node, &kubeconfig)?, rt) => r?,
                     _ = shutdown_signal() => {}
                 }
                 Ok(0)
@@ -139,8 +219,9 @@ fn kubeconfig_token(kubeconfig: &Path) -> Result<String> {
         .with_context(|| format!("{}: no users[0].user.token", kubeconfig.display()))
 }
 
-fn agent_config(name: &str, kubeconfig: &Path) -> Result<AgentConfig> {
-    let mut cfg = AgentConfig::new(name);
+fn agent_config(node: &NodeFlags, kubeconfig: &Path) -> Result<AgentConfig> {
+    let mut cfg = AgentConfig::new(&node.node_name());
+    cfg.lease_duration = node.node_lease_duration;
     cfg.logs = Some((0, kubeconfig_token(kubeconfig)?));
     Ok(cfg)
 }
@@ -161,40 +242,65 @@ async fn shutdown_signal() {
     }
 }
 
-async fn up(
-    data_dir: &Path,
+/// What `yun up` runs besides an agent.
+struct ControlPlane {
     addr: SocketAddr,
     store: String,
-    node_name: String,
-    cfg: NodeConfig,
+    nodes: yun_controllers::loops::nodes::Timing,
+}
+
+async fn up(
+    data_dir: &Path,
+    plane: ControlPlane,
+    node: &NodeFlags,
+    agent: Option<NodeConfig>,
 ) -> Result<i32> {
     let server = yun_apiserver::start(yun_apiserver::Config {
-        addr,
+        addr: plane.addr,
         data_dir: data_dir.to_path_buf(),
-        store,
+        store: plane.store,
     })
     .await?;
     let client = client(&server.kubeconfig, None).await?;
-    let rt = open_runtime(cfg).await?;
-    let identity = format!("{node_name}_{}", std::process::id());
-    let controllers = tokio::spawn(yun_controllers::manager::run(client.clone(), identity));
-    let agent = tokio::spawn(yun_agent::node::run(
-        client,
-        agent_config(&node_name, &server.kubeconfig)?,
-        rt,
+    let node_name = node.node_name();
+    let controllers = tokio::spawn(yun_controllers::manager::run(
+        client.clone(),
+        identity(),
+        plane.nodes,
     ));
+    let agent = match agent {
+        Some(cfg) => {
+            let rt = open_runtime(cfg).await?;
+            Some(tokio::spawn(yun_agent::node::run(
+                client,
+                agent_config(node, &server.kubeconfig)?,
+                rt,
+            )))
+        }
+        None => None,
+    };
+    let joined = match &agent {
+        Some(_) => format!(", node {node_name}"),
+        None => String::new(),
+    };
     println!(
-        "yun up: API server at https://{}, node {node_name}\n\n    export KUBECONFIG={}\n    kubectl get nodes\n",
+        "yun up: API server at https://{}{joined}\n\n    export KUBECONFIG={}\n    kubectl get nodes\n",
         server.addr,
         server.kubeconfig.display()
     );
-    let agent_abort = agent.abort_handle();
-    tokio::select! {
-        r = agent => { r??; }
-        _ = shutdown_signal() => {}
+    match agent {
+        Some(agent) => {
+            let agent_abort = agent.abort_handle();
+            tokio::select! {
+                r = agent => { r??; }
+                _ = shutdown_signal() => {}
+            }
+            // Stop the clients of the API before the API itself, so nothing reports a
+            // vanished server.
+            agent_abort.abort();
+        }
+        None => shutdown_signal().await,
     }
-    // Stop the clients of the API before the API itself, so nothing reports a vanished server.
-    agent_abort.abort();
     controllers.abort();
     // Pods keep running: the next `yun up` on this data dir adopts them (`yun down` stops them).
     server.shutdown().await;

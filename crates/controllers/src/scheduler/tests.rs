@@ -38,7 +38,7 @@ fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
 }
 
 fn info(n: Node, pods: Vec<Pod>) -> NodeInfo {
-    NodeInfo { node: n, pods }
+    NodeInfo::with_pods(n, &pods)
 }
 
 #[test]
@@ -172,4 +172,21 @@ fn init_containers_count_at_their_peak_and_limits_imply_requests() {
     );
     let r = crate::scheduler::pod_requests(&p);
     assert_eq!((r.cpu_millis, r.memory_bytes, r.pods), (2000, 1 << 30, 1));
+}
+
+#[test]
+fn pods_without_requests_spread_across_equal_nodes() {
+    let p = |name: &str| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+        }))
+        .unwrap()
+    };
+    let mut a = info(node("a", "2", "4Gi", json!({})), vec![]);
+    let b = info(node("b", "2", "4Gi", json!({})), vec![]);
+    assert_eq!(pick_node(&p("first"), [&a, &b]).unwrap(), "a");
+    a.add_pod("default/first", crate::scheduler::Placed::of(&p("first")));
+    // The first pod counts 0.1 CPU and 200 MiB on "a" for scoring: the next goes to "b".
+    assert_eq!(pick_node(&p("second"), [&a, &b]).unwrap(), "b");
 }

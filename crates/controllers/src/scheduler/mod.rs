@@ -9,6 +9,10 @@ use yun_agent::quantity;
 
 use crate::selector::{self, Labels};
 
+pub mod cache;
+#[cfg(test)]
+mod tests;
+
 /// What a pod asks for (or a node offers / has in use): millicores, bytes, pod slots.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Resources {
@@ -25,6 +29,14 @@ impl std::ops::AddAssign for Resources {
     }
 }
 
+impl std::ops::SubAssign for Resources {
+    fn sub_assign(&mut self, o: Resources) {
+        self.cpu_millis -= o.cpu_millis;
+        self.memory_bytes -= o.memory_bytes;
+        self.pods -= o.pods;
+    }
+}
+
 type Quantities = BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
 
 fn quantity_of<'a>(map: Option<&'a Quantities>, key: &str) -> Option<&'a str> {
@@ -34,6 +46,24 @@ fn quantity_of<'a>(map: Option<&'a Quantities>, key: &str) -> Option<&'a str> {
 /// A pod's requests: the sum over its app containers, or the largest init container if that is
 /// more (they run one at a time). A container with limits but no requests requests its limits.
 pub fn pod_requests(pod: &Pod) -> Resources {
+    requests_with_defaults(pod, Resources::default())
+}
+
+/// What scoring counts for a container that requests nothing (kube-scheduler's non-zero
+/// defaults: 0.1 CPU, 200 MiB), so pods without requests still spread across nodes instead of
+/// all scoring the same and piling onto the first.
+const SCORING_DEFAULT: Resources = Resources {
+    cpu_millis: 100,
+    memory_bytes: 200 << 20,
+    pods: 0,
+};
+
+/// [`pod_requests`] as scoring sees it: with [`SCORING_DEFAULT`] for what a container leaves out.
+pub fn scoring_requests(pod: &Pod) -> Resources {
+    requests_with_defaults(pod, SCORING_DEFAULT)
+}
+
+fn requests_with_defaults(pod: &Pod, default: Resources) -> Resources {
     let one = |c: &k8s_openapi::api::core::v1::Container| {
         let r = c.resources.as_ref();
         let get = |key: &str| {
@@ -43,10 +73,10 @@ pub fn pod_requests(pod: &Pod) -> Resources {
         Resources {
             cpu_millis: get("cpu")
                 .and_then(|q| quantity::millicores(q).ok())
-                .unwrap_or(0),
+                .unwrap_or(default.cpu_millis),
             memory_bytes: get("memory")
                 .and_then(|q| quantity::bytes(q).ok())
-                .unwrap_or(0),
+                .unwrap_or(default.memory_bytes),
             pods: 0,
         }
     };
@@ -83,33 +113,125 @@ pub fn allocatable(node: &Node) -> Resources {
     }
 }
 
-/// A node and the pods already bound to it (not finished).
-#[derive(Debug, Clone)]
-pub struct NodeInfo {
-    pub node: Node,
-    pub pods: Vec<Pod>,
+/// What the scheduler remembers of a pod placed on a node: enough for resource accounting and
+/// pod anti-affinity, and small (the scheduler holds one per running pod in the cluster).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub namespace: String,
+    pub uid: Option<String>,
+    pub labels: Labels,
+    pub requests: Resources,
+    /// The requests scoring counts ([`scoring_requests`]).
+    pub scoring: Resources,
 }
 
+impl Placed {
+    pub fn of(pod: &Pod) -> Placed {
+        Placed {
+            namespace: pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            uid: pod.metadata.uid.clone(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            requests: pod_requests(pod),
+            scoring: scoring_requests(pod),
+        }
+    }
+}
+
+/// A node and the pods bound to it (not finished), keyed by "namespace/name", with their
+/// requests summed as pods come and go — so a decision costs O(nodes), not O(nodes × pods).
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    node: Node,
+    allocatable: Resources,
+    pods: BTreeMap<String, Placed>,
+    requested: Resources,
+    scoring: Resources,
+}
+
+static NO_LABELS: Labels = Labels::new();
+
 impl NodeInfo {
+    pub fn new(node: Node) -> NodeInfo {
+        NodeInfo {
+            allocatable: allocatable(&node),
+            node,
+            pods: BTreeMap::new(),
+            requested: Resources::default(),
+            scoring: Resources::default(),
+        }
+    }
+
+    /// A node with these pods on it (keyed by their namespace/name).
+    pub fn with_pods(node: Node, pods: &[Pod]) -> NodeInfo {
+        let mut info = NodeInfo::new(node);
+        for p in pods {
+            let key = format!(
+                "{}/{}",
+                p.metadata.namespace.as_deref().unwrap_or("default"),
+                p.metadata.name.as_deref().unwrap_or("")
+            );
+            info.add_pod(&key, Placed::of(p));
+        }
+        info
+    }
+
     pub fn name(&self) -> &str {
         self.node.metadata.name.as_deref().unwrap_or("")
     }
 
-    fn labels(&self) -> Labels {
-        self.node.metadata.labels.clone().unwrap_or_default()
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Replace the Node object (its status or spec changed), keeping the pods.
+    pub fn set_node(&mut self, node: Node) {
+        self.allocatable = allocatable(&node);
+        self.node = node;
+    }
+
+    fn labels(&self) -> &Labels {
+        self.node.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
     }
 
     pub fn requested(&self) -> Resources {
-        let mut sum = Resources::default();
-        for p in &self.pods {
-            sum += pod_requests(p);
+        self.requested
+    }
+
+    pub fn pod_count(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// Count a pod on this node (replacing what was counted under the same key).
+    pub fn add_pod(&mut self, key: &str, pod: Placed) {
+        self.remove_pod(key);
+        self.requested += pod.requests;
+        self.scoring += pod.scoring;
+        self.pods.insert(key.to_string(), pod);
+    }
+
+    fn into_pods(self) -> BTreeMap<String, Placed> {
+        self.pods
+    }
+
+    pub fn remove_pod(&mut self, key: &str) {
+        if let Some(old) = self.pods.remove(key) {
+            self.requested -= old.requests;
+            self.scoring -= old.scoring;
         }
-        sum
     }
 }
 
 /// Why a node was filtered out, in kube-scheduler's words.
-fn filter(pod: &Pod, info: &NodeInfo, all: &[NodeInfo]) -> Result<(), String> {
+fn filter<'a>(
+    pod: &Pod,
+    want: Resources,
+    info: &NodeInfo,
+    all: impl IntoIterator<Item = &'a NodeInfo> + Clone,
+) -> Result<(), String> {
     let node = &info.node;
     let spec = pod.spec.as_ref();
     let ready = node
@@ -164,7 +286,7 @@ fn filter(pod: &Pod, info: &NodeInfo, all: &[NodeInfo]) -> Result<(), String> {
             term.match_expressions
                 .iter()
                 .flatten()
-                .all(|e| selector::node_requirement(e, &labels))
+                .all(|e| selector::node_requirement(e, labels))
                 && term.match_fields.iter().flatten().all(|f| {
                     let fields: Labels = [("metadata.name".to_string(), info.name().to_string())]
                         .into_iter()
@@ -176,9 +298,8 @@ fn filter(pod: &Pod, info: &NodeInfo, all: &[NodeInfo]) -> Result<(), String> {
             return Err("node(s) didn't match Pod's node affinity/selector".into());
         }
     }
-    let want = pod_requests(pod);
-    let free = allocatable(node);
-    let used = info.requested();
+    let free = info.allocatable;
+    let used = info.requested;
     if used.pods + 1 > free.pods {
         return Err("Too many pods".into());
     }
@@ -204,13 +325,14 @@ fn filter(pod: &Pod, info: &NodeInfo, all: &[NodeInfo]) -> Result<(), String> {
         };
         let sel = term.label_selector.clone().unwrap_or_default();
         let conflict = all
-            .iter()
+            .clone()
+            .into_iter()
             .filter(|other| other.labels().get(&term.topology_key) == Some(domain))
-            .flat_map(|other| other.pods.iter())
+            .flat_map(|other| other.pods.values())
             .any(|p| {
-                p.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                    && p.metadata.uid != pod.metadata.uid
-                    && selector::matches(&sel, &p.metadata.labels.clone().unwrap_or_default())
+                p.namespace == namespace
+                    && p.uid != pod.metadata.uid
+                    && selector::matches(&sel, &p.labels)
             });
         if conflict {
             return Err("node(s) didn't match pod anti-affinity rules".into());
@@ -236,10 +358,10 @@ fn tolerates(t: &Toleration, key: &str, value: Option<&str>, effect: &str) -> bo
 
 /// Score 0..=200: least-allocated (more free capacity after placing the pod is better) plus
 /// balanced (CPU and memory used in similar proportions is better).
-fn score(pod: &Pod, info: &NodeInfo) -> i64 {
-    let alloc = allocatable(&info.node);
-    let mut used = info.requested();
-    used += pod_requests(pod);
+fn score(want: Resources, info: &NodeInfo) -> i64 {
+    let alloc = info.allocatable;
+    let mut used = info.scoring;
+    used += want;
     let frac = |used: i64, total: i64| {
         if total <= 0 {
             1.0
@@ -269,13 +391,20 @@ impl std::fmt::Display for Unschedulable {
 
 /// The node for `pod`: the best-scoring node that passes every filter (ties go to the name
 /// that sorts first, so the choice is stable).
-pub fn pick_node(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, Unschedulable> {
+pub fn pick_node<'a, I>(pod: &Pod, nodes: I) -> Result<String, Unschedulable>
+where
+    I: IntoIterator<Item = &'a NodeInfo> + Clone,
+{
+    let want = pod_requests(pod);
+    let scoring = scoring_requests(pod);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(i64, &str)> = None;
-    for info in nodes {
-        match filter(pod, info, nodes) {
+    let mut count = 0;
+    for info in nodes.clone() {
+        count += 1;
+        match filter(pod, want, info, nodes.clone()) {
             Ok(()) => {
-                let s = score(pod, info);
+                let s = score(scoring, info);
                 let better = match best {
                     None => true,
                     Some((bs, bn)) => s > bs || (s == bs && info.name() < bn),
@@ -295,10 +424,10 @@ pub fn pick_node(pod: &Pod, nodes: &[NodeInfo]) -> Result<String, Unschedulable>
                 .map(|(r, n)| format!("{n} {r}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let message = if nodes.is_empty() {
+            let message = if count == 0 {
                 "0/0 nodes are available: no nodes registered.".to_string()
             } else {
-                format!("0/{} nodes are available: {detail}.", nodes.len())
+                format!("0/{count} nodes are available: {detail}.")
             };
             Err(Unschedulable { message })
         }

@@ -1,0 +1,415 @@
+//! Two nodes: `yun up --disable-agent` as the control plane, and two `yun agent`s, each in a
+//! network namespace of its own (a "machine" on a LAN bridge the test creates), with its own
+//! data dir, pod bridge and pod CIDR. Pods spread over both; a node that stops renewing its
+//! Lease is marked unreachable and its pods come back on the other; an agent restart keeps its
+//! containers. Driven by Debian's kubectl 1.20.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KUBECTL: &str = "/var/cache/yun-kubectl/usr/bin/kubectl";
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A LAN: a host bridge with the control plane's address, and one network namespace per node
+/// plugged into it by a veth pair. Dropping it removes the namespaces (and with them
+/// everything inside) and the bridge.
+struct Lan {
+    bridge: String,
+    netns: Vec<String>,
+    /// Second and third octets of the LAN's /24: 10.237.N.0/24.
+    net: u32,
+}
+
+impl Lan {
+    fn new(tag: &str, nodes: usize) -> Lan {
+        let net = std::process::id() % 60 * 4;
+        let lan = Lan {
+            bridge: format!("yun{tag}"),
+            netns: (1..=nodes).map(|i| format!("yun-{tag}-n{i}")).collect(),
+            net,
+        };
+        ip(&["link", "add", &lan.bridge, "type", "bridge"]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", lan.gateway()),
+            "dev",
+            &lan.bridge,
+        ]);
+        ip(&["link", "set", &lan.bridge, "up"]);
+        for (i, ns) in lan.netns.iter().enumerate() {
+            let host_end = format!("yun{tag}v{i}");
+            ip(&["netns", "add", ns]);
+            ip(&[
+                "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ]);
+            ip(&["link", "set", &host_end, "master", &lan.bridge, "up"]);
+            let addr = format!("10.237.{net}.{}/24", 11 + i);
+            ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"]);
+            ip(&["-n", ns, "link", "set", "eth0", "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lan
+    }
+
+    fn gateway(&self) -> String {
+        format!("10.237.{}.1", self.net)
+    }
+
+    /// The pod CIDR of node `i` (0-based): the LAN's next /24s.
+    fn pod_cidr(&self, i: usize) -> String {
+        format!("10.237.{}.0/24", self.net + 1 + i as u32)
+    }
+
+    /// A command that runs in node `i`'s network namespace (only: mounts, cgroups and the rest
+    /// stay the host's, as on a machine of its own they would be its own).
+    fn nsenter(&self, i: usize, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.netns[i]))
+            .arg("--")
+            .arg(program);
+        c
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        // Deleting the host ends takes the pairs down now (a namespace's own links go when
+        // the kernel gets round to freeing it).
+        for i in 0..self.netns.len() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &format!("{}v{i}", self.bridge)])
+                .output();
+        }
+        for ns in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// A `yun agent` in node `index`'s namespace, with its own data dir.
+struct Agent {
+    child: Option<Child>,
+    data: PathBuf,
+    name: String,
+    flags: Vec<String>,
+    index: usize,
+}
+
+impl Agent {
+    fn flags(lan: &Lan, index: usize, name: &str) -> Vec<String> {
+        [
+            "--name",
+            name,
+            "--bridge",
+            "yun0",
+            "--pod-cidr",
+            &lan.pod_cidr(index),
+            "--node-lease-duration",
+            "2s",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn start(lan: &Lan, index: usize, kubeconfig: &Path) -> Agent {
+        let name = format!("{}-n{}", lan.bridge, index + 1);
+        let data = PathBuf::from(format!("/tmp/yun-test-nodes-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let mut agent = Agent {
+            child: None,
+            flags: Agent::flags(lan, index, &name),
+            data,
+            name,
+            index,
+        };
+        agent.spawn(lan, kubeconfig);
+        agent
+    }
+
+    fn spawn(&mut self, lan: &Lan, kubeconfig: &Path) {
+        let child = lan
+            .nsenter(self.index, common::YUN)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("agent")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(&self.flags)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self, signal: nix::sys::signal::Signal) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+            let _ = child.wait();
+        }
+    }
+
+    /// Stop the agent and take its pods and pod bridge down (as `yun down` on that machine).
+    fn clean(&mut self, lan: &Lan) {
+        self.stop(nix::sys::signal::Signal::SIGTERM);
+        let _ = lan
+            .nsenter(self.index, common::YUN)
+            .arg("--data-dir")
+            .arg(&self.data)
+            .arg("down")
+            .args(&self.flags)
+            .output();
+        common::unmount_under(&[&self.data]);
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// The control plane alone (`yun up --disable-agent`), listening on the LAN.
+struct ControlPlane {
+    child: Child,
+    data: PathBuf,
+}
+
+impl ControlPlane {
+    fn start(lan: &Lan) -> ControlPlane {
+        let data = PathBuf::from(format!("/tmp/yun-test-nodes-cp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let addr = format!("{}:{}", lan.gateway(), common::free_port());
+        let child = Command::new(common::YUN)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["up", "--disable-agent", "--addr", &addr])
+            .args(["--node-monitor-grace-period", "3s"])
+            .args(["--pod-eviction-timeout", "2s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        common::wait_for_port(&addr, "yun up --disable-agent");
+        ControlPlane { child, data }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.data.join("kubeconfig")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn until(&self, args: &[&str], secs: u64, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let out = self.kubectl(args);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() && done(&text) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {args:?}: never as expected; last: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// "pod-name node-name pod-ip ready" for each web pod.
+    fn web_pods(&self) -> Vec<(String, String, String, String)> {
+        let out = self.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            r#"jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP} {.status.containerStatuses[0].ready}{"\n"}{end}"#,
+        ]);
+        out.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 4).then(|| (f[0].into(), f[1].into(), f[2].into(), f[3].into()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// Everything of the test, torn down in order: agents (and their pods), control plane, LAN.
+struct Cluster {
+    agents: Vec<Agent>,
+    plane: ControlPlane,
+    lan: Lan,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.clean(&self.lan);
+        }
+    }
+}
+
+#[test]
+fn pods_spread_over_two_nodes_and_move_when_one_is_lost() {
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "run scripts/deps.sh: Debian's kubectl is missing"
+    );
+    let tag = format!("nd{:x}", std::process::id() & 0xffff);
+    let lan = Lan::new(&tag, 2);
+    let plane = ControlPlane::start(&lan);
+    let agents = (0..2)
+        .map(|i| Agent::start(&lan, i, &plane.kubeconfig()))
+        .collect();
+    let mut c = Cluster { agents, plane, lan };
+    let (n1, n2) = (c.agents[0].name.clone(), c.agents[1].name.clone());
+    c.plane.until(&["get", "nodes"], 30, |o| {
+        o.lines()
+            .filter(|l| l.contains(&tag) && l.contains(" Ready"))
+            .count()
+            == 2
+    });
+
+    // Four replicas spread over both nodes; each pod answers on its IP inside its node.
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/web.yaml");
+    c.plane.ok(&["apply", "-f", manifest]);
+    c.plane.ok(&["scale", "deployment/web", "--replicas=4"]);
+    c.plane
+        .ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    let pods = c.plane.web_pods();
+    assert_eq!(pods.len(), 4, "{pods:?}");
+    for node in [&n1, &n2] {
+        assert_eq!(
+            pods.iter().filter(|p| &p.1 == node).count(),
+            2,
+            "pods not spread: {pods:?}"
+        );
+    }
+    for (name, node, pod_ip, _) in &pods {
+        let i = if node == &n1 { 0 } else { 1 };
+        let cidr = c.lan.pod_cidr(i);
+        assert!(
+            pod_ip.starts_with(cidr.trim_end_matches("0/24")),
+            "{name} on {node} has {pod_ip}, outside {cidr}"
+        );
+        let body = curl_in(&c.lan, i, &format!("http://{pod_ip}:8080/"));
+        assert!(body.contains("hello from web-"), "{name}: {body}");
+    }
+
+    // Restarting node 2's agent keeps its containers: same container IDs, no restarts.
+    let ids_of = |c: &Cluster, node: &str| {
+        c.plane
+            .ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "--field-selector",
+                &format!("spec.nodeName={node}"),
+                "-o",
+                "jsonpath={.items[*].status.containerStatuses[0].containerID}",
+            ])
+            .split_whitespace()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let before = ids_of(&c, &n2);
+    c.agents[1].stop(nix::sys::signal::Signal::SIGTERM);
+    c.agents[1].spawn(&c.lan, &c.plane.kubeconfig());
+    std::thread::sleep(Duration::from_secs(3));
+    c.plane
+        .ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert_eq!(ids_of(&c, &n2), before, "containers replaced on restart");
+    let restarts = c.plane.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].status.containerStatuses[0].restartCount}",
+    ]);
+    assert!(restarts.split_whitespace().all(|r| r == "0"), "{restarts}");
+
+    // Node 1 stops renewing its Lease (the agent dies): after the grace period it is
+    // NotReady, after the eviction timeout its pods are replaced on node 2.
+    c.agents[0].stop(nix::sys::signal::Signal::SIGKILL);
+    c.plane
+        .until(&["get", "node", &n1], 30, |o| o.contains("NotReady"));
+    c.plane
+        .until(&["get", "pods", "-l", "app=web", "-o", "name"], 60, |_| {
+            let pods = c.plane.web_pods();
+            pods.len() == 4 && pods.iter().all(|p| p.1 == n2 && p.3 == "true")
+        });
+    let taints = c
+        .plane
+        .ok(&["get", "node", &n1, "-o", "jsonpath={.spec.taints}"]);
+    assert!(
+        taints.contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
+    // The lost node lost no API objects but its pods: the Deployment and node are still there.
+    c.plane.ok(&["get", "deployment", "web"]);
+    c.plane.ok(&["delete", "-f", manifest]);
+}
+
+/// GET a URL from inside node `i`'s namespace with curl (retrying while the server starts).
+fn curl_in(lan: &Lan, i: usize, url: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = lan
+            .nsenter(i, "curl")
+            .args(["-sS", "--max-time", "5", url])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
