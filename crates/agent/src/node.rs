@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
@@ -21,6 +22,10 @@ use crate::{PodInputs, PodRuntime};
 
 /// How long the containers of a pod that vanished from the API get to stop.
 const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+/// How many pods are synced at once: a pod waiting on its sandbox or a container start does
+/// not hold up the others (the kubelet has a worker per pod).
+const PARALLEL_SYNCS: usize = 4;
 
 /// What the agent is called and how often it reports.
 #[derive(Debug, Clone)]
@@ -332,7 +337,15 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
     };
     let pods_api = Api::<Pod>::all(client.clone());
     let selector = format!("spec.nodeName={}", cfg.node_name);
-    let mut last_status: HashMap<String, serde_json::Value> = HashMap::new();
+    // A watch on this node's pods wakes the sync loop at once, so a new pod starts without
+    // waiting out the sync period (which remains, to notice containers that exit).
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let _watch = AbortOnDropHandle::new(tokio::spawn(wake_on_changes(
+        pods_api.clone(),
+        selector.clone(),
+        wake.clone(),
+    )));
+    let last_status: std::sync::Mutex<HashMap<String, serde_json::Value>> = Default::default();
     // Pods being stopped: each on a task of its own, so one pod's grace period holds up no
     // other pod.
     let terminating: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
@@ -348,6 +361,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 continue;
             }
         };
+        let mut to_sync = Vec::new();
         let live: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         // Containers of pods the API no longer has: remove them.
         let known = {
@@ -369,7 +383,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
         for pod in pods {
             if pod.metadata.deletion_timestamp.is_some() {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
-                last_status.remove(&uid);
+                last_status.lock().expect("lock").remove(&uid);
                 if terminating.lock().expect("lock").insert(uid.clone()) {
                     let (client, rt, terminating) =
                         (client.clone(), rt.clone(), terminating.clone());
@@ -382,11 +396,34 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 }
                 continue;
             }
-            if let Err(e) = sync_one(&client, &rt, pod, &host_ip, &mut last_status).await {
-                tracing::warn!("{e:#}");
+            to_sync.push(pod);
+        }
+        futures::stream::iter(to_sync)
+            .for_each_concurrent(PARALLEL_SYNCS, |pod| async {
+                if let Err(e) = sync_one(&client, &rt, pod, &host_ip, &last_status).await {
+                    tracing::warn!("{e:#}");
+                }
+            })
+            .await;
+        tokio::select! {
+            _ = tokio::time::sleep(cfg.sync_period) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// Notify `wake` whenever a pod of this node is added, changed or deleted.
+async fn wake_on_changes(api: Api<Pod>, selector: String, wake: Arc<tokio::sync::Notify>) {
+    let config = kube::runtime::watcher::Config::default().fields(&selector);
+    let mut events = kube::runtime::watcher(api, config).boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(_) => wake.notify_one(),
+            Err(e) => {
+                tracing::debug!("watching this node's pods: {e:#}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-        tokio::time::sleep(cfg.sync_period).await;
     }
 }
 
@@ -430,7 +467,7 @@ async fn sync_one(
     rt: &Arc<PodRuntime>,
     pod: Pod,
     host_ip: &str,
-    last_status: &mut HashMap<String, serde_json::Value>,
+    last_status: &std::sync::Mutex<HashMap<String, serde_json::Value>>,
 ) -> anyhow::Result<()> {
     let ns = pod
         .metadata
@@ -456,11 +493,12 @@ async fn sync_one(
     let was = pod.status.as_ref().map(serde_json::to_value).transpose()?;
     // `last_status` guards against a server that stores the status slightly differently
     // from how we sent it: the same status is never written twice in a row.
-    if was.as_ref() != Some(&now) && last_status.get(&uid) != Some(&now) {
+    let repeat = last_status.lock().expect("lock").get(&uid) == Some(&now);
+    if was.as_ref() != Some(&now) && !repeat {
         let patch = json!({"status": status});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        last_status.insert(uid, now);
+        last_status.lock().expect("lock").insert(uid, now);
     }
     Ok(())
 }

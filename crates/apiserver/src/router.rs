@@ -199,8 +199,12 @@ fn resolve(api: &Api, group: &str, version: &str, rest: &[&str]) -> Option<Targe
 
 /// A JSON response with the given status code.
 pub fn json(code: u16, value: &serde_json::Value) -> Response {
+    json_bytes(code, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A response whose body is JSON already serialized.
+pub fn json_bytes(code: u16, body: Vec<u8>) -> Response {
     let code = axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);
-    let body = serde_json::to_vec(value).unwrap_or_default();
     Response::builder()
         .status(code)
         .header("content-type", "application/json")

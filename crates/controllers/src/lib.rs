@@ -3,6 +3,7 @@
 //! objects (desired vs actual → actions), tested on its own; the loops that feed them from the
 //! API and carry out their actions sit on top.
 
+pub mod cached;
 pub mod deployment;
 pub mod loops;
 pub mod manager;

@@ -32,12 +32,13 @@ pub async fn run(client: Client, identity: String, nodes: loops::nodes::Timing) 
             return;
         }
         tracing::info!("leading: starting the scheduler and controllers");
+        let shared = loops::Shared::start(&client);
         let tasks = [
-            tokio::spawn(loops::scheduler::run(client.clone())),
-            tokio::spawn(loops::replicasets::run(client.clone(), 2)),
-            tokio::spawn(loops::deployments::run(client.clone(), 2)),
-            tokio::spawn(loops::endpoints::run(client.clone())),
-            tokio::spawn(loops::nodes::run(client.clone(), nodes)),
+            tokio::spawn(loops::scheduler::run(client.clone(), shared.clone())),
+            tokio::spawn(loops::replicasets::run(client.clone(), 2, shared.clone())),
+            tokio::spawn(loops::deployments::run(client.clone(), 2, shared.clone())),
+            tokio::spawn(loops::endpoints::run(client.clone(), shared.clone())),
+            tokio::spawn(loops::nodes::run(client.clone(), nodes, shared)),
         ];
         let _ = leading.wait_for(|l| !*l).await;
         tracing::info!("lost the lease: stopping the controllers");

@@ -5,9 +5,10 @@
 use std::cmp::Reverse;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::Pod as ApiPod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::cached::Pod;
 use crate::owner;
 use crate::selector;
 
@@ -15,7 +16,7 @@ use crate::selector;
 #[derive(Debug, Clone, Default)]
 pub struct ReplicaSetPlan {
     /// New pods (with generateName) to create.
-    pub create: Vec<Pod>,
+    pub create: Vec<ApiPod>,
     /// Names of pods to delete, the least valuable first.
     pub delete: Vec<String>,
     /// Names of matching pods without a controller, to adopt (set our controller reference).
@@ -148,7 +149,7 @@ pub fn plan(rs: &ReplicaSet, namespace_pods: &[Pod]) -> ReplicaSetPlan {
 }
 
 /// A new pod from the ReplicaSet's template, controlled by it.
-pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
+pub fn pod_from_template(rs: &ReplicaSet) -> ApiPod {
     let template = rs
         .spec
         .as_ref()
@@ -156,7 +157,7 @@ pub fn pod_from_template(rs: &ReplicaSet) -> Pod {
         .unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
     let name = rs.metadata.name.clone().unwrap_or_default();
-    Pod {
+    ApiPod {
         metadata: ObjectMeta {
             generate_name: Some(format!("{name}-")),
             namespace: rs.metadata.namespace.clone(),

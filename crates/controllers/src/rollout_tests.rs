@@ -1,8 +1,8 @@
 //! Unit tests of the ReplicaSet and Deployment decisions, with a small simulation of the
 //! ReplicaSets and their pods (pods become available one step after they are created).
 
+use crate::cached::Pod;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 

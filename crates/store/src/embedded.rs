@@ -135,13 +135,20 @@ pub struct EmbeddedStore {
     writer: Option<JoinHandle<()>>,
 }
 
+/// The most redb keeps of the file in memory.
+const CACHE_BYTES: usize = 16 << 20;
+
 impl EmbeddedStore {
     /// Open (or create) `data_dir/store.redb` and replay `data_dir/store.wal`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::Backend(format!("create {}: {e}", data_dir.display())))?;
         let path = data_dir.join("store.redb");
-        let db = Database::create(&path)
+        // redb would cache up to 1 GiB of pages by default, so the server's memory would grow
+        // with the file; the kernel's page cache keeps the rest of the file close at hand.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
             .map_err(|e| Error::Backend(format!("open {}: {e}", path.display())))?;
         let (revision, compact) = {
             let txn = db.begin_write().map_err(backend)?;

@@ -7,7 +7,7 @@ use yun_store::RangeRequest;
 
 use super::{decode, get_kv, object_response, selector};
 use crate::error::{ApiError, ApiResult};
-use crate::router::{json, Req, Target};
+use crate::router::{json, json_bytes, Req, Target};
 use crate::Api;
 
 pub async fn get(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
@@ -38,7 +38,20 @@ pub struct Page {
     pub continue_token: Option<String>,
 }
 
-pub async fn list_page(api: &Api, t: &Target, req: &Req) -> ApiResult<Page> {
+/// Objects read from the store per range call while listing: a list of 30 000 pods holds a
+/// chunk of stored bytes at a time, not all of them (the chunks are read at one revision, so
+/// the list is still one consistent snapshot).
+const LIST_CHUNK: usize = 500;
+
+/// Call `visit` with each object of the collection that matches the request's selectors, in
+/// key order, up to the request's limit. Returns the revision the list was read at and the
+/// continue token when the limit cut it short.
+async fn for_each_listed(
+    api: &Api,
+    t: &Target,
+    req: &Req,
+    mut visit: impl FnMut(Value) -> ApiResult<()>,
+) -> ApiResult<(i64, Option<String>)> {
     let sel = selector(req)?;
     let limit: usize = match req.q("limit") {
         Some(l) => l
@@ -61,9 +74,13 @@ pub async fn list_page(api: &Api, t: &Target, req: &Req) -> ApiResult<Page> {
         }
     }
     let prefix = t.res.prefix(t.ns.as_deref());
-    let mut items = Vec::new();
+    let mut count = 0;
     loop {
-        let want = if limit == 0 { 0 } else { limit - items.len() };
+        let want = if limit == 0 {
+            LIST_CHUNK
+        } else {
+            (limit - count).min(LIST_CHUNK)
+        };
         let page = api
             .store
             .range(RangeRequest {
@@ -83,43 +100,76 @@ pub async fn list_page(api: &Api, t: &Target, req: &Req) -> ApiResult<Page> {
         for kv in &page.kvs {
             let obj = decode(kv)?;
             if sel.matches(&obj) {
-                items.push(obj);
+                visit(obj)?;
+                count += 1;
             }
         }
         after = page.continue_token;
-        // With a selector a page can come back short: read on until it is full.
-        if after.is_none() || limit == 0 || items.len() >= limit {
+        // With a selector a chunk can come back short: read on until the limit is reached.
+        if after.is_none() || (limit != 0 && count >= limit) {
             break;
         }
     }
+    let token = if limit == 0 {
+        None
+    } else {
+        after.map(|a| encode_continue(revision, &a))
+    };
+    Ok((revision, token))
+}
+
+pub async fn list_page(api: &Api, t: &Target, req: &Req) -> ApiResult<Page> {
+    let mut items = Vec::new();
+    let (revision, continue_token) = for_each_listed(api, t, req, |obj| {
+        items.push(obj);
+        Ok(())
+    })
+    .await?;
     Ok(Page {
         items,
         revision,
-        continue_token: after.map(|a| encode_continue(revision, &a)),
+        continue_token,
     })
 }
 
 pub async fn list(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
-    let page = list_page(api, t, req).await?;
-    let mut meta = json!({"resourceVersion": page.revision.to_string()});
-    if let Some(c) = &page.continue_token {
-        meta["continue"] = Value::String(c.clone());
-    }
+    let meta = |revision: i64, token: &Option<String>| {
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(c) = token {
+            meta["continue"] = Value::String(c.clone());
+        }
+        meta
+    };
     if req.wants_table() {
+        let page = list_page(api, t, req).await?;
+        let meta = meta(page.revision, &page.continue_token);
         return Ok(json(
             200,
             &crate::table::table(&t.res, &page.items, req, meta),
         ));
     }
-    Ok(json(
-        200,
-        &json!({
-            "kind": format!("{}List", t.res.kind),
-            "apiVersion": t.res.api_version(),
-            "metadata": meta,
-            "items": page.items,
-        }),
-    ))
+    // Each object is written out as soon as it is read, so the response is the only copy of
+    // the list the server holds (not a tree of every object, and then a copy of that tree).
+    let mut body = serde_json::to_vec(&json!({
+        "kind": format!("{}List", t.res.kind),
+        "apiVersion": t.res.api_version(),
+    }))
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    body.pop(); // the closing brace: items and metadata follow
+    body.extend_from_slice(b",\"items\":[");
+    let mut first = true;
+    let (revision, token) = for_each_listed(api, t, req, |obj| {
+        if !std::mem::take(&mut first) {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &obj).map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await?;
+    body.extend_from_slice(b"],\"metadata\":");
+    serde_json::to_writer(&mut body, &meta(revision, &token))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    body.push(b'}');
+    Ok(json_bytes(200, body))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::deployment::{self, REVISION};
 use crate::owner;
 use crate::runtime::{enqueue_controller, enqueue_self, Informer, WorkQueue};
 
-pub async fn run(client: Client, workers: usize) {
+pub async fn run(client: Client, workers: usize, shared: super::Shared) {
     let queue = WorkQueue::new();
     let deployments = Arc::new(Informer::start(
         Api::<Deployment>::all(client.clone()),
@@ -22,12 +22,8 @@ pub async fn run(client: Client, workers: usize) {
         Duration::from_secs(30),
         enqueue_self(queue.clone()),
     ));
-    let sets = Arc::new(Informer::start(
-        Api::<ReplicaSet>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(600),
-        enqueue_controller(queue.clone(), "Deployment"),
-    ));
+    let sets = shared.replicasets.clone();
+    sets.add_handler(enqueue_controller(queue.clone(), "Deployment"));
     deployments.synced().await;
     sets.synced().await;
     work(queue, workers, move |key| {

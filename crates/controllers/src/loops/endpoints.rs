@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -13,10 +13,11 @@ use kube::api::{PostParams, WatchParams};
 use kube::{Api, Client};
 
 use super::{is_status, split_key, work, Next};
+use crate::cached::Pod;
 use crate::replicaset::{is_active, is_ready};
 use crate::runtime::{enqueue_self, key_of, Change, Informer, WorkQueue};
 
-pub async fn run(client: Client) {
+pub async fn run(client: Client, shared: super::Shared) {
     let queue = WorkQueue::new();
     let services = Arc::new(Informer::start(
         Api::<Service>::all(client.clone()),
@@ -26,18 +27,14 @@ pub async fn run(client: Client) {
     ));
     let q = queue.clone();
     let svc = services.clone();
-    let pods = Arc::new(Informer::start(
-        Api::<Pod>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(600),
-        move |c: Change<'_, Pod>| {
-            let p = c.object();
-            // Any service of the pod's namespace may select it.
-            for s in svc.list_namespace(p.metadata.namespace.as_deref().unwrap_or("")) {
-                q.add(&key_of(&*s));
-            }
-        },
-    ));
+    let pods = shared.pods.clone();
+    pods.add_handler(move |c: Change<'_, Pod>| {
+        let p = c.object();
+        // Any service of the pod's namespace may select it.
+        for s in svc.list_namespace(p.metadata.namespace.as_deref().unwrap_or("")) {
+            q.add(&key_of(&*s));
+        }
+    });
     services.synced().await;
     pods.synced().await;
     work(queue, 1, move |key| {

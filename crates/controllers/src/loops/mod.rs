@@ -11,9 +11,49 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::WatchParams;
+use kube::{Api, Client};
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::runtime::WorkQueue;
+use crate::cached::Pod;
+use crate::runtime::{Informer, WorkQueue};
+
+/// The caches several loops read: one watch and one copy of each kind for them all.
+#[derive(Clone)]
+pub struct Shared {
+    pub pods: Arc<Informer<Pod>>,
+    pub nodes: Arc<Informer<Node>>,
+    pub replicasets: Arc<Informer<ReplicaSet>>,
+}
+
+impl Shared {
+    pub fn start(client: &Client) -> Shared {
+        fn cache<K>(api: Api<K>, resync: u64) -> Arc<Informer<K>>
+        where
+            K: kube::Resource
+                + Clone
+                + serde::de::DeserializeOwned
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
+        {
+            Arc::new(Informer::start(
+                api,
+                WatchParams::default(),
+                Duration::from_secs(resync),
+                |_| {},
+            ))
+        }
+        Shared {
+            pods: cache(Api::all(client.clone()), 600),
+            nodes: cache(Api::all(client.clone()), 300),
+            replicasets: cache(Api::all(client.clone()), 60),
+        }
+    }
+}
 
 /// What a reconcile asks for next.
 pub enum Next {

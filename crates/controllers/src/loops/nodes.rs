@@ -45,13 +45,8 @@ impl Default for Timing {
 
 const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 
-pub async fn run(client: Client, timing: Timing) {
-    let nodes = Arc::new(Informer::start(
-        Api::<Node>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(300),
-        |_| {},
-    ));
+pub async fn run(client: Client, timing: Timing, shared: super::Shared) {
+    let nodes = shared.nodes.clone();
     let leases = Arc::new(Informer::start(
         Api::<Lease>::namespaced(client.clone(), "kube-node-lease"),
         WatchParams::default(),

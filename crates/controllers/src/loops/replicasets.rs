@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchParams};
+use k8s_openapi::api::core::v1::Pod as ApiPod;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use super::{is_status, split_key, work, Next};
+use crate::cached::Pod;
 use crate::owner;
 use crate::replicaset;
 use crate::runtime::{enqueue_controller, enqueue_self, Informer, WorkQueue};
@@ -25,20 +26,12 @@ struct Expectations {
 /// Give up waiting for the cache after this long and decide afresh.
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn run(client: Client, workers: usize) {
+pub async fn run(client: Client, workers: usize, shared: super::Shared) {
     let queue = WorkQueue::new();
-    let sets = Arc::new(Informer::start(
-        Api::<ReplicaSet>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(60),
-        enqueue_self(queue.clone()),
-    ));
-    let pods = Arc::new(Informer::start(
-        Api::<Pod>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(600),
-        enqueue_controller(queue.clone(), "ReplicaSet"),
-    ));
+    let sets = shared.replicasets.clone();
+    sets.add_handler(enqueue_self(queue.clone()));
+    let pods = shared.pods.clone();
+    pods.add_handler(enqueue_controller(queue.clone(), "ReplicaSet"));
     sets.synced().await;
     pods.synced().await;
     let expectations = Arc::new(Mutex::new(Expectations::default()));
@@ -89,7 +82,7 @@ async fn reconcile(
         }
     }
     let plan = replicaset::plan(&rs, &namespace_pods);
-    let pod_api = Api::<Pod>::namespaced(client.clone(), ns);
+    let pod_api = Api::<ApiPod>::namespaced(client.clone(), ns);
     let mut created = HashSet::new();
     let mut deleted = HashSet::new();
     let mut failure = None;

@@ -4,13 +4,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Binding, Event, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Binding, Event, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{Patch, PatchParams, PostParams, WatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use super::{is_status, split_key, work, Next};
+use crate::cached::Pod;
 use crate::replicaset::is_active;
 use crate::runtime::{key_of, Change, Informer, WorkQueue};
 use crate::scheduler::cache::Cache;
@@ -38,58 +39,50 @@ const BINDS_IN_FLIGHT: usize = 64;
 struct Scheduler {
     client: Client,
     queue: WorkQueue,
-    pods: Informer<Pod>,
+    pods: Arc<Informer<Pod>>,
     cache: Arc<Mutex<Cache>>,
     binds: Arc<Semaphore>,
 }
 
-pub async fn run(client: Client) {
+pub async fn run(client: Client, shared: super::Shared) {
     let queue = WorkQueue::new();
     let cache: Arc<Mutex<Cache>> = Arc::default();
     // Pods that fit nowhere: a node change requeues them (and only them).
     let unschedulable: Arc<Mutex<HashSet<String>>> = Arc::default();
     let (q, c, u) = (queue.clone(), cache.clone(), unschedulable.clone());
-    let pods = Informer::start(
-        Api::<Pod>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(300),
-        move |change| {
-            let key = key_of(change.object());
-            match change {
-                Change::Applied(p) => {
-                    c.lock().expect("lock").apply_pod(&key, p);
-                    if wants_us(p) {
-                        q.add(&key);
-                    } else {
-                        u.lock().expect("lock").remove(&key);
-                    }
-                }
-                Change::Deleted(_) => {
-                    c.lock().expect("lock").forget(&key);
+    let pods = shared.pods.clone();
+    pods.add_handler(move |change| {
+        let key = key_of(change.object());
+        match change {
+            Change::Applied(p) => {
+                c.lock().expect("lock").apply_pod(&key, p);
+                if wants_us(p) {
+                    q.add(&key);
+                } else {
                     u.lock().expect("lock").remove(&key);
                 }
             }
-        },
-    );
+            Change::Deleted(_) => {
+                c.lock().expect("lock").forget(&key);
+                u.lock().expect("lock").remove(&key);
+            }
+        }
+    });
     let (q, c, u) = (queue.clone(), cache.clone(), unschedulable.clone());
-    let nodes = Informer::start(
-        Api::<Node>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(300),
-        move |change| {
-            match change {
-                Change::Applied(n) => c.lock().expect("lock").apply_node(n),
-                Change::Deleted(n) => c
-                    .lock()
-                    .expect("lock")
-                    .delete_node(n.metadata.name.as_deref().unwrap_or("")),
-            }
-            // A node came, went or changed: pods that did not fit may fit now.
-            for key in u.lock().expect("lock").iter() {
-                q.add(key);
-            }
-        },
-    );
+    let nodes = shared.nodes.clone();
+    nodes.add_handler(move |change| {
+        match change {
+            Change::Applied(n) => c.lock().expect("lock").apply_node(n),
+            Change::Deleted(n) => c
+                .lock()
+                .expect("lock")
+                .delete_node(n.metadata.name.as_deref().unwrap_or("")),
+        }
+        // A node came, went or changed: pods that did not fit may fit now.
+        for key in u.lock().expect("lock").iter() {
+            q.add(key);
+        }
+    });
     pods.synced().await;
     nodes.synced().await;
     let scheduler = Arc::new(Scheduler {

@@ -23,10 +23,11 @@ pub fn key_of<K: Resource>(obj: &K) -> String {
     }
 }
 
-/// A change seen by the informer.
+/// A change seen by the informer, with the object as the cache holds it (handlers that keep
+/// it share that copy).
 pub enum Change<'a, K> {
-    Applied(&'a K),
-    Deleted(&'a K),
+    Applied(&'a Arc<K>),
+    Deleted(&'a Arc<K>),
 }
 
 impl<K> Change<'_, K> {
@@ -60,8 +61,17 @@ pub fn enqueue_controller<K: Resource>(
 
 type Cache<K> = Arc<RwLock<BTreeMap<String, Arc<K>>>>;
 
+/// Objects per list request when (re)filling the cache.
+const LIST_PAGE: u32 = 500;
+
+type Handler<K> = Arc<dyn Fn(Change<'_, K>) + Send + Sync>;
+type Handlers<K> = Arc<RwLock<Vec<Handler<K>>>>;
+
+/// One cache per kind can serve every loop (client-go's shared informers): each loop adds its
+/// handler, and a 30 000-pod cluster is held in memory once, not once per loop.
 pub struct Informer<K> {
     cache: Cache<K>,
+    handlers: Handlers<K>,
     synced: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -79,6 +89,8 @@ where
         handler: impl Fn(Change<'_, K>) + Send + Sync + 'static,
     ) -> Informer<K> {
         let cache: Cache<K> = Arc::default();
+        let handler: Handler<K> = Arc::new(handler);
+        let handlers: Handlers<K> = Arc::new(RwLock::new(vec![handler]));
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(run(
             api,
@@ -86,13 +98,26 @@ where
             resync,
             cache.clone(),
             tx,
-            Arc::new(handler),
+            handlers.clone(),
         ));
         Informer {
             cache,
+            handlers,
             synced: rx,
             task,
         }
+    }
+
+    /// Tell `handler` about every change from now on, and about every object cached so far
+    /// (as Applied) right away — so it misses nothing, whenever it joins.
+    pub fn add_handler(&self, handler: impl Fn(Change<'_, K>) + Send + Sync + 'static) {
+        // Changes are applied to the cache and dispatched under the read lock: holding the
+        // write lock here puts this replay wholly before or after each of them.
+        let mut handlers = self.handlers.write().expect("handlers lock");
+        for o in self.list() {
+            handler(Change::Applied(&o));
+        }
+        handlers.push(Arc::new(handler));
     }
 
     /// Wait until the first list is in the cache.
@@ -133,7 +158,14 @@ impl<K> Drop for Informer<K> {
     }
 }
 
-type Handler<K> = Arc<dyn Fn(Change<'_, K>) + Send + Sync>;
+fn dispatch<K>(handlers: &[Handler<K>], change: Change<'_, K>) {
+    for h in handlers {
+        h(match change {
+            Change::Applied(o) => Change::Applied(o),
+            Change::Deleted(o) => Change::Deleted(o),
+        });
+    }
+}
 
 async fn run<K>(
     api: Api<K>,
@@ -141,13 +173,13 @@ async fn run<K>(
     resync: Duration,
     cache: Cache<K>,
     synced: watch::Sender<bool>,
-    handler: Handler<K>,
+    handlers: Handlers<K>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let mut failures = 0u32;
     loop {
-        match list_and_watch(&api, &params, resync, &cache, &synced, &handler).await {
+        match list_and_watch(&api, &params, resync, &cache, &synced, &handlers).await {
             Ok(()) => failures = 0,
             Err(e) => {
                 failures += 1;
@@ -166,40 +198,49 @@ async fn list_and_watch<K>(
     resync: Duration,
     cache: &Cache<K>,
     synced: &watch::Sender<bool>,
-    handler: &Handler<K>,
+    handlers: &Handlers<K>,
 ) -> anyhow::Result<()>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let lp = ListParams {
+    // In pages, as client-go lists: a big collection never sits in memory twice over (the
+    // response and the objects) in one piece.
+    let mut lp = ListParams {
         label_selector: params.label_selector.clone(),
         field_selector: params.field_selector.clone(),
+        limit: Some(LIST_PAGE),
         ..Default::default()
     };
-    let list = api.list(&lp).await?;
-    let mut version = list.metadata.resource_version.clone().unwrap_or_default();
-    let fresh: BTreeMap<String, Arc<K>> = list
-        .items
-        .into_iter()
-        .map(|o| (key_of(&o), Arc::new(o)))
-        .collect();
-    // Objects that vanished while we were not watching are deletions too.
-    let gone: Vec<Arc<K>> = {
-        let mut c = cache.write().expect("cache lock");
-        let gone = c
-            .iter()
-            .filter(|(k, _)| !fresh.contains_key(*k))
-            .map(|(_, v)| v.clone())
-            .collect();
-        *c = fresh.clone();
-        gone
+    let mut fresh: BTreeMap<String, Arc<K>> = BTreeMap::new();
+    let mut version = loop {
+        let page = api.list(&lp).await?;
+        fresh.extend(page.items.into_iter().map(|o| (key_of(&o), Arc::new(o))));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp.continue_token = Some(c),
+            None => break page.metadata.resource_version.unwrap_or_default(),
+        }
     };
-    for o in gone {
-        handler(Change::Deleted(&o));
+    {
+        let hs = handlers.read().expect("handlers lock");
+        // Objects that vanished while we were not watching are deletions too.
+        let gone: Vec<Arc<K>> = {
+            let mut c = cache.write().expect("cache lock");
+            let gone = c
+                .iter()
+                .filter(|(k, _)| !fresh.contains_key(*k))
+                .map(|(_, v)| v.clone())
+                .collect();
+            *c = fresh.clone();
+            gone
+        };
+        for o in gone {
+            dispatch(&hs, Change::Deleted(&o));
+        }
+        for o in fresh.values() {
+            dispatch(&hs, Change::Applied(o));
+        }
     }
-    for o in fresh.values() {
-        handler(Change::Applied(o));
-    }
+    drop(fresh);
     let _ = synced.send(true);
     let mut resync_timer = tokio::time::interval(resync);
     resync_timer.tick().await;
@@ -212,8 +253,9 @@ where
             let event = tokio::select! {
                 e = stream.try_next() => e?,
                 _ = resync_timer.tick() => {
+                    let hs = handlers.read().expect("handlers lock");
                     for o in cache.read().expect("cache lock").values().cloned().collect::<Vec<_>>() {
-                        handler(Change::Applied(&o));
+                        dispatch(&hs, Change::Applied(&o));
                     }
                     continue;
                 }
@@ -225,16 +267,19 @@ where
                 WatchEvent::Added(o) | WatchEvent::Modified(o) => {
                     version = o.resource_version().unwrap_or(version);
                     let o = Arc::new(o);
+                    let hs = handlers.read().expect("handlers lock");
                     cache
                         .write()
                         .expect("cache lock")
                         .insert(key_of(&*o), o.clone());
-                    handler(Change::Applied(&o));
+                    dispatch(&hs, Change::Applied(&o));
                 }
                 WatchEvent::Deleted(o) => {
                     version = o.resource_version().unwrap_or(version);
-                    cache.write().expect("cache lock").remove(&key_of(&o));
-                    handler(Change::Deleted(&o));
+                    let o = Arc::new(o);
+                    let hs = handlers.read().expect("handlers lock");
+                    cache.write().expect("cache lock").remove(&key_of(&*o));
+                    dispatch(&hs, Change::Deleted(&o));
                 }
                 WatchEvent::Bookmark(b) => version = b.metadata.resource_version,
                 WatchEvent::Error(status) => {

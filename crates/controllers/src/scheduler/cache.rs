@@ -4,10 +4,12 @@
 //! so the next decision already counts it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 
 use super::{NodeInfo, Placed};
+use crate::cached::Pod;
 use crate::replicaset::is_active;
 
 #[derive(Debug, Default)]
@@ -75,7 +77,7 @@ impl Cache {
 
     /// A pod was created or changed: count it where it is bound; stop counting it once it has
     /// finished. A pod still waiting for a node changes nothing (it may be assumed).
-    pub fn apply_pod(&mut self, key: &str, pod: &Pod) {
+    pub fn apply_pod(&mut self, key: &str, pod: &Arc<Pod>) {
         if !is_active(pod) {
             self.forget(key);
             return;
@@ -86,7 +88,7 @@ impl Cache {
     }
 
     /// Count `pod` on `node` before the API says so (its binding is in flight).
-    pub fn assume(&mut self, key: &str, node: &str, pod: &Pod) {
+    pub fn assume(&mut self, key: &str, node: &str, pod: &Arc<Pod>) {
         self.place(key, node.to_string(), Placed::of(pod));
         self.assumed.insert(key.to_string());
     }
@@ -133,14 +135,16 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(name: &str, node: Option<&str>, phase: &str) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default", "uid": name},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox",
-                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]},
-            "status": {"phase": phase}
-        }))
-        .unwrap()
+    fn pod(name: &str, node: Option<&str>, phase: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "uid": name},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox",
+                    "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]},
+                "status": {"phase": phase}
+            }))
+            .unwrap(),
+        )
     }
 
     fn cpu(cache: &Cache, node: &str) -> i64 {

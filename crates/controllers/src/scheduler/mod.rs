@@ -3,10 +3,12 @@
 //! caches. Binding (the binding subresource) and the retry queue live in the loop.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Toleration};
+use k8s_openapi::api::core::v1::{Node, Toleration};
 use yun_agent::quantity;
 
+use crate::cached::{Container, Pod};
 use crate::selector::{self, Labels};
 
 pub mod cache;
@@ -64,21 +66,10 @@ pub fn scoring_requests(pod: &Pod) -> Resources {
 }
 
 fn requests_with_defaults(pod: &Pod, default: Resources) -> Resources {
-    let one = |c: &k8s_openapi::api::core::v1::Container| {
-        let r = c.resources.as_ref();
-        let get = |key: &str| {
-            quantity_of(r.and_then(|r| r.requests.as_ref()), key)
-                .or_else(|| quantity_of(r.and_then(|r| r.limits.as_ref()), key))
-        };
-        Resources {
-            cpu_millis: get("cpu")
-                .and_then(|q| quantity::millicores(q).ok())
-                .unwrap_or(default.cpu_millis),
-            memory_bytes: get("memory")
-                .and_then(|q| quantity::bytes(q).ok())
-                .unwrap_or(default.memory_bytes),
-            pods: 0,
-        }
+    let one = |c: &Container| Resources {
+        cpu_millis: c.resources.cpu_millis.unwrap_or(default.cpu_millis),
+        memory_bytes: c.resources.memory_bytes.unwrap_or(default.memory_bytes),
+        pods: 0,
     };
     let Some(spec) = pod.spec.as_ref() else {
         return Resources::default();
@@ -113,31 +104,31 @@ pub fn allocatable(node: &Node) -> Resources {
     }
 }
 
-/// What the scheduler remembers of a pod placed on a node: enough for resource accounting and
-/// pod anti-affinity, and small (the scheduler holds one per running pod in the cluster).
+/// A pod placed on a node: the cached pod itself (shared with the informer, not copied —
+/// the scheduler holds one per running pod in the cluster) and its requests, summed once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
-    pub namespace: String,
-    pub uid: Option<String>,
-    pub labels: Labels,
+    pub pod: Arc<Pod>,
     pub requests: Resources,
     /// The requests scoring counts ([`scoring_requests`]).
     pub scoring: Resources,
 }
 
 impl Placed {
-    pub fn of(pod: &Pod) -> Placed {
+    pub fn of(pod: &Arc<Pod>) -> Placed {
         Placed {
-            namespace: pod
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            uid: pod.metadata.uid.clone(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            pod: pod.clone(),
             requests: pod_requests(pod),
             scoring: scoring_requests(pod),
         }
+    }
+
+    fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    fn labels(&self) -> &Labels {
+        self.pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
     }
 }
 
@@ -174,7 +165,7 @@ impl NodeInfo {
                 p.metadata.namespace.as_deref().unwrap_or("default"),
                 p.metadata.name.as_deref().unwrap_or("")
             );
-            info.add_pod(&key, Placed::of(p));
+            info.add_pod(&key, Placed::of(&Arc::new(p.clone())));
         }
         info
     }
@@ -330,9 +321,9 @@ fn filter<'a>(
             .filter(|other| other.labels().get(&term.topology_key) == Some(domain))
             .flat_map(|other| other.pods.values())
             .any(|p| {
-                p.namespace == namespace
-                    && p.uid != pod.metadata.uid
-                    && selector::matches(&sel, &p.labels)
+                p.namespace() == namespace
+                    && p.pod.metadata.uid != pod.metadata.uid
+                    && selector::matches(&sel, p.labels())
             });
         if conflict {
             return Err("node(s) didn't match pod anti-affinity rules".into());

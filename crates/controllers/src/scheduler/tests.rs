@@ -1,8 +1,9 @@
 //! Unit tests of the scheduler's decisions.
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use serde_json::json;
 
+use crate::cached::Pod;
 use crate::scheduler::{pick_node, NodeInfo};
 
 fn node(name: &str, cpu: &str, mem: &str, extra: serde_json::Value) -> Node {
@@ -186,7 +187,10 @@ fn pods_without_requests_spread_across_equal_nodes() {
     let mut a = info(node("a", "2", "4Gi", json!({})), vec![]);
     let b = info(node("b", "2", "4Gi", json!({})), vec![]);
     assert_eq!(pick_node(&p("first"), [&a, &b]).unwrap(), "a");
-    a.add_pod("default/first", crate::scheduler::Placed::of(&p("first")));
+    a.add_pod(
+        "default/first",
+        crate::scheduler::Placed::of(&std::sync::Arc::new(p("first"))),
+    );
     // The first pod counts 0.1 CPU and 200 MiB on "a" for scoring: the next goes to "b".
     assert_eq!(pick_node(&p("second"), [&a, &b]).unwrap(), "b");
 }
