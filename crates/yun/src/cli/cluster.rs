@@ -172,6 +172,7 @@ async fn up(
         addr,
         data_dir: data_dir.to_path_buf(),
         store,
+        compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
     })
     .await?;
     let client = client(&server.kubeconfig, None).await?;
