@@ -130,7 +130,9 @@ impl Committer {
 }
 
 /// While the store is open, commit to redb once writes have rested in the log for
-/// `FLUSH_EVERY`, as leaders only do so when they write.
+/// `FLUSH_EVERY`. On a thread of its own because a redb commit (several flushes, milliseconds)
+/// on a leader's runtime thread would stall every task there, e.g. watchers waiting for the
+/// very events being committed; leaders only commit when the flusher is overdue.
 pub(crate) struct Flusher {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -142,11 +144,12 @@ impl Flusher {
         let thread = std::thread::Builder::new()
             .name("yun-store-flush".into())
             .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(FLUSH_EVERY) {
-                    // A busy writer lock means a leader is writing and flushes when due.
-                    if let Ok(mut writer) = committer.writer.try_lock() {
-                        writer.flush_if_due();
-                    }
+                // Checking four times per interval bounds how long writes wait past it.
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(FLUSH_EVERY / 4)
+                {
+                    // Waits its turn behind queued leaders (the lock is fair).
+                    committer.writer.blocking_lock().flush_if_due();
                 }
             })?;
         Ok(Flusher {

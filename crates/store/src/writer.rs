@@ -3,8 +3,9 @@
 //! Requests queued while the previous batch was syncing are applied together (group commit)
 //! to one long-lived redb write transaction, their events appended to the write-ahead log
 //! and synced, then published to the shared `Pending` overlay that readers merge over the
-//! last redb commit — only then is anything acknowledged or broadcast to watchers. Every
-//! `FLUSH_EVERY` (or on compaction, a full log, or close) the transaction is committed with
+//! last redb commit — only then is anything acknowledged or broadcast to watchers. Once writes
+//! have rested `FLUSH_EVERY` in the log (the flusher thread in `commit.rs`; or on compaction,
+//! a full log, or close) the transaction is committed with
 //! `Durability::Immediate`, the overlay cleared and the log restarted: the same split as
 //! etcd's WAL and its batched bbolt commits, since a redb commit costs far more than a
 //! log append.
@@ -23,6 +24,9 @@ use crate::{Deleted, Error, Event, EventKind, KeyValue, Outcome, Result};
 
 /// Longest time between durable redb commits.
 pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Age at which a leader commits to redb itself, on a caller's (runtime) thread, because the
+/// flusher thread (which commits at `FLUSH_EVERY`) did not get to it.
+const FLUSH_OVERDUE: Duration = Duration::from_millis(400);
 /// Most events kept in the overlay before a redb commit.
 const FLUSH_EVENTS: usize = 20_000;
 
@@ -33,7 +37,8 @@ pub(crate) struct Writer {
     pub(crate) revision: i64,
     pub(crate) compact: i64,
     txn: Option<WriteTransaction>,
-    last_flush: Instant,
+    /// When the open transaction took its first write: how long writes have rested in the log.
+    opened: Instant,
     /// Set when the store can no longer guarantee durability; every later write fails.
     failed: Option<String>,
 }
@@ -98,7 +103,7 @@ impl Writer {
             revision,
             compact,
             txn: None,
-            last_flush: Instant::now(),
+            opened: Instant::now(),
             failed: None,
         }
     }
@@ -136,16 +141,16 @@ impl Writer {
         self.publish(&applied.events);
         if flush_now
             || self.shared.pending_len() >= FLUSH_EVENTS
-            || self.last_flush.elapsed() >= FLUSH_EVERY
+            || self.opened.elapsed() >= FLUSH_OVERDUE
         {
             self.flush();
         }
         self.finish(applied)
     }
 
-    /// Commit to redb if writes have waited in the log for `FLUSH_EVERY` (called when idle).
+    /// Commit to redb if writes have waited in the log for `FLUSH_EVERY` (the flusher thread).
     pub(crate) fn flush_if_due(&mut self) {
-        if self.last_flush.elapsed() >= FLUSH_EVERY {
+        if self.txn.is_some() && self.opened.elapsed() >= FLUSH_EVERY {
             self.flush();
         }
     }
@@ -203,12 +208,12 @@ impl Writer {
         pending.events.clear();
         drop(pending);
         self.wal.reset();
-        self.last_flush = Instant::now();
     }
 
     fn apply(&mut self, batch: &[&Op]) -> Result<Applied> {
         if self.txn.is_none() {
             self.txn = Some(self.shared.db.begin_write().map_err(backend)?);
+            self.opened = Instant::now();
         }
         let txn = self.txn.as_ref().expect("open transaction");
         let mut meta = txn.open_table(META).map_err(backend)?;
