@@ -55,8 +55,9 @@ t1=$1 tn=$2 t50=$3 t99=$4
     echo
     echo "Command: \`./bench/store.sh\` (PUTS=$PUTS, WRITERS=$WRITERS, WATCHERS=$WATCHERS); client: \`crates/store/examples/bench.rs\`"
     echo "through \`yun_store::open\`; $(etcd --version | head -1), single member on loopback, data on the same ext4 disk."
-    echo "Every acknowledged put is durable in both: embedded appends each group commit to its write-ahead log and"
-    echo "fdatasyncs it (redb commits with Durability::Immediate every 100 ms); etcd fsyncs its WAL."
+    echo "Every acknowledged put is durable in both: embedded writes each group commit to its write-ahead log with"
+    echo "O_DIRECT|O_DSYNC on the caller's thread (the first waiting caller leads the batch; redb commits with"
+    echo "Durability::Immediate every 100 ms); etcd fdatasyncs its WAL."
     echo "Concurrent run: $((PUTS * 4)) puts spread over $WRITERS writers. Latency: 200 puts 5 ms apart, each seen by $WATCHERS watchers."
     echo
     echo "| store | puts/s, 1 writer | puts/s, $WRITERS writers | watch p50 [µs] | watch p99 [µs] |"

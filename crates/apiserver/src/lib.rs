@@ -6,6 +6,7 @@
 //! to check that a built-in kind's body has the right shape. See docs/apiserver.md.
 
 mod auth;
+mod compaction;
 mod discovery;
 mod error;
 mod gc;
@@ -22,6 +23,7 @@ mod validation;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::sync::Notify;
@@ -38,7 +40,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `"embedded"` or `"etcd://HOST:PORT"`.
     pub store: String,
+    /// Compact the store's history every this often, to the revision of the previous
+    /// compaction tick (kube-apiserver's `--etcd-compaction-interval`); zero disables it.
+    pub compaction_interval: Duration,
 }
+
+/// kube-apiserver's default `--etcd-compaction-interval`.
+pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Shared state of a running server.
 pub(crate) struct Api {
@@ -60,6 +68,7 @@ pub struct Running {
     store: Option<Arc<dyn Store>>,
     serve_task: Option<tokio::task::JoinHandle<()>>,
     gc_task: Option<tokio::task::JoinHandle<()>>,
+    compaction_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -68,7 +77,10 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.store.take();
         let _ = self.shutdown.send(true);
-        if let Some(t) = self.gc_task.take() {
+        for t in [self.gc_task.take(), self.compaction_task.take()]
+            .into_iter()
+            .flatten()
+        {
             t.abort();
             let _ = t.await;
         }
@@ -96,7 +108,10 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        if let Some(t) = self.gc_task.take() {
+        for t in [self.gc_task.take(), self.compaction_task.take()]
+            .into_iter()
+            .flatten()
+        {
             t.abort();
         }
     }
@@ -130,6 +145,8 @@ pub async fn start(config: Config) -> Result<Running> {
     let (shutdown, stop) = tokio::sync::watch::channel(false);
     let serve_task = tokio::spawn(tls::serve(listener, acceptor, app, stop));
     let gc_task = tokio::spawn(gc::run(api));
+    let compaction_task = (!config.compaction_interval.is_zero())
+        .then(|| tokio::spawn(compaction::run(store.clone(), config.compaction_interval)));
     Ok(Running {
         addr,
         kubeconfig,
@@ -137,6 +154,7 @@ pub async fn start(config: Config) -> Result<Running> {
         store: Some(store),
         serve_task: Some(serve_task),
         gc_task: Some(gc_task),
+        compaction_task,
     })
 }
 

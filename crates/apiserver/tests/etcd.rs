@@ -73,6 +73,7 @@ async fn crud_and_watch_on_etcd() {
         addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         store: format!("etcd://127.0.0.1:{}", etcd.port),
+        compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     let server = loop {

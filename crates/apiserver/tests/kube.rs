@@ -20,6 +20,7 @@ async fn start(dir: &Path) -> yun_apiserver::Running {
         addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.to_path_buf(),
         store: "embedded".into(),
+        compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
     })
     .await
     .expect("server starts")

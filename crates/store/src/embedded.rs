@@ -13,13 +13,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{mpsc, Arc, RwLock, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, RwLock, Weak};
 
 use redb::{Database, ReadableTable, TableDefinition};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 use crate::codec::{decode_event, decode_kv};
+use crate::commit::{Committer, Flusher};
 use crate::wal::Wal;
 use crate::writer::{recover, Writer};
 use crate::{
@@ -59,11 +59,6 @@ pub(crate) enum OpResult {
     Put(Outcome<KeyValue>),
     Delete(Outcome<Deleted>),
     Compacted,
-}
-
-pub(crate) struct Request {
-    pub(crate) op: Op,
-    pub(crate) reply: oneshot::Sender<Result<OpResult>>,
 }
 
 /// Acknowledged writes not yet committed to redb, newest state per key and every event.
@@ -130,9 +125,9 @@ fn in_range(k: &[u8], start: &[u8], end: &[u8]) -> bool {
 
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
-    requests: Option<mpsc::Sender<Request>>,
+    committer: Arc<Committer>,
     events: broadcast::Sender<Arc<Event>>,
-    writer: Option<JoinHandle<()>>,
+    flusher: Option<Flusher>,
 }
 
 /// The most redb keeps of the file in memory.
@@ -176,27 +171,19 @@ impl EmbeddedStore {
             pending: RwLock::new(Pending::default()),
         });
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
-        let (requests, rx) = mpsc::channel();
         let writer = Writer::new(shared.clone(), events.clone(), wal, revision, compact);
-        let writer = std::thread::Builder::new()
-            .name("yun-store-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(backend)?;
+        let committer = Arc::new(Committer::new(writer));
+        let flusher = Flusher::start(committer.clone()).map_err(backend)?;
         Ok(EmbeddedStore {
             shared,
-            requests: Some(requests),
+            committer,
             events,
-            writer: Some(writer),
+            flusher: Some(flusher),
         })
     }
 
     async fn submit(&self, op: Op) -> Result<OpResult> {
-        let (reply, rx) = oneshot::channel();
-        let requests = self.requests.as_ref().ok_or(Error::Closed)?;
-        requests
-            .send(Request { op, reply })
-            .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+        self.committer.submit(op).await
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -213,12 +200,11 @@ impl EmbeddedStore {
 
 impl Drop for EmbeddedStore {
     fn drop(&mut self) {
-        // Closing the queue stops the writer after it commits what is queued; joining it
-        // releases the database file so it can be reopened at once.
-        self.requests.take();
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        // No request is in flight (they borrow the store). Stopping the flusher first
+        // leaves the writer to `close`, whose redb commit makes reopening replay nothing;
+        // the database file is released with the last `Arc<Shared>`.
+        self.flusher.take();
+        self.committer.close();
     }
 }
 

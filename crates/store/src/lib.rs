@@ -7,6 +7,7 @@
 //! [`Error::Compacted`] (the API server answers 410 Gone).
 
 mod codec;
+mod commit;
 mod embedded;
 mod etcd;
 mod wal;

@@ -1,32 +1,32 @@
-//! The embedded store's single writer thread.
+//! The embedded store's writer state, used by one group-commit leader at a time (`commit.rs`).
 //!
 //! Requests queued while the previous batch was syncing are applied together (group commit)
 //! to one long-lived redb write transaction, their events appended to the write-ahead log
 //! and synced, then published to the shared `Pending` overlay that readers merge over the
-//! last redb commit — only then is anything acknowledged or broadcast to watchers. Every
-//! `FLUSH_EVERY` (or on compaction, a full log, or close) the transaction is committed with
+//! last redb commit — only then is anything acknowledged or broadcast to watchers. Once writes
+//! have rested `FLUSH_EVERY` in the log (the flusher thread in `commit.rs`; or on compaction,
+//! a full log, or close) the transaction is committed with
 //! `Durability::Immediate`, the overlay cleared and the log restarted: the same split as
 //! etcd's WAL and its batched bbolt commits, since a redb commit costs far more than a
 //! log append.
 
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::broadcast;
 
 use crate::codec::{decode_kv, encode_event, encode_kv};
-use crate::embedded::{backend, Op, OpResult, Request, Shared, KVS, LOG, META};
+use crate::embedded::{backend, Op, OpResult, Shared, KVS, LOG, META};
 use crate::wal::Wal;
 use crate::{Deleted, Error, Event, EventKind, KeyValue, Outcome, Result};
 
-/// Most requests applied in one batch.
-const MAX_BATCH: usize = 1024;
 /// Longest time between durable redb commits.
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// How long the writer polls for the next request before it sleeps.
-const SPIN: Duration = Duration::from_micros(50);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Age at which a leader commits to redb itself, on a caller's (runtime) thread, because the
+/// flusher thread (which commits at `FLUSH_EVERY`) did not get to it.
+const FLUSH_OVERDUE: Duration = Duration::from_millis(400);
 /// Most events kept in the overlay before a redb commit.
 const FLUSH_EVENTS: usize = 20_000;
 
@@ -37,7 +37,8 @@ pub(crate) struct Writer {
     pub(crate) revision: i64,
     pub(crate) compact: i64,
     txn: Option<WriteTransaction>,
-    last_flush: Instant,
+    /// When the open transaction took its first write: how long writes have rested in the log.
+    opened: Instant,
     /// Set when the store can no longer guarantee durability; every later write fails.
     failed: Option<String>,
 }
@@ -102,74 +103,28 @@ impl Writer {
             revision,
             compact,
             txn: None,
-            last_flush: Instant::now(),
+            opened: Instant::now(),
             failed: None,
         }
     }
 
-    pub(crate) fn run(mut self, rx: mpsc::Receiver<Request>) {
-        loop {
-            // A caller that just got its reply often sends its next write within
-            // microseconds: poll briefly before sleeping, as a wake-up costs more
-            // (measured: ~25% more puts/s with one writer).
-            let spin_until = Instant::now() + SPIN;
-            let mut early = None;
-            while Instant::now() < spin_until {
-                if let Ok(req) = rx.try_recv() {
-                    early = Some(req);
-                    break;
-                }
-                std::thread::yield_now();
-            }
-            let first = if let Some(req) = early {
-                req
-            } else if self.txn.is_some() {
-                let wait = FLUSH_EVERY.saturating_sub(self.last_flush.elapsed());
-                match rx.recv_timeout(wait) {
-                    Ok(req) => req,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.flush();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match rx.recv() {
-                    Ok(req) => req,
-                    Err(_) => break,
-                }
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(req) => batch.push(req),
-                    Err(_) => break,
-                }
-            }
-            self.run_batch(batch);
-        }
-        // Closing: one durable commit, so reopening needs no log replay.
-        self.flush();
-    }
-
-    fn run_batch(&mut self, batch: Vec<Request>) {
+    /// Apply a batch of operations, make it durable and visible, and broadcast its events;
+    /// the results are in the order of `ops`. Nothing is acknowledged before this returns.
+    pub(crate) fn run_batch(&mut self, ops: &[&Op]) -> Vec<Result<OpResult>> {
         if let Some(why) = &self.failed {
-            for req in batch {
-                let _ = req.reply.send(Err(Error::Backend(why.clone())));
-            }
-            return;
+            return ops
+                .iter()
+                .map(|_| Err(Error::Backend(why.clone())))
+                .collect();
         }
-        let applied = match self.apply(&batch) {
+        let applied = match self.apply(ops) {
             Ok(applied) => applied,
             Err(e) => {
                 // Changes of earlier, acknowledged batches sit in the same transaction and in
                 // the log; without a commit they would be lost here, so stop writing: a
                 // restart recovers them from the log.
                 self.fail(format!("store write failed: {e}"));
-                for req in batch {
-                    let _ = req.reply.send(Err(e.clone_msg()));
-                }
-                return;
+                return ops.iter().map(|_| Err(e.clone_msg())).collect();
             }
         };
         let payload: usize = applied.encoded.iter().map(|e| e.len() + 4).sum();
@@ -180,32 +135,38 @@ impl Writer {
                 tracing::error!("store: {e}; committing to redb instead");
                 self.publish(&applied.events);
                 self.flush();
-                self.finish(batch, applied);
-                return;
+                return self.finish(applied);
             }
         }
         self.publish(&applied.events);
         if flush_now
             || self.shared.pending_len() >= FLUSH_EVENTS
-            || self.last_flush.elapsed() >= FLUSH_EVERY
+            || self.opened.elapsed() >= FLUSH_OVERDUE
         {
             self.flush();
         }
-        self.finish(batch, applied);
+        self.finish(applied)
     }
 
-    fn finish(&mut self, batch: Vec<Request>, applied: Applied) {
+    /// Commit to redb if writes have waited in the log for `FLUSH_EVERY` (the flusher thread).
+    pub(crate) fn flush_if_due(&mut self) {
+        if self.txn.is_some() && self.opened.elapsed() >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    fn finish(&mut self, applied: Applied) -> Vec<Result<OpResult>> {
         for ev in applied.events {
             // No receivers is fine: nobody watches.
             let _ = self.events.send(Arc::new(ev));
         }
-        let failed = self.failed.clone();
-        for (req, result) in batch.into_iter().zip(applied.results) {
-            let result = match &failed {
-                Some(why) => Err(Error::Backend(why.clone())),
-                None => result,
-            };
-            let _ = req.reply.send(result);
+        match &self.failed {
+            Some(why) => applied
+                .results
+                .iter()
+                .map(|_| Err(Error::Backend(why.clone())))
+                .collect(),
+            None => applied.results,
         }
     }
 
@@ -233,7 +194,7 @@ impl Writer {
     }
 
     /// Commit the open transaction durably and clear the overlay and the log.
-    fn flush(&mut self) {
+    pub(crate) fn flush(&mut self) {
         let Some(mut txn) = self.txn.take() else {
             return;
         };
@@ -247,12 +208,12 @@ impl Writer {
         pending.events.clear();
         drop(pending);
         self.wal.reset();
-        self.last_flush = Instant::now();
     }
 
-    fn apply(&mut self, batch: &[Request]) -> Result<Applied> {
+    fn apply(&mut self, batch: &[&Op]) -> Result<Applied> {
         if self.txn.is_none() {
             self.txn = Some(self.shared.db.begin_write().map_err(backend)?);
+            self.opened = Instant::now();
         }
         let txn = self.txn.as_ref().expect("open transaction");
         let mut meta = txn.open_table(META).map_err(backend)?;
@@ -267,8 +228,8 @@ impl Writer {
         let mut buf = Vec::new();
         let mut revision = self.revision;
         let mut compact = self.compact;
-        for req in batch {
-            let current = match &req.op {
+        for op in batch {
+            let current = match op {
                 Op::Put { key, .. } | Op::Delete { key, .. } => {
                     match kvs.get(key.as_bytes()).map_err(backend)? {
                         Some(g) => Some(decode_kv(g.value())?),
@@ -278,7 +239,7 @@ impl Writer {
                 Op::Compact { .. } => None,
             };
             let cur_mod = current.as_ref().map_or(0, |c| c.mod_revision);
-            let result = match &req.op {
+            let result = match op {
                 Op::Put {
                     key,
                     value,

@@ -229,3 +229,59 @@ async fn reads_merge_committed_and_pending_writes() {
     assert_eq!(old.kvs.len(), 20);
     assert!(old.kvs.iter().all(|kv| kv.value == b"old"));
 }
+
+/// Puts run on the callers' threads (group commit, one leader at a time): callers that give
+/// up mid-way neither stall the others nor leave their write to surface later, and every
+/// put that returned is there with consecutive revisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_puts_neither_stall_nor_linger() {
+    let h = common::embedded().await;
+    let store = h.store.clone();
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            for i in 0..200 {
+                let key = format!("/cancel/{t}/{i}");
+                let put = store.put(&key, b"x".to_vec(), None);
+                // Every third put gives up almost at once, often while queued.
+                if i % 3 == 0 {
+                    let _ = tokio::time::timeout(std::time::Duration::from_micros(50), put).await;
+                } else {
+                    let mod_rev = put.await.unwrap().done().unwrap().mod_revision;
+                    done.push((key, mod_rev));
+                }
+            }
+            done
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    let rev = store.current_revision().await.unwrap();
+    // Nothing queued by a cancelled put shows up after everybody stopped.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(store.current_revision().await.unwrap(), rev);
+    for (key, mod_rev) in &acked {
+        assert_eq!(
+            store.get(key).await.unwrap().unwrap().mod_revision,
+            *mod_rev
+        );
+    }
+    let all = store
+        .range(RangeRequest {
+            prefix: "/cancel/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut revs: Vec<i64> = all.kvs.iter().map(|kv| kv.mod_revision).collect();
+    revs.sort_unstable();
+    assert!(
+        revs.windows(2).all(|w| w[1] == w[0] + 1),
+        "revisions without gaps"
+    );
+    assert!(all.kvs.len() >= acked.len());
+}

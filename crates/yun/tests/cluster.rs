@@ -76,6 +76,7 @@ async fn a_deployment_runs_scales_rolls_and_goes() {
         addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data.join("server"),
         store: "embedded".into(),
+        compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
     })
     .await
     .unwrap();

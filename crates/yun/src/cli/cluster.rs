@@ -259,6 +259,7 @@ async fn up(
         addr: plane.addr,
         data_dir: data_dir.to_path_buf(),
         store: plane.store,
+        compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
     })
     .await?;
     let client = client(&server.kubeconfig, None).await?;

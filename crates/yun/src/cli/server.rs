@@ -13,6 +13,10 @@ pub struct ServerArgs {
     /// The store: "embedded" (a file under the data dir) or "etcd://HOST:PORT".
     #[arg(long, default_value = "embedded")]
     store: String,
+    /// Compact the store's history this often, to the revision of the previous compaction
+    /// (as kube-apiserver's flag of the same name; also for the embedded store); 0 disables.
+    #[arg(long, default_value = "5m")]
+    etcd_compaction_interval: humantime::Duration,
 }
 
 pub fn run(data_dir: &Path, args: ServerArgs) -> Result<i32> {
@@ -20,6 +24,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> Result<i32> {
         addr: args.addr,
         data_dir: PathBuf::from(data_dir),
         store: args.store,
+        compaction_interval: args.etcd_compaction_interval.into(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
