@@ -12,6 +12,7 @@ mod images;
 pub mod logs;
 pub mod node;
 mod pods;
+mod podwatch;
 mod probes;
 pub mod quantity;
 mod status;

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
@@ -13,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio_util::task::AbortOnDropHandle;
@@ -23,9 +22,11 @@ use crate::{PodInputs, PodRuntime};
 /// How long the containers of a pod that vanished from the API get to stop.
 const ORPHAN_GRACE: Duration = Duration::from_secs(10);
 
-/// How many pods are synced at once: a pod waiting on its sandbox or a container start does
-/// not hold up the others (the kubelet has a worker per pod).
-const PARALLEL_SYNCS: usize = 4;
+/// How many pods are synced at once because they changed (a new pod, a deletion), and how
+/// many in the periodic resync of every pod. Each pod syncs on a task of its own (the kubelet
+/// has a worker per pod), so a changed pod never waits behind the resync of a full node.
+const CHANGED_SYNCS: usize = 8;
+const RESYNCS: usize = 2;
 
 /// What the agent is called and how often it reports.
 #[derive(Debug, Clone)]
@@ -337,30 +338,28 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
     };
     let pods_api = Api::<Pod>::all(client.clone());
     let selector = format!("spec.nodeName={}", cfg.node_name);
-    // A watch on this node's pods wakes the sync loop at once, so a new pod starts without
-    // waiting out the sync period (which remains, to notice containers that exit).
-    let wake = Arc::new(tokio::sync::Notify::new());
-    let _watch = AbortOnDropHandle::new(tokio::spawn(wake_on_changes(
-        pods_api.clone(),
-        selector.clone(),
-        wake.clone(),
-    )));
-    let last_status: std::sync::Mutex<HashMap<String, serde_json::Value>> = Default::default();
+    // A watch on this node's pods wakes the sync loop at once for the pods that changed, so
+    // a new pod starts without waiting out the sync period; every pod is still synced each
+    // period, to notice containers that exit.
+    let node_pods = Arc::new(crate::podwatch::NodePods::start(pods_api, &selector));
+    node_pods.synced().await;
+    let mut last_full = std::time::Instant::now() - cfg.sync_period;
+    let last_status: Arc<std::sync::Mutex<HashMap<String, serde_json::Value>>> = Arc::default();
+    let workers = Workers {
+        in_flight: Arc::default(),
+        again: Arc::default(),
+        changed_slots: Arc::new(tokio::sync::Semaphore::new(CHANGED_SYNCS)),
+        resync_slots: Arc::new(tokio::sync::Semaphore::new(RESYNCS)),
+    };
     // Pods being stopped: each on a task of its own, so one pod's grace period holds up no
     // other pod.
     let terminating: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     loop {
-        let pods = match pods_api
-            .list(&ListParams::default().fields(&selector))
-            .await
-        {
-            Ok(list) => list.items,
-            Err(e) => {
-                tracing::warn!("listing this node's pods: {e:#}");
-                tokio::time::sleep(cfg.sync_period).await;
-                continue;
-            }
-        };
+        let (pods, changed) = node_pods.take();
+        let full = last_full.elapsed() >= cfg.sync_period;
+        if full {
+            last_full = std::time::Instant::now();
+        }
         let mut to_sync = Vec::new();
         let live: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
         // Containers of pods the API no longer has: remove them.
@@ -396,35 +395,57 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 }
                 continue;
             }
-            to_sync.push(pod);
+            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+            if full || changed.contains(uid) {
+                to_sync.push(pod);
+            }
         }
-        futures::stream::iter(to_sync)
-            .for_each_concurrent(PARALLEL_SYNCS, |pod| async {
-                if let Err(e) = sync_one(&client, &rt, pod, &host_ip, &last_status).await {
-                    tracing::warn!("{e:#}");
+        for pod in to_sync {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let slots = if changed.contains(&uid) {
+                workers.changed_slots.clone()
+            } else {
+                workers.resync_slots.clone()
+            };
+            if !workers.in_flight.lock().expect("lock").insert(uid.clone()) {
+                // Being synced now: look again as soon as that sync is done.
+                workers.again.lock().expect("lock").insert(uid);
+                continue;
+            }
+            let (client, rt, host_ip, last_status, workers, node_pods) = (
+                client.clone(),
+                rt.clone(),
+                host_ip.clone(),
+                last_status.clone(),
+                workers.clone(),
+                node_pods.clone(),
+            );
+            tokio::spawn(async move {
+                if let Ok(_slot) = slots.acquire_owned().await {
+                    if let Err(e) = sync_one(&client, &rt, pod, &host_ip, &last_status).await {
+                        tracing::warn!("{e:#}");
+                    }
                 }
-            })
-            .await;
-        tokio::select! {
-            _ = tokio::time::sleep(cfg.sync_period) => {}
-            _ = wake.notified() => {}
+                workers.in_flight.lock().expect("lock").remove(&uid);
+                if workers.again.lock().expect("lock").remove(&uid) {
+                    node_pods.mark_changed(&uid);
+                }
+            });
         }
+        node_pods
+            .changed_or(cfg.sync_period.saturating_sub(last_full.elapsed()))
+            .await;
     }
 }
 
-/// Notify `wake` whenever a pod of this node is added, changed or deleted.
-async fn wake_on_changes(api: Api<Pod>, selector: String, wake: Arc<tokio::sync::Notify>) {
-    let config = kube::runtime::watcher::Config::default().fields(&selector);
-    let mut events = kube::runtime::watcher(api, config).boxed();
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(_) => wake.notify_one(),
-            Err(e) => {
-                tracing::debug!("watching this node's pods: {e:#}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
+/// The pod syncs under way, and the slots they take.
+#[derive(Clone)]
+struct Workers {
+    in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Pods that changed while being synced.
+    again: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    changed_slots: Arc<tokio::sync::Semaphore>,
+    resync_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Stop a deleted pod's containers within its grace period, then finish the deletion (the

@@ -390,6 +390,26 @@ fn pods_spread_over_two_nodes_and_move_when_one_is_lost() {
     );
     // The lost node lost no API objects but its pods: the Deployment and node are still there.
     c.plane.ok(&["get", "deployment", "web"]);
+    // Its agent comes back: the node is Ready and schedulable again (the taint is lifted),
+    // and the containers of its evicted pods are removed.
+    c.agents[0].spawn(&c.lan, &c.plane.kubeconfig());
+    c.plane.until(
+        &["get", "node", &n1, "-o", "jsonpath={.spec.taints}"],
+        30,
+        |o| !o.contains("unreachable"),
+    );
+    c.plane.until(&["get", "node", &n1], 30, |o| {
+        o.contains(" Ready") && !o.contains("NotReady")
+    });
+    let runtime = c.agents[0].data.join("runtime");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&runtime).is_ok_and(|d| d.count() > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the evicted pods' containers are still on node 1"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     c.plane.ok(&["delete", "-f", manifest]);
 }
 

@@ -87,6 +87,11 @@ pub async fn run(client: Client, timing: Timing, shared: super::Shared) {
                         tracing::warn!("evicting pods of node {name}: {e:#}");
                     }
                 }
+            } else if has_unreachable_taint(&node) {
+                // The agent is back: pods may be scheduled to the node again.
+                if let Err(e) = untaint(&client, &node).await {
+                    tracing::warn!("node {name}: {e:#}");
+                }
             }
         }
         tokio::time::sleep(timing.period).await;
@@ -136,6 +141,31 @@ async fn mark_unknown(client: &Client, node: &Node) -> anyhow::Result<()> {
         )
         .await?;
     }
+    Ok(())
+}
+
+fn has_unreachable_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == UNREACHABLE_TAINT))
+}
+
+async fn untaint(client: &Client, node: &Node) -> anyhow::Result<()> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let mut taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    taints.retain(|t| t.key != UNREACHABLE_TAINT);
+    Api::<Node>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"taints": taints}})),
+        )
+        .await?;
     Ok(())
 }
 
