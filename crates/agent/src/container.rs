@@ -200,6 +200,18 @@ pub fn run_options(
         .transpose()
         .context("resources.limits.cpu")?
         .map(|m| m as f64 / 1000.0);
+    // Requests weigh the container under contention, the kubelet's way: a CPU's worth is 1024
+    // shares, and a container that requests nothing gets the minimum, 2 (or its limit when it
+    // gives only a limit, as the API server defaults requests from limits).
+    let cpu_request = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref().and_then(|m| m.get("cpu")))
+        .or_else(|| limits.and_then(|l| l.get("cpu")))
+        .map(|q| quantity::millicores(&q.0))
+        .transpose()
+        .context("resources.requests.cpu")?;
+    let cpu_shares = Some(cpu_request.map_or(2, |m| (m.max(0) as u64 * 1024 / 1000).max(2)));
     let security = c.security_context.as_ref();
     let pod_security = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let uid = security
@@ -263,6 +275,7 @@ pub fn run_options(
         user,
         memory,
         cpus,
+        cpu_shares,
         command,
         entrypoint,
         hostname,

@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub memory: Option<i64>,
     /// CPUs, e.g. 0.5.
     pub cpus: Option<f64>,
+    /// Relative CPU weight under contention (cgroup v1 cpu.shares, 1024 = one CPU's worth).
+    pub cpu_shares: Option<u64>,
     /// Replaces the image's Cmd (and is appended to its Entrypoint).
     pub command: Vec<String>,
     pub entrypoint: Option<String>,
@@ -242,17 +244,19 @@ pub fn generate(input: &Input) -> Result<Spec> {
     if let Some(m) = opts.memory {
         res = res.memory(LinuxMemoryBuilder::default().limit(m).swap(m).build()?);
     }
-    if let Some(c) = opts.cpus {
-        if c <= 0.0 {
-            bail!("--cpus {c}: must be above 0");
+    if opts.cpus.is_some() || opts.cpu_shares.is_some() {
+        let mut cpu = LinuxCpuBuilder::default();
+        if let Some(c) = opts.cpus {
+            if c <= 0.0 {
+                bail!("--cpus {c}: must be above 0");
+            }
+            let period: u64 = 100_000;
+            cpu = cpu.period(period).quota((c * period as f64) as i64);
         }
-        let period: u64 = 100_000;
-        res = res.cpu(
-            LinuxCpuBuilder::default()
-                .period(period)
-                .quota((c * period as f64) as i64)
-                .build()?,
-        );
+        if let Some(s) = opts.cpu_shares {
+            cpu = cpu.shares(s);
+        }
+        res = res.cpu(cpu.build()?);
     }
     linux.set_resources(Some(res.build()?));
     if !opts.join_namespaces.is_empty() {

@@ -204,6 +204,11 @@ fn init_containers_volumes_env_and_status() {
     ))
     .unwrap_or_default();
     assert_eq!(limit.trim(), (64 << 20).to_string());
+    // The CPU limit, which also stands for the request it leaves out, weighs it: 0.5 CPU is
+    // 512 shares.
+    let shares = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/yun/{app_id}/cpu.shares"))
+        .unwrap_or_default();
+    assert_eq!(shares.trim(), "512");
 
     // A new runtime on the same node (an agent restart) adopts the running pod.
     let again = PodRuntime::open(node.cfg.clone()).unwrap();
