@@ -26,6 +26,10 @@ const WANTED_MODULES: &[&str] = &[
     "virtio_blk",
     "virtio_console",
     "virtio_net",
+    // The ACPI power button (QMP system_powerdown) as an input device, so /init can power off
+    // when `yun vm stop` presses it.
+    "button",
+    "evdev",
     // The ISA pvpanic device is found through ACPI by pvpanic-mmio; it turns a guest panic
     // into a GUEST_PANICKED event instead of a silent reboot.
     "pvpanic",
@@ -52,6 +56,11 @@ for a in $cmdline; do
   esac
 done
 echo "$cmd" | base64 -d > /tmp/yun-cmd
+for ev in /sys/class/input/event*; do
+  case "$(cat $ev/device/name 2>/dev/null)" in
+    "Power Button") (head -c 1 /dev/${ev#/sys/class/} >/dev/null && sync && echo "yun: power button" && poweroff -f) & ;;
+  esac
+done
 if [ -n "$root" ]; then
   i=0
   while [ ! -b "$root" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done

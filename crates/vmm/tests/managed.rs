@@ -35,10 +35,18 @@ fn lifecycle_pause_resume_stop_start() {
     let stats = d.stats("yun-life").unwrap();
     assert!(stats.supervisor_rss_kib > 0 && stats.hypervisor_rss_kib > stats.supervisor_rss_kib);
 
-    d.stop("yun-life", true).unwrap();
+    // The ACPI power button: the guest's init powers off at once, well inside the grace
+    // period (10 s) after which `stop` would quit QEMU itself.
+    let pressed = std::time::Instant::now();
+    d.stop("yun-life", false).unwrap();
+    assert!(
+        pressed.elapsed() < Duration::from_secs(8),
+        "graceful stop took {:?}",
+        pressed.elapsed()
+    );
     let st = d.status("yun-life").unwrap();
     assert_eq!(st.state, State::Stopped);
-    assert_eq!(st.reason.as_deref(), Some("stopped"));
+    assert_eq!(st.reason.as_deref(), Some("poweroff"), "{st:?}");
     let dir = env.data().join("vm/machines/yun-life");
     for s in ["qmp.sock", "sup.sock", "console.sock"] {
         assert!(!dir.join(s).exists(), "{s} left behind");
@@ -155,6 +163,8 @@ fn snapshot_restore_continues_the_guest() {
     );
     assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
     d.stop("yun-snap", true).unwrap();
+    let st = d.status("yun-snap").unwrap();
+    assert_eq!(st.reason.as_deref(), Some("stopped"), "{st:?}");
 }
 
 #[test]
