@@ -89,6 +89,7 @@ fn one_controller_manager_leads_and_another_takes_over() {
         data,
     };
     common::wait_for_port(&addr, "yun server");
+    common::wait_for_file(&p.data.join("kubeconfig"), "yun server");
     let first = p.controller_manager();
     let first_pid = first.id();
     p.children.push(first);

@@ -201,6 +201,7 @@ impl ControlPlane {
             .spawn()
             .unwrap();
         common::wait_for_port(&addr, "yun up --disable-agent");
+        common::wait_for_file(&data.join("kubeconfig"), "yun up --disable-agent");
         ControlPlane { child, data }
     }
 

@@ -192,6 +192,19 @@ pub fn wait_for_port(addr: &str, what: &str) {
     }
 }
 
+/// Wait until a server the test started has written `path` (its kubeconfig is written after
+/// its port opens).
+pub fn wait_for_file(path: &Path, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} wrote no {path:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Lazily unmount every mount at or below any of `dirs` (deepest first).
 pub fn unmount_under(dirs: &[&Path]) {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
