@@ -355,18 +355,26 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
     // other pod.
     let terminating: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     loop {
-        let (pods, changed) = node_pods.take();
         let full = last_full.elapsed() >= cfg.sync_period;
         if full {
             last_full = std::time::Instant::now();
         }
+        let crate::podwatch::Snapshot {
+            pods,
+            changed,
+            live,
+        } = node_pods.take(full);
         let mut to_sync = Vec::new();
-        let live: Vec<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-        // Containers of pods the API no longer has: remove them.
-        let known = {
-            let rt = rt.clone();
-            tokio::task::spawn_blocking(move || rt.pod_uids()).await?
+        // Containers of pods the API no longer has: remove them. (Read from disk only when a
+        // pod went away, or on the periodic pass, not on every change.)
+        let known = match &live {
+            Some(_) => {
+                let rt = rt.clone();
+                tokio::task::spawn_blocking(move || rt.pod_uids()).await?
+            }
+            None => Vec::new(),
         };
+        let live = live.unwrap_or_default();
         for uid in known.into_iter().filter(|u| !live.contains(u)) {
             if terminating.lock().expect("lock").insert(uid.clone()) {
                 let (rt, terminating) = (rt.clone(), terminating.clone());
@@ -395,10 +403,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 }
                 continue;
             }
-            let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-            if full || changed.contains(uid) {
-                to_sync.push(pod);
-            }
+            to_sync.push(pod);
         }
         for pod in to_sync {
             let uid = pod.metadata.uid.clone().unwrap_or_default();

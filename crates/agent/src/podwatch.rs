@@ -20,6 +20,13 @@ struct State {
     changed: HashSet<String>,
 }
 
+pub struct Snapshot {
+    pub pods: Vec<Pod>,
+    pub changed: HashSet<String>,
+    /// Every pod's uid, when this snapshot covers all pods or a pod was deleted.
+    pub live: Option<HashSet<String>>,
+}
+
 /// A handle on the watched pods; the watch ends when it is dropped.
 pub struct NodePods {
     state: Arc<Mutex<State>>,
@@ -73,11 +80,26 @@ impl NodePods {
         self.wake.notify_one();
     }
 
-    /// Every pod, and the uids of those that changed since the last call.
-    pub fn take(&self) -> (Vec<Pod>, HashSet<String>) {
+    /// What changed since the last call: the changed pods (every pod when `all`), and the
+    /// uids of the node's pods when any pod went away (to find containers left without one).
+    pub fn take(&self, all: bool) -> Snapshot {
         let mut s = self.state.lock().expect("lock");
         let changed = std::mem::take(&mut s.changed);
-        (s.pods.values().cloned().collect(), changed)
+        let pods = if all {
+            s.pods.values().cloned().collect()
+        } else {
+            changed
+                .iter()
+                .filter_map(|u| s.pods.get(u))
+                .cloned()
+                .collect()
+        };
+        let gone = changed.iter().any(|u| !s.pods.contains_key(u));
+        Snapshot {
+            pods,
+            changed,
+            live: (all || gone).then(|| s.pods.keys().cloned().collect()),
+        }
     }
 }
 

@@ -6,9 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const KUBECTL: &str = "/var/cache/yun-kubectl/usr/bin/kubectl";
+use std::time::Duration;
 
 struct Procs {
     children: Vec<Child>,
@@ -27,29 +25,11 @@ impl Drop for Procs {
 
 impl Procs {
     fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(KUBECTL)
-            .arg("--kubeconfig")
-            .arg(self.data.join("kubeconfig"))
-            .args(args)
-            .output()
-            .unwrap()
+        common::kubectl::run(&self.data.join("kubeconfig"), args)
     }
 
     fn until(&self, args: &[&str], secs: u64, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let out = self.kubectl(args);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if out.status.success() && done(&text) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl {args:?}: never as expected; last: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        common::kubectl::until(&self.data.join("kubeconfig"), args, secs, done)
     }
 
     fn controller_manager(&self) -> Child {

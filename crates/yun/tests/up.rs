@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const KUBECTL: &str = "/var/cache/yun-kubectl/usr/bin/kubectl";
+use common::kubectl::KUBECTL;
 
 struct Up {
     child: Child,
@@ -68,42 +68,15 @@ impl Up {
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new(KUBECTL)
-            .arg("--kubeconfig")
-            .arg(self.data.join("kubeconfig"))
-            .args(args)
-            .output()
-            .unwrap()
+        common::kubectl::run(&self.data.join("kubeconfig"), args)
     }
 
-    /// kubectl that must succeed; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::kubectl::ok(&self.data.join("kubeconfig"), args)
     }
 
-    /// Repeat `kubectl args` until its output satisfies `done`.
     fn until(&self, args: &[&str], secs: u64, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let out = self.kubectl(args);
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            if out.status.success() && done(&text) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl {args:?}: never as expected; last: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        common::kubectl::until(&self.data.join("kubeconfig"), args, secs, done)
     }
 }
 

@@ -174,10 +174,6 @@ impl NodeInfo {
         self.node.metadata.name.as_deref().unwrap_or("")
     }
 
-    pub fn node(&self) -> &Node {
-        &self.node
-    }
-
     /// Replace the Node object (its status or spec changed), keeping the pods.
     pub fn set_node(&mut self, node: Node) {
         self.allocatable = allocatable(&node);

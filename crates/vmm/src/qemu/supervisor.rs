@@ -9,7 +9,7 @@
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::FromRawFd;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -191,15 +191,7 @@ fn start(dir: &Path, launch: &Launch, rec: &mut StateRecord) -> Result<(Qemu, Qm
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    // SAFETY: prctl is async-signal-safe; it makes the kernel SIGKILL QEMU when we die.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    super::die_with_parent(&mut cmd);
     let child = cmd
         .spawn()
         .with_context(|| format!("{}: cannot start", launch.qemu.display()))?;

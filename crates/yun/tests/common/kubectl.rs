@@ -1,0 +1,47 @@
+//! Debian's kubectl 1.20 (extracted by scripts/deps.sh) against a kubeconfig a test's server
+//! wrote.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const KUBECTL: &str = "/var/cache/yun-kubectl/usr/bin/kubectl";
+
+pub fn run(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl (scripts/deps.sh installs it)")
+}
+
+/// kubectl that must succeed; returns stdout.
+pub fn ok(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = run(kubeconfig, args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Repeat `kubectl args` until it succeeds with output that satisfies `done`.
+pub fn until(kubeconfig: &Path, args: &[&str], secs: u64, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let out = run(kubeconfig, args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && done(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kubectl {args:?}: never as expected; last: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
