@@ -122,6 +122,17 @@ impl BridgeNetwork {
         self.ipam.release(owner)
     }
 
+    /// Reserve an address on this network for `owner` without a veth, for a VM that configures
+    /// it inside its guest; the same owner gets the same address again.
+    pub fn reserve(&self, owner: &str) -> Result<Ipv4Cidr> {
+        Ok(self.subnet().with_addr(self.ipam.allocate(owner)?))
+    }
+
+    /// Give back what [`reserve`](Self::reserve) handed `owner`. Idempotent.
+    pub fn unreserve(&self, owner: &str) -> Result<()> {
+        self.ipam.release(owner)
+    }
+
     /// The address `owner` holds, if attached.
     pub fn address_of(&self, owner: &str) -> Result<Option<Ipv4Addr>> {
         self.ipam.lookup(owner)

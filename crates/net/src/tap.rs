@@ -3,7 +3,7 @@
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 
-use crate::{check_ifname, Error, Netlink, Result};
+use crate::{check_ifname, Error, Ipv4Cidr, Netlink, Result};
 
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
@@ -60,4 +60,15 @@ pub fn create(name: &str, bridge: Option<&str>) -> Result<()> {
 /// Remove tap `name`; a missing tap is not an error.
 pub fn delete(name: &str) -> Result<()> {
     Netlink::open()?.delete_link(name)
+}
+
+/// Create tap `name` on `bridge`, first making the bridge (up, holding `gateway`) if it is
+/// missing, and replacing a stale tap of that name that a killed process left. On failure no
+/// tap remains.
+pub fn plug(name: &str, bridge: &str, gateway: Ipv4Cidr) -> Result<()> {
+    let nl = Netlink::open()?;
+    nl.ensure_bridge(bridge)?;
+    nl.add_address(bridge, gateway)?;
+    delete(name)?;
+    create(name, Some(bridge))
 }

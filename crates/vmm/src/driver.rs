@@ -7,6 +7,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::disk::Disk;
+use crate::net::{NetRequest, VmNet};
 
 /// A VM's definition: written once by [`Driver::define`], never edited in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,12 @@ pub struct VmConfig {
     /// Identifies this VM's exit marker on the console.
     #[serde(default)]
     pub nonce: String,
+    /// Ask `define` to put the VM on this bridge network (the answer is `network`).
+    #[serde(skip)]
+    pub join: Option<NetRequest>,
+    /// The VM's address and tap on a bridge network, reserved by `define`, released by `rm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<VmNet>,
 }
 
 impl VmConfig {
@@ -54,6 +61,8 @@ impl VmConfig {
             image: None,
             accel: None,
             nonce: String::new(),
+            join: None,
+            network: None,
         }
     }
 }

@@ -45,17 +45,26 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 while read -r m; do insmod /lib/modules/$m.ko 2>/dev/null; done </etc/yun-modules
-cmd= nonce= root= ro=
+cmd= nonce= root= ro= addr= gw=
 read -r cmdline </proc/cmdline
 for a in $cmdline; do
   case "$a" in
     yun.cmd=*) cmd=${a#yun.cmd=} ;;
     yun.nonce=*) nonce=${a#yun.nonce=} ;;
+    yun.ip=*) addr=${a#yun.ip=} ;;
+    yun.gw=*) gw=${a#yun.gw=} ;;
     root=/dev/*) root=${a#root=} ;;
     ro) ro=1 ;;
   esac
 done
 echo "$cmd" | base64 -d > /tmp/yun-cmd
+ip link set lo up
+if [ -n "$addr" ]; then
+  # virtio_net was loaded above; its eth0 may take a moment to register.
+  i=0
+  while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+  ip addr add "$addr" dev eth0 && ip link set eth0 up && { [ -z "$gw" ] || ip route add default via "$gw"; } || echo "yun: cannot configure eth0 as $addr"
+fi
 for ev in /sys/class/input/event*; do
   case "$(cat $ev/device/name 2>/dev/null)" in
     "Power Button") (head -c 1 /dev/${ev#/sys/class/} >/dev/null && sync && echo "yun: power button" && poweroff -f) & ;;

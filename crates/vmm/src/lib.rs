@@ -14,6 +14,7 @@ mod kernel;
 mod ksm;
 mod lz4;
 mod machine;
+mod net;
 mod qemu;
 pub mod qmp;
 mod rootfs;
@@ -26,6 +27,7 @@ pub use initramfs::ensure_initramfs;
 pub use kernel::{ensure_kernel, Kernel};
 pub use ksm::{ksm_set, ksm_status, ksm_tune, KsmStatus};
 pub use machine::validate_name;
+pub use net::{NetRequest, VmNet, DEFAULT_BRIDGE, DEFAULT_SUBNET};
 pub use qemu::supervisor::supervise;
 pub use qemu::{
     choose_accel, find_qemu, guest_script, run, run_with, QemuDriver, RunOptions, RunSpec,

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::disk::Disk;
 use crate::driver::{State, VmConfig};
+use crate::net::VmNet;
 
 /// `struct sockaddr_un.sun_path` is 108 bytes with the NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -52,6 +53,9 @@ pub(crate) struct Launch {
     /// For naming the disk in QEMU's errors.
     pub disks: Vec<Disk>,
     pub nonce: String,
+    /// The tap to create before QEMU starts and remove after it ends.
+    #[serde(default)]
+    pub net: Option<VmNet>,
 }
 
 /// The machines directory of a data dir.

@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{processes_with, Env};
-use yun_vmm::{Driver, State};
+use common::{link_exists, ping, processes_with, Env, Link};
+use yun_vmm::{Driver, NetRequest, State};
 
 #[test]
 fn lifecycle_pause_resume_stop_start() {
@@ -322,4 +322,96 @@ fn ksm_shares_pages_of_identical_vms() {
         assert!(std::time::Instant::now() < deadline, "no sharing: {s:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn vm_on_a_bridge_network_reaches_and_is_reached() {
+    let env = Env::new();
+    let d = &env.driver;
+    let bridge = format!("yunvb{}", std::process::id() % 100_000);
+    let _bridge = Link::owned_by_yun(&bridge);
+    let join = || NetRequest {
+        bridge: bridge.clone(),
+        subnet: "10.213.92.0/24".parse().unwrap(),
+    };
+    let mut cfg = env.config(
+        "yun-net",
+        "until ping -c 1 -W 1 10.213.92.1 >/dev/null; do sleep 0.2; done; echo guest-reached-host; \
+         while true; do sleep 1; done",
+    );
+    cfg.join = Some(join());
+    d.define(&cfg).unwrap();
+    let net = d.status("yun-net").unwrap().config.network.unwrap();
+    assert_eq!(net.address.to_string(), "10.213.92.2/24");
+    assert_eq!(net.gateway.to_string(), "10.213.92.1");
+    // A second VM on the network gets the next address; its removal gives it back.
+    let mut other = env.config("yun-net2", "true");
+    other.join = Some(join());
+    d.define(&other).unwrap();
+    let other_net = d.status("yun-net2").unwrap().config.network.unwrap();
+    assert_eq!(other_net.address.to_string(), "10.213.92.3/24");
+    d.undefine("yun-net2", false).unwrap();
+
+    d.start("yun-net").unwrap();
+    assert!(
+        link_exists(&net.tap),
+        "tap {} missing while running",
+        net.tap
+    );
+    env.wait_console("yun-net", "guest-reached-host");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ping(&bridge, "10.213.92.2") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host never reached the guest"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.stop("yun-net", true).unwrap();
+    assert!(!link_exists(&net.tap), "tap {} left after stop", net.tap);
+
+    // Killing the supervisor leaves the tap; the next start replaces it and rm removes it.
+    d.start("yun-net").unwrap();
+    let sup = d.status("yun-net").unwrap().supervisor_pid.unwrap();
+    // SAFETY: kill(2) on a pid this test started; no memory is involved.
+    unsafe { libc::kill(sup as i32, libc::SIGKILL) };
+    env.wait("yun-net", "failed", |s| s.state == State::Failed);
+    d.start("yun-net").unwrap();
+    d.undefine("yun-net", true).unwrap();
+    assert!(!link_exists(&net.tap), "tap {} left after rm", net.tap);
+    // No address stays held.
+    let pool = env.data().join("net/10.213.92.0");
+    let held: Vec<_> = std::fs::read_dir(&pool)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("10."))
+        .collect();
+    assert!(held.is_empty(), "addresses still held: {held:?}");
+}
+
+#[test]
+fn a_tap_that_cannot_join_its_bridge_is_one_line_and_leaves_nothing() {
+    let env = Env::new();
+    let d = &env.driver;
+    // Not a bridge: a tap of the test's own, which cannot be a master.
+    let not_bridge = format!("yunnb{}", std::process::id() % 100_000);
+    let _nb = Link::tap(&not_bridge, "10.213.93.1/24");
+    let mut cfg = env.config("yun-badnet", "true");
+    cfg.join = Some(NetRequest {
+        bridge: not_bridge.clone(),
+        subnet: "10.213.93.0/24".parse().unwrap(),
+    });
+    d.define(&cfg).unwrap();
+    let tap = d.status("yun-badnet").unwrap().config.network.unwrap().tap;
+    let e = format!("{:#}", d.start("yun-badnet").unwrap_err());
+    assert!(
+        e.contains(&format!("tap {tap}: cannot create on bridge {not_bridge}")),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+    assert!(!link_exists(&tap), "tap {tap} left behind");
+    let st = d.status("yun-badnet").unwrap();
+    assert_eq!(st.state, State::Failed, "{st:?}");
+    assert!(processes_with(&env.data().to_string_lossy()).is_empty());
 }

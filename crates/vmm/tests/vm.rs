@@ -1,30 +1,13 @@
 //! Real QEMU boots of Debian's cloud kernel. The kernel is cached in /var/cache/yun-test-kernel
 //! (downloaded on first use); each test works in its own yun-test-… temp dir.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
+use common::{cache, tmp};
 use yun_vmm::{qmp::Qmp, run_with, RunOptions, RunSpec};
-
-const CACHE: &str = "/var/cache/yun-test-kernel";
-
-fn cache() -> &'static Path {
-    static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    ONCE.get_or_init(|| {
-        let dir = PathBuf::from(CACHE);
-        std::fs::create_dir_all(&dir).unwrap();
-        let k = yun_vmm::ensure_kernel(&dir).expect("kernel");
-        yun_vmm::ensure_initramfs(&dir, &k).expect("initramfs");
-        dir
-    })
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("yun-test-vm-")
-        .tempdir()
-        .unwrap()
-}
 
 fn opts() -> RunOptions {
     RunOptions {
@@ -254,43 +237,11 @@ fn fifty_consecutive_boots_none_hangs() {
     }
 }
 
-/// A tap made by the test, deleted on drop.
-struct Tap(String);
-
-impl Tap {
-    fn new(name: &str, host_cidr: &str) -> Tap {
-        let ip = |args: &[&str]| {
-            let st = std::process::Command::new("ip")
-                .args(args)
-                .status()
-                .unwrap();
-            assert!(st.success(), "ip {args:?}");
-        };
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        ip(&["tuntap", "add", "dev", name, "mode", "tap"]);
-        let tap = Tap(name.to_string());
-        ip(&["addr", "add", host_cidr, "dev", name]);
-        ip(&["link", "set", name, "up"]);
-        tap
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.0])
-            .status();
-    }
-}
-
 #[test]
 fn virtio_net_host_and_guest_ping_each_other() {
     // Addresses only on this test's own /30 link; nothing is routed anywhere.
     let name = format!("yuntap{}", std::process::id() % 100_000);
-    let _tap = Tap::new(&name, "10.213.77.1/30");
+    let _tap = common::Link::tap(&name, "10.213.77.1/30");
     let s = RunSpec {
         taps: vec![name.clone()],
         ..cached_spec(
@@ -306,13 +257,7 @@ fn virtio_net_host_and_guest_ping_each_other() {
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut host_pinged = false;
     while std::time::Instant::now() < deadline && !vm.is_finished() {
-        let st = std::process::Command::new("/bin/busybox")
-            .args(["ping", "-c", "1", "-W", "1", "-I", &name, "10.213.77.2"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("busybox ping");
-        if st.success() {
+        if common::ping(&name, "10.213.77.2") {
             host_pinged = true;
             break;
         }

@@ -54,6 +54,63 @@ fn vm_run_returns_the_guest_status() {
     );
 }
 
+/// A bridge yun creates for the test, deleted on drop (also when the test fails).
+struct Bridge(String);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn vm_run_net_joins_a_bridge_and_leaves_nothing() {
+    let env = VmEnv::new();
+    let bridge = Bridge(format!("yunvr{}", std::process::id() % 100_000));
+    let (code, out, err) = env.yun(&[
+        "run",
+        "--kernel",
+        &env.kernel,
+        "--initrd",
+        &env.initrd,
+        "--net",
+        "--bridge",
+        &bridge.0,
+        "--subnet",
+        "10.213.94.0/24",
+        "--",
+        "ip -4 addr show eth0; ping -c 1 -W 10 10.213.94.1 >/dev/null && echo reached-gateway",
+    ]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert!(out.contains("inet 10.213.94.2/24"), "{out}");
+    assert!(out.contains("reached-gateway"), "{out}");
+    // The run's tap is gone from the bridge, and its address is free again.
+    let ports = std::fs::read_dir(format!("/sys/class/net/{}/brif", bridge.0))
+        .unwrap()
+        .count();
+    assert_eq!(ports, 0, "a tap is still on {}", bridge.0);
+    let held = std::fs::read_dir(env.dir.path().join("net/10.213.94.0"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+        .count();
+    assert_eq!(held, 0);
+
+    one_line_error(
+        env.yun(&["run", "--net", "--subnet", "10.0.0/8", "--", "true"]),
+        "subnet: invalid IPv4 CIDR",
+    );
+    one_line_error(
+        env.create(
+            "yun-badbr",
+            &["--net", "--bridge", "yun-name-far-too-long"],
+            "true",
+        ),
+        "bridge:",
+    );
+    assert!(!env.yun(&["list"]).1.contains("yun-badbr"));
+}
+
 /// A temp data dir for managed VMs; every VM in it is force-removed on drop.
 struct VmEnv {
     dir: tempfile::TempDir,
@@ -176,7 +233,7 @@ fn managed_vm_through_the_cli() {
     assert!(stats["supervisor_rss_kib"].as_u64().unwrap() > 0);
     assert_eq!(env.yun(&["stop", "--force", "yun-cli"]).0, 0);
     let row = env.row("yun-cli");
-    assert_eq!((row[1].as_str(), row[5].as_str()), ("stopped", "stopped"));
+    assert_eq!((row[1].as_str(), row[6].as_str()), ("stopped", "stopped"));
     one_line_error(env.yun(&["restore", "yun-cli"]), "no snapshot");
     assert_eq!(env.yun(&["rm", "yun-cli"]).0, 0);
     assert!(!env.yun(&["list"]).1.contains("yun-cli"));

@@ -83,7 +83,12 @@ impl QemuDriver {
         };
         let root = cfg.image.as_ref().map(|_| ("/dev/vda", false));
         let accel = cfg.accel.clone().unwrap_or_else(choose_accel);
-        let append = kernel_cmdline(&script, &cfg.nonce, root, &accel, &cfg.cmdline)?;
+        let mut extra = cfg.cmdline.clone();
+        if let Some(n) = &cfg.network {
+            extra = format!("{} {extra}", crate::net::guest_params(n));
+        }
+        let append = kernel_cmdline(&script, &cfg.nonce, root, &accel, &extra)?;
+        let taps: Vec<String> = cfg.network.iter().map(|n| n.tap.clone()).collect();
         let (kernel, initrd) = boot_files(&self.data_dir, &cfg.kernel, &cfg.initrd)?;
         let args = machine_args(&MachineArgs {
             cpus: cfg.cpus,
@@ -93,7 +98,7 @@ impl QemuDriver {
             initrd: &initrd,
             append: &append,
             disks: &cfg.disks,
-            taps: &[],
+            taps: &taps,
         })?;
         Ok(Launch {
             qemu,
@@ -101,6 +106,7 @@ impl QemuDriver {
             incoming,
             disks: cfg.disks.clone(),
             nonce: cfg.nonce.clone(),
+            net: cfg.network.clone(),
         })
     }
 
@@ -277,6 +283,11 @@ impl Driver for QemuDriver {
                     },
                 );
             }
+            if let Some(req) = &cfg.join {
+                let owner = format!("vm:{name}:{}", cfg.nonce);
+                let tap = crate::net::tap_name(&dir.to_string_lossy());
+                cfg.network = Some(crate::net::reserve(&self.data_dir, req, &owner, &tap)?);
+            }
             atomic_write(
                 &stage.join("config.json"),
                 &serde_json::to_vec_pretty(&cfg)?,
@@ -291,6 +302,9 @@ impl Driver for QemuDriver {
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&stage);
+            if let Some(n) = &cfg.network {
+                let _ = crate::net::release(&self.data_dir, n);
+            }
         }
         result
     }
@@ -306,11 +320,17 @@ impl Driver for QemuDriver {
                 try_lock(&dir)?.ok_or_else(|| anyhow!("vm {name}: started meanwhile"))?
             }
         };
+        let cfg = self.machines.config(name)?;
         let trash = self
             .machines
             .root
             .join(format!(".rm-{name}-{}", super::nonce()));
         fs::rename(&dir, &trash).with_context(|| format!("remove {}", dir.display()))?;
+        if let Some(n) = &cfg.network {
+            // A supervisor killed before its cleanup may have left the tap.
+            crate::net::unplug(n);
+            crate::net::release(&self.data_dir, n)?;
+        }
         fs::remove_dir_all(&trash).with_context(|| format!("remove {}", trash.display()))
     }
 

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::disk::{self, Disk};
 use crate::initramfs::EXIT_MARKER;
+use crate::net::{NetRequest, VmNet};
 
 /// What to run and on how big a machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct RunSpec {
     pub image: Option<String>,
     /// Existing tap devices, attached as virtio-net NICs.
     pub taps: Vec<String>,
+    /// Join this bridge network with a tap and address of the run's own (the first NIC).
+    pub net: Option<NetRequest>,
 }
 
 impl Default for RunSpec {
@@ -52,6 +55,7 @@ impl Default for RunSpec {
             disks: Vec::new(),
             image: None,
             taps: Vec::new(),
+            net: None,
         }
     }
 }
@@ -110,7 +114,19 @@ pub fn run_with(
         Some(a) => a.clone(),
         None => choose_accel(),
     };
-    let cmdline = kernel_cmdline(&script, &nonce, root, &accel, &spec.extra_cmdline)?;
+    // Declared before the VM, so it is dropped (tap removed, address released) after QEMU.
+    let mut taps = spec.taps.clone();
+    let mut extra = spec.extra_cmdline.clone();
+    let _joined = match &spec.net {
+        Some(req) => {
+            let joined = Joined::new(data_dir, req, &nonce)?;
+            taps.insert(0, joined.net.tap.clone());
+            extra = format!("{} {extra}", crate::net::guest_params(&joined.net));
+            Some(joined)
+        }
+        None => None,
+    };
+    let cmdline = kernel_cmdline(&script, &nonce, root, &accel, &extra)?;
     let (kernel, initrd) = boot_files(data_dir, &spec.kernel, &spec.initrd)?;
     let args = machine_args(&MachineArgs {
         cpus: spec.cpus,
@@ -120,7 +136,7 @@ pub fn run_with(
         initrd: &initrd,
         append: &cmdline,
         disks: &disks,
-        taps: &spec.taps,
+        taps: &taps,
     })?;
 
     let mut cmd = Command::new(qemu);
@@ -256,6 +272,32 @@ impl Drop for VmGuard {
         if let Some(s) = &self.qmp_socket {
             let _ = fs::remove_file(s);
         }
+    }
+}
+
+/// A throwaway VM's place on a bridge network: its address and tap, for the run's length.
+struct Joined {
+    data_dir: PathBuf,
+    net: VmNet,
+}
+
+impl Joined {
+    fn new(data_dir: &Path, req: &NetRequest, nonce: &str) -> Result<Joined> {
+        let key = format!("run:{}:{nonce}", std::process::id());
+        let net = crate::net::reserve(data_dir, req, &key, &crate::net::tap_name(&key))?;
+        let joined = Joined {
+            data_dir: data_dir.to_path_buf(),
+            net,
+        };
+        crate::net::plug(&joined.net)?;
+        Ok(joined)
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        crate::net::unplug(&self.net);
+        let _ = crate::net::release(&self.data_dir, &self.net);
     }
 }
 

@@ -87,13 +87,19 @@ fn run(dir: &Path, report: &mut fs::File) -> Result<()> {
     let console_log = dir.join("console.log");
     let console_start = fs::metadata(&console_log).map(|m| m.len()).unwrap_or(0);
 
-    let result = start(dir, &launch, &mut rec).and_then(|(qemu, qmp)| {
-        rec.state = State::Running;
-        rec.started_at = Some(now());
-        write_state(dir, &rec)?;
-        writeln!(report, "ok")?;
-        Ok((qemu, qmp))
-    });
+    let plugged = match &launch.net {
+        Some(n) => crate::net::plug(n),
+        None => Ok(()),
+    };
+    let result = plugged
+        .and_then(|()| start(dir, &launch, &mut rec))
+        .and_then(|(qemu, qmp)| {
+            rec.state = State::Running;
+            rec.started_at = Some(now());
+            write_state(dir, &rec)?;
+            writeln!(report, "ok")?;
+            Ok((qemu, qmp))
+        });
     // From here on the supervisor only waits for events: let go of what start-up touched.
     shed_startup_pages();
     let (mut qemu, mut qmp) = match result {
@@ -104,7 +110,7 @@ fn run(dir: &Path, report: &mut fs::File) -> Result<()> {
             rec.ended_at = Some(now());
             rec.qemu_pid = None;
             let _ = write_state(dir, &rec);
-            cleanup(dir);
+            cleanup(dir, &launch);
             return Err(e);
         }
     };
@@ -146,7 +152,7 @@ fn run(dir: &Path, report: &mut fs::File) -> Result<()> {
     rec.ended_at = Some(now());
     rec.qemu_pid = None;
     write_state(dir, &rec)?;
-    cleanup(dir);
+    cleanup(dir, &launch);
     Ok(())
 }
 
@@ -297,9 +303,12 @@ fn shed_startup_pages() {
     unsafe { libc::malloc_trim(0) };
 }
 
-fn cleanup(dir: &Path) {
+fn cleanup(dir: &Path, launch: &Launch) {
     for s in ["qmp.sock", "sup.sock", "console.sock", "launch.json"] {
         let _ = fs::remove_file(dir.join(s));
+    }
+    if let Some(n) = &launch.net {
+        crate::net::unplug(n);
     }
 }
 

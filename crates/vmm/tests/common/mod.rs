@@ -123,3 +123,60 @@ pub fn processes_with(needle: &str) -> Vec<u32> {
     }
     pids
 }
+
+/// A network interface the test made, deleted on drop (also when the test fails).
+pub struct Link(pub String);
+
+fn ip(args: &[&str]) {
+    let st = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip {args:?}");
+}
+
+impl Link {
+    /// A tap holding `host_cidr`, up.
+    pub fn tap(name: &str, host_cidr: &str) -> Link {
+        Link::gone(name);
+        ip(&["tuntap", "add", "dev", name, "mode", "tap"]);
+        let link = Link(name.to_string());
+        ip(&["addr", "add", host_cidr, "dev", name]);
+        ip(&["link", "set", name, "up"]);
+        link
+    }
+
+    /// `name` is for yun to create: removed now (a killed earlier run's) and on drop.
+    pub fn owned_by_yun(name: &str) -> Link {
+        Link::gone(name);
+        Link(name.to_string())
+    }
+
+    fn gone(name: &str) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        Link::gone(&self.0);
+    }
+}
+
+/// Whether interface `name` exists on the host.
+pub fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// One ping from the host (busybox: the host has no iputils) through `dev` to `addr`.
+pub fn ping(dev: &str, addr: &str) -> bool {
+    std::process::Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "1", "-I", dev, addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
-use yun_vmm::{Disk, Driver, QemuDriver, VmConfig};
+use yun_vmm::{Disk, Driver, NetRequest, QemuDriver, VmConfig};
 
 #[derive(Subcommand, Debug)]
 pub enum VmCmd {
@@ -58,7 +58,7 @@ pub enum VmCmd {
         #[arg(long, short)]
         force: bool,
     },
-    /// List VMs: NAME STATE CPUS MEMORY UPTIME REASON.
+    /// List VMs: NAME STATE CPUS MEMORY UPTIME ADDRESS REASON.
     List {
         /// JSON instead of a table.
         #[arg(long)]
@@ -119,6 +119,31 @@ pub struct MachineArgs {
     /// Extra kernel command line.
     #[arg(long, default_value = "")]
     cmdline: String,
+    /// Join a bridge network: a tap on --bridge and an address from --subnet (the same pool the
+    /// node agent's pods on that bridge use); the guest's eth0 gets it, with a default route.
+    #[arg(long)]
+    net: bool,
+    #[arg(long, default_value = yun_vmm::DEFAULT_BRIDGE, requires = "net")]
+    bridge: String,
+    #[arg(long, default_value = yun_vmm::DEFAULT_SUBNET, requires = "net")]
+    subnet: String,
+}
+
+impl MachineArgs {
+    fn network(&self) -> Result<Option<NetRequest>> {
+        if !self.net {
+            return Ok(None);
+        }
+        yun_net::check_ifname(&self.bridge).map_err(|e| anyhow::anyhow!("bridge: {e}"))?;
+        let subnet = self
+            .subnet
+            .parse()
+            .map_err(|e| anyhow::anyhow!("subnet: {e}"))?;
+        Ok(Some(NetRequest {
+            bridge: self.bridge.clone(),
+            subnet,
+        }))
+    }
 }
 
 fn disks(specs: &[String]) -> Result<Vec<Disk>> {
@@ -150,6 +175,7 @@ pub fn run(data_dir: &Path, cmd: VmCmd) -> Result<i32> {
             } else {
                 cmd
             };
+            let net = m.network()?;
             let spec = yun_vmm::RunSpec {
                 cpus: m.cpus,
                 memory_mib: m.memory,
@@ -159,6 +185,7 @@ pub fn run(data_dir: &Path, cmd: VmCmd) -> Result<i32> {
                 extra_cmdline: m.cmdline,
                 accel,
                 disks: disks(&m.disks)?,
+                net,
                 image: m.image,
                 taps,
             };
@@ -173,6 +200,7 @@ pub fn run(data_dir: &Path, cmd: VmCmd) -> Result<i32> {
             cmd,
         } => {
             let d = driver(data_dir)?;
+            let join = m.network()?;
             let cfg = VmConfig {
                 cpus: m.cpus,
                 memory_mib: m.memory,
@@ -181,6 +209,7 @@ pub fn run(data_dir: &Path, cmd: VmCmd) -> Result<i32> {
                 cmdline: m.cmdline,
                 cmd,
                 disks: disks(&m.disks)?,
+                join,
                 image: m.image,
                 accel,
                 ..VmConfig::new(&name)
@@ -276,7 +305,7 @@ fn print_table(vms: &[yun_vmm::VmStatus]) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let rows: Vec<[String; 6]> = vms
+    let rows: Vec<[String; 7]> = vms
         .iter()
         .map(|v| {
             let uptime = match (v.state.is_live(), v.started_at) {
@@ -289,21 +318,27 @@ fn print_table(vms: &[yun_vmm::VmStatus]) {
                 v.config.cpus.to_string(),
                 format!("{}M", v.config.memory_mib),
                 uptime,
+                v.config
+                    .network
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |n| n.address.addr.to_string()),
                 v.reason.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    let head = ["NAME", "STATE", "CPUS", "MEMORY", "UPTIME", "REASON"];
+    let head = [
+        "NAME", "STATE", "CPUS", "MEMORY", "UPTIME", "ADDRESS", "REASON",
+    ];
     let mut w = head.map(str::len);
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.len());
         }
     }
-    let line = |cells: [&str; 6]| {
+    let line = |cells: [&str; 7]| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i == 5 {
+            if i == cells.len() - 1 {
                 s.push_str(c);
             } else {
                 s.push_str(&format!("{c:<width$}  ", width = w[i]));
@@ -313,7 +348,7 @@ fn print_table(vms: &[yun_vmm::VmStatus]) {
     };
     line(head);
     for r in &rows {
-        line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]);
+        line(r.each_ref().map(String::as_str));
     }
 }
 
