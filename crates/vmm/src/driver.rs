@@ -122,6 +122,8 @@ pub struct VmStats {
     pub supervisor_rss_kib: u64,
     /// CPU time the hypervisor process used, milliseconds (user + system).
     pub cpu_ms: u64,
+    /// Memory the guest has now, MiB: its size less what the balloon holds.
+    pub balloon_mib: Option<u64>,
 }
 
 /// How to reach a VM's serial console.
@@ -153,4 +155,7 @@ pub trait Driver {
     fn status(&self, name: &str) -> Result<VmStatus>;
     fn list(&self) -> Result<Vec<VmStatus>>;
     fn stats(&self, name: &str) -> Result<VmStats>;
+    /// Inflate or deflate a live VM's balloon until the guest has `target_mib` MiB; returns
+    /// once the guest got there.
+    fn balloon(&self, name: &str, target_mib: u64) -> Result<()>;
 }

@@ -26,6 +26,7 @@ const WANTED_MODULES: &[&str] = &[
     "virtio_blk",
     "virtio_console",
     "virtio_net",
+    "virtio_balloon",
     // The ACPI power button (QMP system_powerdown) as an input device, so /init can power off
     // when `yun vm stop` presses it.
     "button",

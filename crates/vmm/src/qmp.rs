@@ -103,6 +103,15 @@ impl Qmp {
     }
 
     /// Ask QEMU to exit now.
+    /// The guest's current memory (size less the balloon), bytes; None without a balloon.
+    pub fn balloon_actual(&mut self) -> Result<Option<u64>> {
+        match self.execute("query-balloon", None) {
+            Ok(v) => Ok(v.get("actual").and_then(Value::as_u64)),
+            Err(e) if e.to_string().contains("No balloon device") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn quit(&mut self) -> Result<()> {
         self.execute("quit", None).map(drop)
     }

@@ -415,3 +415,54 @@ fn a_tap_that_cannot_join_its_bridge_is_one_line_and_leaves_nothing() {
     assert_eq!(st.state, State::Failed, "{st:?}");
     assert!(processes_with(&env.data().to_string_lossy()).is_empty());
 }
+
+#[test]
+fn balloon_takes_memory_back_and_gives_it_again() {
+    let env = Env::new();
+    let d = &env.driver;
+    let mut cfg = env.config(
+        "yun-balloon",
+        "while true; do grep MemTotal /proc/meminfo; sleep 0.3; done",
+    );
+    cfg.memory_mib = 256;
+    d.define(&cfg).unwrap();
+    let e = d.balloon("yun-balloon", 128).unwrap_err().to_string();
+    assert!(e.contains("not running"), "{e}");
+    d.start("yun-balloon").unwrap();
+    env.wait_console("yun-balloon", "MemTotal");
+    assert_eq!(d.stats("yun-balloon").unwrap().balloon_mib, Some(256));
+
+    d.balloon("yun-balloon", 128).unwrap();
+    assert_eq!(d.stats("yun-balloon").unwrap().balloon_mib, Some(128));
+    // The guest sees it: MemTotal drops by the 128 MiB the balloon holds.
+    let total_kib = |log: &str| -> Vec<u64> {
+        log.lines()
+            .filter_map(|l| l.strip_prefix("MemTotal:"))
+            .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .collect()
+    };
+    let before = total_kib(&env.wait_console("yun-balloon", "MemTotal"))[0];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(env.data().join("vm/machines/yun-balloon/console.log"))
+            .unwrap_or_default();
+        if total_kib(&log)
+            .last()
+            .is_some_and(|t| before - t >= 120 * 1024)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "guest MemTotal never dropped: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.balloon("yun-balloon", 256).unwrap();
+    assert_eq!(d.stats("yun-balloon").unwrap().balloon_mib, Some(256));
+
+    for bad in [0, 257] {
+        let e = d.balloon("yun-balloon", bad).unwrap_err().to_string();
+        assert!(e.contains("outside 1..=256"), "{e}");
+    }
+}

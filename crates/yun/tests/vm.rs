@@ -262,6 +262,7 @@ fn managed_vm_bad_input() {
         "qemu-system-x86_64: not found in PATH",
     );
     one_line_error(env.yun(&["stop", "yun-dup"]), "not running");
+    one_line_error(env.yun(&["balloon", "yun-dup", "64"]), "not running");
     one_line_error(env.yun(&["pause", "yun-nope"]), "no such VM");
     let (code, out, _) = env.yun(&["list"]);
     assert_eq!(code, 0);

@@ -113,6 +113,9 @@ pub(crate) fn machine_args(m: &MachineArgs) -> Result<Vec<String>> {
         "panic=shutdown",
         "-device",
         "pvpanic",
+        // A memory balloon (`yun vm balloon`): the host can take memory back from an idle guest.
+        "-device",
+        "virtio-balloon-pci,id=balloon0",
     ]
     .map(String::from)
     .to_vec();

@@ -27,6 +27,8 @@ use crate::snapshot;
 
 /// How long `start`/`restore` wait for the supervisor's report.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long `balloon` waits for the guest to reach its target.
+const BALLOON_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `stop` waits for the supervisor to record the end.
 const END_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -469,10 +471,47 @@ impl Driver for QemuDriver {
         let (Some(sup), Some(qemu)) = (st.supervisor_pid, st.qemu_pid) else {
             bail!("vm {name}: not running");
         };
+        let balloon_mib = self
+            .qmp(name)
+            .and_then(|mut q| q.balloon_actual())
+            .ok()
+            .flatten()
+            .map(|b| b >> 20);
         Ok(VmStats {
             hypervisor_rss_kib: rss_kib(qemu)?,
             supervisor_rss_kib: rss_kib(sup)?,
             cpu_ms: cpu_ms(qemu)?,
+            balloon_mib,
         })
+    }
+
+    fn balloon(&self, name: &str, target_mib: u64) -> Result<()> {
+        let cfg = self.machines.config(name)?;
+        let size = u64::from(cfg.memory_mib);
+        if target_mib == 0 || target_mib > size {
+            bail!("balloon: {target_mib} MiB is outside 1..={size} (the VM's memory)");
+        }
+        let mut q = self.qmp(name)?;
+        if q.balloon_actual()?.is_none() {
+            bail!("vm {name}: no balloon device");
+        }
+        q.execute(
+            "balloon",
+            Some(serde_json::json!({ "value": target_mib << 20 })),
+        )?;
+        // The guest's driver gives or takes pages at its own pace: wait for it, within reason.
+        let deadline = Instant::now() + BALLOON_TIMEOUT;
+        loop {
+            let now = q.balloon_actual()?.unwrap_or(0) >> 20;
+            if now == target_mib {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "vm {name}: the guest is at {now} MiB, not {target_mib}, after {BALLOON_TIMEOUT:?} (is virtio_balloon loaded in it?)"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -80,6 +80,8 @@ pub enum VmCmd {
     },
     /// Memory and CPU use of a running VM and its supervisor.
     Stats { name: String },
+    /// Give a running VM MiB of memory: the balloon takes the rest back for the host.
+    Balloon { name: String, mib: u64 },
     /// Host kernel samepage merging: share identical guest pages.
     Ksm {
         #[arg(value_enum, default_value_t = KsmAction::Status)]
@@ -268,6 +270,11 @@ pub fn run(data_dir: &Path, cmd: VmCmd) -> Result<i32> {
         VmCmd::Stats { name } => {
             let s = driver(data_dir)?.stats(&name)?;
             println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(0)
+        }
+        VmCmd::Balloon { name, mib } => {
+            driver(data_dir)?.balloon(&name, mib)?;
+            println!("{name}: {mib} MiB");
             Ok(0)
         }
         VmCmd::Ksm { action } => {
