@@ -124,6 +124,9 @@ pub struct VmStats {
     pub cpu_ms: u64,
     /// Memory the guest has now, MiB: its size less what the balloon holds.
     pub balloon_mib: Option<u64>,
+    /// How much of the guest's RAM is resident on the host, KiB (pages it never touched are
+    /// not); KSM-shared pages count in every VM that shares them.
+    pub guest_ram_rss_kib: Option<u64>,
 }
 
 /// How to reach a VM's serial console.

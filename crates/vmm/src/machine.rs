@@ -199,6 +199,32 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
         .ok_or_else(|| anyhow!("process {pid}: no VmRSS"))
 }
 
+/// Resident KiB of the hypervisor's mapping of guest RAM: the one mapping exactly the guest's
+/// size (QEMU maps a pc guest below 3.5 GiB as one block). None when there is no such mapping.
+pub(crate) fn guest_ram_rss_kib(pid: u32, memory_mib: u32) -> Option<u64> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let want = u64::from(memory_mib) * 1024;
+    let kib = |l: &str, key: &str| -> Option<u64> {
+        l.strip_prefix(key)?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mut size_matches = false;
+    for l in smaps.lines() {
+        if let Some(size) = kib(l, "Size:") {
+            size_matches = size == want;
+        } else if let Some(rss) = kib(l, "Rss:") {
+            if size_matches {
+                return Some(rss);
+            }
+        }
+    }
+    None
+}
+
 /// utime + stime of a process, milliseconds.
 pub(crate) fn cpu_ms(pid: u32) -> Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -34,6 +34,9 @@ fn lifecycle_pause_resume_stop_start() {
 
     let stats = d.stats("yun-life").unwrap();
     assert!(stats.supervisor_rss_kib > 0 && stats.hypervisor_rss_kib > stats.supervisor_rss_kib);
+    // The booted guest touched some of its RAM, never more than it has.
+    let ram = stats.guest_ram_rss_kib.expect("guest RAM mapping found");
+    assert!(ram > 1024 && ram <= 128 * 1024, "{stats:?}");
 
     // The ACPI power button: the guest's init powers off at once, well inside the grace
     // period (10 s) after which `stop` would quit QEMU itself.

@@ -20,7 +20,8 @@ use super::{
 use crate::disk::{self, Disk, DiskFormat};
 use crate::driver::{Console, Driver, State, VmConfig, VmStats, VmStatus};
 use crate::machine::{
-    atomic_write, cpu_ms, is_live, read_state, rss_kib, try_lock, Launch, Machines,
+    atomic_write, cpu_ms, guest_ram_rss_kib, is_live, read_state, rss_kib, try_lock, Launch,
+    Machines,
 };
 use crate::qmp::Qmp;
 use crate::snapshot;
@@ -482,6 +483,7 @@ impl Driver for QemuDriver {
             supervisor_rss_kib: rss_kib(sup)?,
             cpu_ms: cpu_ms(qemu)?,
             balloon_mib,
+            guest_ram_rss_kib: guest_ram_rss_kib(qemu, st.config.memory_mib),
         })
     }
 
