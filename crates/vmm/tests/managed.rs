@@ -469,3 +469,44 @@ fn balloon_takes_memory_back_and_gives_it_again() {
         assert!(e.contains("outside 1..=256"), "{e}");
     }
 }
+
+#[test]
+fn a_vm_and_a_pod_share_the_bridge_network() {
+    let env = Env::new();
+    let id = std::process::id() % 100_000;
+    let bridge = format!("yunvp{id}");
+    let _bridge = Link::owned_by_yun(&bridge);
+    let subnet = "10.213.95.0/24";
+    // The node agent's side of the network, as it sets up a pod: a namespace on a veth pair.
+    let pods =
+        yun_net::BridgeNetwork::new(&bridge, subnet.parse().unwrap(), &env.data().join("net"))
+            .unwrap();
+    pods.ensure().unwrap();
+    let ns = yun_net::netns::NamedNetns::create(&format!("yun-vp{id}"), true).unwrap();
+    let pod = pods.attach("pod-uid-1", ns.path(), "eth0").unwrap();
+    assert_eq!(pod.address.to_string(), "10.213.95.2/24");
+
+    // The VM draws its address from the same pool and reaches the pod by IP.
+    let mut cfg = env.config(
+        "yun-podnet",
+        "until ping -c 1 -W 1 10.213.95.2 >/dev/null; do sleep 0.2; done; echo reached-pod; \
+         while true; do sleep 1; done",
+    );
+    cfg.join = Some(NetRequest {
+        bridge: bridge.clone(),
+        subnet: subnet.parse().unwrap(),
+    });
+    env.driver.define(&cfg).unwrap();
+    let vm = env
+        .driver
+        .status("yun-podnet")
+        .unwrap()
+        .config
+        .network
+        .unwrap();
+    assert_eq!(vm.address.to_string(), "10.213.95.3/24");
+    env.driver.start("yun-podnet").unwrap();
+    env.wait_console("yun-podnet", "reached-pod");
+    env.driver.undefine("yun-podnet", true).unwrap();
+    pods.detach("pod-uid-1").unwrap();
+}
