@@ -16,6 +16,7 @@ mod resources;
 mod rest;
 mod router;
 mod selectors;
+mod services;
 mod table;
 mod tls;
 mod validation;
@@ -29,6 +30,7 @@ use anyhow::{Context, Result};
 use tokio::sync::Notify;
 use yun_store::Store;
 
+pub use services::{ServiceRange, DEFAULT_SERVICE_CIDR};
 pub use tls::Credentials;
 
 /// How to run the API server.
@@ -43,6 +45,8 @@ pub struct Config {
     /// Compact the store's history every this often, to the revision of the previous
     /// compaction tick (kube-apiserver's `--etcd-compaction-interval`); zero disables it.
     pub compaction_interval: Duration,
+    /// Where Service virtual IPs come from (kube-apiserver's `--service-cluster-ip-range`).
+    pub service_cidr: ServiceRange,
 }
 
 /// kube-apiserver's default `--etcd-compaction-interval`.
@@ -56,6 +60,7 @@ pub(crate) struct Api {
     /// Wakes the garbage collector after a delete.
     pub gc: Notify,
     pub addr: SocketAddr,
+    pub service_range: ServiceRange,
 }
 
 /// A server started with [`start`]; stops when [`Running::stop`] is called or it is dropped.
@@ -137,6 +142,7 @@ pub async fn start(config: Config) -> Result<Running> {
         token: creds.token.clone(),
         gc: Notify::new(),
         addr,
+        service_range: config.service_cidr,
     });
     resources::load_crds(&api).await?;
     rest::ensure_default_namespaces(&api).await?;

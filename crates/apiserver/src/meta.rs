@@ -8,6 +8,17 @@ use yun_store::KeyValue;
 use crate::tls::{hex, random_bytes};
 
 /// A random (version 4) UUID.
+/// A random number (for spreading allocations); the clock when /dev/urandom is missing.
+pub fn random_u32() -> u32 {
+    match random_bytes(4) {
+        Ok(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    }
+}
+
 pub fn new_uid() -> String {
     let mut b = random_bytes(16).unwrap_or_else(|_| {
         // /dev/urandom missing: fall back to the clock, still unique enough per process.

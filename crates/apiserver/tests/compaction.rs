@@ -19,6 +19,7 @@ async fn old_revisions_are_compacted_current_objects_stay() {
         data_dir: dir.path().to_path_buf(),
         store: "embedded".into(),
         compaction_interval: Duration::from_millis(200),
+        service_cidr: Default::default(),
     })
     .await
     .expect("server starts");

@@ -74,6 +74,7 @@ async fn crud_and_watch_on_etcd() {
         data_dir: dir.path().to_path_buf(),
         store: format!("etcd://127.0.0.1:{}", etcd.port),
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
+        service_cidr: Default::default(),
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     let server = loop {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
@@ -21,6 +21,7 @@ async fn start(dir: &Path) -> yun_apiserver::Running {
         data_dir: dir.to_path_buf(),
         store: "embedded".into(),
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
+        service_cidr: Default::default(),
     })
     .await
     .expect("server starts")
@@ -595,4 +596,78 @@ async fn kube_runtime_watcher_sees_changes() {
     drop(events);
     drop((cms, client));
     server.shutdown().await;
+}
+
+fn service(name: &str, ip: Option<&str>) -> Service {
+    let mut spec = json!({"selector": {"app": name}, "ports": [{"port": 80}]});
+    if let Some(ip) = ip {
+        spec["clusterIP"] = ip.into();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name}, "spec": spec
+    }))
+    .unwrap()
+}
+
+fn cluster_ip(s: &Service) -> String {
+    s.spec.as_ref().unwrap().cluster_ip.clone().unwrap()
+}
+
+#[tokio::test]
+async fn services_get_unique_immutable_virtual_ips() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let svcs: Api<Service> = Api::namespaced(connect(&server).await, "default");
+    let pp = PostParams::default();
+
+    let a = svcs.create(&pp, &service("a", None)).await.unwrap();
+    let b = svcs.create(&pp, &service("b", None)).await.unwrap();
+    let (ip_a, ip_b) = (cluster_ip(&a), cluster_ip(&b));
+    assert!(
+        ip_a.starts_with("10.43.") && ip_b.starts_with("10.43."),
+        "{ip_a} {ip_b}"
+    );
+    assert_ne!(ip_a, ip_b);
+    let spec = a.spec.as_ref().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    assert_eq!(spec.cluster_ips.as_deref(), Some(&[ip_a.clone()][..]));
+    let port = &spec.ports.as_ref().unwrap()[0];
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(80))
+    );
+
+    // Asking for a taken IP, one outside the range, or a malformed one: 422.
+    for bad in [ip_a.as_str(), "10.99.0.5", "10.43.0.1", "nope"] {
+        let e = svcs
+            .create(&pp, &service("c", Some(bad)))
+            .await
+            .unwrap_err();
+        assert_eq!(api_code(e), 422, "{bad}");
+    }
+    // Headless: no IP at all.
+    let h = svcs
+        .create(&pp, &service("headless", Some("None")))
+        .await
+        .unwrap();
+    assert_eq!(cluster_ip(&h), "None");
+
+    // A replace without the IP keeps it; changing it is refused.
+    let mut again = service("a", None);
+    again.metadata.resource_version = a.metadata.resource_version.clone();
+    let replaced = svcs.replace("a", &pp, &again).await.unwrap();
+    assert_eq!(cluster_ip(&replaced), ip_a);
+    let mut moved = service("a", Some("10.43.200.200"));
+    moved.metadata.resource_version = replaced.metadata.resource_version.clone();
+    assert_eq!(
+        api_code(svcs.replace("a", &pp, &moved).await.unwrap_err()),
+        422
+    );
+
+    // Once a Service is gone its IP can be had again.
+    svcs.delete("a", &DeleteParams::default()).await.unwrap();
+    let c = svcs.create(&pp, &service("c", Some(&ip_a))).await.unwrap();
+    assert_eq!(cluster_ip(&c), ip_a);
 }

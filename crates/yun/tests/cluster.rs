@@ -77,6 +77,7 @@ async fn a_deployment_runs_scales_rolls_and_goes() {
         data_dir: data.join("server"),
         store: "embedded".into(),
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
+        service_cidr: Default::default(),
     })
     .await
     .unwrap();

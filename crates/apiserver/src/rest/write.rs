@@ -101,6 +101,9 @@ pub async fn create_object(
         return Ok(obj);
     }
     let key = res.key(ns.as_deref(), &name);
+    if is_service(res) {
+        crate::services::allocate(api, &key, &mut obj).await?;
+    }
     let stored = put(api, &key, &obj, Some(0))
         .await?
         .ok_or_else(|| ApiError::already_exists(&res.qualified(), &name))?;
@@ -122,6 +125,7 @@ fn defaults(res: &Resource, obj: &mut Value) {
                 obj["spec"] = json!({"finalizers": ["kubernetes"]});
             }
         }
+        "Service" => crate::services::defaults(obj),
         "Pod" if obj.pointer("/status/phase").is_none() => {
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
         }
@@ -143,6 +147,10 @@ fn defaults(res: &Resource, obj: &mut Value) {
         }
         _ => {}
     }
+}
+
+fn is_service(res: &Resource) -> bool {
+    res.kind == "Service" && res.group.is_empty()
 }
 
 /// Write-time conversions: a Secret's `stringData` is merged into `data` (base64), as the
@@ -201,6 +209,9 @@ fn merge_update(res: &Resource, cur: &Value, new: Value, status_only: bool) -> A
         }
         o
     };
+    if is_service(res) && !status_only {
+        crate::services::keep_ip(cur, &mut out)?;
+    }
     let cur_meta = cur.get("metadata").cloned().unwrap_or(Value::Null);
     let new_name = str_at(&out, "/metadata/name").unwrap_or("");
     let cur_name = str_at(cur, "/metadata/name").unwrap_or("");

@@ -23,6 +23,9 @@ pub enum Cmd {
         /// "embedded" (a file in the data dir) or "etcd://HOST:PORT".
         #[arg(long, default_value = "embedded")]
         store: String,
+        /// Where Service virtual IPs come from (k3s' flag and default).
+        #[arg(long, default_value = yun_apiserver::DEFAULT_SERVICE_CIDR)]
+        service_cidr: yun_apiserver::ServiceRange,
         /// Run only the control plane; nodes join with `yun agent` (k3s' --disable-agent).
         #[arg(long)]
         disable_agent: bool,
@@ -141,6 +144,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
         Cmd::Up {
             addr,
             store,
+            service_cidr,
             disable_agent,
             lifecycle,
             node,
@@ -148,6 +152,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             let plane = ControlPlane {
                 addr,
                 store,
+                service_cidr,
                 nodes: lifecycle.timing(),
             };
             let agent = if disable_agent {
@@ -246,6 +251,7 @@ async fn shutdown_signal() {
 struct ControlPlane {
     addr: SocketAddr,
     store: String,
+    service_cidr: yun_apiserver::ServiceRange,
     nodes: yun_controllers::loops::nodes::Timing,
 }
 
@@ -260,6 +266,7 @@ async fn up(
         data_dir: data_dir.to_path_buf(),
         store: plane.store,
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
+        service_cidr: plane.service_cidr,
     })
     .await?;
     let client = client(&server.kubeconfig, None).await?;

@@ -17,6 +17,9 @@ pub struct ServerArgs {
     /// (as kube-apiserver's flag of the same name; also for the embedded store); 0 disables.
     #[arg(long, default_value = "5m")]
     etcd_compaction_interval: humantime::Duration,
+    /// Where Service virtual IPs come from (kube-apiserver's --service-cluster-ip-range).
+    #[arg(long, default_value = yun_apiserver::DEFAULT_SERVICE_CIDR)]
+    service_cluster_ip_range: yun_apiserver::ServiceRange,
 }
 
 pub fn run(data_dir: &Path, args: ServerArgs) -> Result<i32> {
@@ -25,6 +28,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> Result<i32> {
         data_dir: PathBuf::from(data_dir),
         store: args.store,
         compaction_interval: args.etcd_compaction_interval.into(),
+        service_cidr: args.service_cluster_ip_range,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -154,9 +154,14 @@ fn disks(specs: &[String]) -> Result<Vec<Disk>> {
 
 fn driver(data_dir: &Path) -> Result<QemuDriver> {
     let exe = std::env::current_exe().context("locate the yun binary")?;
+    // The supervisor is yun itself, whose allocator (mimalloc) by default commits its first
+    // 8 MiB arena eagerly: most of a supervisor's resident memory for nothing. Lazy commit
+    // keeps it at ~2.5 MiB; `env` execs yun in place, so no process is added.
     Ok(QemuDriver::new(
         data_dir,
         vec![
+            OsString::from("/usr/bin/env"),
+            OsString::from("MIMALLOC_ARENA_EAGER_COMMIT=0"),
             exe.into(),
             OsString::from("vm"),
             OsString::from("supervise"),
