@@ -20,6 +20,7 @@ inventory() {
     ip netns list 2>/dev/null | grep yun | sed 's/ (id.*//; s/^/netns: /'
     ip -o link show 2>/dev/null | grep -E '^[0-9]+: yun' | awk '{print "link: " $2}' | sed 's/@.*//; s/:$//'
     grep ' /run/netns/yun' /proc/self/mounts | sed 's/^/netns mount: /'
+    nft list tables 2>/dev/null | grep ' yun' | sed 's/^/nft /'
     pgrep -af 'docker-registry serve /tmp/yun-test|registry serve .*yun-test' 2>/dev/null | sed 's/^[0-9]* /registry server: /'
     for f in $(grep -lE '/yun/|yun-test' /proc/[0-9]*/cgroup 2>/dev/null | grep -v "^/proc/$$/"); do
         echo "process in a yun cgroup: $(tr '\0' ' ' <"${f%/cgroup}/cmdline" 2>/dev/null)"

@@ -33,13 +33,16 @@ done
 "$KUBECTL" rollout status deployment/web --timeout=120s
 "$KUBECTL" get pods -o wide
 ip=$("$KUBECTL" get pods -l app=web -o jsonpath='{.items[0].status.podIP}')
-i=0
-until page=$(curl -sf --max-time 2 "http://$ip:8080/"); do
-    i=$((i + 1))
-    [ $i -lt 20 ] || { echo "pod $ip does not answer" >&2; exit 1; }
-    sleep 0.5
+vip=$("$KUBECTL" get service web -o jsonpath='{.spec.clusterIP}')
+for url in "http://$ip:8080/" "http://$vip/"; do
+    i=0
+    until page=$(curl -sf --max-time 2 "$url"); do
+        i=$((i + 1))
+        [ $i -lt 20 ] || { echo "$url does not answer" >&2; exit 1; }
+        sleep 0.5
+    done
+    echo "$url says: $page"
 done
-echo "http://$ip:8080/ says: $page"
 cat <<EOM
 
 yun is up. Use it with kubectl:

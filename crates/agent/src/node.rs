@@ -336,6 +336,10 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
             }
         }))
     };
+    let _service_proxy = AbortOnDropHandle::new(tokio::spawn(crate::services::run(
+        client.clone(),
+        rt.network().bridge().to_string(),
+    )));
     let pods_api = Api::<Pod>::all(client.clone());
     let selector = format!("spec.nodeName={}", cfg.node_name);
     // A watch on this node's pods wakes the sync loop at once for the pods that changed, so

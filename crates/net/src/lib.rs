@@ -14,6 +14,7 @@ mod cidr;
 mod ipam;
 mod netlink;
 pub mod netns;
+pub mod proxy;
 pub mod tap;
 
 pub use bridge::{host_veth_name, Attachment, BridgeNetwork};

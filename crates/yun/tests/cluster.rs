@@ -43,6 +43,10 @@ fn clean_up(rt: Option<Arc<PodRuntime>>, data: &std::path::Path, bridge: &str) {
         if let Ok(nl) = yun_net::Netlink::open() {
             let _ = nl.delete_link(bridge);
         }
+        // After the bridge: the agent (still running) cannot write its rules without it.
+        if let Ok(p) = yun_net::proxy::ServiceProxy::new(bridge) {
+            let _ = p.remove();
+        }
         common::unmount_under(&[data]);
         let _ = std::fs::remove_dir_all(data);
     }

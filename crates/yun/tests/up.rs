@@ -170,20 +170,30 @@ fn kubectl_runs_a_deployment_on_yun_up() {
         assert!(endpoints.contains(ip), "{endpoints}");
     }
 
-    // A pod answers another pod over the bridge.
-    let url = format!("http://{}:8080/", ips[1]);
+    // The Service's virtual IP answers from the host (nftables DNAT on the node).
+    let vip = up.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(vip.starts_with("10.43."), "{vip}");
+    let body = http_get(&vip, 80);
+    assert!(body.contains("hello from web-"), "{body}");
+
+    // A pod answers another pod over the bridge, by pod IP and through the Service.
+    let script = format!(
+        "wget -q -O- http://{}:8080/ && wget -q -O- http://{vip}/",
+        ips[1]
+    );
     up.ok(&[
         "run",
         "client",
         "--image=busybox",
         "--restart=Never",
         "--",
-        "wget",
-        "-q",
-        "-O-",
-        &url,
+        "sh",
+        "-c",
+        &script,
     ]);
-    up.until(&["logs", "client"], 60, |o| o.contains("hello from web-"));
+    up.until(&["logs", "client"], 60, |o| {
+        o.matches("hello from web-").count() == 2
+    });
     up.ok(&["delete", "pod", "client"]);
 
     // A container killed on the host comes back (restartCount 1); a deleted pod is replaced.

@@ -137,8 +137,13 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             for uid in &uids {
                 rt.remove(uid, std::time::Duration::from_secs(10))?;
             }
+            yun_net::proxy::ServiceProxy::new(&node.bridge)?.remove()?;
             rt.network().remove()?;
-            println!("removed {} pod(s) and bridge {}", uids.len(), node.bridge);
+            println!(
+                "removed {} pod(s), bridge {} and its service rules",
+                uids.len(),
+                node.bridge
+            );
             Ok(0)
         }
         Cmd::Up {
