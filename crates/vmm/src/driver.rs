@@ -45,6 +45,10 @@ pub struct VmConfig {
     /// The VM's address and tap on a bridge network, reserved by `define`, released by `rm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<VmNet>,
+    /// A vsock device (guest CID 3, host sockets in the VM's directory) and `exec` through
+    /// yun's in-guest agent. Its RAM is then a shared memfd, which KSM cannot merge.
+    #[serde(default)]
+    pub vsock: bool,
 }
 
 impl VmConfig {
@@ -63,6 +67,7 @@ impl VmConfig {
             nonce: String::new(),
             join: None,
             network: None,
+            vsock: false,
         }
     }
 }
@@ -161,4 +166,7 @@ pub trait Driver {
     /// Inflate or deflate a live VM's balloon until the guest has `target_mib` MiB; returns
     /// once the guest got there.
     fn balloon(&self, name: &str, target_mib: u64) -> Result<()>;
+    /// Run `script` with `sh -c` in a live VM (through its agent), copying its output to
+    /// `out`; returns the command's exit status.
+    fn exec(&self, name: &str, script: &str, out: &mut dyn std::io::Write) -> Result<i32>;
 }

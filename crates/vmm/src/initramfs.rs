@@ -37,6 +37,17 @@ const WANTED_MODULES: &[&str] = &[
     "pvpanic_mmio",
 ];
 
+/// What a vsock VM adds to the initramfs (see [`ensure_initramfs_vsock`]): virtio vsock (the
+/// host side is yun's vhost-user device, see vsock/) and the agent.
+const VSOCK_MODULES: &[&str] = &[
+    "vsock",
+    "vmw_vsock_virtio_transport_common",
+    "vmw_vsock_virtio_transport",
+];
+
+/// yun's in-guest agent (guest/yun-guest.rs, built static by build.rs).
+const GUEST_AGENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/yun-guest"));
+
 /// Prefix of the line /init prints after the command: `yun-exit-<nonce>: <status>`.
 pub const EXIT_MARKER: &str = "yun-exit-";
 
@@ -45,7 +56,7 @@ export PATH=/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-while read -r m; do insmod /lib/modules/$m.ko 2>/dev/null; done </etc/yun-modules
+cat /etc/yun-modules /etc/yun-modules-extra 2>/dev/null | while read -r m; do insmod /lib/modules/$m.ko 2>/dev/null; done
 cmd= nonce= root= ro= addr= gw=
 read -r cmdline </proc/cmdline
 for a in $cmdline; do
@@ -59,6 +70,11 @@ for a in $cmdline; do
   esac
 done
 echo "$cmd" | base64 -d > /tmp/yun-cmd
+# yun vm exec: the agent serves vsock port 1024 when the VM has a vsock device.
+start_agent() {
+  ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport 2>/dev/null | grep -q virtio &&
+    YUN_ROOT="$1" /bin/yun-guest &
+}
 ip link set lo up
 if [ -n "$addr" ]; then
   # virtio_net was loaded above; its eth0 may take a moment to register.
@@ -79,6 +95,7 @@ if [ -n "$root" ]; then
     mount -t proc proc /newroot/proc
     mount -t sysfs sys /newroot/sys
     mount -t devtmpfs dev /newroot/dev
+    start_agent /newroot
     chroot /newroot /bin/sh -c "cd /; $(cat /tmp/yun-cmd)" </dev/console
     rc=$?
     umount /newroot/proc /newroot/sys /newroot/dev
@@ -88,6 +105,7 @@ if [ -n "$root" ]; then
     rc=125
   fi
 else
+  start_agent ""
   cd /root
   sh /tmp/yun-cmd </dev/console
   rc=$?
@@ -102,7 +120,7 @@ poweroff -f
 pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     let busybox = fs::read(BUSYBOX)
         .with_context(|| format!("{BUSYBOX}: cannot read (install busybox-static)"))?;
-    let modules = resolve_modules(&kernel.modules_dir)?;
+    let modules = resolve_modules(&kernel.modules_dir, WANTED_MODULES, &HashSet::new())?;
     let applets = applets()?;
 
     let mut hash = Sha256::new();
@@ -182,8 +200,56 @@ fn applets() -> Result<Vec<String>> {
     Ok(list)
 }
 
-/// Wanted modules plus their `depends=`, ordered so each comes after what it depends on.
-fn resolve_modules(modules_dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+/// The initramfs for VMs with vsock: the base one of [`ensure_initramfs`] with a second cpio
+/// archive appended (the kernel unpacks concatenated archives in turn) that adds the vsock
+/// modules and the agent, /bin/yun-guest. Other VMs boot without their weight.
+pub fn ensure_initramfs_vsock(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
+    let base = ensure_initramfs(data_dir, kernel)?;
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let agent = hex::encode(&Sha256::digest(GUEST_AGENT)[..8]);
+    let path = base.with_file_name(format!("{stem}-vsock-{agent}.cpio"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let in_base: HashSet<String> =
+        resolve_modules(&kernel.modules_dir, WANTED_MODULES, &HashSet::new())?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+    let extra = resolve_modules(&kernel.modules_dir, VSOCK_MODULES, &in_base)?;
+    let mut c = Cpio::default();
+    c.file("bin/yun-guest", 0o755, GUEST_AGENT);
+    let order: Vec<&str> = extra.iter().map(|(n, _)| n.as_str()).collect();
+    c.file(
+        "etc/yun-modules-extra",
+        0o644,
+        format!("{}\n", order.join("\n")).as_bytes(),
+    );
+    for (name, data) in &extra {
+        c.file(&format!("lib/modules/{name}.ko"), 0o644, data);
+    }
+    let mut bytes = fs::read(&base).with_context(|| format!("read {}", base.display()))?;
+    bytes.extend_from_slice(&c.finish());
+    let dir = base.parent().unwrap_or(Path::new("."));
+    let tmp = tempdir_in(dir, ".tmp-initramfs")?;
+    let staged = tmp.join("initramfs.cpio");
+    let result = write_synced(&staged, &bytes)
+        .and_then(|()| fs::rename(&staged, &path).context("rename initramfs into place"));
+    let _ = fs::remove_dir_all(&tmp);
+    result.with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
+
+/// `wanted` modules plus their `depends=`, ordered so each comes after what it depends on;
+/// those in `skip` (already loaded from elsewhere) left out.
+fn resolve_modules(
+    modules_dir: &Path,
+    wanted: &[&str],
+    skip: &HashSet<String>,
+) -> Result<Vec<(String, Vec<u8>)>> {
     if !modules_dir.is_dir() {
         bail!(
             "{}: kernel modules directory missing",
@@ -193,8 +259,8 @@ fn resolve_modules(modules_dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut index = BTreeMap::new();
     index_modules(&modules_dir.join("kernel"), &mut index)?;
     let mut order = Vec::new();
-    let mut seen = HashSet::new();
-    for name in WANTED_MODULES {
+    let mut seen = skip.clone();
+    for name in wanted {
         visit(name, &index, &mut seen, &mut order, 0)?;
     }
     Ok(order)

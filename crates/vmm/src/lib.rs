@@ -19,11 +19,12 @@ mod qemu;
 pub mod qmp;
 mod rootfs;
 mod snapshot;
+pub mod vsock;
 
 pub use console::{attach_console, DETACH_KEY};
 pub use disk::{make_ext4, Disk, DiskFormat};
 pub use driver::{Console, Driver, State, VmConfig, VmStats, VmStatus};
-pub use initramfs::ensure_initramfs;
+pub use initramfs::{ensure_initramfs, ensure_initramfs_vsock};
 pub use kernel::{ensure_kernel, Kernel};
 pub use ksm::{ksm_set, ksm_status, ksm_tune, KsmStatus};
 pub use machine::validate_name;

@@ -56,6 +56,9 @@ pub(crate) struct Launch {
     /// The tap to create before QEMU starts and remove after it ends.
     #[serde(default)]
     pub net: Option<VmNet>,
+    /// Run the vsock device (in the supervisor) for this QEMU.
+    #[serde(default)]
+    pub vsock: bool,
 }
 
 /// The machines directory of a data dir.

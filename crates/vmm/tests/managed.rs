@@ -510,3 +510,71 @@ fn a_vm_and_a_pod_share_the_bridge_network() {
     env.driver.undefine("yun-podnet", true).unwrap();
     pods.detach("pod-uid-1").unwrap();
 }
+
+#[test]
+fn vsock_exec_and_guest_to_host_connections() {
+    let env = Env::new();
+    let d = &env.driver;
+    let mut cfg = env.config("yun-vsock", "echo booted; while true; do sleep 1; done");
+    cfg.vsock = true;
+    cfg.initrd = Some(common::vsock_initrd());
+    d.define(&cfg).unwrap();
+    d.define(&env.config("yun-novsock", "true")).unwrap();
+    let e = d.exec("yun-vsock", "true", &mut Vec::new()).unwrap_err();
+    assert!(e.to_string().contains("not running"), "{e}");
+    let e = d.exec("yun-novsock", "true", &mut Vec::new()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "vm yun-novsock: no vsock (create it with --vsock)"
+    );
+
+    // exec right after start: it waits for the booting guest's agent.
+    d.start("yun-vsock").unwrap();
+    let mut out = Vec::new();
+    let status = d
+        .exec("yun-vsock", "echo hi; echo err >&2; exit 3", &mut out)
+        .unwrap();
+    assert_eq!(status, 3);
+    assert_eq!(String::from_utf8_lossy(&out), "hi\nerr\n");
+
+    // A bigger output than one packet and the device's buffer, intact.
+    let mut out = Vec::new();
+    let status = d.exec("yun-vsock", "seq 1 200000", &mut out).unwrap();
+    assert_eq!(status, 0);
+    let want: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    assert!(out == want.as_bytes(), "{} bytes back", out.len());
+
+    // Guest → host: a connection to host port 5000 reaches the listener at vsock.sock_5000.
+    let dir = env.data().join("vm/machines/yun-vsock");
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("vsock.sock_5000")).unwrap();
+    let host = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let (mut c, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(c.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        c.write_all(b"pong\n").unwrap();
+        line
+    });
+    let mut out = Vec::new();
+    let status = d
+        .exec("yun-vsock", "echo ping | yun-guest connect 5000", &mut out)
+        .unwrap();
+    assert_eq!(status, 0);
+    assert_eq!(host.join().unwrap(), "ping\n");
+    assert_eq!(String::from_utf8_lossy(&out), "pong\n");
+    std::fs::remove_file(dir.join("vsock.sock_5000")).unwrap();
+    // A guest port nobody listens on is refused at once.
+    let e = yun_vmm::vsock::connect(&dir, 7777, Duration::from_secs(10)).unwrap_err();
+    assert!(e.to_string().contains("nothing listens"), "{e}");
+
+    let e = d.snapshot("yun-vsock", "s").unwrap_err().to_string();
+    assert!(e.contains("cannot be snapshotted"), "{e}");
+
+    d.stop("yun-vsock", false).unwrap();
+    for f in ["vsock.sock", "vsock-vhost.sock"] {
+        assert!(!dir.join(f).exists(), "{f} left behind");
+    }
+    assert!(processes_with(&dir.to_string_lossy()).is_empty());
+}

@@ -278,3 +278,43 @@ fn ksm_status_reports() {
     assert!(out.starts_with("ksm "), "{out}");
     assert!(out.contains("pages_sharing"), "{out}");
 }
+
+#[test]
+fn vm_exec_runs_commands_through_vsock() {
+    let env = VmEnv::new();
+    let cache = std::path::Path::new("/var/cache/yun-test-kernel");
+    let k = yun_vmm::ensure_kernel(cache).unwrap();
+    let initrd = yun_vmm::ensure_initramfs_vsock(cache, &k).unwrap();
+    let (code, _, err) = env.yun(&[
+        "create",
+        "yun-exec",
+        "--kernel",
+        &env.kernel,
+        "--initrd",
+        &initrd.to_string_lossy(),
+        "--memory",
+        "128",
+        "--vsock",
+        "--start",
+        "--",
+        "while true; do sleep 1; done",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = env.yun(&[
+        "exec",
+        "yun-exec",
+        "--",
+        "sh",
+        "-c",
+        "echo in-guest; exit 4",
+    ]);
+    assert_eq!(code, 4, "{err}");
+    assert_eq!(out, "in-guest\n");
+
+    assert_eq!(env.create("yun-plain", &[], "true").0, 0);
+    one_line_error(
+        env.yun(&["exec", "yun-plain", "--", "true"]),
+        "no vsock (create it with --vsock)",
+    );
+    one_line_error(env.yun(&["exec", "yun-nope", "--", "true"]), "no such VM");
+}

@@ -92,7 +92,8 @@ impl QemuDriver {
         }
         let append = kernel_cmdline(&script, &cfg.nonce, root, &accel, &extra)?;
         let taps: Vec<String> = cfg.network.iter().map(|n| n.tap.clone()).collect();
-        let (kernel, initrd) = boot_files(&self.data_dir, &cfg.kernel, &cfg.initrd)?;
+        let dir = self.machines.dir(&cfg.name)?;
+        let (kernel, initrd) = boot_files(&self.data_dir, &cfg.kernel, &cfg.initrd, cfg.vsock)?;
         let args = machine_args(&MachineArgs {
             cpus: cfg.cpus,
             memory_mib: cfg.memory_mib,
@@ -103,6 +104,10 @@ impl QemuDriver {
             disks: &cfg.disks,
             taps: &taps,
         })?;
+        let mut args = args;
+        if cfg.vsock {
+            args.extend(crate::vsock::qemu_args(&dir, cfg.memory_mib));
+        }
         Ok(Launch {
             qemu,
             args,
@@ -110,6 +115,7 @@ impl QemuDriver {
             disks: cfg.disks.clone(),
             nonce: cfg.nonce.clone(),
             net: cfg.network.clone(),
+            vsock: cfg.vsock,
         })
     }
 
@@ -387,6 +393,10 @@ impl Driver for QemuDriver {
 
     fn snapshot(&self, name: &str, tag: &str) -> Result<()> {
         let dir = self.machines.existing(name)?;
+        if self.machines.config(name)?.vsock {
+            // QEMU's vhost-user-vsock device has no migration support.
+            bail!("vm {name}: a VM with vsock cannot be snapshotted");
+        }
         let path = snapshot::path(&dir, tag)?;
         let mut q = self.qmp(name)?;
         let was = q.query_status()?.status;
@@ -485,6 +495,15 @@ impl Driver for QemuDriver {
             balloon_mib,
             guest_ram_rss_kib: guest_ram_rss_kib(qemu, st.config.memory_mib),
         })
+    }
+
+    fn exec(&self, name: &str, script: &str, out: &mut dyn std::io::Write) -> Result<i32> {
+        let cfg = self.machines.config(name)?;
+        if !cfg.vsock {
+            bail!("vm {name}: no vsock (create it with --vsock)");
+        }
+        let dir = self.live_dir(name)?;
+        crate::vsock::exec(&dir, script, out).with_context(|| format!("vm {name}"))
     }
 
     fn balloon(&self, name: &str, target_mib: u64) -> Result<()> {

@@ -16,7 +16,7 @@ pub(crate) use cmdline::{kernel_cmdline, machine_args, MachineArgs};
 pub use driver::QemuDriver;
 pub use run::{run, run_with, RunOptions, RunSpec};
 
-use crate::initramfs::ensure_initramfs;
+use crate::initramfs::{ensure_initramfs, ensure_initramfs_vsock};
 use crate::kernel::ensure_kernel;
 
 /// QEMU binary used for every VM.
@@ -125,11 +125,13 @@ pub(crate) fn mem_available_mib() -> Result<u64> {
         .ok_or_else(|| anyhow!("/proc/meminfo: no MemAvailable"))
 }
 
-/// Kernel and initramfs to boot: the given ones, else Debian's cloud kernel and yun's initramfs.
+/// Kernel and initramfs to boot: the given ones, else Debian's cloud kernel and yun's initramfs
+/// (with the vsock modules and agent when `vsock`).
 pub(crate) fn boot_files(
     data_dir: &Path,
     kernel: &Option<PathBuf>,
     initrd: &Option<PathBuf>,
+    vsock: bool,
 ) -> Result<(PathBuf, PathBuf)> {
     if let (Some(k), Some(i)) = (kernel, initrd) {
         return Ok((k.clone(), i.clone()));
@@ -137,6 +139,7 @@ pub(crate) fn boot_files(
     let k = ensure_kernel(data_dir)?;
     let initrd = match initrd {
         Some(i) => i.clone(),
+        None if vsock => ensure_initramfs_vsock(data_dir, &k)?,
         None => ensure_initramfs(data_dir, &k)?,
     };
     let image = match kernel {

@@ -127,7 +127,7 @@ pub fn run_with(
         None => None,
     };
     let cmdline = kernel_cmdline(&script, &nonce, root, &accel, &extra)?;
-    let (kernel, initrd) = boot_files(data_dir, &spec.kernel, &spec.initrd)?;
+    let (kernel, initrd) = boot_files(data_dir, &spec.kernel, &spec.initrd, false)?;
     let args = machine_args(&MachineArgs {
         cpus: spec.cpus,
         memory_mib: spec.memory_mib,

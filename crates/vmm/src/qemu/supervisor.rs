@@ -91,7 +91,16 @@ fn run(dir: &Path, report: &mut fs::File) -> Result<()> {
         Some(n) => crate::net::plug(n),
         None => Ok(()),
     };
+    // The vsock device listens before QEMU starts (QEMU connects to it) and is stopped after
+    // QEMU has ended, when this is dropped.
+    let mut vsock = None;
     let result = plugged
+        .and_then(|()| {
+            if launch.vsock {
+                vsock = Some(crate::vsock::Vsock::start(dir, crate::vsock::GUEST_CID)?);
+            }
+            Ok(())
+        })
         .and_then(|()| start(dir, &launch, &mut rec))
         .and_then(|(qemu, qmp)| {
             rec.state = State::Running;
@@ -110,6 +119,7 @@ fn run(dir: &Path, report: &mut fs::File) -> Result<()> {
             rec.ended_at = Some(now());
             rec.qemu_pid = None;
             let _ = write_state(dir, &rec);
+            drop(vsock.take());
             cleanup(dir, &launch);
             return Err(e);
         }
@@ -152,6 +162,7 @@ fn run(dir: &Path, report: &mut fs::File) -> Result<()> {
     rec.ended_at = Some(now());
     rec.qemu_pid = None;
     write_state(dir, &rec)?;
+    drop(vsock.take());
     cleanup(dir, &launch);
     Ok(())
 }

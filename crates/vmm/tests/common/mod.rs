@@ -22,6 +22,13 @@ pub fn boot_files() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// The initramfs with the vsock modules and yun's guest agent.
+pub fn vsock_initrd() -> PathBuf {
+    boot_files();
+    let k = yun_vmm::ensure_kernel(Path::new(CACHE)).expect("kernel");
+    yun_vmm::ensure_initramfs_vsock(Path::new(CACHE), &k).expect("vsock initramfs")
+}
+
 pub fn cache() -> &'static Path {
     boot_files();
     Path::new(CACHE)

@@ -34,6 +34,10 @@ pub enum VmCmd {
         /// Start it right away.
         #[arg(long)]
         start: bool,
+        /// A vsock device, for `yun vm exec` and host↔guest sockets (its memory is then shared
+        /// with yun's device model, which KSM cannot merge).
+        #[arg(long)]
+        vsock: bool,
         /// Guest command (default: the image's, or an interactive sh on the console).
         #[arg(last = true)]
         cmd: Vec<String>,
@@ -80,6 +84,12 @@ pub enum VmCmd {
     },
     /// Memory and CPU use of a running VM and its supervisor.
     Stats { name: String },
+    /// Run CMD in a running VM (created with --vsock) and exit with its status.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// Give a running VM MiB of memory: the balloon takes the rest back for the host.
     Balloon { name: String, mib: u64 },
     /// Host kernel samepage merging: share identical guest pages.
@@ -204,6 +214,7 @@ pub fn run(data_dir: &Path, cmd: VmCmd) -> Result<i32> {
             machine: m,
             accel,
             start,
+            vsock,
             cmd,
         } => {
             let d = driver(data_dir)?;
@@ -217,6 +228,7 @@ pub fn run(data_dir: &Path, cmd: VmCmd) -> Result<i32> {
                 cmd,
                 disks: disks(&m.disks)?,
                 join,
+                vsock,
                 image: m.image,
                 accel,
                 ..VmConfig::new(&name)
@@ -276,6 +288,11 @@ pub fn run(data_dir: &Path, cmd: VmCmd) -> Result<i32> {
             let s = driver(data_dir)?.stats(&name)?;
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(0)
+        }
+        VmCmd::Exec { name, cmd } => {
+            let script = yun_vmm::guest_script(&cmd);
+            let mut out = std::io::stdout().lock();
+            driver(data_dir)?.exec(&name, &script, &mut out)
         }
         VmCmd::Balloon { name, mib } => {
             driver(data_dir)?.balloon(&name, mib)?;
