@@ -3,7 +3,8 @@
 #  1. boot + run `true` + exit: `yun vm run` vs a plain `qemu-system-x86_64 -M microvm -accel tcg`;
 #  2. reliability: 50 consecutive boots with yun's machine options (the ignored test);
 #  3. snapshot restore -> guest running vs cold boot -> guest ready (managed VMs);
-#  4. KSM: memory shared across $KSM_VMS identical idle VMs; yun's supervisor RSS per VM.
+#  4. KSM: memory shared across $KSM_VMS identical idle VMs; yun's supervisor RSS per VM;
+#  5. vsock: `yun vm exec -- true` round trips, and the supervisor's RSS with the device.
 # Appends the tables, with date and command, to docs/benchmarks.md.
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,13 +16,14 @@ cargo build -q --release -p yun
 YUN=$CARGO_TARGET_DIR/release/yun
 "$YUN" --data-dir "$DATA" vm run -- true   # fetch kernel, build initramfs
 KDIR=$(ls -d "$DATA"/vm/kernels/*/ | head -n1)
-INITRD=$(ls -t "$DATA"/vm/initramfs/*.cpio | head -n1)
+INITRD=$(ls -t "$DATA"/vm/initramfs/*.cpio | grep -v -- -vsock- | head -n1)
 OUT=$(mktemp -d /tmp/yun-bench-vm.XXXXXX)
 VMDATA=$OUT/data
 mkdir -p "$VMDATA"
 Y="$YUN --data-dir $VMDATA vm"
 cleanup() {
   for n in $($Y list 2>/dev/null | awk 'NR>1 {print $1}'); do $Y rm -f "$n" >/dev/null 2>&1 || true; done
+  "$YUN" --data-dir "$DATA" vm rm -f yun-bench-vsock >/dev/null 2>&1 || true
   if [ -n "${KSM_RUN:-}" ]; then
     echo "$KSM_SCAN" > /sys/kernel/mm/ksm/pages_to_scan
     echo "$KSM_SLEEP" > /sys/kernel/mm/ksm/sleep_millisecs
@@ -130,6 +132,20 @@ for i in $(seq 1 "$KSM_VMS"); do
 done
 SUP_MAX=$(echo "$SUP" | tr ' ' '\n' | cut -d/ -f1 | sort -n | tail -n1)
 SUP_PSS_MAX=$(echo "$SUP" | tr ' ' '\n' | cut -d/ -f2 | sort -n | tail -n1)
+for i in $(seq 1 "$KSM_VMS"); do $Y rm -f "yun-bench-ksm$i" >/dev/null; done
+
+# 5. vsock: a command through the in-guest agent, and the supervisor running the device
+T0=$(date +%s%N)
+# In the kernel cache's data dir: its default initramfs for vsock VMs is built there.
+YC="$YUN --data-dir $DATA vm"
+$YC rm -f yun-bench-vsock >/dev/null 2>&1 || true
+$YC create yun-bench-vsock --vsock --start -- "$GUEST" >/dev/null
+$YC exec yun-bench-vsock -- true
+START_EXEC_MS=$((($(date +%s%N) - T0) / 1000000))
+hyperfine -N --warmup 3 --runs 30 --export-markdown "$OUT/exec.md" -n "yun vm exec -- true" "$YC exec yun-bench-vsock -- true"
+pid=$(sed -n 's/.*"supervisor_pid": \([0-9]*\).*/\1/p' "$DATA/vm/machines/yun-bench-vsock/state.json")
+VSOCK_SUP=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup")
+$YC rm -f yun-bench-vsock >/dev/null
 
 {
   echo
@@ -161,5 +177,13 @@ SUP_PSS_MAX=$(echo "$SUP" | tr ' ' '\n' | cut -d/ -f2 | sort -n | tail -n1)
   echo "| **guest memory shared** (pages_sharing x 4 KiB) | **$SAVED_MB MiB = $((SAVED_MB * 100 / GUEST_RSS))% of the guests' resident memory** ($((SAVED_MB * 100 / GUEST_MB))% of configured, $((SAVED_MB * 100 / RSS_BEFORE))% of QEMU RSS) |"
   echo "| supervisor RSS/PSS per VM (KiB) |$SUP |"
   echo "| supervisor RSS max | $SUP_MAX KiB (PSS max $SUP_PSS_MAX KiB) |"
+  echo
+  echo "### VM: a command through vsock ($(date -u +%Y-%m-%d))"
+  echo
+  echo "Command: \`bench/vm.sh\`; a managed VM with \`--vsock\` (256 MiB): \`yun vm exec\` connects to the VM's vsock.sock, the device (in the supervisor) opens guest port 1024, the agent runs \`sh -c true\` and reports its status"
+  echo
+  cat "$OUT/exec.md"
+  echo
+  echo "create + start + first exec answered: $START_EXEC_MS ms; supervisor RSS with the vsock device: $VSOCK_SUP KiB"
 } >> docs/benchmarks.md
 tail -n 40 docs/benchmarks.md
