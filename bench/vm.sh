@@ -132,6 +132,7 @@ for i in $(seq 1 "$KSM_VMS"); do
 done
 SUP_MAX=$(echo "$SUP" | tr ' ' '\n' | cut -d/ -f1 | sort -n | tail -n1)
 SUP_PSS_MAX=$(echo "$SUP" | tr ' ' '\n' | cut -d/ -f2 | sort -n | tail -n1)
+RSS_AFTER=$(stats_sum hypervisor_rss_kib)
 for i in $(seq 1 "$KSM_VMS"); do $Y rm -f "yun-bench-ksm$i" >/dev/null; done
 
 # 5. vsock: a command through the in-guest agent, and the supervisor running the device
@@ -172,7 +173,7 @@ $YC rm -f yun-bench-vsock >/dev/null
   echo "| guest memory configured | $GUEST_MB MiB |"
   echo "| guest RAM resident, sum, before KSM | $GUEST_RSS MiB (the rest was never touched) |"
   echo "| QEMU RSS, sum, before KSM | $RSS_BEFORE MiB (guest RAM + TCG code cache + kernel file mapping) |"
-  echo "| QEMU RSS, sum, after KSM | $(stats_sum hypervisor_rss_kib) MiB |"
+  echo "| QEMU RSS, sum, after KSM | $RSS_AFTER MiB |"
   echo "| pages_shared / pages_sharing | $SHARED / $SHARING |"
   echo "| **guest memory shared** (pages_sharing x 4 KiB) | **$SAVED_MB MiB = $((SAVED_MB * 100 / GUEST_RSS))% of the guests' resident memory** ($((SAVED_MB * 100 / GUEST_MB))% of configured, $((SAVED_MB * 100 / RSS_BEFORE))% of QEMU RSS) |"
   echo "| supervisor RSS/PSS per VM (KiB) |$SUP |"

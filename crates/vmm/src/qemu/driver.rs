@@ -103,6 +103,7 @@ impl QemuDriver {
             append: &append,
             disks: &cfg.disks,
             taps: &taps,
+            balloon: true,
         })?;
         let mut args = args;
         if cfg.vsock {

@@ -137,6 +137,7 @@ pub fn run_with(
         append: &cmdline,
         disks: &disks,
         taps: &taps,
+        balloon: false,
     })?;
 
     let mut cmd = Command::new(qemu);
