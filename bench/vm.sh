@@ -145,7 +145,7 @@ $YC exec yun-bench-vsock -- true
 START_EXEC_MS=$((($(date +%s%N) - T0) / 1000000))
 hyperfine -N --warmup 3 --runs 30 --export-markdown "$OUT/exec.md" -n "yun vm exec -- true" "$YC exec yun-bench-vsock -- true"
 pid=$(sed -n 's/.*"supervisor_pid": \([0-9]*\).*/\1/p' "$DATA/vm/machines/yun-bench-vsock/state.json")
-VSOCK_SUP=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup")
+VSOCK_SUP="$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup") KiB (PSS $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup") KiB)"
 $YC rm -f yun-bench-vsock >/dev/null
 
 {
@@ -185,6 +185,6 @@ $YC rm -f yun-bench-vsock >/dev/null
   echo
   cat "$OUT/exec.md"
   echo
-  echo "create + start + first exec answered: $START_EXEC_MS ms; supervisor RSS with the vsock device: $VSOCK_SUP KiB"
+  echo "create + start + first exec answered: $START_EXEC_MS ms; supervisor RSS with the vsock device, after the runs: $VSOCK_SUP"
 } >> docs/benchmarks.md
 tail -n 40 docs/benchmarks.md
