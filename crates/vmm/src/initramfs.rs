@@ -15,7 +15,7 @@ use crate::kernel::{tempdir_in, write_synced, Kernel};
 pub const BUSYBOX: &str = "/bin/busybox";
 
 /// Modules wanted in the guest, in no particular order; dependencies are added from `.modinfo`.
-/// Missing ones are skipped (they may be built in).
+/// Missing ones are skipped (they may be built in). Loaded at every boot.
 const WANTED_MODULES: &[&str] = &[
     "virtio",
     "virtio_ring",
@@ -23,10 +23,6 @@ const WANTED_MODULES: &[&str] = &[
     "virtio_pci_legacy_dev",
     "virtio_pci",
     "virtio_mmio",
-    "virtio_blk",
-    "virtio_console",
-    "virtio_net",
-    "virtio_balloon",
     // The ACPI power button (QMP system_powerdown) as an input device, so /init can power off
     // when `yun vm stop` presses it.
     "button",
@@ -35,6 +31,14 @@ const WANTED_MODULES: &[&str] = &[
     // into a GUEST_PANICKED event instead of a silent reboot.
     "pvpanic",
     "pvpanic_mmio",
+];
+
+/// Drivers of the devices yun may add, by the name `yun.dev=` gives them on the kernel
+/// command line: /init loads only those of the devices the VM has (each insmod costs under TCG).
+pub(crate) const DEVICE_MODULES: &[(&str, &[&str])] = &[
+    ("blk", &["virtio_blk"]),
+    ("net", &["virtio_net"]),
+    ("balloon", &["virtio_balloon"]),
 ];
 
 /// What a vsock VM adds to the initramfs (see [`ensure_initramfs_vsock`]): virtio vsock (the
@@ -56,12 +60,12 @@ export PATH=/bin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
-cat /etc/yun-modules /etc/yun-modules-extra 2>/dev/null | while read -r m; do insmod /lib/modules/$m.ko 2>/dev/null; done
-cmd= nonce= root= ro= addr= gw=
+cmd= nonce= root= ro= addr= gw= devs=
 read -r cmdline </proc/cmdline
 for a in $cmdline; do
   case "$a" in
     yun.cmd=*) cmd=${a#yun.cmd=} ;;
+    yun.dev=*) devs=${a#yun.dev=} ;;
     yun.nonce=*) nonce=${a#yun.nonce=} ;;
     yun.ip=*) addr=${a#yun.ip=} ;;
     yun.gw=*) gw=${a#yun.gw=} ;;
@@ -69,6 +73,11 @@ for a in $cmdline; do
     ro) ro=1 ;;
   esac
 done
+lists=/etc/yun-modules
+IFS=,
+for d in $devs; do lists="$lists /etc/yun-modules-$d"; done
+unset IFS
+cat $lists /etc/yun-modules-extra 2>/dev/null | while read -r m; do insmod /lib/modules/$m.ko 2>/dev/null; done
 echo "$cmd" | base64 -d > /tmp/yun-cmd
 # yun vm exec: the agent serves vsock port 1024 when the VM has a vsock device.
 start_agent() {
@@ -121,13 +130,20 @@ pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     let busybox = fs::read(BUSYBOX)
         .with_context(|| format!("{BUSYBOX}: cannot read (install busybox-static)"))?;
     let modules = resolve_modules(&kernel.modules_dir, WANTED_MODULES, &HashSet::new())?;
+    let mut loaded: HashSet<String> = modules.iter().map(|(n, _)| n.clone()).collect();
+    let mut groups = Vec::new();
+    for (dev, wanted) in DEVICE_MODULES {
+        let extra = resolve_modules(&kernel.modules_dir, wanted, &loaded)?;
+        loaded.extend(extra.iter().map(|(n, _)| n.clone()));
+        groups.push((*dev, extra));
+    }
     let applets = applets()?;
 
     let mut hash = Sha256::new();
     hash.update(INIT);
     hash.update(&busybox);
     hash.update(applets.join(" "));
-    for (name, data) in &modules {
+    for (name, data) in modules.iter().chain(groups.iter().flat_map(|(_, m)| m)) {
         hash.update(name);
         hash.update(data);
     }
@@ -171,6 +187,17 @@ pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     );
     for (name, data) in &modules {
         c.file(&format!("lib/modules/{name}.ko"), 0o644, data);
+    }
+    for (dev, mods) in &groups {
+        let order: Vec<&str> = mods.iter().map(|(n, _)| n.as_str()).collect();
+        c.file(
+            &format!("etc/yun-modules-{dev}"),
+            0o644,
+            format!("{}\n", order.join("\n")).as_bytes(),
+        );
+        for (name, data) in mods {
+            c.file(&format!("lib/modules/{name}.ko"), 0o644, data);
+        }
     }
 
     let tmp = tempdir_in(&dir, ".tmp-initramfs")?;

@@ -43,6 +43,20 @@ pub fn guest_script(cmd: &[String]) -> String {
         .join(" ")
 }
 
+/// `yun.dev=…`: which of the initramfs' device driver groups /init loads (see
+/// `initramfs::DEVICE_MODULES`), for the devices the VM has.
+pub(crate) fn device_param(disks: bool, nics: bool, balloon: bool) -> String {
+    let devs: Vec<&str> = [(disks, "blk"), (nics, "net"), (balloon, "balloon")]
+        .into_iter()
+        .filter_map(|(on, d)| on.then_some(d))
+        .collect();
+    if devs.is_empty() {
+        String::new()
+    } else {
+        format!("yun.dev={}", devs.join(","))
+    }
+}
+
 /// `console=… yun.nonce=… yun.cmd=<base64 script> [root=/dev/vda [ro]] EXTRA`.
 pub(crate) fn kernel_cmdline(
     script: &str,

@@ -86,7 +86,9 @@ impl QemuDriver {
         };
         let root = cfg.image.as_ref().map(|_| ("/dev/vda", false));
         let accel = cfg.accel.clone().unwrap_or_else(choose_accel);
-        let mut extra = cfg.cmdline.clone();
+        let devices =
+            super::cmdline::device_param(!cfg.disks.is_empty(), cfg.network.is_some(), true);
+        let mut extra = format!("{devices} {}", cfg.cmdline);
         if let Some(n) = &cfg.network {
             extra = format!("{} {extra}", crate::net::guest_params(n));
         }

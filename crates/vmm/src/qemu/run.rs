@@ -126,7 +126,8 @@ pub fn run_with(
         }
         None => None,
     };
-    let cmdline = kernel_cmdline(&script, &nonce, root, &accel, &extra)?;
+    let devices = super::cmdline::device_param(!disks.is_empty(), !taps.is_empty(), false);
+    let cmdline = kernel_cmdline(&script, &nonce, root, &accel, &format!("{devices} {extra}"))?;
     let (kernel, initrd) = boot_files(data_dir, &spec.kernel, &spec.initrd, false)?;
     let args = machine_args(&MachineArgs {
         cpus: spec.cpus,
@@ -244,7 +245,14 @@ fn consume(
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        if let Some(rest) = line.strip_prefix(marker.as_bytes()) {
+        // The marker (it holds a random nonce) ends a line of output that had no newline of
+        // its own when the command's last output did not end with one.
+        let found = line
+            .windows(marker.len())
+            .position(|w| w == marker.as_bytes());
+        if let Some(at) = found {
+            out.write_all(&line[..at])?;
+            let rest = &line[at + marker.len()..];
             let status = String::from_utf8_lossy(rest)
                 .trim()
                 .parse::<i32>()
@@ -340,5 +348,22 @@ mod tests {
             Some(3)
         );
         assert_eq!(out, b"hi\n");
+    }
+
+    #[test]
+    fn marker_after_output_without_a_newline() {
+        let mut out = Vec::new();
+        let mut line = Vec::new();
+        assert_eq!(
+            consume(
+                b"a b cyun-exit-ab: 0\r\n",
+                &mut line,
+                "yun-exit-ab: ",
+                &mut out
+            )
+            .unwrap(),
+            Some(0)
+        );
+        assert_eq!(out, b"a b c");
     }
 }
