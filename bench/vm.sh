@@ -145,7 +145,11 @@ $YC exec yun-bench-vsock -- true
 START_EXEC_MS=$((($(date +%s%N) - T0) / 1000000))
 hyperfine -N --warmup 3 --runs 30 --export-markdown "$OUT/exec.md" -n "yun vm exec -- true" "$YC exec yun-bench-vsock -- true"
 pid=$(sed -n 's/.*"supervisor_pid": \([0-9]*\).*/\1/p' "$DATA/vm/machines/yun-bench-vsock/state.json")
-VSOCK_SUP="$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup") KiB (PSS $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup") KiB)"
+# The device maps the guest's RAM (shared with QEMU, counted in QEMU's RSS too): the pages of
+# it that the virtqueues touched are in the supervisor's RSS as well; reported apart.
+GUEST_RAM_KIB=$(awk '/^[0-9a-f]+-/ {g = ($6 ~ /^\/memfd:memory-backend/)} /^Rss:/ && g {s += $2} END {print s + 0}' "/proc/$pid/smaps")
+VSOCK_RSS=$(awk '/^Rss:/ {print $2}' "/proc/$pid/smaps_rollup")
+VSOCK_SUP="$VSOCK_RSS KiB (PSS $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup") KiB), of which guest RAM mapped by the device $GUEST_RAM_KIB KiB: the supervisor's own $((VSOCK_RSS - GUEST_RAM_KIB)) KiB"
 $YC rm -f yun-bench-vsock >/dev/null
 
 {

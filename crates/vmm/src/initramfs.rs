@@ -14,32 +14,45 @@ use crate::kernel::{tempdir_in, write_synced, Kernel};
 /// Static busybox from Debian's busybox-static.
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// Modules wanted in the guest, in no particular order; dependencies are added from `.modinfo`.
-/// Missing ones are skipped (they may be built in). Loaded at every boot.
-const WANTED_MODULES: &[&str] = &[
-    "virtio",
-    "virtio_ring",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio_pci",
-    "virtio_mmio",
-    // The ACPI power button (QMP system_powerdown) as an input device, so /init can power off
-    // when `yun vm stop` presses it.
-    "button",
-    "evdev",
-    // The ISA pvpanic device is found through ACPI by pvpanic-mmio; it turns a guest panic
-    // into a GUEST_PANICKED event instead of a silent reboot.
-    "pvpanic",
-    "pvpanic_mmio",
-];
-
-/// Drivers of the devices yun may add, by the name `yun.dev=` gives them on the kernel
-/// command line: /init loads only those of the devices the VM has (each insmod costs under TCG).
+/// The guest's kernel modules in groups, by the name `yun.dev=` gives them on the kernel command
+/// line: /init loads only the groups of the devices the VM has (each insmod costs under TCG), in
+/// this order. Dependencies are added from `.modinfo`; missing modules are skipped (they may be
+/// built in).
 pub(crate) const DEVICE_MODULES: &[(&str, &[&str])] = &[
+    // With ACPI: the power button (QMP system_powerdown) as an input device, so /init can
+    // power off when `yun vm stop` presses it; pvpanic-mmio finds the ISA pvpanic device and
+    // turns a guest panic into a GUEST_PANICKED event instead of a silent reboot.
+    ("acpi", &["button", "evdev", "pvpanic", "pvpanic_mmio"]),
+    // The virtio PCI transport, for any virtio device (the groups below, vsock).
+    (
+        "virtio",
+        &[
+            "virtio",
+            "virtio_ring",
+            "virtio_pci_modern_dev",
+            "virtio_pci_legacy_dev",
+            "virtio_pci",
+        ],
+    ),
     ("blk", &["virtio_blk"]),
     ("net", &["virtio_net"]),
     ("balloon", &["virtio_balloon"]),
 ];
+
+type Modules = Vec<(String, Vec<u8>)>;
+
+/// [`DEVICE_MODULES`] resolved against `kernel`: each group with the modules (and their
+/// dependencies) that an earlier group did not bring.
+fn module_groups(kernel: &Kernel) -> Result<Vec<(&'static str, Modules)>> {
+    let mut loaded = HashSet::new();
+    let mut groups = Vec::new();
+    for (group, wanted) in DEVICE_MODULES {
+        let mods = resolve_modules(&kernel.modules_dir, wanted, &loaded)?;
+        loaded.extend(mods.iter().map(|(n, _)| n.clone()));
+        groups.push((*group, mods));
+    }
+    Ok(groups)
+}
 
 /// What a vsock VM adds to the initramfs (see [`ensure_initramfs_vsock`]): virtio vsock (the
 /// host side is yun's vhost-user device, see vsock/) and the agent.
@@ -73,7 +86,7 @@ for a in $cmdline; do
     ro) ro=1 ;;
   esac
 done
-lists=/etc/yun-modules
+lists=
 IFS=,
 for d in $devs; do lists="$lists /etc/yun-modules-$d"; done
 unset IFS
@@ -129,23 +142,20 @@ poweroff -f
 pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     let busybox = fs::read(BUSYBOX)
         .with_context(|| format!("{BUSYBOX}: cannot read (install busybox-static)"))?;
-    let modules = resolve_modules(&kernel.modules_dir, WANTED_MODULES, &HashSet::new())?;
-    let mut loaded: HashSet<String> = modules.iter().map(|(n, _)| n.clone()).collect();
-    let mut groups = Vec::new();
-    for (dev, wanted) in DEVICE_MODULES {
-        let extra = resolve_modules(&kernel.modules_dir, wanted, &loaded)?;
-        loaded.extend(extra.iter().map(|(n, _)| n.clone()));
-        groups.push((*dev, extra));
-    }
+    let groups = module_groups(kernel)?;
     let applets = applets()?;
 
     let mut hash = Sha256::new();
     hash.update(INIT);
     hash.update(&busybox);
     hash.update(applets.join(" "));
-    for (name, data) in modules.iter().chain(groups.iter().flat_map(|(_, m)| m)) {
-        hash.update(name);
-        hash.update(data);
+    // Which group a module is in matters too (/init loads a group only for its devices).
+    for (group, list) in &groups {
+        hash.update(group);
+        for (name, data) in list {
+            hash.update(name);
+            hash.update(data);
+        }
     }
     let digest = hex::encode(&hash.finalize()[..16]);
     let dir = data_dir.join("vm").join("initramfs");
@@ -179,15 +189,6 @@ pub fn ensure_initramfs(data_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
         c.symlink(&format!("bin/{applet}"), "busybox");
     }
     c.file("init", 0o755, INIT.as_bytes());
-    let order: Vec<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
-    c.file(
-        "etc/yun-modules",
-        0o644,
-        format!("{}\n", order.join("\n")).as_bytes(),
-    );
-    for (name, data) in &modules {
-        c.file(&format!("lib/modules/{name}.ko"), 0o644, data);
-    }
     for (dev, mods) in &groups {
         let order: Vec<&str> = mods.iter().map(|(n, _)| n.as_str()).collect();
         c.file(
@@ -241,11 +242,10 @@ pub fn ensure_initramfs_vsock(data_dir: &Path, kernel: &Kernel) -> Result<PathBu
     if path.is_file() {
         return Ok(path);
     }
-    let in_base: HashSet<String> =
-        resolve_modules(&kernel.modules_dir, WANTED_MODULES, &HashSet::new())?
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+    let in_base: HashSet<String> = module_groups(kernel)?
+        .into_iter()
+        .flat_map(|(_, mods)| mods.into_iter().map(|(n, _)| n))
+        .collect();
     let extra = resolve_modules(&kernel.modules_dir, VSOCK_MODULES, &in_base)?;
     let mut c = Cpio::default();
     c.file("bin/yun-guest", 0o755, GUEST_AGENT);

@@ -43,17 +43,36 @@ pub fn guest_script(cmd: &[String]) -> String {
         .join(" ")
 }
 
-/// `yun.dev=…`: which of the initramfs' device driver groups /init loads (see
-/// `initramfs::DEVICE_MODULES`), for the devices the VM has.
-pub(crate) fn device_param(disks: bool, nics: bool, balloon: bool) -> String {
-    let devs: Vec<&str> = [(disks, "blk"), (nics, "net"), (balloon, "balloon")]
+/// The device groups of a VM whose drivers /init loads (see `initramfs::DEVICE_MODULES`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Devices {
+    /// ACPI tables: the power button (`yun vm stop`), pvpanic (a panic recorded as such) and
+    /// the CPUs of an SMP guest (qboot writes no MP table). See [`MachineArgs::acpi`].
+    pub acpi: bool,
+    pub blk: bool,
+    pub net: bool,
+    pub balloon: bool,
+    pub vsock: bool,
+}
+
+impl Devices {
+    /// `yun.dev=…` on the kernel command line, for the groups the VM has.
+    pub fn kernel_param(&self) -> String {
+        let groups: Vec<&str> = [
+            (self.acpi, "acpi"),
+            (self.blk || self.net || self.balloon || self.vsock, "virtio"),
+            (self.blk, "blk"),
+            (self.net, "net"),
+            (self.balloon, "balloon"),
+        ]
         .into_iter()
-        .filter_map(|(on, d)| on.then_some(d))
+        .filter_map(|(on, g)| on.then_some(g))
         .collect();
-    if devs.is_empty() {
-        String::new()
-    } else {
-        format!("yun.dev={}", devs.join(","))
+        if groups.is_empty() {
+            String::new()
+        } else {
+            format!("yun.dev={}", groups.join(","))
+        }
     }
 }
 
@@ -107,6 +126,11 @@ pub(crate) struct MachineArgs<'a> {
     /// from an idle guest. Throwaway runs go without: the PCI device and its interrupt link
     /// cost ~0.15 s of a TCG boot.
     pub balloon: bool,
+    /// ACPI tables. Managed VMs need them (the power button for `stop`, pvpanic for the end
+    /// reason), and so does an SMP guest. A throwaway single-vCPU run does not: its end is the
+    /// exit marker, and without ACPI the guest skips the interpreter, the ACPI device scan and
+    /// the local APIC setup, ~0.3 s of a TCG boot (docs/vm.md).
+    pub acpi: bool,
 }
 
 pub(crate) fn machine_args(m: &MachineArgs) -> Result<Vec<String>> {
@@ -126,14 +150,17 @@ pub(crate) fn machine_args(m: &MachineArgs) -> Result<Vec<String>> {
         // mem-merge: guest RAM is madvise(MERGEABLE), so host KSM can share identical pages.
         "-M",
         "pc,i8042=off,hpet=off,smbus=off,sata=off,usb=off,vmport=off,mem-merge=on",
-        // A guest panic ends the VM (the supervisor records the GUEST_PANICKED event).
-        "-action",
-        "panic=shutdown",
-        "-device",
-        "pvpanic",
     ]
     .map(String::from)
     .to_vec();
+    if m.acpi {
+        // A guest panic ends the VM (the supervisor records the GUEST_PANICKED event); the
+        // pvpanic device is found through ACPI.
+        a.extend(["-action", "panic=shutdown", "-device", "pvpanic"].map(String::from));
+    } else {
+        // Without ACPI a panic reboots the guest (panic=-1), and -no-reboot ends QEMU.
+        a.extend(["-M".into(), "acpi=off".into()]);
+    }
     if std::path::Path::new(QBOOT).is_file() {
         a.extend(["-bios".into(), QBOOT.into()]);
     }
@@ -221,6 +248,23 @@ mod tests {
             guest_script(&["echo".into(), "it's".into()]),
             r"'echo' 'it'\''s'"
         );
+    }
+
+    #[test]
+    fn device_groups_in_load_order() {
+        assert_eq!(Devices::default().kernel_param(), "");
+        let managed = Devices {
+            acpi: true,
+            blk: true,
+            balloon: true,
+            ..Devices::default()
+        };
+        assert_eq!(managed.kernel_param(), "yun.dev=acpi,virtio,blk,balloon");
+        let vsock_only = Devices {
+            vsock: true,
+            ..Devices::default()
+        };
+        assert_eq!(vsock_only.kernel_param(), "yun.dev=virtio");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use super::supervisor::LOCK_FD;
 use super::{
     boot_files, check_boot_file, check_size, choose_accel, find_qemu, guest_script, kernel_cmdline,
-    machine_args, MachineArgs,
+    machine_args, Devices, MachineArgs,
 };
 use crate::disk::{self, Disk, DiskFormat};
 use crate::driver::{Console, Driver, State, VmConfig, VmStats, VmStatus};
@@ -86,9 +86,14 @@ impl QemuDriver {
         };
         let root = cfg.image.as_ref().map(|_| ("/dev/vda", false));
         let accel = cfg.accel.clone().unwrap_or_else(choose_accel);
-        let devices =
-            super::cmdline::device_param(!cfg.disks.is_empty(), cfg.network.is_some(), true);
-        let mut extra = format!("{devices} {}", cfg.cmdline);
+        let devices = Devices {
+            acpi: true,
+            blk: !cfg.disks.is_empty(),
+            net: cfg.network.is_some(),
+            balloon: true,
+            vsock: cfg.vsock,
+        };
+        let mut extra = format!("{} {}", devices.kernel_param(), cfg.cmdline);
         if let Some(n) = &cfg.network {
             extra = format!("{} {extra}", crate::net::guest_params(n));
         }
@@ -105,7 +110,8 @@ impl QemuDriver {
             append: &append,
             disks: &cfg.disks,
             taps: &taps,
-            balloon: true,
+            balloon: devices.balloon,
+            acpi: devices.acpi,
         })?;
         let mut args = args;
         if cfg.vsock {

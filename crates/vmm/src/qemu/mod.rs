@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub use cmdline::{guest_script, GUEST_TUNING};
-pub(crate) use cmdline::{kernel_cmdline, machine_args, MachineArgs};
+pub(crate) use cmdline::{kernel_cmdline, machine_args, Devices, MachineArgs};
 pub use driver::QemuDriver;
 pub use run::{run, run_with, RunOptions, RunSpec};
 

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::{
     boot_files, check_boot_file, check_size, choose_accel, find_qemu, guest_script, kernel_cmdline,
-    machine_args, nonce, MachineArgs,
+    machine_args, nonce, Devices, MachineArgs,
 };
 use crate::disk::{self, Disk};
 use crate::initramfs::EXIT_MARKER;
@@ -126,8 +126,16 @@ pub fn run_with(
         }
         None => None,
     };
-    let devices = super::cmdline::device_param(!disks.is_empty(), !taps.is_empty(), false);
-    let cmdline = kernel_cmdline(&script, &nonce, root, &accel, &format!("{devices} {extra}"))?;
+    let devices = Devices {
+        // A throwaway VM ends at its exit marker: it needs ACPI only to bring up several vCPUs.
+        acpi: spec.cpus > 1,
+        blk: !disks.is_empty(),
+        net: !taps.is_empty(),
+        balloon: false,
+        vsock: false,
+    };
+    let extra = format!("{} {extra}", devices.kernel_param());
+    let cmdline = kernel_cmdline(&script, &nonce, root, &accel, &extra)?;
     let (kernel, initrd) = boot_files(data_dir, &spec.kernel, &spec.initrd, false)?;
     let args = machine_args(&MachineArgs {
         cpus: spec.cpus,
@@ -138,7 +146,8 @@ pub fn run_with(
         append: &cmdline,
         disks: &disks,
         taps: &taps,
-        balloon: false,
+        balloon: devices.balloon,
+        acpi: devices.acpi,
     })?;
 
     let mut cmd = Command::new(qemu);
