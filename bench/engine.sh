@@ -7,7 +7,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-YUN=$PWD/target/release/yun
+YUN=${CARGO_TARGET_DIR:-$PWD/target}/release/yun
 [ -x "$YUN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 RUNS=${RUNS:-100}
 tag=yun-bench-$$

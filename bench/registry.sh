@@ -32,7 +32,7 @@ trap 'exit 1' INT TERM
 
 # The yun server: `yun registry serve` once the binary has it and is newer than the registry's
 # sources, else the crate's example (YUN_SERVER=yun or YUN_SERVER=example forces one).
-YUN=$PWD/target/release/yun
+YUN=${CARGO_TARGET_DIR:-$PWD/target}/release/yun
 YUN_SERVER=${YUN_SERVER:-auto}
 if [ "$YUN_SERVER" = auto ]; then
     YUN_SERVER=example

@@ -6,8 +6,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
-YUN=$PWD/target/release/yun
-YUNC=$PWD/target/release/yunc
+YUN=${CARGO_TARGET_DIR:-$PWD/target}/release/yun
+YUNC=${CARGO_TARGET_DIR:-$PWD/target}/release/yunc
 [ -x "$YUNC" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 RUNS=${RUNS:-200}
 work=$(mktemp -d /tmp/yun-bench-XXXXXX)

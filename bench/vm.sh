@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-10}
 DATA=${DATA:-/var/cache/yun-test-kernel}
 KSM_VMS=${KSM_VMS:-10}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-vm}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build -q --release -p yun
 YUN=$CARGO_TARGET_DIR/release/yun
 "$YUN" --data-dir "$DATA" vm run -- true   # fetch kernel, build initramfs

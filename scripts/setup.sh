@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 cargo build --release --locked
 
-YUN=$PWD/target/release/yun
+YUN=${CARGO_TARGET_DIR:-$PWD/target}/release/yun
 DATA=${YUN_DATA_DIR:-/var/lib/yun}
 ADDR=${YUN_ADDR:-127.0.0.1:6443}
 KUBECTL=/var/cache/yun-kubectl/usr/bin/kubectl
