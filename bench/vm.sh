@@ -121,7 +121,6 @@ while [ $(($(cat /sys/kernel/mm/ksm/full_scans) - SCANS0)) -lt 10 ] && [ $(($(da
 KSM_S=$(($(date +%s) - T0))
 SHARING=$(cat /sys/kernel/mm/ksm/pages_sharing)
 SHARED=$(cat /sys/kernel/mm/ksm/pages_shared)
-SAVED_MB=$((SHARING * 4 / 1024))
 GUEST_MB=$((KSM_VMS * 256))
 SUP=""
 for i in $(seq 1 "$KSM_VMS"); do
@@ -133,6 +132,15 @@ done
 SUP_MAX=$(echo "$SUP" | tr ' ' '\n' | cut -d/ -f1 | sort -n | tail -n1)
 SUP_PSS_MAX=$(echo "$SUP" | tr ' ' '\n' | cut -d/ -f2 | sort -n | tail -n1)
 RSS_AFTER=$(stats_sum hypervisor_rss_kib)
+# After KSM: the guest RAM still resident, and how much of it is KSM-merged. The rest of the drop
+# in resident guest RAM is zero-filled pages: KSM splits the transparent huge pages the guest RAM
+# sits in, and the kernel maps the zero-filled 4 KiB pieces of a split huge page to its one zero page.
+GUEST_RSS_AFTER=$(stats_sum guest_ram_rss_kib)
+GUEST_KSM=$(stats_sum guest_ram_ksm_kib)
+GUEST_ZERO=$((GUEST_RSS - GUEST_RSS_AFTER))
+GUEST_PRIVATE=$((GUEST_RSS_AFTER - GUEST_KSM))
+SHARED_MB=$((SHARED * 4 / 1024))
+HOST_AFTER=$((GUEST_PRIVATE + SHARED_MB))
 for i in $(seq 1 "$KSM_VMS"); do $Y rm -f "yun-bench-ksm$i" >/dev/null; done
 
 # 5. vsock: a command through the in-guest agent, and the supervisor running the device
@@ -175,11 +183,13 @@ $YC rm -f yun-bench-vsock >/dev/null
   echo "| measure | value |"
   echo "| --- | --- |"
   echo "| guest memory configured | $GUEST_MB MiB |"
-  echo "| guest RAM resident, sum, before KSM | $GUEST_RSS MiB (the rest was never touched) |"
-  echo "| QEMU RSS, sum, before KSM | $RSS_BEFORE MiB (guest RAM + TCG code cache + kernel file mapping) |"
-  echo "| QEMU RSS, sum, after KSM | $RSS_AFTER MiB |"
-  echo "| pages_shared / pages_sharing | $SHARED / $SHARING |"
-  echo "| **guest memory shared** (pages_sharing x 4 KiB) | **$SAVED_MB MiB = $((SAVED_MB * 100 / GUEST_RSS))% of the guests' resident memory** ($((SAVED_MB * 100 / GUEST_MB))% of configured, $((SAVED_MB * 100 / RSS_BEFORE))% of QEMU RSS) |"
+  echo "| guest RAM resident before KSM, sum | $GUEST_RSS MiB (the rest was never touched) |"
+  echo "| after KSM: private to one VM | $GUEST_PRIVATE MiB |"
+  echo "| after KSM: KSM-merged (counted in every VM that maps it) | $GUEST_KSM MiB, held once on the host: $SHARED_MB MiB (pages_shared $SHARED, pages_sharing $SHARING) |"
+  echo "| after KSM: zero-filled, now the kernel's one zero page | $GUEST_ZERO MiB (pieces of the huge pages KSM split) |"
+  echo "| **guest memory shared** (KSM-merged + zero page) | **$((GUEST_KSM + GUEST_ZERO)) MiB = $(((GUEST_KSM + GUEST_ZERO) * 100 / GUEST_RSS))% of the guests' resident memory** |"
+  echo "| host memory holding the guests' RAM | $GUEST_RSS MiB before, $HOST_AFTER MiB after (private + pages_shared): -$(((GUEST_RSS - HOST_AFTER) * 100 / GUEST_RSS))%; $((HOST_AFTER * 100 / GUEST_MB))% of configured |"
+  echo "| QEMU RSS, sum, before / after KSM | $RSS_BEFORE / $RSS_AFTER MiB (also its TCG code cache and the kernel file mapping; RSS counts a merged page in every process) |"
   echo "| supervisor RSS/PSS per VM (KiB) |$SUP |"
   echo "| supervisor RSS max | $SUP_MAX KiB (PSS max $SUP_PSS_MAX KiB) |"
   echo

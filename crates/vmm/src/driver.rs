@@ -132,6 +132,9 @@ pub struct VmStats {
     /// How much of the guest's RAM is resident on the host, KiB (pages it never touched are
     /// not); KSM-shared pages count in every VM that shares them.
     pub guest_ram_rss_kib: Option<u64>,
+    /// How much of that resident guest RAM is KSM-merged, KiB: pages the host holds once for all
+    /// the VMs (and processes) with the same content. 0 when KSM is off or has not reached them.
+    pub guest_ram_ksm_kib: Option<u64>,
 }
 
 /// How to reach a VM's serial console.

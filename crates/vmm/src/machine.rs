@@ -202,11 +202,22 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
         .ok_or_else(|| anyhow!("process {pid}: no VmRSS"))
 }
 
-/// Resident KiB of the hypervisor's mapping of guest RAM: the one mapping exactly the guest's
-/// size (QEMU maps a pc guest below 3.5 GiB as one block). None when there is no such mapping.
-pub(crate) fn guest_ram_rss_kib(pid: u32, memory_mib: u32) -> Option<u64> {
+/// Where the guest's RAM stands on the host, KiB: how much of it is resident and how much of that
+/// is KSM-merged (the `Rss:` and `KSM:` lines of one smaps entry).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct GuestRam {
+    pub rss_kib: u64,
+    pub ksm_kib: u64,
+}
+
+/// The hypervisor's mapping of guest RAM: the one mapping exactly the guest's size (QEMU maps a
+/// pc guest below 3.5 GiB as one block). None when there is no such mapping.
+pub(crate) fn guest_ram(pid: u32, memory_mib: u32) -> Option<GuestRam> {
     let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
-    let want = u64::from(memory_mib) * 1024;
+    guest_ram_in(&smaps, u64::from(memory_mib) * 1024)
+}
+
+fn guest_ram_in(smaps: &str, size_kib: u64) -> Option<GuestRam> {
     let kib = |l: &str, key: &str| -> Option<u64> {
         l.strip_prefix(key)?
             .trim()
@@ -215,17 +226,25 @@ pub(crate) fn guest_ram_rss_kib(pid: u32, memory_mib: u32) -> Option<u64> {
             .parse()
             .ok()
     };
-    let mut size_matches = false;
+    let mut found: Option<GuestRam> = None;
     for l in smaps.lines() {
         if let Some(size) = kib(l, "Size:") {
-            size_matches = size == want;
-        } else if let Some(rss) = kib(l, "Rss:") {
-            if size_matches {
-                return Some(rss);
+            if found.is_some() {
+                break; // the next mapping begins
+            }
+            if size == size_kib {
+                found = Some(GuestRam::default());
+            }
+        } else if let Some(ram) = found.as_mut() {
+            if let Some(rss) = kib(l, "Rss:") {
+                ram.rss_kib = rss;
+            } else if let Some(ksm) = kib(l, "KSM:") {
+                // Kernels before 6.7 have no KSM line: 0 then.
+                ram.ksm_kib = ksm;
             }
         }
     }
-    None
+    found
 }
 
 /// utime + stime of a process, milliseconds.
@@ -240,4 +259,40 @@ pub(crate) fn cpu_ms(pid: u32) -> Result<u64> {
     // SAFETY: sysconf has no memory-safety preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Ok(ticks * 1000 / hz)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMAPS: &str = "\
+7f0000000000-7f0000200000 rw-p 00000000 00:00 0
+Size:               2048 kB
+Rss:                1024 kB
+KSM:                   0 kB
+7f4e33e00000-7f4e43e00000 rw-p 00000000 00:00 0
+Size:             262144 kB
+KernelPageSize:        4 kB
+Rss:               64936 kB
+Anonymous:         64936 kB
+KSM:               49312 kB
+AnonHugePages:     14336 kB
+7f4e43e00000-7f4e44000000 rw-p 00000000 00:00 0
+Size:               2048 kB
+Rss:                2048 kB
+KSM:                 512 kB
+";
+
+    #[test]
+    fn guest_ram_is_the_mapping_of_the_guests_size() {
+        let ram = guest_ram_in(SMAPS, 256 * 1024).unwrap();
+        assert_eq!(
+            ram,
+            GuestRam {
+                rss_kib: 64936,
+                ksm_kib: 49312
+            }
+        );
+        assert_eq!(guest_ram_in(SMAPS, 512 * 1024), None);
+    }
 }

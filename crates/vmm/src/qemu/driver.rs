@@ -20,8 +20,7 @@ use super::{
 use crate::disk::{self, Disk, DiskFormat};
 use crate::driver::{Console, Driver, State, VmConfig, VmStats, VmStatus};
 use crate::machine::{
-    atomic_write, cpu_ms, guest_ram_rss_kib, is_live, read_state, rss_kib, try_lock, Launch,
-    Machines,
+    atomic_write, cpu_ms, guest_ram, is_live, read_state, rss_kib, try_lock, Launch, Machines,
 };
 use crate::qmp::Qmp;
 use crate::snapshot;
@@ -497,12 +496,14 @@ impl Driver for QemuDriver {
             .ok()
             .flatten()
             .map(|b| b >> 20);
+        let ram = guest_ram(qemu, st.config.memory_mib);
         Ok(VmStats {
             hypervisor_rss_kib: rss_kib(qemu)?,
             supervisor_rss_kib: rss_kib(sup)?,
             cpu_ms: cpu_ms(qemu)?,
             balloon_mib,
-            guest_ram_rss_kib: guest_ram_rss_kib(qemu, st.config.memory_mib),
+            guest_ram_rss_kib: ram.map(|r| r.rss_kib),
+            guest_ram_ksm_kib: ram.map(|r| r.ksm_kib),
         })
     }
 
