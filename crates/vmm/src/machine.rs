@@ -197,9 +197,18 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
         .map_err(|_| anyhow!("process {pid}: gone"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .find_map(|l| kib_field(l, "VmRSS:"))
         .ok_or_else(|| anyhow!("process {pid}: no VmRSS"))
+}
+
+/// The value of a `Key:   123 kB` line of /proc (status, smaps, meminfo), when `line` is `key`'s.
+pub(crate) fn kib_field(line: &str, key: &str) -> Option<u64> {
+    line.strip_prefix(key)?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Where the guest's RAM stands on the host, KiB: how much of it is resident and how much of that
@@ -218,17 +227,9 @@ pub(crate) fn guest_ram(pid: u32, memory_mib: u32) -> Option<GuestRam> {
 }
 
 fn guest_ram_in(smaps: &str, size_kib: u64) -> Option<GuestRam> {
-    let kib = |l: &str, key: &str| -> Option<u64> {
-        l.strip_prefix(key)?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
-    };
     let mut found: Option<GuestRam> = None;
     for l in smaps.lines() {
-        if let Some(size) = kib(l, "Size:") {
+        if let Some(size) = kib_field(l, "Size:") {
             if found.is_some() {
                 break; // the next mapping begins
             }
@@ -236,10 +237,10 @@ fn guest_ram_in(smaps: &str, size_kib: u64) -> Option<GuestRam> {
                 found = Some(GuestRam::default());
             }
         } else if let Some(ram) = found.as_mut() {
-            if let Some(rss) = kib(l, "Rss:") {
+            if let Some(rss) = kib_field(l, "Rss:") {
                 ram.rss_kib = rss;
-            } else if let Some(ksm) = kib(l, "KSM:") {
-                // Kernels before 6.7 have no KSM line: 0 then.
+            } else if let Some(ksm) = kib_field(l, "KSM:") {
+                // Older kernels have no KSM line: 0 then.
                 ram.ksm_kib = ksm;
             }
         }

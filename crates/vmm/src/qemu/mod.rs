@@ -119,8 +119,7 @@ pub(crate) fn mem_available_mib() -> Result<u64> {
     let meminfo = fs::read_to_string("/proc/meminfo").context("read /proc/meminfo")?;
     meminfo
         .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .find_map(|l| crate::machine::kib_field(l, "MemAvailable:"))
         .map(|kb| kb / 1024)
         .ok_or_else(|| anyhow!("/proc/meminfo: no MemAvailable"))
 }
