@@ -15,6 +15,7 @@ mod pods;
 mod podwatch;
 mod probes;
 pub mod quantity;
+pub mod record;
 mod services;
 mod status;
 mod volumes;

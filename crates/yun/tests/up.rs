@@ -433,3 +433,54 @@ fn bad_pods_say_why() {
     );
     up.ok(&["delete", "pod", "crash", "missing", "huge", "talker"]);
 }
+
+/// `yun down` without flags takes down what `yun up` made on this data dir (its recorded
+/// bridge, pods and service table), not the default bridge yun0.
+#[test]
+fn down_without_flags_acts_on_the_recorded_node() {
+    let mut up = Up::start("down");
+    let bridge = up.node_flags[1].clone();
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    up.ok(&["run", "idle", "--image=busybox", "--", "sleep", "1000"]);
+    up.until(&["get", "pod", "idle", "--no-headers"], 60, |o| {
+        o.contains("Running")
+    });
+    let table = format!("yunproxy_{bridge}");
+    let nft_has_table = || {
+        let out = Command::new("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&table)
+    };
+    let link_exists = || Path::new("/sys/class/net").join(&bridge).exists();
+    assert!(
+        link_exists() && nft_has_table(),
+        "up made {bridge} and {table}"
+    );
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = up.child.wait();
+    let out = Command::new(common::YUN)
+        .arg("--data-dir")
+        .arg(&up.data)
+        .arg("down")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "down: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("removed 1 pod(s)") && stdout.contains(&bridge),
+        "{stdout}"
+    );
+    assert!(!link_exists(), "{bridge} left behind");
+    assert!(!nft_has_table(), "{table} left behind");
+    // The guard's own down reads the record too.
+    up.node_flags.clear();
+}

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use yun_agent::node::AgentConfig;
+use yun_agent::record::NodeRecord;
 use yun_agent::{NodeConfig, PodRuntime};
 
 #[derive(Subcommand, Debug)]
@@ -94,55 +95,87 @@ fn identity() -> String {
 
 #[derive(clap::Args, Debug)]
 pub struct NodeFlags {
-    /// The node's name (default: the host name).
+    /// The node's name (default: the recorded one, else the host name).
     #[arg(long)]
     name: Option<String>,
-    /// The pod bridge.
-    #[arg(long, default_value = "yun0")]
-    bridge: String,
-    /// The node's pod subnet (k3s' range; podman's default network takes 10.88.0.0/16).
-    #[arg(long, default_value = "10.42.0.0/24")]
-    pod_cidr: String,
+    /// The pod bridge (default: the recorded one, else yun0).
+    #[arg(long)]
+    bridge: Option<String>,
+    /// The node's pod subnet (default: the recorded one, else k3s' 10.42.0.0/24; podman's
+    /// default network takes 10.88.0.0/16).
+    #[arg(long)]
+    pod_cidr: Option<String>,
     /// How long the node's Lease is valid; it is renewed every quarter of that.
     #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
     node_lease_duration: Duration,
 }
 
 impl NodeFlags {
-    fn node_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| {
-            nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().to_lowercase())
-                .unwrap_or_else(|_| "yun".into())
+    /// The node's identity: flags first, then what `up`/`agent` recorded in the data dir,
+    /// then the defaults. So `down` acts on the bridge the node really made.
+    fn resolve(&self, data_dir: &Path) -> Result<NodeRecord> {
+        let recorded = NodeRecord::load(data_dir)?;
+        let name = self
+            .name
+            .clone()
+            .or_else(|| recorded.as_ref().map(|r| r.name.clone()))
+            .unwrap_or_else(|| {
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().to_lowercase())
+                    .unwrap_or_else(|_| "yun".into())
+            });
+        let bridge = self
+            .bridge
+            .clone()
+            .or_else(|| recorded.as_ref().map(|r| r.bridge.clone()))
+            .unwrap_or_else(|| "yun0".into());
+        let pod_cidr = self
+            .pod_cidr
+            .clone()
+            .or_else(|| recorded.as_ref().map(|r| r.pod_cidr.clone()))
+            .unwrap_or_else(|| "10.42.0.0/24".into());
+        Ok(NodeRecord {
+            name,
+            bridge,
+            pod_cidr,
         })
     }
 
-    fn config(&self, data_dir: &Path) -> Result<NodeConfig> {
+    fn config(record: &NodeRecord, data_dir: &Path) -> Result<NodeConfig> {
         let exe = std::env::current_exe().context("locating the yun binary")?;
         let mut cfg = NodeConfig::new(data_dir, &exe);
-        cfg.bridge = self.bridge.clone();
-        cfg.pod_cidr = self
+        cfg.bridge = record.bridge.clone();
+        cfg.pod_cidr = record
             .pod_cidr
             .parse()
-            .with_context(|| format!("--pod-cidr {}", self.pod_cidr))?;
+            .with_context(|| format!("--pod-cidr {}", record.pod_cidr))?;
         Ok(cfg)
+    }
+
+    /// The node's config for `up`/`agent`, recorded for the next `down`.
+    fn start(&self, data_dir: &Path) -> Result<(NodeRecord, NodeConfig)> {
+        let record = self.resolve(data_dir)?;
+        let cfg = Self::config(&record, data_dir)?;
+        record.save(data_dir)?;
+        Ok((record, cfg))
     }
 }
 
 pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Down { node } => {
-            let rt = PodRuntime::open(node.config(data_dir)?)?;
+            let record = node.resolve(data_dir)?;
+            let rt = PodRuntime::open(NodeFlags::config(&record, data_dir)?)?;
             let uids = rt.pod_uids();
             for uid in &uids {
                 rt.remove(uid, std::time::Duration::from_secs(10))?;
             }
-            yun_net::proxy::ServiceProxy::new(&node.bridge)?.remove()?;
+            yun_net::proxy::ServiceProxy::new(&record.bridge)?.remove()?;
             rt.network().remove()?;
             println!(
                 "removed {} pod(s), bridge {} and its service rules",
                 uids.len(),
-                node.bridge
+                record.bridge
             );
             Ok(0)
         }
@@ -163,7 +196,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             let agent = if disable_agent {
                 None
             } else {
-                Some(node.config(data_dir)?)
+                Some(node.start(data_dir)?)
             };
             let tokio = tokio::runtime::Runtime::new()?;
             tokio.block_on(up(data_dir, plane, &node, agent))
@@ -188,14 +221,15 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             kubeconfig,
             node,
         } => {
-            let cfg = node.config(data_dir)?;
+            let (record, cfg) = node.start(data_dir)?;
             let tokio = tokio::runtime::Runtime::new()?;
             tokio.block_on(async {
                 let client = client(&kubeconfig, server.as_deref()).await?;
                 let rt = open_runtime(cfg).await?;
-                eprintln!("yun agent: node {} joined", node.node_name());
+                eprintln!("yun agent: node {} joined", record.name);
+                let agent = agent_config(&record, &node, &kubeconfig)?;
                 tokio::select! {
-                    r = yun_agent::node::run(client, agent_config(&node, &kubeconfig)?, rt) => r?,
+                    r = yun_agent::node::run(client, agent, rt) => r?,
                     _ = shutdown_signal() => {}
                 }
                 Ok(0)
@@ -229,8 +263,8 @@ fn kubeconfig_token(kubeconfig: &Path) -> Result<String> {
         .with_context(|| format!("{}: no users[0].user.token", kubeconfig.display()))
 }
 
-fn agent_config(node: &NodeFlags, kubeconfig: &Path) -> Result<AgentConfig> {
-    let mut cfg = AgentConfig::new(&node.node_name());
+fn agent_config(record: &NodeRecord, node: &NodeFlags, kubeconfig: &Path) -> Result<AgentConfig> {
+    let mut cfg = AgentConfig::new(&record.name);
     cfg.lease_duration = node.node_lease_duration;
     cfg.logs = Some((0, kubeconfig_token(kubeconfig)?));
     Ok(cfg)
@@ -264,7 +298,7 @@ async fn up(
     data_dir: &Path,
     plane: ControlPlane,
     node: &NodeFlags,
-    agent: Option<NodeConfig>,
+    agent: Option<(NodeRecord, NodeConfig)>,
 ) -> Result<i32> {
     let server = yun_apiserver::start(yun_apiserver::Config {
         addr: plane.addr,
@@ -275,26 +309,25 @@ async fn up(
     })
     .await?;
     let client = client(&server.kubeconfig, None).await?;
-    let node_name = node.node_name();
     let controllers = tokio::spawn(yun_controllers::manager::run(
         client.clone(),
         identity(),
         plane.nodes,
     ));
+    let joined = match &agent {
+        Some((record, _)) => format!(", node {}", record.name),
+        None => String::new(),
+    };
     let agent = match agent {
-        Some(cfg) => {
+        Some((record, cfg)) => {
             let rt = open_runtime(cfg).await?;
             Some(tokio::spawn(yun_agent::node::run(
                 client,
-                agent_config(node, &server.kubeconfig)?,
+                agent_config(&record, node, &server.kubeconfig)?,
                 rt,
             )))
         }
         None => None,
-    };
-    let joined = match &agent {
-        Some(_) => format!(", node {node_name}"),
-        None => String::new(),
     };
     println!(
         "yun up: API server at https://{}{joined}\n\n    export KUBECONFIG={}\n    kubectl get nodes\n",
