@@ -45,10 +45,20 @@ pub fn expand(s: &str, vars: &HashMap<String, String>) -> String {
     out
 }
 
-/// The container's environment, in order, with `valueFrom` resolved.
+/// The container's environment, in order: `envFrom` sources first (a later source wins over
+/// an earlier one), then `env` (which wins over every source), with `valueFrom` resolved and
+/// `$(VAR)` expanded against what came before, as the kubelet does.
 fn environment(pod: &Pod, c: &Container, inputs: &PodInputs) -> Result<Vec<(String, String)>> {
     let mut vars: HashMap<String, String> = HashMap::new();
-    let mut out = Vec::new();
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |name: String, value: String, vars: &mut HashMap<String, String>| {
+        vars.insert(name.clone(), value.clone());
+        out.retain(|(n, _)| *n != name);
+        out.push((name, value));
+    };
+    for (name, value) in env_from(c, inputs)?.vars {
+        set(name, value, &mut vars);
+    }
     for (i, e) in c.env.iter().flatten().enumerate() {
         let field = || format!("env[{i}] ({})", e.name);
         let value = if let Some(v) = &e.value {
@@ -81,10 +91,64 @@ fn environment(pod: &Pod, c: &Container, inputs: &PodInputs) -> Result<Vec<(Stri
         } else {
             String::new()
         };
-        vars.insert(e.name.clone(), value.clone());
-        out.push((e.name.clone(), value));
+        set(e.name.clone(), value, &mut vars);
     }
     Ok(out)
+}
+
+/// What a container's `envFrom` sources give: the variables in order, and the keys skipped
+/// because they are not valid variable names (one message per source, for a warning Event).
+#[derive(Debug, Default, PartialEq)]
+pub struct EnvFrom {
+    pub vars: Vec<(String, String)>,
+    pub invalid: Vec<String>,
+}
+
+/// Resolve `envFrom`. A missing source that is not optional is an error (the container does
+/// not start: CreateContainerConfigError); keys that are not valid names are skipped.
+pub fn env_from(c: &Container, inputs: &PodInputs) -> Result<EnvFrom> {
+    let mut got = EnvFrom::default();
+    for (i, src) in c.env_from.iter().flatten().enumerate() {
+        let prefix = src.prefix.as_deref().unwrap_or("");
+        let (kind, name, optional, maps) = if let Some(r) = &src.config_map_ref {
+            ("configmap", &r.name, r.optional, &inputs.config_maps)
+        } else if let Some(r) = &src.secret_ref {
+            ("secret", &r.name, r.optional, &inputs.secrets)
+        } else {
+            bail!("envFrom[{i}]: names neither configMapRef nor secretRef");
+        };
+        let Some(data) = maps.get(name) else {
+            if optional == Some(true) {
+                continue;
+            }
+            bail!("envFrom[{i}]: {kind} {name:?} not found");
+        };
+        let mut skipped = Vec::new();
+        for (key, value) in data {
+            let var = format!("{prefix}{key}");
+            if is_env_var_name(&var) {
+                got.vars
+                    .push((var, String::from_utf8_lossy(value).into_owned()));
+            } else {
+                skipped.push(var);
+            }
+        }
+        if !skipped.is_empty() {
+            got.invalid.push(format!(
+                "Keys [{}] from the EnvFrom {kind} {name} were skipped since they are considered \
+                 invalid environment variable names.",
+                skipped.join(", ")
+            ));
+        }
+    }
+    Ok(got)
+}
+
+/// Kubernetes' rule for variable names from envFrom: `[-._a-zA-Z][-._a-zA-Z0-9]*`.
+fn is_env_var_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || "-._".contains(c))
+        && chars.all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
 }
 
 fn lookup(
@@ -301,5 +365,58 @@ mod tests {
         assert_eq!(expand("$(B)", &vars), "$(B)");
         assert_eq!(expand("$$(A)", &vars), "$(A)");
         assert_eq!(expand("$A $(A", &vars), "$A $(A");
+    }
+
+    #[test]
+    fn env_from_precedence_prefix_optional_and_invalid_keys() {
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "envFrom": [
+                {"configMapRef": {"name": "cm"}},
+                {"secretRef": {"name": "s"}, "prefix": "S_"},
+                {"configMapRef": {"name": "cm2"}},
+                {"configMapRef": {"name": "absent", "optional": true}},
+            ],
+            "env": [{"name": "A", "value": "env-$(B)"}],
+        }))
+        .unwrap();
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let mut inputs = PodInputs::default();
+        inputs
+            .config_maps
+            .insert("cm".into(), map(&[("A", "cm"), ("B", "cm"), ("1bad", "x")]));
+        inputs
+            .config_maps
+            .insert("cm2".into(), map(&[("B", "cm2")]));
+        inputs.secrets.insert("s".into(), map(&[("TOKEN", "t")]));
+        let pod = Pod::default();
+        let env = environment(&pod, &c, &inputs).unwrap();
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("B"), Some("cm2"), "a later source wins");
+        assert_eq!(
+            get("A"),
+            Some("env-cm2"),
+            "env wins and expands envFrom vars"
+        );
+        assert_eq!(get("S_TOKEN"), Some("t"), "prefix");
+        assert_eq!(get("1bad"), None);
+        assert_eq!(env.iter().filter(|(n, _)| n == "A").count(), 1);
+        let from = env_from(&c, &inputs).unwrap();
+        assert_eq!(from.invalid.len(), 1);
+        assert!(from.invalid[0].contains("[1bad]") && from.invalid[0].contains("configmap cm"));
+
+        let missing: Container = serde_json::from_value(serde_json::json!({
+            "name": "c", "envFrom": [{"secretRef": {"name": "nope"}}],
+        }))
+        .unwrap();
+        let err = environment(&pod, &missing, &inputs)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "envFrom[0]: secret \"nope\" not found");
     }
 }

@@ -236,6 +236,14 @@ async fn inputs_for(client: &Client, pod: &Pod, host_ip: &str) -> PodInputs {
         .iter()
         .chain(spec.init_containers.iter().flatten())
     {
+        for src in c.env_from.iter().flatten() {
+            if let Some(r) = &src.config_map_ref {
+                cm_names.push(r.name.clone());
+            }
+            if let Some(r) = &src.secret_ref {
+                secret_names.push(r.name.clone());
+            }
+        }
         for e in c.env.iter().flatten() {
             if let Some(from) = &e.value_from {
                 if let Some(r) = &from.config_map_key_ref {

@@ -484,3 +484,77 @@ fn down_without_flags_acts_on_the_recorded_node() {
     // The guard's own down reads the record too.
     up.node_flags.clear();
 }
+
+/// envFrom through kubectl: ConfigMap and Secret sources with a prefix, env over envFrom, a
+/// later source over an earlier one, an optional missing source ignored, and a missing
+/// required one keeping the container from starting.
+#[test]
+fn env_from_fills_the_environment() {
+    let up = Up::start("envfrom");
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    let manifest = up.data.join("envfrom.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm}
+data: {A: from-cm, B: from-cm, 1bad: x}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm2}
+data: {B: from-cm2}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s}
+stringData: {TOKEN: sekrit}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: envy}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, 'echo "A=$A B=$B T=$S_TOKEN N=$(env | grep -c 1bad)"']
+    envFrom:
+    - configMapRef: {name: cm}
+    - secretRef: {name: s}
+      prefix: S_
+    - configMapRef: {name: cm2}
+    - configMapRef: {name: absent, optional: true}
+    env:
+    - {name: A, value: "env-$(B)"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: needy}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: [sleep, "1000"]
+    envFrom:
+    - secretRef: {name: nope}
+"#,
+    )
+    .unwrap();
+    up.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    up.until(&["logs", "envy"], 60, |o| {
+        o == "A=env-from-cm2 B=from-cm2 T=sekrit N=0\n"
+    });
+    let waiting = up.until(
+        &[
+            "get",
+            "pod",
+            "needy",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.waiting.reason}:{.status.containerStatuses[0].state.waiting.message}",
+        ],
+        60,
+        |o| o.starts_with("CreateContainerConfigError:"),
+    );
+    assert!(waiting.contains("secret \"nope\" not found"), "{waiting}");
+}
