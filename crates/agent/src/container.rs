@@ -322,11 +322,8 @@ pub fn run_options(
             if ro { ":ro" } else { "" }
         ));
     }
-    let hostname = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.hostname.clone())
-        .or_else(|| pod.metadata.name.clone());
+    let hostname = pod_hostname(pod);
+    let extra_hosts = pod_hosts(pod, inputs);
     let ns =
         |t: LinuxNamespaceType, n: &str| (t, PathBuf::from(format!("/proc/{sandbox_pid}/ns/{n}")));
     Ok(RunOptions {
@@ -343,6 +340,7 @@ pub fn run_options(
         command,
         entrypoint,
         hostname,
+        extra_hosts,
         join_namespaces: vec![
             ns(LinuxNamespaceType::Network, "net"),
             ns(LinuxNamespaceType::Ipc, "ipc"),
@@ -352,6 +350,48 @@ pub fn run_options(
         ..Default::default()
     })
 }
+
+/// The pod's hostname: `spec.hostname`, else its name (the kubelet's rule).
+pub fn pod_hostname(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .filter(|h| !h.is_empty())
+        .or_else(|| pod.metadata.name.clone())
+}
+
+/// The kubelet's /etc/hosts lines for a pod: its IP with its fully qualified name (when it
+/// has a `subdomain`) and its hostname, then its `hostAliases`.
+fn pod_hosts(pod: &Pod, inputs: &PodInputs) -> Vec<(String, Vec<String>)> {
+    let mut lines = Vec::new();
+    let spec = pod.spec.as_ref();
+    if let (Some(ip), Some(host)) = (&inputs.pod_ip, pod_hostname(pod)) {
+        let mut names = Vec::new();
+        let subdomain = spec
+            .and_then(|s| s.subdomain.as_deref())
+            .filter(|s| !s.is_empty());
+        if let Some(sub) = subdomain {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+            names.push(format!("{host}.{sub}.{ns}.svc.{CLUSTER_DOMAIN}"));
+        }
+        names.push(host);
+        lines.push((ip.clone(), names));
+    }
+    for alias in spec
+        .and_then(|s| s.host_aliases.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let names = alias.hostnames.clone().unwrap_or_default();
+        if !names.is_empty() {
+            lines.push((alias.ip.clone(), names));
+        }
+    }
+    lines
+}
+
+/// The cluster's DNS domain (the kubelet's --cluster-domain default).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 #[cfg(test)]
 mod tests {

@@ -442,11 +442,7 @@ impl PodRuntime {
             detach: true,
             command: vec!["sh".into(), "-c".into(), SANDBOX_COMMAND.into()],
             entrypoint: Some(String::new()),
-            hostname: pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.hostname.clone())
-                .or_else(|| pod.metadata.name.clone()),
+            hostname: container::pod_hostname(pod),
             labels,
             ..Default::default()
         };
@@ -550,6 +546,7 @@ impl PodRuntime {
         self.net.detach(uid)?;
         let dir = self.pod_dir(uid);
         if dir.exists() {
+            volumes::unmount_under(&dir)?;
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
         self.waiting

@@ -72,6 +72,8 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, inputs: &PodInputs) -> Result<PodVolum
             (dir, true)
         } else if let Some(sec) = &v.secret {
             let name = sec.secret_name.clone().unwrap_or_default();
+            // Secrets live in memory only, never on the node's disk (the kubelet's tmpfs).
+            mount_tmpfs(&dir).with_context(ctx)?;
             match inputs.secrets.get(&name) {
                 Some(data) => project(
                     &dir,
@@ -114,6 +116,72 @@ pub fn prepare(pod: &Pod, pod_dir: &Path, inputs: &PodInputs) -> Result<PodVolum
         out.paths.insert(v.name.clone(), entry);
     }
     Ok(out)
+}
+
+/// Secret volumes: a tmpfs per volume. The API caps a Secret at 1 MiB; the rest is room for
+/// the projection's versions during an update.
+const SECRET_TMPFS_SIZE: &str = "size=4m,mode=0755";
+
+/// Mount a tmpfs on `dir` unless one is there already (the agent restarted, or this is a
+/// later sync).
+fn mount_tmpfs(dir: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    use std::os::unix::fs::MetadataExt;
+    fs::create_dir_all(dir)?;
+    let parent = dir.parent().unwrap_or(dir);
+    if fs::metadata(dir)?.dev() != fs::metadata(parent)?.dev() {
+        return Ok(());
+    }
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(SECRET_TMPFS_SIZE),
+    )
+    .with_context(|| format!("mounting a tmpfs on {}", dir.display()))
+}
+
+/// Unmount every mount under `dir` (a pod's secret tmpfs volumes), deepest first, so the
+/// directory can be removed.
+pub fn unmount_under(dir: &Path) -> Result<()> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    let mut points: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir) && p != dir)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH)
+            .with_context(|| format!("unmounting {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(c as char);
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn check_volume_name(name: &str) -> Result<()> {

@@ -101,7 +101,7 @@ impl Engine {
             armed: true,
         };
         let rootfs = self.images.prepare_rootfs(&id, &image)?;
-        let files = spec::Generated::write(&self.layout.dir(&id), &hostname)?;
+        let files = spec::Generated::write(&self.layout.dir(&id), &hostname, &opts.extra_hosts)?;
         let runtime_spec = spec::generate(&spec::Input {
             image: &img_config,
             opts,

@@ -36,6 +36,9 @@ pub struct RunOptions {
     pub seccomp_unconfined: bool,
     /// The hostname (default: the first 12 digits of the id).
     pub hostname: Option<String>,
+    /// More /etc/hosts lines, `IP NAME...` (Docker's `--add-host`; a pod's own IP and names,
+    /// its hostAliases).
+    pub extra_hosts: Vec<(String, Vec<String>)>,
     /// Join these existing namespaces instead of creating new ones (a pod's containers share
     /// the network, IPC and UTS namespaces of its sandbox), e.g. (Network, /proc/PID/ns/net).
     pub join_namespaces: Vec<(oci_spec::runtime::LinuxNamespaceType, PathBuf)>,
@@ -101,18 +104,17 @@ pub struct Generated {
 }
 
 impl Generated {
-    /// Write `dir/{hosts,hostname,resolv.conf}` for a container named `hostname`.
-    pub fn write(dir: &Path, hostname: &str) -> Result<Generated> {
+    /// Write `dir/{hosts,hostname,resolv.conf}` for a container named `hostname`, with
+    /// `extra` lines in /etc/hosts. The hostname maps to 127.0.1.1 unless an extra line
+    /// names it (a pod's hostname maps to the pod's IP, as the kubelet writes it).
+    pub fn write(dir: &Path, hostname: &str, extra: &[(String, Vec<String>)]) -> Result<Generated> {
         std::fs::create_dir_all(dir)?;
         let files = Generated {
             hosts: dir.join("hosts"),
             hostname: dir.join("hostname"),
             resolv: dir.join("resolv.conf"),
         };
-        std::fs::write(
-            &files.hosts,
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-        )?;
+        std::fs::write(&files.hosts, hosts_file(hostname, extra))?;
         std::fs::write(&files.hostname, format!("{hostname}\n"))?;
         std::fs::write(
             &files.resolv,
@@ -120,6 +122,20 @@ impl Generated {
         )?;
         Ok(files)
     }
+}
+
+fn hosts_file(hostname: &str, extra: &[(String, Vec<String>)]) -> String {
+    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if !extra
+        .iter()
+        .any(|(_, names)| names.iter().any(|n| n == hostname))
+    {
+        s.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    for (ip, names) in extra {
+        s.push_str(&format!("{ip}\t{}\n", names.join("\t")));
+    }
+    s
 }
 
 pub struct Input<'a> {
@@ -388,6 +404,24 @@ pub fn parse_memory(s: &str) -> Result<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostname_maps_to_its_own_line_or_loopback() {
+        let plain = hosts_file("box", &[]);
+        assert!(plain.ends_with("127.0.1.1\tbox\n"), "{plain}");
+        let pod = hosts_file(
+            "web-0",
+            &[(
+                "10.42.0.5".into(),
+                vec!["web-0.svc.ns.svc.cluster.local".into(), "web-0".into()],
+            )],
+        );
+        assert!(!pod.contains("127.0.1.1"), "{pod}");
+        assert!(
+            pod.ends_with("10.42.0.5\tweb-0.svc.ns.svc.cluster.local\tweb-0\n"),
+            "{pod}"
+        );
+    }
 
     #[test]
     fn memory_sizes() {

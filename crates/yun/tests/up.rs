@@ -558,3 +558,73 @@ spec:
     );
     assert!(waiting.contains("secret \"nope\" not found"), "{waiting}");
 }
+
+/// A Secret volume is a tmpfs (never on the node's disk) and goes away with its pod;
+/// /etc/hosts maps the pod's IP to its hostname (and FQDN with a subdomain) and has its
+/// hostAliases.
+#[test]
+fn secret_volumes_in_memory_and_pod_hosts() {
+    let up = Up::start("hosts");
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    let manifest = up.data.join("hosts.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: v1
+kind: Secret
+metadata: {name: s}
+stringData: {key: sekrit}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hosty}
+spec:
+  hostname: h1
+  subdomain: sub
+  hostAliases:
+  - {ip: 10.9.9.9, hostnames: [alias.example]}
+  containers:
+  - name: c
+    image: busybox
+    command: [sh, -c, 'cat /etc/hosts; hostname; grep " /sec " /proc/mounts; cat /sec/key; echo; sleep 1000']
+    volumeMounts:
+    - {name: sec, mountPath: /sec}
+  volumes:
+  - name: sec
+    secret: {secretName: s}
+"#,
+    )
+    .unwrap();
+    up.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    let logs = up.until(&["logs", "hosty"], 60, |o| o.contains("sekrit"));
+    let ip = up.ok(&["get", "pod", "hosty", "-o", "jsonpath={.status.podIP}"]);
+    assert!(
+        logs.contains(&format!("{ip}\th1.sub.default.svc.cluster.local\th1\n")),
+        "{logs}"
+    );
+    assert!(logs.contains("10.9.9.9\talias.example\n"), "{logs}");
+    assert!(!logs.contains("127.0.1.1"), "{logs}");
+    assert!(logs.contains("\nh1\n"), "hostname: {logs}");
+    assert!(
+        logs.contains(" /sec tmpfs "),
+        "the secret is on a tmpfs: {logs}"
+    );
+    // On the host: a tmpfs under the data dir, gone with the pod.
+    let data = up.data.to_string_lossy().into_owned();
+    let host_mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&data) && l.contains("/volumes/sec ") && l.contains(" - tmpfs "))
+            .count()
+    };
+    assert_eq!(host_mounts(), 1);
+    up.ok(&["delete", "pod", "hosty", "--grace-period=1"]);
+    up.until(&["get", "pods", "--no-headers"], 60, |o| {
+        o.trim().is_empty()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host_mounts() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(host_mounts(), 0, "the secret's tmpfs outlived its pod");
+}

@@ -305,7 +305,7 @@ impl Engine {
             };
             let dir = self.data_dir.join("build-cache").join(&key);
             fs::create_dir_all(&dir)?;
-            let files = spec::Generated::write(&dir, "yun-build")?;
+            let files = spec::Generated::write(&dir, "yun-build", &[])?;
             let spec = spec::generate(&spec::Input {
                 image: &cfg,
                 opts: &opts,
