@@ -218,11 +218,16 @@ fn poweroff_initrd(dir: &Path) -> PathBuf {
     out
 }
 
+/// `n` boots per vCPU count; for diagnosis, YUN_TEST_CPUS=1|2 picks one count and
+/// YUN_TEST_CMDLINE adds kernel parameters (e.g. `loglevel=7` to see the kernel's last words).
 fn poweroff_boots(n: usize) {
     let dir = tmp();
     let initrd = poweroff_initrd(dir.path());
     let (k, _) = boot_files();
-    for cpus in [1, 2] {
+    let only: Option<u32> = std::env::var("YUN_TEST_CPUS")
+        .ok()
+        .and_then(|c| c.parse().ok());
+    for cpus in [1, 2].into_iter().filter(|c| only.is_none_or(|o| o == *c)) {
         for boot in 1..=n {
             let s = RunSpec {
                 kernel: Some(k.clone()),
@@ -230,13 +235,18 @@ fn poweroff_boots(n: usize) {
                 cpus,
                 memory_mib: 128,
                 cmd: vec!["true".into()],
+                extra_cmdline: std::env::var("YUN_TEST_CMDLINE").unwrap_or_default(),
                 ..RunSpec::default()
             };
             let mut out = Vec::new();
             let r = run_with(cache(), &s, &opts(), &mut out);
-            let out = String::from_utf8_lossy(&out);
+            let out = String::from_utf8_lossy(&out).into_owned();
             let what = format!("{cpus} vCPU(s), boot {boot} of {n}");
-            assert_eq!(r.unwrap_or_else(|e| panic!("{what}: {e:#}")), 0, "{what}");
+            assert_eq!(
+                r.unwrap_or_else(|e| panic!("{what}: {e:#}; console: {out:?}")),
+                0,
+                "{what}"
+            );
             assert!(out.contains("user-init-says-bye"), "{what}: {out}");
         }
     }
