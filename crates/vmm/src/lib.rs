@@ -15,6 +15,7 @@ mod ksm;
 mod lz4;
 mod machine;
 mod net;
+mod qcow2;
 mod qemu;
 pub mod qmp;
 mod rootfs;

@@ -56,6 +56,9 @@ pub(crate) struct Launch {
     /// The tap to create before QEMU starts and remove after it ends.
     #[serde(default)]
     pub net: Option<VmNet>,
+    /// The taps the supervisor opens and hands to QEMU (`-netdev tap,fd=`), in order.
+    #[serde(default)]
+    pub taps: Vec<String>,
     /// Run the vsock device (in the supervisor) for this QEMU.
     #[serde(default)]
     pub vsock: bool,

@@ -162,7 +162,7 @@ fn disk_written_by_the_guest_reads_back_on_the_host_raw_and_qcow2() {
     assert_eq!(status, 0, "{}", String::from_utf8_lossy(&out));
     assert_eq!(debugfs_cat(&img, "/hello"), "from-guest\n");
 
-    // The same file system as qcow2 (format found from the header), attached read-only.
+    // The same file system as qcow2 (the format said, never guessed), attached read-only.
     let q = dir.path().join("yun-data.qcow2");
     let conv = std::process::Command::new("qemu-img")
         .args(["convert", "-O", "qcow2"])
@@ -172,7 +172,7 @@ fn disk_written_by_the_guest_reads_back_on_the_host_raw_and_qcow2() {
         .expect("qemu-img (qemu-utils)");
     assert!(conv.success());
     let s = RunSpec {
-        disks: vec![format!("{},ro", q.display()).parse().unwrap()],
+        disks: vec![format!("{},ro,format=qcow2", q.display()).parse().unwrap()],
         ..cached_spec("cat /sys/block/vda/ro; mount -o ro /dev/vda /mnt && cat /mnt/hello")
     };
     let mut out = Vec::new();

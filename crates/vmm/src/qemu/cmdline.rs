@@ -145,6 +145,8 @@ pub(crate) fn machine_args(m: &MachineArgs) -> Result<Vec<String>> {
         "-display",
         "none",
         "-no-reboot",
+        "-sandbox",
+        super::confine::SANDBOX,
         // pc: boots reliably under TCG here (microvm+ACPI hung ~1 in 10). No PS/2 controller,
         // no HPET (the kernel uses the TSC), no SATA/SMBus/USB: fewer devices to emulate and probe.
         // mem-merge: guest RAM is madvise(MERGEABLE), so host KSM can share identical pages.
@@ -184,17 +186,22 @@ pub(crate) fn machine_args(m: &MachineArgs) -> Result<Vec<String>> {
         a.extend(["-device".into(), "virtio-balloon-pci,id=balloon0".into()]);
     }
     for (i, d) in m.disks.iter().enumerate() {
+        if d.scratch {
+            bail!(
+                "disk {}: a scratch disk needs its overlay",
+                d.path.display()
+            );
+        }
         let id = format!("disk{i}");
-        a.extend(["-drive".into(), d.drive_arg(&id)?]);
+        a.extend(["-blockdev".into(), d.blockdev_arg(&id)?]);
         a.extend(["-device".into(), format!("virtio-blk-pci,drive={id}")]);
     }
     for (i, tap) in m.taps.iter().enumerate() {
         let id = format!("net{i}");
-        // script=no: yun (or its caller) made the tap; QEMU only opens it.
-        a.extend([
-            "-netdev".into(),
-            format!("tap,id={id},ifname={tap},script=no,downscript=no"),
-        ]);
+        // QEMU has no capability to attach to a tap: whoever starts it opens the taps, in this
+        // order, and hands them over as these fds (see confine.rs).
+        let fd = super::confine::TAP_FD_BASE + i as i32;
+        a.extend(["-netdev".into(), format!("tap,id={id},fd={fd}")]);
         a.extend([
             "-device".into(),
             format!("virtio-net-pci,netdev={id},mac={}", mac(tap, i)),

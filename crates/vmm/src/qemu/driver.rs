@@ -123,6 +123,7 @@ impl QemuDriver {
             disks: cfg.disks.clone(),
             nonce: cfg.nonce.clone(),
             net: cfg.network.clone(),
+            taps,
             vsock: cfg.vsock,
         })
     }
@@ -297,6 +298,7 @@ impl Driver for QemuDriver {
                         readonly: false,
                         format: DiskFormat::Raw,
                         scratch: false,
+                        backing_allowed: false,
                     },
                 );
             }

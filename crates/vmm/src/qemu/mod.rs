@@ -2,7 +2,9 @@
 //! VMs under a supervisor ([`QemuDriver`]).
 
 mod cmdline;
+pub(crate) mod confine;
 mod driver;
+mod monitor;
 mod run;
 pub(crate) mod supervisor;
 
@@ -39,22 +41,6 @@ pub fn find_qemu() -> Result<PathBuf> {
 }
 
 /// cpus and memory within bounds, and memory the host can actually give.
-/// Have the kernel SIGKILL the QEMU that `cmd` starts when its parent (the foreground
-/// `yun vm run` or a VM's supervisor) dies first, so a crashed caller leaves no VM running.
-pub(crate) fn die_with_parent(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe, and the closure touches nothing else between fork
-    // and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 pub(crate) fn check_size(cpus: u32, memory_mib: u32) -> Result<()> {
     if cpus == 0 || cpus > MAX_CPUS {
         bail!("cpus {cpus}: must be between 1 and {MAX_CPUS}");

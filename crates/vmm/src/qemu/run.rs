@@ -2,18 +2,24 @@
 
 use std::fs;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::confine::{MONITOR_FD, TAP_FD_BASE};
+use super::monitor::{self, End, Note};
 use super::{
     boot_files, check_boot_file, check_size, choose_accel, find_qemu, guest_script, kernel_cmdline,
     machine_args, nonce, Devices, MachineArgs,
 };
-use crate::disk::{self, Disk};
+use crate::disk::{self, Disk, Overlays};
 use crate::initramfs::EXIT_MARKER;
 use crate::net::{NetRequest, VmNet};
 
@@ -101,6 +107,7 @@ pub fn run_with(
                 readonly: false,
                 format: crate::disk::DiskFormat::Raw,
                 scratch: true,
+                backing_allowed: false,
             },
         );
         root = Some(("/dev/vda", false));
@@ -109,6 +116,13 @@ pub fn run_with(
         bail!("cmd: no command to run in the guest");
     }
     disk::check_conflicts(&disks, &super::driver::live_disks(data_dir, None))?;
+    // Scratch disks become qcow2 overlays over them (removed when the run ends, or as soon as
+    // QEMU has them open).
+    let mut overlays = Overlays::default();
+    let disks = disks
+        .into_iter()
+        .map(|d| overlays.over(d))
+        .collect::<Result<Vec<_>>>()?;
     let nonce = nonce();
     let accel = match &spec.accel {
         Some(a) => a.clone(),
@@ -150,8 +164,17 @@ pub fn run_with(
         acpi: devices.acpi,
     })?;
 
+    // Taps are opened here and handed to QEMU, which has no capability to attach to them.
+    let tap_fds = taps
+        .iter()
+        .map(|t| super::confine::open_tap(t))
+        .collect::<Result<Vec<_>>>()?;
+    let (monitor, monitor_qemu) = UnixStream::pair().context("socketpair for the VM's monitor")?;
     let mut cmd = Command::new(qemu);
     cmd.args(&args).args(["-serial", "stdio"]);
+    cmd.arg("-chardev")
+        .arg(format!("socket,id=yunmon,fd={MONITOR_FD}"))
+        .args(["-mon", "chardev=yunmon,mode=control"]);
     if let Some(sock) = &opts.qmp_socket {
         let _ = fs::remove_file(sock);
         cmd.arg("-qmp")
@@ -160,10 +183,15 @@ pub fn run_with(
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    super::die_with_parent(&mut cmd);
+    let mut fds = vec![(monitor_qemu.as_raw_fd(), MONITOR_FD)];
+    for (i, fd) in tap_fds.iter().enumerate() {
+        fds.push((fd.as_raw_fd(), TAP_FD_BASE + i as i32));
+    }
+    super::confine::confine(&mut cmd, fds);
     let child = cmd
         .spawn()
         .with_context(|| format!("{}: cannot start", super::QEMU))?;
+    drop((monitor_qemu, tap_fds));
     let mut vm = VmGuard {
         child,
         qmp_socket: opts.qmp_socket.clone(),
@@ -176,23 +204,30 @@ pub fn run_with(
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let (tx, rx) = mpsc::channel::<Event>();
+    let console_tx = tx.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+            if n == 0 || console_tx.send(Event::Console(buf[..n].to_vec())).is_err() {
                 break;
             }
         }
+        let _ = console_tx.send(Event::ConsoleClosed);
+    });
+    let t0 = Instant::now();
+    let last_output = Arc::new(AtomicU64::new(0));
+    let watch = monitor::watch(monitor, t0, last_output.clone(), move |n| {
+        tx.send(Event::Monitor(n)).is_ok()
     });
 
     let marker = format!("{EXIT_MARKER}{nonce}: ");
     let deadline = opts.timeout.map(|t| Instant::now() + t);
     let mut line = Vec::new();
     let status = loop {
-        let chunk = match deadline {
+        let event = match deadline {
             Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                Ok(c) => c,
+                Ok(e) => e,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     bail!(
                         "VM timed out after {:?} without the guest reporting",
@@ -202,41 +237,71 @@ pub fn run_with(
                 Err(mpsc::RecvTimeoutError::Disconnected) => break None,
             },
             None => match rx.recv() {
-                Ok(c) => c,
+                Ok(e) => e,
                 Err(_) => break None,
             },
         };
-        if let Some(status) = consume(&chunk, &mut line, &marker, out)? {
-            break Some(status);
+        match event {
+            Event::Console(chunk) => {
+                last_output.store(t0.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if let Some(status) = consume(&chunk, &mut line, &marker, out)? {
+                    break Some(status);
+                }
+            }
+            Event::ConsoleClosed => break None,
+            // QEMU has opened its disks: the scratch overlays need no name any more.
+            Event::Monitor(Note::Up) => overlays.unlink(),
+            // Powered off without ACPI: the kernel halted every vCPU for good.
+            Event::Monitor(Note::Halted) => {
+                out.write_all(&line)?;
+                out.flush()?;
+                break Some(0);
+            }
         }
     };
-    match status {
-        Some(s) => Ok(s),
-        None => {
-            if !line.is_empty() {
-                out.write_all(&line)?;
-            }
-            let exit = vm.child.wait()?;
-            let stderr = err_reader.join().unwrap_or_default();
-            let why = stderr
-                .lines()
-                .rfind(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            if let Some(line) = disk::explain_qemu_error(&stderr, &disks) {
-                bail!("{line}");
-            }
-            Err(anyhow!(
-                "VM ended ({exit}) before the guest reported an exit status{}",
-                if why.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {why}")
-                }
-            ))
-        }
+    if let Some(s) = status {
+        return Ok(s);
     }
+    // Output of a guest that ended without a newline and without a marker.
+    out.write_all(&line)?;
+    let exit = vm.child.wait()?;
+    let end = watch.join().unwrap_or(None);
+    let stderr = err_reader.join().unwrap_or_default();
+    if let Some(line) = disk::explain_qemu_error(&stderr, &disks) {
+        bail!("{line}");
+    }
+    // A guest that powered off without reporting (its own init, or a command that ran
+    // poweroff) ended cleanly.
+    if end == Some(End::Poweroff) {
+        return Ok(0);
+    }
+    let why = match end {
+        Some(End::Reset) => "guest reset (reboot or panic)".to_string(),
+        Some(End::Panic) => "guest panic".to_string(),
+        Some(End::Other(r)) => r,
+        Some(End::Poweroff) | None => exit.to_string(),
+    };
+    let last = stderr
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Err(anyhow!(
+        "VM ended ({why}) before the guest reported an exit status{}",
+        if last.is_empty() {
+            String::new()
+        } else {
+            format!(": {last}")
+        }
+    ))
+}
+
+/// What the run waits for: console bytes, and notes from the VM's monitor.
+enum Event {
+    Console(Vec<u8>),
+    ConsoleClosed,
+    Monitor(Note),
 }
 
 /// Feed console bytes; complete lines go to `out` (without `\r`), the marker line ends the run.

@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+use super::confine::{confine, open_tap, INCOMING_FD, TAP_FD_BASE};
 use crate::disk::explain_qemu_error;
 use crate::driver::State;
 use crate::initramfs::EXIT_MARKER;
@@ -36,7 +37,6 @@ pub fn supervise(dir: &Path) -> i32 {
     let mut report = unsafe { fs::File::from_raw_fd(libc::dup(1)) };
     // Nothing else may write into the report pipe, and the parent stops reading after one line.
     if let Ok(null) = fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
         // SAFETY: dup2 of two fds we own.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
@@ -191,12 +191,22 @@ fn start(dir: &Path, launch: &Launch, rec: &mut StateRecord) -> Result<(Qemu, Qm
             sock("console.log")
         ))
         .args(["-serial", "chardev:con0"]);
-    if let Some(state) = &launch.incoming {
-        cmd.arg("-incoming").arg(format!(
-            "exec:cat {}",
-            shell_quote(&state.to_string_lossy())
-        ));
-    }
+    // QEMU may not spawn (`-sandbox spawn=deny`), so no `exec:cat`: it reads the saved state
+    // from a file we open for it.
+    let incoming = match &launch.incoming {
+        Some(state) => {
+            let f =
+                fs::File::open(state).with_context(|| format!("snapshot {}", state.display()))?;
+            cmd.arg("-incoming").arg(format!("fd:{INCOMING_FD}"));
+            Some(f)
+        }
+        None => None,
+    };
+    let taps = launch
+        .taps
+        .iter()
+        .map(|t| open_tap(t))
+        .collect::<Result<Vec<_>>>()?;
     // Last, and waiting for us: QEMU runs nothing before the supervisor listens for events.
     cmd.arg("-chardev")
         .arg(format!(
@@ -208,10 +218,18 @@ fn start(dir: &Path, launch: &Launch, rec: &mut StateRecord) -> Result<(Qemu, Qm
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    super::die_with_parent(&mut cmd);
+    let mut fds: Vec<_> = incoming
+        .iter()
+        .map(|f| (f.as_raw_fd(), INCOMING_FD))
+        .collect();
+    for (i, t) in taps.iter().enumerate() {
+        fds.push((t.as_raw_fd(), TAP_FD_BASE + i as i32));
+    }
+    confine(&mut cmd, fds);
     let child = cmd
         .spawn()
         .with_context(|| format!("{}: cannot start", launch.qemu.display()))?;
+    drop((incoming, taps));
     let mut qemu = Qemu { child };
     rec.qemu_pid = Some(qemu.child.id());
     write_state(dir, rec)?;
@@ -384,10 +402,6 @@ pub(crate) fn last_line(path: &Path) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
-}
-
-pub(crate) fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]

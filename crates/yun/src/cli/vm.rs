@@ -120,7 +120,9 @@ pub struct MachineArgs {
     /// Root disk built from this yun image (the image's command runs unless CMD is given).
     #[arg(long)]
     image: Option<String>,
-    /// virtio-blk disk: FILE[,ro][,format=raw|qcow2] (repeatable).
+    /// virtio-blk disk: FILE[,ro][,format=raw|qcow2][,backing=allow] (repeatable). Raw unless
+    /// format= says otherwise (never guessed from the content); a qcow2 backing file only with
+    /// backing=allow, and only inside the disk's own directory.
     #[arg(long = "disk")]
     disks: Vec<String>,
     #[arg(long, default_value_t = 1)]
