@@ -71,7 +71,14 @@ fn terminated(a: &Attempt) -> ContainerStateTerminated {
     let code = a.exit_code().unwrap_or(-1);
     ContainerStateTerminated {
         exit_code: code,
-        reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+        reason: Some(
+            match (code, a.status.oom_killed) {
+                (_, true) => "OOMKilled",
+                (0, false) => "Completed",
+                _ => "Error",
+            }
+            .into(),
+        ),
         started_at: Some(time(a.started())),
         finished_at: a.finished.map(time),
         container_id: Some(format!("yun://{}", a.status.container.id)),

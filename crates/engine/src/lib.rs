@@ -44,6 +44,8 @@ pub struct ContainerStatus {
     /// "running", "paused", "created" or "exited".
     pub state: String,
     pub exit_code: Option<i32>,
+    /// The memory limit ended it (the OOM killer killed a process of the container).
+    pub oom_killed: bool,
     pub pid: Option<i32>,
 }
 
@@ -157,22 +159,33 @@ impl Engine {
             stdio,
             ..Default::default()
         };
-        let result = self
-            .runtime
-            .run(&c.id, &self.layout.bundle(&c.id), &opts, false);
-        if result.is_err() {
+        let result = self.run_to_end(c, opts);
+        if let Err(e) = result {
             // It never ran: leave nothing behind, like a failed create.
             let _ = self.remove(c);
-            return result;
+            return Err(e);
         }
         self.finish(c, &result)?;
-        result
+        result.map(|(code, _)| code)
+    }
+
+    /// Run the container in this process to its end: its exit code, and whether the OOM
+    /// killer ended it (the runtime keeps the stopped container until its memory cgroup has
+    /// been asked, then it is deleted).
+    pub(crate) fn run_to_end(&self, c: &Container, opts: CreateOptions) -> Result<(i32, bool)> {
+        let opts = CreateOptions { keep: true, ..opts };
+        let code = self
+            .runtime
+            .run(&c.id, &self.layout.bundle(&c.id), &opts, false)?;
+        let oom_killed = self.runtime.oom_kills(&c.id).unwrap_or(0) > 0;
+        let _ = self.runtime.delete(&c.id, true);
+        Ok((code, oom_killed))
     }
 
     /// Record the exit (or the failure to start), and remove the container if asked.
-    fn finish(&self, c: &Container, result: &Result<i32>) -> Result<()> {
+    fn finish(&self, c: &Container, result: &Result<(i32, bool)>) -> Result<()> {
         match result {
-            Ok(code) => self.layout.write_exit(&c.id, *code)?,
+            Ok((code, oom_killed)) => self.layout.write_exit(&c.id, *code, *oom_killed)?,
             Err(e) => fs::write(self.layout.error_file(&c.id), format!("{e:#}"))?,
         }
         // A failed start is removed by whoever reports it (`run`), after reading the error.
@@ -192,6 +205,7 @@ impl Engine {
             container: c.clone(),
             state,
             exit_code,
+            oom_killed: exit_code.is_some() && self.layout.oom_killed(&c.id),
             pid,
         }
     }

@@ -103,11 +103,9 @@ impl Engine {
             stdio: Some([devnull()?, log.try_clone()?.into(), log.into()]),
             ..Default::default()
         };
-        let result = self
-            .runtime
-            .run(&c.id, &self.layout.bundle(&c.id), &opts, false);
+        let result = self.run_to_end(c, opts);
         self.finish(c, &result)?;
-        result
+        result.map(|(code, _)| code)
     }
 
     /// Return once the container runs, or with the monitor's error. `monitor` is the forked

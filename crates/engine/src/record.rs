@@ -142,7 +142,16 @@ impl Layout {
             .and_then(|s| s.trim().parse().ok())
     }
 
-    pub fn write_exit(&self, id: &str, code: i32) -> Result<()> {
+    /// Whether the container's end was the OOM killer's doing.
+    pub fn oom_killed(&self, id: &str) -> bool {
+        self.dir(id).join("oom-killed").exists()
+    }
+
+    /// Record the end: the OOM mark first, as the exit file is what readers wait for.
+    pub fn write_exit(&self, id: &str, code: i32, oom_killed: bool) -> Result<()> {
+        if oom_killed {
+            fs::write(self.dir(id).join("oom-killed"), "")?;
+        }
         let tmp = self.dir(id).join(".exit.tmp");
         fs::write(&tmp, code.to_string())?;
         fs::rename(&tmp, self.exit_file(id))?;

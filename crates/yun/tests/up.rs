@@ -628,3 +628,32 @@ spec:
     }
     assert_eq!(host_mounts(), 0, "the secret's tmpfs outlived its pod");
 }
+
+/// A container that outgrows its memory limit is reported as OOMKilled, not Error.
+#[test]
+fn oom_kill_is_reported_as_oomkilled() {
+    let up = Up::start("oom");
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    up.ok(&[
+        "run",
+        "hog",
+        "--image=busybox",
+        "--restart=Never",
+        "--limits=memory=16Mi",
+        "--",
+        "tail",
+        "/dev/zero",
+    ]);
+    let st = up.until(
+        &[
+            "get",
+            "pod",
+            "hog",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.reason}:{.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
+        60,
+        |o| !o.starts_with(':'),
+    );
+    assert_eq!(st, "OOMKilled:137");
+}

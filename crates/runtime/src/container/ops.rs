@@ -135,6 +135,13 @@ impl Runtime {
         cgroups::Manager::from_state(&st.cgroup).thaw()
     }
 
+    /// How many of the container's processes the OOM killer killed (its memory cgroup's
+    /// count). Meaningful after the container stopped too, until it is deleted.
+    pub fn oom_kills(&self, id: &str) -> Result<u64> {
+        let st = ContainerState::load(&self.root, id)?;
+        cgroups::Manager::from_state(&st.cgroup).oom_kill_count()
+    }
+
     /// Host pids of every process in the container.
     pub fn ps(&self, id: &str) -> Result<Vec<i32>> {
         let st = ContainerState::load(&self.root, id)?;
