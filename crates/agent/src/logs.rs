@@ -1,11 +1,12 @@
 //! The agent's log endpoint, which the API server proxies `kubectl logs` to (the kubelet's
-//! /containerLogs): GET /containerLogs/NAMESPACE/POD/CONTAINER?follow=&previous=&tailLines=,
-//! with the cluster's bearer token.
+//! /containerLogs): GET /containerLogs/NAMESPACE/POD/CONTAINER?follow=&previous=&tailLines=
+//! &sinceSeconds=&sinceTime=&timestamps=&limitBytes=, with the cluster's bearer token. The
+//! container's log is in the CRI format (yun_engine::ctrlog), so every line has its time.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -15,6 +16,8 @@ use axum::routing::get;
 use axum::Router;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
+
+use yun_engine::ctrlog::{Decoder, LogOptions, FOLLOW_INTERVAL};
 
 use crate::PodRuntime;
 
@@ -30,6 +33,32 @@ struct LogQuery {
     follow: Option<bool>,
     previous: Option<bool>,
     tail_lines: Option<usize>,
+    since_seconds: Option<u64>,
+    since_time: Option<String>,
+    timestamps: Option<bool>,
+    limit_bytes: Option<u64>,
+}
+
+impl LogQuery {
+    fn options(&self) -> Result<LogOptions, String> {
+        let since = match (&self.since_seconds, &self.since_time) {
+            (Some(_), Some(_)) => {
+                return Err("at most one of sinceTime or sinceSeconds may be specified".into())
+            }
+            (Some(s), None) => Some(SystemTime::now() - Duration::from_secs(*s)),
+            (None, Some(t)) => Some(
+                humantime::parse_rfc3339_weak(t)
+                    .map_err(|_| format!("sinceTime {t:?}: not an RFC 3339 time"))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(LogOptions {
+            since,
+            timestamps: self.timestamps == Some(true),
+            tail: self.tail_lines,
+            limit_bytes: self.limit_bytes,
+        })
+    }
 }
 
 /// Serve container logs on `listener` until the process ends. Requests must carry
@@ -57,25 +86,6 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<(tokio::net::TcpListener, 
 
 fn error(code: StatusCode, message: String) -> Response {
     (code, message + "\n").into_response()
-}
-
-/// The last `n` lines of `data`.
-fn tail(data: &[u8], n: usize) -> &[u8] {
-    let mut seen = 0;
-    let end = if data.ends_with(b"\n") {
-        data.len() - 1
-    } else {
-        data.len()
-    };
-    for i in (0..end).rev() {
-        if data[i] == b'\n' {
-            seen += 1;
-            if seen == n {
-                return &data[i + 1..];
-            }
-        }
-    }
-    data
 }
 
 async fn logs(
@@ -109,6 +119,10 @@ async fn logs(
         Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
+    let opts = match q.options() {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -119,38 +133,41 @@ async fn logs(
             )
         }
     };
-    let first = match q.tail_lines {
-        Some(n) => tail(&data, n).to_vec(),
-        None => data.clone(),
+    let follow = q.follow == Some(true) && !previous;
+    let running = {
+        let (rt, uid, container) = (state.rt.clone(), uid.clone(), container.clone());
+        move || rt.is_running(&uid, &container)
     };
-    if q.follow != Some(true) || previous {
+    let mut decoder = Decoder::new(opts);
+    let first = decoder.first(&data, !follow || !running());
+    if !follow {
         return (StatusCode::OK, first).into_response();
     }
     // Follow: what is there, then whatever the container writes until it exits.
     let offset = data.len() as u64;
-    let rt = state.rt.clone();
-    let stream = async_stream(path, offset, first, move || rt.is_running(&uid, &container));
+    let stream = async_stream(path, offset, first, decoder, running);
     Response::new(Body::from_stream(stream))
 }
 
-/// Chunks of a growing file from `offset` on, after `first`, until `running()` says the writer
-/// is gone and everything is read.
+/// Chunks of a growing file from `offset` on, after `first`, decoded, until `running()` says
+/// the writer is gone and everything is read (or the byte limit is reached).
 fn async_stream(
     path: std::path::PathBuf,
     offset: u64,
     first: Vec<u8>,
+    decoder: Decoder,
     running: impl Fn() -> bool + Send + Sync + 'static,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send {
     let running = Arc::new(running);
     futures::stream::unfold(
-        (Some(first), offset, false),
-        move |(first, offset, done)| {
+        (Some(first), offset, false, decoder),
+        move |(first, offset, done, mut decoder)| {
             let (path, running) = (path.clone(), running.clone());
             async move {
                 if let Some(f) = first {
-                    return Some((Ok(f), (None, offset, false)));
+                    return Some((Ok(f), (None, offset, false, decoder)));
                 }
-                if done {
+                if done || decoder.exhausted() {
                     return None;
                 }
                 loop {
@@ -166,28 +183,20 @@ fn async_stream(
                         })
                         .await;
                     match read {
-                        Ok(Ok((buf, alive))) if !buf.is_empty() => {
+                        Ok(Ok((buf, alive))) if !buf.is_empty() || !alive => {
                             let next = offset + buf.len() as u64;
-                            return Some((Ok(buf), (None, next, !alive)));
+                            let mut out = decoder.more(&buf);
+                            if !alive {
+                                out.extend(decoder.end());
+                            }
+                            return Some((Ok(out), (None, next, !alive, decoder)));
                         }
-                        Ok(Ok((_, false))) => return None,
-                        Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
-                        Ok(Err(e)) => return Some((Err(e), (None, offset, true))),
+                        Ok(Ok(_)) => tokio::time::sleep(FOLLOW_INTERVAL).await,
+                        Ok(Err(e)) => return Some((Err(e), (None, offset, true, decoder))),
                         Err(_) => return None,
                     }
                 }
             }
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tail_takes_the_last_lines() {
-        assert_eq!(super::tail(b"a\nb\nc\n", 2), b"b\nc\n");
-        assert_eq!(super::tail(b"a\nb\nc", 2), b"b\nc");
-        assert_eq!(super::tail(b"a\n", 5), b"a\n");
-        assert_eq!(super::tail(b"", 1), b"");
-    }
 }

@@ -8,6 +8,7 @@
 //! when `--rm` was given. Calls that fork (run, exec) must come from a single-threaded process.
 
 pub mod build;
+pub mod ctrlog;
 pub mod distribution;
 mod monitor;
 mod record;
@@ -242,8 +243,15 @@ impl Engine {
             .ok()
     }
 
-    /// Write the container's log to `out`; with `follow`, keep going until it exits.
-    pub fn logs(&self, key: &str, follow: bool, out: &mut dyn Write) -> Result<()> {
+    /// Write the container's log to `out` as `opts` say; with `follow`, keep going until it
+    /// exits.
+    pub fn logs(
+        &self,
+        key: &str,
+        opts: &ctrlog::LogOptions,
+        follow: bool,
+        out: &mut dyn Write,
+    ) -> Result<()> {
         let c = self.find(key)?;
         let path = self.layout.log(&c.id);
         let mut f = match fs::File::open(&path) {
@@ -254,25 +262,35 @@ impl Engine {
             ),
             Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
         };
+        let mut decoder = ctrlog::Decoder::new(opts.clone());
+        let exited = self.status(&c).state == "exited";
+        let mut data = Vec::new();
+        f.read_to_end(&mut data)?;
+        out.write_all(&decoder.first(&data, exited || !follow))?;
+        out.flush()?;
+        if !follow || exited {
+            return Ok(());
+        }
         let mut buf = vec![0u8; 64 * 1024];
-        loop {
+        while !decoder.exhausted() {
             let n = f.read(&mut buf)?;
             if n > 0 {
-                out.write_all(&buf[..n])?;
+                out.write_all(&decoder.more(&buf[..n]))?;
                 continue;
             }
             out.flush()?;
-            if !follow {
-                return Ok(());
-            }
             if self.status(&c).state == "exited" {
                 // Drain what was written just before the exit, then stop.
-                std::io::copy(&mut f, out)?;
-                out.flush()?;
-                return Ok(());
+                let mut rest = Vec::new();
+                f.read_to_end(&mut rest)?;
+                out.write_all(&decoder.more(&rest))?;
+                out.write_all(&decoder.end())?;
+                break;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(ctrlog::FOLLOW_INTERVAL);
         }
+        out.flush()?;
+        Ok(())
     }
 
     /// SIGTERM, then SIGKILL after `timeout`; returns once the container has exited.

@@ -99,11 +99,16 @@ impl Engine {
             // SAFETY: dup2 of a valid fd onto our stdio numbers.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
+        // The container writes into pipes; the logger turns them into timestamped records.
+        let (stdout, stderr, logger) = crate::ctrlog::spawn_logger(log)?;
         let opts = CreateOptions {
-            stdio: Some([devnull()?, log.try_clone()?.into(), log.into()]),
+            stdio: Some([devnull()?, stdout, stderr]),
             ..Default::default()
         };
         let result = self.run_to_end(c, opts);
+        // The pipes are closed now (the container and all it started are gone): the logger
+        // ends once it wrote the last record, before the exit is recorded.
+        let _ = nix::sys::wait::waitpid(logger, None);
         self.finish(c, &result)?;
         result.map(|(code, _)| code)
     }

@@ -657,3 +657,45 @@ fn oom_kill_is_reported_as_oomkilled() {
     );
     assert_eq!(st, "OOMKilled:137");
 }
+
+/// kubectl logs --timestamps, --since, --since-time and --limit-bytes: every line keeps the
+/// time it was written (the CRI log format).
+#[test]
+fn logs_keep_their_times() {
+    let up = Up::start("logs");
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    up.ok(&[
+        "run",
+        "clock",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "echo early; sleep 2; echo late >&2; sleep 1000",
+    ]);
+    up.until(&["logs", "clock"], 60, |o| o == "early\nlate\n");
+    let stamped = up.ok(&["logs", "clock", "--timestamps"]);
+    let lines: Vec<(&str, &str)> = stamped
+        .lines()
+        .map(|l| l.split_once(' ').expect("TIME TEXT"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stamped}");
+    assert_eq!((lines[0].1, lines[1].1), ("early", "late"), "{stamped}");
+    for (t, _) in &lines {
+        assert!(
+            t.len() >= 20 && t.ends_with('Z') && t.contains('T'),
+            "{stamped}"
+        );
+    }
+    let late = lines[1].0;
+    assert_eq!(
+        up.ok(&["logs", "clock", &format!("--since-time={late}")]),
+        "late\n"
+    );
+    assert_eq!(up.ok(&["logs", "clock", "--since=1h"]), "early\nlate\n");
+    assert_eq!(up.ok(&["logs", "clock", "--limit-bytes=3"]), "ear");
+    assert_eq!(
+        up.ok(&["logs", "clock", "--tail=1", "--timestamps"]),
+        format!("{late} late\n")
+    );
+}

@@ -78,14 +78,24 @@ pub async fn log(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
         )));
     };
     let ns = t.ns.as_deref().unwrap_or("default");
-    let mut url = format!("http://{address}:{port}/containerLogs/{ns}/{name}/{container}?");
-    for key in ["follow", "previous", "tailLines"] {
+    let url = format!("http://{address}:{port}/containerLogs/{ns}/{name}/{container}");
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    for key in [
+        "follow",
+        "previous",
+        "tailLines",
+        "sinceSeconds",
+        "sinceTime",
+        "timestamps",
+        "limitBytes",
+    ] {
         if let Some(v) = req.q(key) {
-            url.push_str(&format!("{key}={v}&"));
+            query.push((key, v));
         }
     }
     let resp = reqwest::Client::new()
         .get(&url)
+        .query(&query)
         .bearer_auth(&api.token)
         .send()
         .await

@@ -93,6 +93,15 @@ pub enum Cmd {
     Logs {
         #[arg(short = 'f', long)]
         follow: bool,
+        /// Prefix each line with the time it was written (RFC 3339).
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        /// Only lines written in the last DURATION (e.g. 10s, 5m) or since an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
         container: String,
     },
     /// Run a command in a running container.
@@ -271,7 +280,21 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 )?;
             }
         }
-        Cmd::Logs { follow, container } => engine.logs(&container, follow, out)?,
+        Cmd::Logs {
+            follow,
+            timestamps,
+            since,
+            tail,
+            container,
+        } => {
+            let opts = yun_engine::ctrlog::LogOptions {
+                since: since.as_deref().map(parse_since).transpose()?,
+                timestamps,
+                tail,
+                limit_bytes: None,
+            };
+            engine.logs(&container, &opts, follow, out)?
+        }
         Cmd::Exec {
             process,
             container,
@@ -452,6 +475,16 @@ fn capitalize(s: &str) -> String {
     c.next()
         .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
         .unwrap_or_default()
+}
+
+/// `--since`: a duration back from now (`10s`, `5m`) or an RFC 3339 time, as podman takes it.
+fn parse_since(s: &str) -> Result<std::time::SystemTime> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(std::time::SystemTime::now() - d);
+    }
+    humantime::parse_rfc3339_weak(s).map_err(|_| {
+        anyhow::anyhow!("--since {s:?}: neither a duration (10s, 5m) nor an RFC 3339 time")
+    })
 }
 
 #[cfg(test)]
