@@ -28,6 +28,8 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Age"),
             w("IP"),
             w("Node"),
+            w("Nominated Node"),
+            w("Readiness Gates"),
         ],
         "Deployment" => vec![
             c("Name"),
@@ -66,6 +68,10 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Age"),
             c("Version"),
             w("Internal-IP"),
+            w("External-IP"),
+            w("OS-Image"),
+            w("Kernel-Version"),
+            w("Container-Runtime"),
         ],
         "ConfigMap" => vec![c("Name"), c("Data"), c("Age")],
         "Secret" => vec![c("Name"), c("Type"), c("Data"), c("Age")],
@@ -74,8 +80,15 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Type"),
             c("Reason"),
             c("Object"),
+            w("Subobject"),
+            w("Source"),
             c("Message"),
+            w("First Seen"),
+            w("Count"),
+            w("Name"),
         ],
+        "Endpoints" => vec![c("Name"), c("Endpoints"), c("Age")],
+        "ServiceAccount" => vec![c("Name"), c("Secrets"), c("Age")],
         "Lease" => vec![c("Name"), c("Holder"), c("Age")],
         "RuntimeClass" => vec![c("Name"), c("Handler"), c("Age")],
         "CustomResourceDefinition" => vec![c("Name"), c("Created At")],
@@ -196,6 +209,164 @@ fn selector(o: &Value) -> String {
     )
 }
 
+/// A node's STATUS as kubectl prints it: Ready/NotReady/Unknown, plus SchedulingDisabled
+/// when it is cordoned.
+fn node_status(o: &Value) -> String {
+    let ready = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
+        })
+        .and_then(|c| c.get("status").and_then(Value::as_str));
+    let mut status = match ready {
+        Some("True") => "Ready",
+        Some("Unknown") | None => "Unknown",
+        Some(_) => "NotReady",
+    }
+    .to_string();
+    if o.pointer("/spec/unschedulable") == Some(&Value::Bool(true)) {
+        status.push_str(",SchedulingDisabled");
+    }
+    status
+}
+
+/// Roles from `node-role.kubernetes.io/ROLE` labels (and the older `kubernetes.io/role`).
+fn node_roles(o: &Value) -> String {
+    let mut roles: Vec<&str> = o
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| match k.strip_prefix("node-role.kubernetes.io/") {
+            Some(role) if !role.is_empty() => Some(role),
+            _ if k == "kubernetes.io/role" => v.as_str(),
+            _ => None,
+        })
+        .collect();
+    roles.sort_unstable();
+    roles.dedup();
+    none_if_empty(roles.join(","))
+}
+
+fn node_address(o: &Value, kind: &str) -> String {
+    let ip = o
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x.get("type").and_then(Value::as_str) == Some(kind))
+        })
+        .and_then(|x| x.get("address").and_then(Value::as_str))
+        .unwrap_or("");
+    none_if_empty(ip.into())
+}
+
+/// ENDPOINTS: up to three ready `IP:PORT`s, then "+ N more...", as kubectl prints them.
+fn endpoints(o: &Value) -> String {
+    const SHOWN: usize = 3;
+    let mut all = Vec::new();
+    for subset in o
+        .get("subsets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let addresses: Vec<&str> = subset
+            .get("addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.get("ip").and_then(Value::as_str))
+            .collect();
+        let ports: Vec<i64> = subset
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("port").and_then(Value::as_i64))
+            .collect();
+        for ip in &addresses {
+            if ports.is_empty() {
+                all.push(ip.to_string());
+            }
+            for port in &ports {
+                all.push(format!("{ip}:{port}"));
+            }
+        }
+    }
+    match all.len() {
+        0 => "<none>".into(),
+        n if n <= SHOWN => all.join(","),
+        n => format!("{} + {} more...", all[..SHOWN].join(","), n - SHOWN),
+    }
+}
+
+/// EXTERNAL-IP of a Service: its LoadBalancer ingress (`<pending>` until it has one) and its
+/// `externalIPs`.
+fn service_external_ips(o: &Value) -> String {
+    let strings = |p: &str, field: Option<&str>| -> Vec<String> {
+        o.pointer(p)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| match field {
+                Some(f) => v.get(f).and_then(Value::as_str),
+                None => v.as_str(),
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let mut ips = strings("/spec/externalIPs", None);
+    if s(o, "/spec/type") == "LoadBalancer" {
+        let mut ingress = strings("/status/loadBalancer/ingress", Some("ip"));
+        ingress.extend(strings("/status/loadBalancer/ingress", Some("hostname")));
+        if ingress.is_empty() && ips.is_empty() {
+            return "<pending>".into();
+        }
+        ingress.append(&mut ips);
+        ips = ingress;
+    }
+    none_if_empty(ips.join(","))
+}
+
+/// READINESS GATES: how many of the pod's gates are True, e.g. "1/2"; none when it has none.
+fn readiness_gates(o: &Value) -> String {
+    let gates: Vec<&str> = o
+        .pointer("/spec/readinessGates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("conditionType").and_then(Value::as_str))
+        .collect();
+    if gates.is_empty() {
+        return "<none>".into();
+    }
+    let conditions = o.pointer("/status/conditions").and_then(Value::as_array);
+    let met = gates
+        .iter()
+        .filter(|g| {
+            conditions.into_iter().flatten().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some(**g)
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+        .count();
+    format!("{met}/{}", gates.len())
+}
+
+/// SOURCE: "component, host" of an Event (or its reportingController).
+fn event_source(o: &Value) -> String {
+    let component = str_at(o, "/source/component")
+        .or(str_at(o, "/reportingComponent"))
+        .unwrap_or("");
+    match str_at(o, "/source/host").filter(|h| !h.is_empty()) {
+        Some(host) => format!("{component}, {host}"),
+        None => component.to_string(),
+    }
+}
+
 fn cell(kind: &str, col: &str, o: &Value) -> Value {
     let created = str_at(o, "/metadata/creationTimestamp");
     match (kind, col) {
@@ -260,7 +431,7 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
             t => t,
         }),
         ("Service", "Cluster-IP") => json!(none_if_empty(s(o, "/spec/clusterIP").into())),
-        ("Service", "External-IP") => json!("<none>"),
+        ("Service", "External-IP") => json!(service_external_ips(o)),
         ("Service", "Port(s)") => {
             let ports = o
                 .pointer("/spec/ports")
@@ -277,37 +448,44 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
                 .unwrap_or_default();
             json!(none_if_empty(ports))
         }
-        ("Namespace", "Status") => json!(s(o, "/status/phase")),
-        ("Node", "Status") => {
-            let ready = o
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| {
-                    cs.iter()
-                        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-                })
-                .and_then(|c| c.get("status").and_then(Value::as_str))
-                == Some("True");
-            json!(if ready { "Ready" } else { "NotReady" })
-        }
-        ("Node", "Roles") => json!("<none>"),
+        ("Namespace", "Status") => json!(match s(o, "/status/phase") {
+            "" => "Active",
+            p => p,
+        }),
+        ("Node", "Status") => json!(node_status(o)),
+        ("Node", "Roles") => json!(node_roles(o)),
         ("Node", "Version") => json!(s(o, "/status/nodeInfo/kubeletVersion")),
-        ("Node", "Internal-IP") => {
-            let ip = o
-                .pointer("/status/addresses")
-                .and_then(Value::as_array)
-                .and_then(|a| {
-                    a.iter()
-                        .find(|x| x.get("type").and_then(Value::as_str) == Some("InternalIP"))
-                })
-                .and_then(|x| x.get("address").and_then(Value::as_str))
-                .unwrap_or("");
-            json!(none_if_empty(ip.into()))
+        ("Node", "Internal-IP") => json!(node_address(o, "InternalIP")),
+        ("Node", "External-IP") => json!(node_address(o, "ExternalIP")),
+        ("Node", "OS-Image") => json!(none_if_empty(s(o, "/status/nodeInfo/osImage").into())),
+        ("Node", "Kernel-Version") => {
+            json!(none_if_empty(s(o, "/status/nodeInfo/kernelVersion").into()))
         }
+        ("Node", "Container-Runtime") => json!(none_if_empty(
+            s(o, "/status/nodeInfo/containerRuntimeVersion").into()
+        )),
+        ("Endpoints", "Endpoints") => json!(endpoints(o)),
+        ("ServiceAccount", "Secrets") => json!(len_of(o, "/secrets")),
+        ("Pod", "Nominated Node") => {
+            json!(none_if_empty(s(o, "/status/nominatedNodeName").into()))
+        }
+        ("Pod", "Readiness Gates") => json!(readiness_gates(o)),
         ("ConfigMap", "Data") => json!(len_of(o, "/data") + len_of(o, "/binaryData")),
         ("Secret", "Type") => json!(s(o, "/type")),
         ("Secret", "Data") => json!(len_of(o, "/data")),
-        ("Event", "Last Seen") => json!(age(str_at(o, "/lastTimestamp").or(created))),
+        ("Event", "Last Seen") => json!(age(str_at(o, "/series/lastObservedTime")
+            .or(str_at(o, "/lastTimestamp"))
+            .or(str_at(o, "/eventTime"))
+            .or(created))),
+        ("Event", "First Seen") => json!(age(str_at(o, "/firstTimestamp")
+            .or(str_at(o, "/eventTime"))
+            .or(created))),
+        ("Event", "Count") => json!(o
+            .pointer("/series/count")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| i(o, "/count").max(1))),
+        ("Event", "Subobject") => json!(s(o, "/involvedObject/fieldPath")),
+        ("Event", "Source") => json!(event_source(o)),
         ("Event", "Type") => json!(s(o, "/type")),
         ("Event", "Reason") => json!(s(o, "/reason")),
         ("Event", "Object") => json!(format!(
@@ -366,4 +544,46 @@ pub fn table(res: &Resource, items: &[Value], req: &Req, metadata: Value) -> Val
         "columnDefinitions": defs,
         "rows": rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_print_like_kubectl() {
+        let node = json!({
+            "metadata": {"name": "n1", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "spec": {"unschedulable": true},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        });
+        assert_eq!(
+            cell("Node", "Status", &node),
+            json!("Ready,SchedulingDisabled")
+        );
+        assert_eq!(cell("Node", "Roles", &node), json!("control-plane"));
+        let unknown = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}});
+        assert_eq!(cell("Node", "Status", &unknown), json!("Unknown"));
+
+        let ep = json!({"subsets": [
+            {"addresses": [{"ip": "10.42.0.2"}, {"ip": "10.42.0.3"}], "ports": [{"port": 8080}]},
+            {"addresses": [{"ip": "10.42.0.4"}, {"ip": "10.42.0.5"}], "ports": [{"port": 8080}]},
+        ]});
+        assert_eq!(
+            cell("Endpoints", "Endpoints", &ep),
+            json!("10.42.0.2:8080,10.42.0.3:8080,10.42.0.4:8080 + 1 more...")
+        );
+        assert_eq!(cell("Endpoints", "Endpoints", &json!({})), json!("<none>"));
+
+        let lb = json!({"spec": {"type": "LoadBalancer"}});
+        assert_eq!(cell("Service", "External-IP", &lb), json!("<pending>"));
+        let ev = json!({"count": 7, "source": {"component": "kubelet", "host": "n1"}});
+        assert_eq!(cell("Event", "Count", &ev), json!(7));
+        assert_eq!(cell("Event", "Source", &ev), json!("kubelet, n1"));
+        let gated = json!({
+            "spec": {"readinessGates": [{"conditionType": "a"}, {"conditionType": "b"}]},
+            "status": {"conditions": [{"type": "a", "status": "True"}]},
+        });
+        assert_eq!(cell("Pod", "Readiness Gates", &gated), json!("1/2"));
+    }
 }
