@@ -84,6 +84,12 @@ impl Engine {
         let image = self.image(image_ref)?;
         let config = self.images.image_config(&image)?;
         let img_config = config.config().clone().unwrap_or_default();
+        // Refused before a name, rootfs or directory exists for the container.
+        match (&opts.user, img_config.user()) {
+            (Some(u), _) => spec::check_user_ids("--user", u)?,
+            (None, Some(u)) => spec::check_user_ids("the image config's User", u)?,
+            (None, None) => {}
+        }
         let id = random_id()?;
         let hostname = opts
             .hostname
@@ -383,7 +389,8 @@ impl Engine {
                 .as_ref()
                 .map(|r| r.path().clone())
                 .unwrap_or_default();
-            let (uid, gid, groups) = spec::resolve_user(&rootfs, u)?;
+            let (uid, gid, groups) =
+                spec::resolve_user(&rootfs, u).with_context(|| format!("--user {u:?}"))?;
             let mut user = process.user().clone();
             user.set_uid(uid);
             user.set_gid(gid);

@@ -205,7 +205,13 @@ pub fn generate(input: &Input) -> Result<Spec> {
         .clone()
         .or_else(|| img.user().clone().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "0".into());
-    let (uid, gid, groups) = resolve_user(input.rootfs, &user_spec)?;
+    let field = if opts.user.is_some() {
+        "--user"
+    } else {
+        "the image config's User"
+    };
+    let (uid, gid, groups) =
+        resolve_user(input.rootfs, &user_spec).with_context(|| format!("{field} {user_spec:?}"))?;
 
     let caps: std::collections::HashSet<Capability> = DEFAULT_CAPS.into_iter().collect();
     let mut process = spec.process().clone().unwrap_or_default();
@@ -339,11 +345,43 @@ fn volume(v: &str, volumes_dir: &Path) -> Result<Mount> {
     bind(&src_path, dst, ro)
 }
 
+/// The highest uid or gid a container process may get. Ids are signed in much of the
+/// kernel's and libc's interfaces (to setresuid and chown, 4294967295 is -1: "leave it
+/// unchanged"), so runc and Docker stop at 2^31-1 too.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// `s` as a uid or gid when it is a number (None for a name); a number outside
+/// 0..=[`MAX_ID`] (negative ones too) is an error naming `kind` ("uid", "gid").
+fn numeric_id(kind: &str, s: &str) -> Result<Option<u32>> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    match s.parse::<i64>() {
+        Ok(n) if (0..=i64::from(MAX_ID)).contains(&n) => Ok(Some(n as u32)),
+        _ => bail!("{kind} {s} is out of range (0 to {MAX_ID})"),
+    }
+}
+
+/// Check the numeric parts of a "user[:group]" spec before anything is made for a
+/// container; `field` names where the spec came from (`--user`, the image's `User`).
+pub fn check_user_ids(field: &str, spec: &str) -> Result<()> {
+    let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+    numeric_id("uid", user)
+        .and_then(|_| numeric_id("gid", group))
+        .with_context(|| format!("{field} {spec:?}"))?;
+    Ok(())
+}
+
 /// "uid[:gid]" or "name[:group]", names looked up in the image's /etc/passwd and /etc/group.
+/// Every id, given or looked up, must be within 0..=[`MAX_ID`].
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>)> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
+    };
+    let from_file = |kind: &str, file: &str, s: &str| -> Result<u32> {
+        numeric_id(kind, s)?.ok_or_else(|| anyhow!("{file}: {kind} {s:?} is not a number"))
     };
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
     let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
@@ -351,24 +389,29 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>)> {
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.len() >= 4 && (f[0] == user || f[2] == user));
-    let uid: u32 = match (user.parse::<u32>(), &entry) {
-        (Ok(n), _) => n,
-        (Err(_), Some(f)) => f[2].parse().context("passwd")?,
-        (Err(_), None) => bail!("unable to find user {user}: no matching entries in passwd file"),
+    let uid: u32 = match (numeric_id("uid", user)?, &entry) {
+        (Some(n), _) => n,
+        (None, Some(f)) => from_file("uid", "/etc/passwd", f[2])?,
+        (None, None) => bail!("unable to find user {user}: no matching entries in passwd file"),
     };
     let gid: u32 = match group {
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => groups
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 3 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    anyhow!("unable to find group {g}: no matching entries in group file")
-                })?,
+        Some(g) => match numeric_id("gid", g)? {
+            Some(n) => n,
+            None => {
+                let f = groups
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() >= 3 && f[0] == g)
+                    .ok_or_else(|| {
+                        anyhow!("unable to find group {g}: no matching entries in group file")
+                    })?;
+                from_file("gid", "/etc/group", f[2])?
+            }
         },
-        None => entry.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(0),
+        None => match &entry {
+            Some(f) => from_file("gid", "/etc/passwd", f[3])?,
+            None => 0,
+        },
     };
     // Supplementary groups: those that list the user by name.
     let name = entry.as_ref().map(|f| f[0]).unwrap_or(user);
@@ -376,7 +419,7 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>)> {
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .filter(|f| f.len() >= 4 && f[3].split(',').any(|m| m == name))
-        .filter_map(|f| f[2].parse().ok())
+        .filter_map(|f| f[2].parse().ok().filter(|g| *g <= MAX_ID))
         .filter(|g| *g != gid)
         .collect();
     Ok((uid, gid, extra))
@@ -462,6 +505,51 @@ mod tests {
             .to_string()
             .contains("unable to find user"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ids_outside_0_to_2_pow_31_are_refused() {
+        let dir = std::env::temp_dir().join(format!("yun-test-ids-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "big:x:4294967295:0::/:/bin/sh\nok:x:2147483647:4294967294::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("etc/group"), "huge:x:3000000000:\n").unwrap();
+        let err = |spec: &str| format!("{:#}", resolve_user(&dir, spec).unwrap_err());
+        assert_eq!(
+            err("4294967295"),
+            "uid 4294967295 is out of range (0 to 2147483647)"
+        );
+        assert_eq!(err("-1"), "uid -1 is out of range (0 to 2147483647)");
+        assert_eq!(err("0:-1"), "gid -1 is out of range (0 to 2147483647)");
+        assert_eq!(
+            err("99999999999999999999999"),
+            "uid 99999999999999999999999 is out of range (0 to 2147483647)"
+        );
+        assert_eq!(
+            err("big"),
+            "uid 4294967295 is out of range (0 to 2147483647)"
+        );
+        assert_eq!(
+            err("ok"),
+            "gid 4294967294 is out of range (0 to 2147483647)"
+        );
+        assert_eq!(
+            err("0:huge"),
+            "gid 3000000000 is out of range (0 to 2147483647)"
+        );
+        assert_eq!(
+            resolve_user(&dir, "2147483647:0").unwrap(),
+            (MAX_ID, 0, vec![])
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            format!("{:#}", check_user_ids("--user", "4294967295").unwrap_err()),
+            "--user \"4294967295\": uid 4294967295 is out of range (0 to 2147483647)"
+        );
+        assert!(check_user_ids("--user", "nobody:1000").is_ok());
     }
 
     #[test]

@@ -60,17 +60,29 @@ fn open_lock_file(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
+/// Lock `path`. A holder may delete the lock file (a removed layer's): whoever was waiting
+/// on it then holds a lock on a file nobody else can open, so it checks that the file it
+/// locked is still the one at `path` and starts over if not.
 pub(crate) fn lock(path: &Path, exclusive: bool) -> Result<LockGuard> {
-    let f = open_lock_file(path).with_context(|| format!("open lock {}", path.display()))?;
+    use std::os::unix::fs::MetadataExt;
     let arg = if exclusive {
         FlockArg::LockExclusive
     } else {
         FlockArg::LockShared
     };
-    let locked = Flock::lock(f, arg)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("lock {}", path.display()))?;
-    Ok(LockGuard(locked))
+    loop {
+        let f = open_lock_file(path).with_context(|| format!("open lock {}", path.display()))?;
+        let locked = Flock::lock(f, arg)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("lock {}", path.display()))?;
+        let same = match (locked.metadata(), fs::metadata(path)) {
+            (Ok(held), Ok(named)) => held.ino() == named.ino() && held.dev() == named.dev(),
+            _ => false,
+        };
+        if same {
+            return Ok(LockGuard(locked));
+        }
+    }
 }
 
 /// Like [`lock`] but exclusive and without waiting: `None` when someone holds it.

@@ -10,6 +10,9 @@
 //! snapshots/layers/<chain hex>/fs  each layer unpacked once, shared read-only
 //! snapshots/containers/<key>/      a container's rootfs: upper, work, merged (overlay)
 //! ```
+//!
+//! `images/` and `snapshots/` are 0700, the data dir at most 0710, and `snapshots/` is a
+//! nosuid,nodev bind mount of itself: see [`layout`] for why.
 
 mod archive;
 mod content;
@@ -17,6 +20,7 @@ mod digest;
 mod fsutil;
 mod gc;
 mod import;
+mod layout;
 mod manifest;
 mod meta;
 mod reference;
@@ -64,8 +68,19 @@ impl Store {
             layers: data_dir.join("snapshots").join("layers"),
             containers: data_dir.join("snapshots").join("containers"),
         };
+        fs::create_dir_all(data_dir)
+            .with_context(|| format!("create the data dir {}", data_dir.display()))?;
+        layout::tighten_data_dir(data_dir)?;
+        // The top dirs first, so everything below is out of reach from its creation on.
+        for d in [&store.images_dir, &store.snapshots_dir()] {
+            layout::private_dir(d)?;
+        }
         for d in [&store.blobs, &store.layers, &store.containers] {
             fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+        }
+        // Content unpacked by an older yun, or before a reboot, goes under the mount now.
+        if fs::read_dir(&store.layers)?.next().is_some() {
+            store.protect_snapshots()?;
         }
         fsutil::clean_temp(&store.images_dir);
         fsutil::clean_temp(&store.blobs);
@@ -75,6 +90,19 @@ impl Store {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// `snapshots/`: unpacked layers and containers' rootfs dirs, under one mount.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.data_dir.join("snapshots")
+    }
+
+    /// Make `snapshots/` a nosuid,nodev mount before content goes there (see [`layout`]).
+    pub(crate) fn protect_snapshots(&self) -> Result<()> {
+        layout::ensure_nosuid_nodev(
+            &self.snapshots_dir(),
+            &self.images_dir.join("snapshots-mount.lock"),
+        )
     }
 }
 

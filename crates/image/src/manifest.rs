@@ -209,7 +209,6 @@ impl Store {
             }
             _ => (manifest.to_vec(), parsed.layers),
         };
-        let manifest_digest = self.put_blob_bytes(&stored, None)?;
         let mut layer_records = Vec::new();
         for (l, diff) in layers.iter().zip(diff_ids) {
             let diff_id: Digest = diff
@@ -222,6 +221,10 @@ impl Store {
                 diff_id,
             });
         }
+        // Refused here, a bad layer never gets a name (load and pull remove the blobs they
+        // brought); accepted, every layer is unpacked and checked for good.
+        self.verify_layers(&layer_records)?;
+        let manifest_digest = self.put_blob_bytes(&stored, None)?;
         let size = parsed.config.size + layers.iter().map(|l| l.size).sum::<u64>();
         let record = Record {
             manifest_digest,

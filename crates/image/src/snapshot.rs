@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::content::copy_large;
 use crate::digest::Digest;
-use crate::fsutil::{atomic_write, lock, try_lock, TEMP_MARK};
+use crate::digest::HashingWriter;
+use crate::fsutil::{atomic_write, decompress, lock, try_lock, LockGuard, TEMP_MARK};
 use crate::meta::{Image, LayerRecord};
 use crate::unpack::{unpack_layer, UnpackOptions};
 use crate::Store;
@@ -102,49 +104,93 @@ impl Store {
     }
 
     fn unpack_once(&self, layer: &LayerRecord, chain: &Digest) -> Result<PathBuf> {
+        if let Some(staged) = self
+            .stage(layer, chain)
+            .with_context(|| format!("unpack layer {}", layer.digest))?
+        {
+            staged.install()?;
+        }
+        Ok(self.layer_dir(chain).join("fs"))
+    }
+
+    /// Unpack `layer` into its temp dir (under its lock), checking every entry and the
+    /// diff id; None when it is unpacked already. Nothing is in place until
+    /// [`Staged::install`]; dropping the result removes it all.
+    fn stage(&self, layer: &LayerRecord, chain: &Digest) -> Result<Option<Staged>> {
         let dir = self.layer_dir(chain);
-        let fs_dir = dir.join("fs");
-        if fs_dir.is_dir() {
-            return Ok(fs_dir);
+        if dir.join("fs").is_dir() {
+            return Ok(None);
         }
-        let _lock = lock(&self.layer_lock(chain), true)?;
-        if fs_dir.is_dir() {
-            return Ok(fs_dir); // unpacked by whoever held the lock before us
+        self.protect_snapshots()?;
+        let lock_path = self.layer_lock(chain);
+        let held = lock(&lock_path, true)?;
+        if dir.join("fs").is_dir() {
+            return Ok(None); // unpacked by whoever held the lock before us
         }
-        let tmp = self.layer_temp(chain);
-        let result = (|| -> Result<()> {
-            match fs::remove_dir_all(&tmp) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("remove {}", tmp.display()))
-                }
-                _ => {}
+        let staged = Staged {
+            tmp: self.layer_temp(chain),
+            dir,
+            lock_path,
+            installed: false,
+            _held: held,
+        };
+        match fs::remove_dir_all(&staged.tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("remove {}", staged.tmp.display()))
             }
-            fs::create_dir_all(tmp.join("fs"))?;
-            let blob = self.open_blob(&layer.digest)?;
-            // A plain-tar blob's verified digest is its diff id already; otherwise hash the
-            // uncompressed stream: the chain id (and so sharing) trusts the diff id.
-            let opts = UnpackOptions {
-                compute_diff_id: layer.digest != layer.diff_id,
+            _ => {}
+        }
+        fs::create_dir_all(staged.tmp.join("fs"))?;
+        let blob = self.open_blob(&layer.digest)?;
+        // Always hashed: the chain id (and so sharing) trusts the diff id, and a blob whose
+        // digest equals its diff id may still be compressed.
+        let opts = UnpackOptions {
+            compute_diff_id: true,
+        };
+        let stats = unpack_layer(blob, &staged.tmp.join("fs"), &opts)?;
+        check_diff_id(stats.diff_id.as_ref(), &layer.diff_id)?;
+        tracing::debug!(layer = %layer.digest, entries = stats.entries, "unpacked");
+        Ok(Some(staged))
+    }
+
+    /// Check every layer of an image being recorded (load, pull, commit) by unpacking it:
+    /// the uncompressed stream must hash to its diff id and every entry must unpack (paths,
+    /// link targets, whiteouts). Layers go in place only when all of them passed, so a
+    /// refused image leaves no unpacked layer. A layer unpacked already is only re-hashed
+    /// (its entries passed then), and not even that when a recorded image has the same
+    /// blob with the same diff id.
+    pub(crate) fn verify_layers(&self, layers: &[LayerRecord]) -> Result<()> {
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let db = self.read_db()?;
+        let known: HashSet<(&Digest, &Digest)> = db
+            .images
+            .values()
+            .flat_map(|r| r.layers.iter().map(|l| (&l.digest, &l.diff_id)))
+            .collect();
+        let mut staged = Vec::new();
+        for (layer, chain) in layers.iter().zip(chain_ids(&diff_ids)) {
+            let checked = if self.layer_dir(&chain).join("fs").is_dir() {
+                if known.contains(&(&layer.digest, &layer.diff_id)) {
+                    continue;
+                }
+                self.hash_layer(layer)
+            } else {
+                self.stage(layer, &chain).map(|s| staged.extend(s))
             };
-            let stats = unpack_layer(blob, &tmp.join("fs"), &opts)?;
-            if let Some(got) = &stats.diff_id {
-                if *got != layer.diff_id {
-                    bail!(
-                        "uncompressed content is {got}, but the image config says {}",
-                        layer.diff_id
-                    );
-                }
-            }
-            fs::rename(&tmp, &dir)?;
-            fs::File::open(&self.layers)?.sync_all()?;
-            tracing::debug!(layer = %layer.digest, entries = stats.entries, "unpacked");
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e.context(format!("unpack layer {}", layer.digest)));
+            checked.with_context(|| format!("layer {}", layer.digest))?;
         }
-        Ok(fs_dir)
+        for s in staged {
+            s.install()?;
+        }
+        Ok(())
+    }
+
+    /// The diff id check alone: decompress and hash.
+    fn hash_layer(&self, layer: &LayerRecord) -> Result<()> {
+        let (_, mut r) = decompress(self.open_blob(&layer.digest)?).context("read layer")?;
+        let mut w = HashingWriter::new(io::sink());
+        copy_large(&mut r, &mut w).context("read layer")?;
+        check_diff_id(Some(&w.digest()), &layer.diff_id)
     }
 
     fn container_dir(&self, key: &str) -> Result<PathBuf> {
@@ -196,6 +242,7 @@ impl Store {
         let result = (|| -> Result<()> {
             // Record first, so gc keeps the layers from the moment we rely on them.
             if fresh {
+                self.protect_snapshots()?;
                 fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
                 let rec = RootfsRecord {
                     image: image.id.clone(),
@@ -306,6 +353,51 @@ impl Store {
         let _ = fs::remove_file(&lock_path);
         drop(guard);
         Ok(size)
+    }
+}
+
+fn check_diff_id(got: Option<&Digest>, want: &Digest) -> Result<()> {
+    match got {
+        Some(got) if got != want => bail!(
+            "uncompressed content is {got}, but the image config says {want} (rootfs.diff_ids)"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// A layer unpacked into its temp dir, holding the layer's lock. Dropped without
+/// [`Staged::install`], it removes the temp dir (and the lock file, when no layer came of
+/// it): a refused layer leaves nothing.
+struct Staged {
+    tmp: PathBuf,
+    dir: PathBuf,
+    lock_path: PathBuf,
+    installed: bool,
+    _held: LockGuard,
+}
+
+impl Staged {
+    fn install(mut self) -> Result<()> {
+        fs::rename(&self.tmp, &self.dir)
+            .with_context(|| format!("rename {} into place", self.tmp.display()))?;
+        self.installed = true;
+        let parent = self.dir.parent().unwrap_or(Path::new("/"));
+        fs::File::open(parent)?.sync_all()?;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.installed {
+            return;
+        }
+        let _ = fs::remove_dir_all(&self.tmp);
+        if !self.dir.exists() {
+            // Safe while held: `lock` re-checks that the file it locked is still the one
+            // named, so a waiter on this one starts over with a new file.
+            let _ = fs::remove_file(&self.lock_path);
+        }
     }
 }
 

@@ -4,6 +4,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use common::{image_of_plain, tar_of, TestDir, E};
 use yun_image::{Digest, Store};
@@ -249,26 +250,160 @@ fn add_image_converts_docker_schema2() {
     );
 }
 
+/// Names under `snapshots/layers`: unpacked layers, their locks, temp dirs.
+fn layer_dir_names(t: &TestDir) -> Vec<String> {
+    fs::read_dir(t.path.join("data/snapshots/layers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
-fn wrong_diff_id_is_refused_at_unpack() {
+fn wrong_diff_id_is_refused_when_recorded() {
     let t = TestDir::new("diffid");
     let s = t.store();
     let plain = tar_of(&[E::File("f", 0o644, b"x")]);
     let other = tar_of(&[E::File("f", 0o644, b"y")]);
     // stored gzip of `plain`, but the config claims `other`
-    let img = common::image_of(&s, &[(common::gzip(&plain), other)], "yun-test-diffid");
-    let err = s.unpack(&img).unwrap_err();
+    let err =
+        common::try_image_of(&s, &[(common::gzip(&plain), other)], "yun-test-diffid").unwrap_err();
     assert!(
         format!("{err:#}").contains("but the image config says"),
         "{err:#}"
     );
-    // no half layer left
-    let left: Vec<_> = fs::read_dir(t.path.join("data/snapshots/layers"))
+    // no record, no half layer, no lock file left
+    assert!(s.images().unwrap().is_empty());
+    assert!(layer_dir_names(&t).is_empty(), "{:?}", layer_dir_names(&t));
+}
+
+/// Every check of a layer happens when its image is recorded, not at its first run: a bad
+/// layer anywhere in the image refuses it with the entry named, and the good layers below
+/// it are not left unpacked.
+#[test]
+fn bad_layers_are_refused_when_recorded() {
+    let t = TestDir::new("badlayers");
+    let s = t.store();
+    let good = tar_of(&[E::Dir("etc", 0o755), E::File("etc/passwd", 0o644, b"root")]);
+    let full = tar_of(&[E::File("a", 0o644, &[7u8; 4096])]);
+    let truncated = {
+        let gz = common::gzip(&full);
+        gz[..gz.len() / 2].to_vec()
+    };
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>, &str)> = vec![
+        (
+            "dotdot",
+            tar_of(&[E::File("a/../../x", 0o644, b"x")]),
+            vec![],
+            "\"a/../../x\": path escapes the layer root",
+        ),
+        (
+            "hardlink-outside",
+            tar_of(&[E::Hardlink("h", "../../../etc/passwd")]),
+            vec![],
+            "hard link target \"../../../etc/passwd\": path escapes the layer root",
+        ),
+        (
+            // resolved inside the layer it would even work: refused all the same
+            "hardlink-through-symlink",
+            tar_of(&[
+                E::Dir("etc", 0o755),
+                E::File("etc/passwd", 0o644, b"x"),
+                E::Symlink("s", "/etc"),
+                E::Hardlink("h", "s/passwd"),
+            ]),
+            vec![],
+            "hard link target \"s/passwd\" goes through a symlink",
+        ),
+        (
+            "whiteout-empty",
+            tar_of(&[E::File("d/.wh.", 0o644, b"")]),
+            vec![],
+            "invalid whiteout name",
+        ),
+        (
+            "whiteout-as-dir",
+            tar_of(&[E::File(".wh.d/x", 0o644, b"")]),
+            vec![],
+            "invalid whiteout: \".wh.d\" is used as a directory",
+        ),
+        ("truncated-gzip", truncated, full.clone(), "layer sha256:"),
+    ];
+    for (name, layer, diff, needle) in cases {
+        let diff = if diff.is_empty() { layer.clone() } else { diff };
+        let r = common::try_image_of(
+            &s,
+            &[(good.clone(), good.clone()), (layer, diff)],
+            &format!("yun-test-{name}"),
+        );
+        let err = format!("{:#}", r.unwrap_err());
+        assert!(err.contains(needle), "{name}: {err}");
+        assert!(s.images().unwrap().is_empty(), "{name}");
+        assert!(
+            layer_dir_names(&t).is_empty(),
+            "{name}: {:?}",
+            layer_dir_names(&t)
+        );
+    }
+    // The same good layer alone is fine, and unpacked once recorded.
+    common::image_of_plain(&s, &[good], "yun-test-good");
+    assert_eq!(
+        layer_dir_names(&t)
+            .iter()
+            .filter(|n| !n.ends_with(".lock"))
+            .count(),
+        1
+    );
+}
+
+/// A data dir from before: every directory 0755 and a layer unpacked with a setuid file
+/// and a device node where anyone could reach them. Opening the store tightens the modes
+/// (never loosening a tighter one) and puts the snapshots under a nosuid,nodev mount.
+#[test]
+fn an_old_data_dir_is_tightened_and_its_snapshots_mounted_nosuid_nodev() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new("olddata");
+    let data = t.path.join("data");
+    let fs_dir = data
+        .join("snapshots/layers")
+        .join("ab".repeat(32))
+        .join("fs");
+    fs::create_dir_all(&fs_dir).unwrap();
+    fs::create_dir_all(data.join("images/blobs/sha256")).unwrap();
+    for d in [&data, &data.join("images"), &data.join("snapshots")] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let s = t.store();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&data), 0o710);
+    assert_eq!(mode(&data.join("images")), 0o700);
+    assert_eq!(mode(&data.join("snapshots")), 0o700);
+    assert_eq!(common::mounts_under(&t.path), t.store_mounts());
+    let opts = mount_options(&data.join("snapshots"));
+    assert!(
+        opts.contains(&"nosuid".to_string()) && opts.contains(&"nodev".to_string()),
+        "{opts:?}"
+    );
+    // Opening again neither stacks another mount nor loosens a tighter mode.
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+    drop(s);
+    let _s = t.store();
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(common::mounts_under(&t.path), t.store_mounts());
+}
+
+/// The per-mount options of the mount at `point` (mountinfo's sixth field).
+fn mount_options(point: &Path) -> Vec<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == point.to_str())
+        .unwrap_or_else(|| panic!("{} is not a mount point", point.display()));
+    line.split(' ')
+        .nth(5)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".lock"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+        .split(',')
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]

@@ -143,3 +143,57 @@ fn terminal_without_console_socket() {
         "--console-socket",
     );
 }
+
+/// A data dir for `yun` alone, removed (with the store's mount) on drop.
+struct YunData(std::path::PathBuf);
+
+impl YunData {
+    fn new(tag: &str) -> YunData {
+        let p =
+            std::path::PathBuf::from(format!("/tmp/yun-test-badimg-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        YunData(p)
+    }
+
+    /// `yun --data-dir DIR/data-SUB ARGS`.
+    fn yun(&self, sub: &str, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(YUN)
+            .arg("--data-dir")
+            .arg(self.0.join(format!("data-{sub}")))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for YunData {
+    fn drop(&mut self) {
+        unmount_under(&[&self.0]);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Archives made by Python's tarfile with a bad layer on a good one: `yun load` refuses each
+/// with the entry (or the check) named, and stores nothing of it: not even the good layer's
+/// blob or its unpacked copy, and `yun images` lists nothing.
+#[test]
+fn bad_layers_are_refused_by_load_and_leave_nothing() {
+    let d = YunData::new("load");
+    std::fs::create_dir_all(&d.0).unwrap();
+    for (case, needle) in BAD_LAYERS {
+        let archive = d.0.join(format!("{case}.tar"));
+        images_py(&["archive", case, archive.to_str().unwrap()]);
+        let out = d.yun(case, &["load", "-i", archive.to_str().unwrap()]);
+        assert_fails_with(&out, needle);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&archive.display().to_string()),
+            "{case}: {err}"
+        );
+        let images = d.yun(case, &["images", "-q"]);
+        assert!(images.status.success());
+        assert_eq!(String::from_utf8_lossy(&images.stdout), "", "{case}");
+        assert_nothing_stored(&d.0.join(format!("data-{case}")));
+    }
+}

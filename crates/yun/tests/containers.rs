@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -65,13 +66,18 @@ impl Drop for Yun {
     }
 }
 
+/// No mount under the data dir but the store's own: `snapshots`, bound onto itself
+/// nosuid,nodev for as long as the data dir exists.
 fn no_mounts_under(data: &std::path::Path) {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    assert!(
-        !mounts.contains(data.to_str().unwrap()),
-        "mounts left under {}",
-        data.display()
-    );
+    let data = data.to_str().unwrap();
+    let snapshots = format!("{data}/snapshots");
+    let left: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter(|m| m.starts_with(data) && *m != snapshots)
+        .collect();
+    assert!(left.is_empty(), "mounts left under {data}: {left:?}");
 }
 
 #[test]
@@ -511,4 +517,177 @@ fn a_default_seccomp_profile_unless_unconfined() {
         "true",
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("only seccomp=unconfined"));
+}
+
+/// `args` run as the host's `nobody`. Through a shell: setpriv itself still holds root's
+/// capabilities when it execs (the exec's path walk would pass 0700 dirs), the shell it
+/// starts holds none.
+fn as_nobody(args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// An image made by Python's tarfile holds a setuid-root program (built by gcc: it prints
+/// its effective uid) and device nodes anyone may open (c 1:11, b 254:0). Unpacked on the
+/// host they are out of `nobody`'s reach (data dir 0710, content dirs 0700), and even with
+/// those modes loosened they are dead (the snapshots mount is nosuid,nodev). In the image's
+/// own container the program still runs as root: the container's root mount decides.
+#[test]
+fn setuid_files_and_devices_from_images_are_dead_on_the_host() {
+    let y = Yun::new("suid");
+    let src = y.data.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("euid.c"),
+        "#include <stdio.h>\n#include <unistd.h>\nint main(void){printf(\"euid=%d\\n\",(int)geteuid());return 0;}\n",
+    )
+    .unwrap();
+    let cc = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(src.join("yun-euid"))
+        .arg(src.join("euid.c"))
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let archive = src.join("suid.tar");
+    let bin = src.join("yun-euid");
+    images_py(&[
+        "archive",
+        "suid",
+        archive.to_str().unwrap(),
+        "--suid",
+        bin.to_str().unwrap(),
+    ]);
+    y.ok(&["load", "-i", archive.to_str().unwrap()]);
+
+    // Unpacked faithfully, at load.
+    let layers = y.data.join("snapshots/layers");
+    let fs_dir = std::fs::read_dir(&layers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("fs"))
+        .find(|p| p.join("usr/bin/yun-euid").exists())
+        .expect("the layer is unpacked at load");
+    let prog = fs_dir.join("usr/bin/yun-euid");
+    let md = std::fs::metadata(&prog).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.uid()), (0o4755, 0));
+    let kmsg = fs_dir.join("devs/kmsg");
+    let vda = fs_dir.join("devs/vda");
+    assert!(std::fs::symlink_metadata(&kmsg)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    assert!(std::fs::symlink_metadata(&vda)
+        .unwrap()
+        .file_type()
+        .is_block_device());
+    let open = |dev: &std::path::Path| {
+        as_nobody(&["/bin/sh", "-c", &format!("exec 3< {}", dev.display())])
+    };
+    let (p, k, v) = (prog.to_str().unwrap(), &kmsg, &vda);
+
+    // As nobody: nothing under the data dir can even be named.
+    let run = as_nobody(&[p]);
+    assert!(
+        !run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    assert!(!String::from_utf8_lossy(&run.stdout).contains("euid=0"));
+    assert!(!open(k).status.success() && !open(v).status.success());
+    assert!(!as_nobody(&["ls", y.data.to_str().unwrap()])
+        .status
+        .success());
+    let records = y.data.join("images/images.json");
+    assert!(!as_nobody(&["cat", records.to_str().unwrap()])
+        .status
+        .success());
+
+    // Modes loosened on the whole way down (an admin's chmod, a copy made by an old yun):
+    // the setuid bit gives nothing and the devices do not open.
+    let chain = fs_dir.parent().unwrap();
+    let way = [
+        &y.data,
+        &y.data.join("snapshots"),
+        &layers,
+        &chain.to_path_buf(),
+    ];
+    for d in way {
+        chmod(d, 0o755);
+    }
+    let run = as_nobody(&[p]);
+    let open_k = open(k);
+    let open_v = open(v);
+    chmod(&y.data, 0o710);
+    chmod(&y.data.join("snapshots"), 0o700);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "euid=65534\n");
+    for o in [open_k, open_v] {
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Permission denied"),
+            "{o:?}"
+        );
+    }
+
+    // In its container the image works as made.
+    let out = y.ok(&[
+        "run",
+        "--rm",
+        "--user",
+        "65534",
+        "localhost/yun-test-suid:v1",
+    ]);
+    assert_eq!(out, "euid=0\n");
+}
+
+/// `--user` ids outside 0..=2^31-1 (negative ones too) are refused before the container
+/// exists, with one line naming `--user`; an image whose config has such a `User` likewise.
+#[test]
+fn user_ids_outside_the_range_are_refused() {
+    let y = Yun::new("userid");
+    for u in ["4294967295", "-1", "0:4294967295", "2147483648"] {
+        let out = y.yun(&["run", "--rm", "--user", u, "busybox", "true"]);
+        assert_fails_with(&out, &format!("--user {u:?}: "));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is out of range (0 to 2147483647)"));
+    }
+    assert_eq!(y.ok(&["ps", "-a", "-q"]), "");
+    assert_eq!(
+        y.ok(&["run", "--rm", "--user", "2147483647", "busybox", "id", "-u"]),
+        "2147483647\n"
+    );
+    // The image's own User field.
+    let ctx = y.data.join("ctx-user");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Containerfile"), "FROM busybox\nUSER 4294967295\n").unwrap();
+    y.ok(&[
+        "build",
+        "-t",
+        "localhost/yun-test-baduser:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let out = y.yun(&["run", "--rm", "localhost/yun-test-baduser:1", "true"]);
+    assert_fails_with(
+        &out,
+        "the image config's User \"4294967295\": uid 4294967295 is out of range",
+    );
+    assert_eq!(y.ok(&["ps", "-a", "-q"]), "");
+    let containers: Vec<_> = std::fs::read_dir(y.data.join("snapshots/containers"))
+        .unwrap()
+        .collect();
+    assert!(containers.is_empty(), "{containers:?}");
+    no_mounts_under(&y.data);
 }

@@ -340,3 +340,22 @@ fn credentials_for_a_registry_with_basic_auth() {
         "private\n"
     );
 }
+
+/// Images with a bad layer on a good one, pushed to docker-registry by Python's urllib:
+/// `yun pull` refuses each with the entry (or the check) named, and keeps nothing of it (no
+/// blob of either layer, no unpacked layer, no partial download, no name).
+#[test]
+fn bad_layers_are_refused_by_pull_and_leave_nothing() {
+    let reg = DockerRegistry::start("bad");
+    for (case, needle) in BAD_LAYERS {
+        let name = format!("yun-test/bad-{case}:v1");
+        images_py(&["push", case, &reg.addr, &name]);
+        let d = Data::new(&format!("badpull-{case}"));
+        let (ok, out, err) = d.yun(&["pull", &format!("{}/{name}", reg.addr)]);
+        assert!(!ok, "{case}: pulled: {out}");
+        assert!(err.contains(needle), "{case}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{case}: {err}");
+        assert_eq!(d.ok(&["images", "-q"]), "", "{case}");
+        assert_nothing_stored(&d.0);
+    }
+}

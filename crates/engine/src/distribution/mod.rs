@@ -95,26 +95,46 @@ pub async fn pull(store: Arc<Store>, reference: &str, opts: &Options) -> Result<
     {
         blobs.push((parse_digest(&l["digest"])?, l["size"].as_u64().unwrap_or(0)));
     }
+    let names = if r.reference.starts_with("sha256:") {
+        Vec::new()
+    } else {
+        vec![r.name()]
+    };
+    // Blobs arrive before their image is recorded: keep gc away until then, and remove what
+    // this pull brought if the image is refused (a bad layer), so nothing of it stays.
+    let ingest = store.ingest_lock()?;
+    let fetched = std::sync::Mutex::new(Vec::new());
     let progress = Progress::new();
-    all_parallel(blobs, |(d, size)| {
+    let got = all_parallel(blobs, |(d, size)| {
         let (store, session, r, scope, progress) = (&store, &session, &r, &scope, &progress);
+        let fetched = &fetched;
         async move {
             if store.has_blob(&d) {
                 return Ok(());
             }
             fetch_blob(store, session, r, scope, &d, size, progress)
                 .await
-                .with_context(|| format!("blob {d}"))
+                .with_context(|| format!("blob {d}"))?;
+            fetched.lock().expect("not poisoned").push(d);
+            Ok(())
         }
     })
-    .await?;
-    let names = if r.reference.starts_with("sha256:") {
-        Vec::new()
-    } else {
-        vec![r.name()]
-    };
+    .await;
     let store2 = store.clone();
-    tokio::task::spawn_blocking(move || store2.add_image(&bytes, &names)).await?
+    let recorded = match got {
+        Ok(()) => tokio::task::spawn_blocking(move || store2.add_image(&bytes, &names))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r),
+        Err(e) => Err(e),
+    };
+    drop(ingest);
+    if recorded.is_err() {
+        let fetched = fetched.into_inner().expect("not poisoned");
+        let store2 = store.clone();
+        let _ = tokio::task::spawn_blocking(move || store2.forget_unreferenced(&fetched)).await;
+    }
+    recorded.with_context(|| format!("pull {reference}"))
 }
 
 /// Run `f` on every item, PARALLEL at a time; the first error wins (after all finish).

@@ -66,10 +66,11 @@ impl Store {
         })
     }
 
-    /// Remove blobs this load stored that no image references (archive bookkeeping files,
-    /// or everything after a failed load). Under the exclusive gc lock, so a concurrent load
-    /// that needs the same blob has recorded its image by then.
-    fn forget_unreferenced(&self, touched: &[Digest]) {
+    /// Remove blobs an ingest (load, pull) stored that no image references (archive
+    /// bookkeeping files, or everything after a refused image). Under the exclusive gc lock,
+    /// so a concurrent ingest that needs the same blob has recorded its image by then; call
+    /// it after dropping the [`crate::IngestGuard`].
+    pub fn forget_unreferenced(&self, touched: &[Digest]) {
         if touched.is_empty() {
             return;
         }

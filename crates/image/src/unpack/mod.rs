@@ -144,6 +144,17 @@ impl Unpacker {
             }
             return Ok(());
         }
+        // A whiteout is a marker, never a directory: `a/.wh.x/b` would make a real
+        // directory named `.wh.x` that overlay shows in the container as is.
+        if let Some(c) = parent_rel
+            .split(|&b| b == b'/')
+            .find(|c| c.starts_with(b".wh."))
+        {
+            bail!(
+                "invalid whiteout: {:?} is used as a directory",
+                String::from_utf8_lossy(c)
+            );
+        }
         let parent = self.dir(parent_rel)?;
         let parent = parent.as_fd();
         if let Some(hidden) = name.strip_prefix(b".wh.") {
@@ -200,7 +211,9 @@ impl Unpacker {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| anyhow!("hard link without a target"))?;
-                let target_rel = clean_path(&target)?;
+                let target_rel = clean_path(&target).with_context(|| {
+                    format!("hard link target {:?}", String::from_utf8_lossy(&target))
+                })?;
                 if target_rel == rel {
                     return Ok(());
                 }
@@ -208,9 +221,7 @@ impl Unpacker {
                     Some(i) => (&target_rel[..i], &target_rel[i + 1..]),
                     None => (&target_rel[..0], &target_rel[..]),
                 };
-                let tdir = self.dir(tparent).with_context(|| {
-                    format!("hard link target {:?}", String::from_utf8_lossy(&target))
-                })?;
+                let tdir = self.link_target_dir(tparent, &target)?;
                 let tname = cstring(tname)?;
                 self.replace(parent, &cname, false, || {
                     sys::linkat(tdir.as_fd(), &tname, parent, &cname)
@@ -274,6 +285,27 @@ impl Unpacker {
         };
         self.dirs.insert(rel.to_vec(), fd.clone());
         Ok(fd)
+    }
+
+    /// The directory of a hard link's target, by its literal path: a link must name an
+    /// earlier entry of this layer, so a symlink on the way (which could lead anywhere in
+    /// the layer, and means a tar made by something other than an archiver) is refused,
+    /// as is a directory that does not exist (nothing is created for a link).
+    fn link_target_dir(&mut self, rel: &[u8], target: &[u8]) -> Result<Rc<OwnedFd>> {
+        if rel.is_empty() {
+            return Ok(self.root.clone());
+        }
+        let shown = String::from_utf8_lossy(target);
+        match sys::open_dir_beneath_no_symlinks(self.root.as_fd(), &cstring(rel)?) {
+            Ok(fd) => Ok(Rc::new(fd)),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                bail!("hard link target {shown:?} goes through a symlink")
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+                bail!("hard link target {shown:?} is not an earlier entry of this layer")
+            }
+            Err(e) => Err(e).with_context(|| format!("hard link target {shown:?}")),
+        }
     }
 
     fn mkdir_all(&mut self, rel: &[u8]) -> Result<Rc<OwnedFd>> {

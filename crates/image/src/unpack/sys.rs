@@ -18,9 +18,25 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 /// and `..` resolved as if `root` were `/` (RESOLVE_IN_ROOT): the result is always a
 /// directory inside `root`, whatever the layer's symlinks say.
 pub fn open_dir_in_root(root: BorrowedFd, path: &CStr) -> io::Result<OwnedFd> {
+    open_dir_resolve(root, path, libc::RESOLVE_IN_ROOT)
+}
+
+/// Open the directory `path` below `root` without following any symlink on the way
+/// (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS: ELOOP when one is met, EXDEV for `..` above the
+/// root). Hard link targets are resolved this way: a link names an earlier entry by its
+/// literal path.
+pub fn open_dir_beneath_no_symlinks(root: BorrowedFd, path: &CStr) -> io::Result<OwnedFd> {
+    open_dir_resolve(
+        root,
+        path,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+    )
+}
+
+fn open_dir_resolve(root: BorrowedFd, path: &CStr, resolve: u64) -> io::Result<OwnedFd> {
     let mut how: libc::open_how = zeroed_open_how();
     how.flags = (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV;
+    how.resolve = resolve | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV;
     let path = if path.is_empty() { c"." } else { path };
     // SAFETY: path is NUL-terminated, `how` is a valid open_how of the size passed, and the
     // returned descriptor is owned by nobody else.

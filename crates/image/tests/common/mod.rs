@@ -27,6 +27,12 @@ impl TestDir {
     pub fn store(&self) -> Store {
         Store::open(&self.path.join("data")).expect("open store")
     }
+
+    /// The one mount a store that unpacked something keeps: its snapshots dir, bound onto
+    /// itself nosuid,nodev.
+    pub fn store_mounts(&self) -> Vec<String> {
+        vec![self.path.join("data/snapshots").display().to_string()]
+    }
 }
 
 impl Drop for TestDir {
@@ -142,6 +148,15 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 /// Record an image whose layers are `layers` (stored as given, compressed or not; `diff_ids`
 /// are the digests of the uncompressed tars `plain`).
 pub fn image_of(store: &Store, layers: &[(Vec<u8>, Vec<u8>)], name: &str) -> Image {
+    try_image_of(store, layers, name).unwrap()
+}
+
+/// [`image_of`], returning what `add_image` says (a bad layer is refused there).
+pub fn try_image_of(
+    store: &Store,
+    layers: &[(Vec<u8>, Vec<u8>)],
+    name: &str,
+) -> anyhow::Result<Image> {
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for (stored, plain) in layers {
@@ -173,9 +188,7 @@ pub fn image_of(store: &Store, layers: &[(Vec<u8>, Vec<u8>)], name: &str) -> Ima
         "config": {"mediaType": media::OCI_CONFIG, "digest": cd, "size": config.len()},
         "layers": descs,
     });
-    store
-        .add_image(&serde_json::to_vec(&manifest).unwrap(), &[name.to_string()])
-        .unwrap()
+    store.add_image(&serde_json::to_vec(&manifest).unwrap(), &[name.to_string()])
 }
 
 /// Plain layers (stored uncompressed).

@@ -34,16 +34,36 @@ pub fn cache() -> &'static Path {
     Path::new(CACHE)
 }
 
-pub fn tmp() -> tempfile::TempDir {
-    tempfile::Builder::new()
+pub fn tmp() -> Tmp {
+    Tmp(tempfile::Builder::new()
         .prefix("yun-test-vm-")
         .tempdir()
-        .unwrap()
+        .unwrap())
+}
+
+/// A temp data dir. A yun image store in it keeps `snapshots/` mounted (a nosuid,nodev bind
+/// of itself) for as long as the data dir exists: detached first, so the dir can go.
+pub struct Tmp(tempfile::TempDir);
+
+impl Tmp {
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let snapshots =
+            std::ffi::CString::new(self.path().join("snapshots").as_os_str().as_encoded_bytes())
+                .unwrap();
+        // SAFETY: a NUL-terminated path; failing (nothing mounted there) is fine.
+        unsafe { libc::umount2(snapshots.as_ptr(), libc::MNT_DETACH) };
+    }
 }
 
 /// A data dir with a driver; every VM in it is force-removed on drop, then the dir.
 pub struct Env {
-    pub dir: tempfile::TempDir,
+    pub dir: Tmp,
     pub driver: QemuDriver,
 }
 

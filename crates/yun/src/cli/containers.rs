@@ -17,8 +17,9 @@ pub struct ProcessFlags {
     /// Working directory inside the container.
     #[arg(short = 'w', long)]
     workdir: Option<String>,
-    /// USER[:GROUP] (names or ids).
-    #[arg(short = 'u', long)]
+    /// USER[:GROUP] (names or ids, 0 to 2147483647).
+    // Hyphen values reach the engine, which names --user when it refuses "-1".
+    #[arg(short = 'u', long, allow_hyphen_values = true)]
     user: Option<String>,
     /// Allocate a pseudo terminal.
     #[arg(short = 't', long)]

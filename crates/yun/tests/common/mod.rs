@@ -236,3 +236,82 @@ pub fn in_terminal(cmd: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
+
+/// tests/tools/images.py: images made by Python's tarfile and urllib, not by yun.
+pub fn images_py(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/images.py");
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "images.py {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The bad layers of images.py, each with what yun's one-line refusal must say.
+pub const BAD_LAYERS: [(&str, &str); 7] = [
+    (
+        "dotdot",
+        r#"layer entry "../../yun-escape": path escapes the layer root with "..""#,
+    ),
+    (
+        "hardlink-outside",
+        r#"hard link target "../../../etc/passwd": path escapes the layer root"#,
+    ),
+    (
+        "hardlink-through-symlink",
+        r#"hard link target "s/passwd" goes through a symlink"#,
+    ),
+    (
+        "whiteout-empty",
+        r#"layer entry "d/.wh.": invalid whiteout name"#,
+    ),
+    (
+        "whiteout-dir",
+        r#"invalid whiteout: ".wh.d" is used as a directory"#,
+    ),
+    ("diffid-mismatch", "but the image config says"),
+    (
+        "truncated-gzip",
+        "read layer tar: incomplete deflate stream",
+    ),
+];
+
+/// After a refused image: nothing of it in the data dir. No image record, no blob, no
+/// unpacked layer (nor its lock), no partial download, no temp file.
+pub fn assert_nothing_stored(data: &Path) {
+    let images = std::fs::read_to_string(data.join("images/images.json")).unwrap_or_default();
+    assert!(
+        !images.contains("sha256:"),
+        "an image was recorded: {images}"
+    );
+    for dir in ["images/blobs/sha256", "snapshots/layers", "images/partial"] {
+        let left: Vec<String> = std::fs::read_dir(data.join(dir))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+    let mut stack = vec![data.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.contains(".yun-tmp-"),
+                "temp file {}",
+                e.path().display()
+            );
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+}
