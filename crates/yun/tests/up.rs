@@ -14,11 +14,17 @@ struct Up {
     child: Child,
     data: PathBuf,
     node_flags: Vec<String>,
+    /// Flags of `yun up` itself (not for `yun down`).
+    up_flags: Vec<String>,
     addr: String,
 }
 
 impl Up {
     fn start(name: &str) -> Up {
+        Self::start_with(name, &[])
+    }
+
+    fn start_with(name: &str, up_flags: &[&str]) -> Up {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let n = std::process::id();
@@ -33,23 +39,26 @@ impl Up {
             "--name".to_string(),
             "node-1".to_string(),
         ];
-        let child = Self::spawn(&data, &addr, &node_flags);
+        let up_flags: Vec<String> = up_flags.iter().map(|s| s.to_string()).collect();
+        let child = Self::spawn(&data, &addr, &node_flags, &up_flags);
         let up = Up {
             child,
             data,
             node_flags,
+            up_flags,
             addr,
         };
         common::wait_for_port(&up.addr, "yun up");
         up
     }
 
-    fn spawn(data: &Path, addr: &str, node_flags: &[String]) -> Child {
+    fn spawn(data: &Path, addr: &str, node_flags: &[String], up_flags: &[String]) -> Child {
         Command::new(common::YUN)
             .arg("--data-dir")
             .arg(data)
             .args(["up", "--addr", addr])
             .args(node_flags)
+            .args(up_flags)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -63,7 +72,7 @@ impl Up {
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.child.wait();
-        self.child = Self::spawn(&self.data, &self.addr, &self.node_flags);
+        self.child = Self::spawn(&self.data, &self.addr, &self.node_flags, &self.up_flags);
         common::wait_for_port(&self.addr, "yun up after a restart");
     }
 
@@ -432,4 +441,164 @@ fn bad_pods_say_why() {
         |o| o.contains("Insufficient cpu"),
     );
     up.ok(&["delete", "pod", "crash", "missing", "huge", "talker"]);
+}
+
+/// A `kubectl get -w` in the background, killed when dropped; what it printed so far.
+struct Watch {
+    child: Child,
+}
+
+impl Watch {
+    fn start(kubeconfig: &Path, args: &[&str]) -> Watch {
+        let child = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Watch { child }
+    }
+
+    fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The FailedScheduling Events of pod `name`: (count, lastTimestamp) of each.
+fn failed_scheduling(up: &Up, name: &str) -> Vec<(i64, String)> {
+    let out = up.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name},reason=FailedScheduling"),
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["count"].as_i64().unwrap_or(0),
+                e["lastTimestamp"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A pod that fits nowhere (its only node is cordoned) is retried with back-off: over 25 s
+/// it makes one Event whose count grows slowly and hardly any status writes (before, each try
+/// posted a new Event and its own status write queued the next try at once: thousands a
+/// second). Uncordoning the node moves it back to the active queue: it is bound at once.
+/// Events expire after `--event-ttl`.
+#[test]
+fn an_unschedulable_pod_waits_quietly_and_goes_when_a_node_fits() {
+    let up = Up::start_with("unsched", &["--event-ttl", "15s"]);
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    up.ok(&["cordon", "node-1"]);
+    let store = up.data.join("store.redb");
+    let size_before = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
+    up.ok(&[
+        "run",
+        "stuck",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "1000",
+    ]);
+    let kubeconfig = up.data.join("kubeconfig");
+    let watch = Watch::start(
+        &kubeconfig,
+        &[
+            "get",
+            "pod",
+            "stuck",
+            "--watch",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}{\"\\n\"}",
+        ],
+    );
+    up.until(
+        &[
+            "get",
+            "pod",
+            "stuck",
+            "-o",
+            "jsonpath={.status.conditions[0].reason}",
+        ],
+        10,
+        |o| o == "Unschedulable",
+    );
+    std::thread::sleep(Duration::from_secs(25));
+    let versions = watch.finish();
+    let mut versions: Vec<&str> = versions.lines().collect();
+    versions.dedup();
+    // The first line is the pod as it was when the watch began; each further one a write.
+    assert!(
+        versions.len() <= 3,
+        "{} writes to an unschedulable pod in 25 s",
+        versions.len()
+    );
+    let events = failed_scheduling(&up, "stuck");
+    assert_eq!(events.len(), 1, "one aggregated Event expected: {events:?}");
+    let count = events[0].0;
+    // Tries at 0, 1, 3, 7, 15, 25 s (back-off 1 s doubling to 10 s).
+    assert!(
+        (2..=10).contains(&count),
+        "count {count} after 25 s: the back-off is off"
+    );
+    let size_after = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size_after.saturating_sub(size_before) < 10 << 20,
+        "the store grew from {size_before} to {size_after} bytes"
+    );
+
+    // The node fits again: the pod is moved to the active queue and bound promptly.
+    up.ok(&["uncordon", "node-1"]);
+    let start = Instant::now();
+    loop {
+        let node = up.ok(&["get", "pod", "stuck", "-o", "jsonpath={.spec.nodeName}"]);
+        if node == "node-1" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "the pod was not scheduled within 2 s of the uncordon"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    up.ok(&["delete", "pod", "stuck", "--wait=false"]);
+
+    // Nothing writes the Event any more: it expires after the TTL (15 s, swept every 1.5 s).
+    up.until(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=stuck,reason=FailedScheduling",
+            "-o",
+            "name",
+        ],
+        25,
+        |o| o.trim().is_empty(),
+    );
 }
