@@ -8,6 +8,8 @@
 //! labels, so an agent restart re-adopts them instead of killing them.
 
 mod container;
+pub mod events;
+mod heartbeat;
 mod images;
 pub mod logs;
 pub mod node;

@@ -5,13 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
     PodStatus, Secret,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use serde_json::json;
@@ -143,7 +142,7 @@ pub fn node_object(cfg: &AgentConfig, rt: &PodRuntime, log_port: Option<u16>) ->
     }
 }
 
-fn ready_condition() -> NodeCondition {
+pub(crate) fn ready_condition() -> NodeCondition {
     NodeCondition {
         type_: "Ready".into(),
         status: "True".into(),
@@ -176,41 +175,6 @@ pub async fn register(
     )
     .await?;
     Ok(())
-}
-
-/// Renew the node's Lease in kube-node-lease (creating it the first time).
-async fn renew_lease(client: &Client, cfg: &AgentConfig) -> anyhow::Result<()> {
-    let api = Api::<Lease>::namespaced(client.clone(), "kube-node-lease");
-    let spec = LeaseSpec {
-        holder_identity: Some(cfg.node_name.clone()),
-        lease_duration_seconds: Some(cfg.lease_duration.as_secs().max(1) as i32),
-        renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-        ..Default::default()
-    };
-    let patch = json!({"spec": spec});
-    match api
-        .patch(
-            &cfg.node_name,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(cfg.node_name.clone()),
-                    namespace: Some("kube-node-lease".into()),
-                    ..Default::default()
-                },
-                spec: Some(spec),
-            };
-            api.create(&PostParams::default(), &lease).await?;
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The ConfigMaps and Secrets a pod refers to, read from the API.
@@ -333,17 +297,10 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
     };
     register(&client, &cfg, &rt, log_port).await?;
     // Helpers end with this future, so nothing outlives an agent that was stopped.
-    let _lease = {
-        let (client, cfg) = (client.clone(), cfg.clone());
-        AbortOnDropHandle::new(tokio::spawn(async move {
-            loop {
-                if let Err(e) = renew_lease(&client, &cfg).await {
-                    tracing::warn!("renewing the node lease: {e:#}");
-                }
-                tokio::time::sleep(cfg.lease_duration / 4).await;
-            }
-        }))
-    };
+    let _heartbeat = AbortOnDropHandle::new(tokio::spawn(crate::heartbeat::run(
+        client.clone(),
+        cfg.clone(),
+    )));
     let _service_proxy = AbortOnDropHandle::new(tokio::spawn(crate::services::run(
         client.clone(),
         rt.network().bridge().to_string(),

@@ -9,6 +9,7 @@ mod auth;
 mod compaction;
 mod discovery;
 mod error;
+mod event_ttl;
 mod gc;
 mod meta;
 mod patch;
@@ -30,6 +31,7 @@ use anyhow::{Context, Result};
 use tokio::sync::Notify;
 use yun_store::Store;
 
+pub use event_ttl::DEFAULT_EVENT_TTL;
 pub use services::{ServiceRange, DEFAULT_SERVICE_CIDR};
 pub use tls::Credentials;
 
@@ -47,6 +49,9 @@ pub struct Config {
     pub compaction_interval: Duration,
     /// Where Service virtual IPs come from (kube-apiserver's `--service-cluster-ip-range`).
     pub service_cidr: ServiceRange,
+    /// Delete Events not written for this long (kube-apiserver's `--event-ttl`); zero keeps
+    /// them for ever.
+    pub event_ttl: Duration,
 }
 
 /// kube-apiserver's default `--etcd-compaction-interval`.
@@ -74,6 +79,7 @@ pub struct Running {
     serve_task: Option<tokio::task::JoinHandle<()>>,
     gc_task: Option<tokio::task::JoinHandle<()>>,
     compaction_task: Option<tokio::task::JoinHandle<()>>,
+    event_ttl_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -82,9 +88,13 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.store.take();
         let _ = self.shutdown.send(true);
-        for t in [self.gc_task.take(), self.compaction_task.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.gc_task.take(),
+            self.compaction_task.take(),
+            self.event_ttl_task.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t.abort();
             let _ = t.await;
@@ -113,9 +123,13 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        for t in [self.gc_task.take(), self.compaction_task.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.gc_task.take(),
+            self.compaction_task.take(),
+            self.event_ttl_task.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t.abort();
         }
@@ -153,6 +167,8 @@ pub async fn start(config: Config) -> Result<Running> {
     let gc_task = tokio::spawn(gc::run(api));
     let compaction_task = (!config.compaction_interval.is_zero())
         .then(|| tokio::spawn(compaction::run(store.clone(), config.compaction_interval)));
+    let event_ttl_task = (!config.event_ttl.is_zero())
+        .then(|| tokio::spawn(event_ttl::run(store.clone(), config.event_ttl)));
     Ok(Running {
         addr,
         kubeconfig,
@@ -161,6 +177,7 @@ pub async fn start(config: Config) -> Result<Running> {
         serve_task: Some(serve_task),
         gc_task: Some(gc_task),
         compaction_task,
+        event_ttl_task,
     })
 }
 

@@ -27,17 +27,20 @@ fn ip(args: &[&str]) {
 struct Lan {
     bridge: String,
     netns: Vec<String>,
-    /// Second and third octets of the LAN's /24: 10.237.N.0/24.
+    /// Second and third octets of the LAN's /24: 10.B.N.0/24.
     net: u32,
+    /// The second octet (one per test of this file, so tests running at once do not meet).
+    b: u32,
 }
 
 impl Lan {
-    fn new(tag: &str, nodes: usize) -> Lan {
+    fn new(tag: &str, nodes: usize, b: u32) -> Lan {
         let net = std::process::id() % 60 * 4;
         let lan = Lan {
             bridge: format!("yun{tag}"),
             netns: (1..=nodes).map(|i| format!("yun-{tag}-n{i}")).collect(),
             net,
+            b,
         };
         ip(&["link", "add", &lan.bridge, "type", "bridge"]);
         ip(&[
@@ -55,7 +58,7 @@ impl Lan {
                 "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", ns,
             ]);
             ip(&["link", "set", &host_end, "master", &lan.bridge, "up"]);
-            let addr = format!("10.237.{net}.{}/24", 11 + i);
+            let addr = format!("10.{b}.{net}.{}/24", 11 + i);
             ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"]);
             ip(&["-n", ns, "link", "set", "eth0", "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
@@ -64,12 +67,12 @@ impl Lan {
     }
 
     fn gateway(&self) -> String {
-        format!("10.237.{}.1", self.net)
+        format!("10.{}.{}.1", self.b, self.net)
     }
 
     /// The pod CIDR of node `i` (0-based): the LAN's next /24s.
     fn pod_cidr(&self, i: usize) -> String {
-        format!("10.237.{}.0/24", self.net + 1 + i as u32)
+        format!("10.{}.{}.0/24", self.b, self.net + 1 + i as u32)
     }
 
     /// A command that runs in node `i`'s network namespace (only: mounts, cgroups and the rest
@@ -187,7 +190,11 @@ struct ControlPlane {
 
 impl ControlPlane {
     fn start(lan: &Lan) -> ControlPlane {
-        let data = PathBuf::from(format!("/tmp/yun-test-nodes-cp-{}", std::process::id()));
+        let data = PathBuf::from(format!(
+            "/tmp/yun-test-nodes-cp-{}-{}",
+            lan.bridge,
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&data);
         let addr = format!("{}:{}", lan.gateway(), common::free_port());
         let child = Command::new(common::YUN)
@@ -269,7 +276,7 @@ fn pods_spread_over_two_nodes_and_move_when_one_is_lost() {
         "run scripts/deps.sh: Debian's kubectl is missing"
     );
     let tag = format!("nd{:x}", std::process::id() & 0xffff);
-    let lan = Lan::new(&tag, 2);
+    let lan = Lan::new(&tag, 2, 237);
     let plane = ControlPlane::start(&lan);
     let agents = (0..2)
         .map(|i| Agent::start(&lan, i, &plane.kubeconfig()))
@@ -383,6 +390,69 @@ fn pods_spread_over_two_nodes_and_move_when_one_is_lost() {
         std::thread::sleep(Duration::from_millis(300));
     }
     c.plane.ok(&["delete", "-f", manifest]);
+}
+
+/// The node's Ready condition status and its taint keys, as one line.
+fn ready_and_taints(plane: &ControlPlane, node: &str) -> String {
+    plane.ok(&[
+        "get",
+        "node",
+        node,
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="Ready")].status} {.spec.taints[*].key}"#,
+    ])
+}
+
+/// A node that missed its Lease (its agent paused past the grace period) is marked Unknown and
+/// tainted unreachable; once the agent resumes, the node is Ready and untainted again within
+/// one lease period (before, it stayed Unknown until the agent was restarted).
+#[test]
+fn a_paused_agent_gets_its_node_ready_again_when_it_resumes() {
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "run scripts/deps.sh: Debian's kubectl is missing"
+    );
+    let tag = format!("np{:x}", std::process::id() & 0xffff);
+    let lan = Lan::new(&tag, 1, 238);
+    let plane = ControlPlane::start(&lan);
+    let agents = vec![Agent::start(&lan, 0, &plane.kubeconfig())];
+    let c = Cluster { agents, plane, lan };
+    let node = c.agents[0].name.clone();
+    c.plane.until(&["get", "node", &node], 30, |o| {
+        o.contains(" Ready") && !o.contains("NotReady")
+    });
+    let pid = nix::unistd::Pid::from_raw(c.agents[0].child.as_ref().unwrap().id() as i32);
+    // Resumed even if an assertion below fails, so the guard can stop it.
+    struct Resume(nix::unistd::Pid);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let resume = Resume(pid);
+    // Past the grace period (3 s): Unknown, tainted unreachable.
+    c.plane
+        .until(&["get", "node", &node], 20, |o| o.contains("NotReady"));
+    let state = ready_and_taints(&c.plane, &node);
+    assert_eq!(state, "Unknown node.kubernetes.io/unreachable", "{state}");
+    drop(resume);
+    let resumed = Instant::now();
+    // One lease period (2 s; the agent renews every 0.5 s).
+    let lease = Duration::from_secs(2);
+    loop {
+        let state = ready_and_taints(&c.plane, &node);
+        if state.trim() == "True" {
+            break;
+        }
+        assert!(
+            resumed.elapsed() < lease,
+            "the node is not Ready and untainted one lease period after its agent resumed: {state}"
+        );
+    }
+    // And it stays so.
+    std::thread::sleep(lease);
+    assert_eq!(ready_and_taints(&c.plane, &node).trim(), "True");
 }
 
 /// GET a URL from inside node `i`'s namespace with curl (retrying while the server starts).

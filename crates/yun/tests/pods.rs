@@ -111,8 +111,8 @@ fn container<'a>(s: &'a PodStatus, name: &str) -> &'a k8s_openapi::api::core::v1
 
 /// A container's log as `kubectl logs` shows it (the file holds CRI records).
 fn log(node: &Node, p: &Pod, name: &str, previous: bool) -> String {
-    let data = std::fs::read(node.rt().log_path(&uid(p), name, previous).unwrap())
-        .unwrap_or_default();
+    let data =
+        std::fs::read(node.rt().log_path(&uid(p), name, previous).unwrap()).unwrap_or_default();
     let mut decoder = yun_engine::ctrlog::Decoder::new(Default::default());
     String::from_utf8(decoder.first(&data, true)).unwrap()
 }

@@ -4,121 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::kubectl::KUBECTL;
-
-struct Up {
-    child: Child,
-    data: PathBuf,
-    node_flags: Vec<String>,
-    addr: String,
-}
-
-impl Up {
-    fn start(name: &str) -> Up {
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let n = std::process::id();
-        let data = PathBuf::from(format!("/tmp/yun-test-up-{name}-{n}"));
-        let _ = std::fs::remove_dir_all(&data);
-        let addr = format!("127.0.0.1:{}", common::free_port());
-        let node_flags = vec![
-            "--bridge".to_string(),
-            format!("yunbt{:x}u{seq}", n & 0xffff),
-            "--pod-cidr".to_string(),
-            format!("10.236.{}.0/24", (n * 3 + seq) % 250),
-            "--name".to_string(),
-            "node-1".to_string(),
-        ];
-        let child = Self::spawn(&data, &addr, &node_flags);
-        let up = Up {
-            child,
-            data,
-            node_flags,
-            addr,
-        };
-        common::wait_for_port(&up.addr, "yun up");
-        up
-    }
-
-    fn spawn(data: &Path, addr: &str, node_flags: &[String]) -> Child {
-        Command::new(common::YUN)
-            .arg("--data-dir")
-            .arg(data)
-            .args(["up", "--addr", addr])
-            .args(node_flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    }
-
-    /// Stop `yun up` (SIGTERM) and start it again on the same data dir and address.
-    fn restart(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-        self.child = Self::spawn(&self.data, &self.addr, &self.node_flags);
-        common::wait_for_port(&self.addr, "yun up after a restart");
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        common::kubectl::run(&self.data.join("kubeconfig"), args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        common::kubectl::ok(&self.data.join("kubeconfig"), args)
-    }
-
-    fn until(&self, args: &[&str], secs: u64, done: impl Fn(&str) -> bool) -> String {
-        common::kubectl::until(&self.data.join("kubeconfig"), args, secs, done)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-        // Pods outlive `yun up` (the next one adopts them): take them down.
-        let _ = Command::new(common::YUN)
-            .arg("--data-dir")
-            .arg(&self.data)
-            .arg("down")
-            .args(&self.node_flags)
-            .output();
-        common::unmount_under(&[&self.data]);
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-/// GET / from a pod (retrying while its server starts: Running is not listening yet).
-fn http_get(ip: &str, port: u16) -> String {
-    use std::io::{Read, Write};
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut s = loop {
-        match std::net::TcpStream::connect((ip, port)) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("{ip}:{port}: {e}"),
-        }
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body
-}
+use common::up::{http_get, Up};
 
 #[test]
 fn kubectl_runs_a_deployment_on_yun_up() {
@@ -485,217 +376,162 @@ fn down_without_flags_acts_on_the_recorded_node() {
     up.node_flags.clear();
 }
 
-/// envFrom through kubectl: ConfigMap and Secret sources with a prefix, env over envFrom, a
-/// later source over an earlier one, an optional missing source ignored, and a missing
-/// required one keeping the container from starting.
-#[test]
-fn env_from_fills_the_environment() {
-    let up = Up::start("envfrom");
-    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
-    let manifest = up.data.join("envfrom.yaml");
-    std::fs::write(
-        &manifest,
-        r#"apiVersion: v1
-kind: ConfigMap
-metadata: {name: cm}
-data: {A: from-cm, B: from-cm, 1bad: x}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: cm2}
-data: {B: from-cm2}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: s}
-stringData: {TOKEN: sekrit}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: envy}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: c
-    image: busybox
-    command: [sh, -c, 'echo "A=$A B=$B T=$S_TOKEN N=$(env | grep -c 1bad)"']
-    envFrom:
-    - configMapRef: {name: cm}
-    - secretRef: {name: s}
-      prefix: S_
-    - configMapRef: {name: cm2}
-    - configMapRef: {name: absent, optional: true}
-    env:
-    - {name: A, value: "env-$(B)"}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: needy}
-spec:
-  containers:
-  - name: c
-    image: busybox
-    command: [sleep, "1000"]
-    envFrom:
-    - secretRef: {name: nope}
-"#,
-    )
-    .unwrap();
-    up.ok(&["apply", "-f", manifest.to_str().unwrap()]);
-    up.until(&["logs", "envy"], 60, |o| {
-        o == "A=env-from-cm2 B=from-cm2 T=sekrit N=0\n"
-    });
-    let waiting = up.until(
-        &[
-            "get",
-            "pod",
-            "needy",
-            "-o",
-            "jsonpath={.status.containerStatuses[0].state.waiting.reason}:{.status.containerStatuses[0].state.waiting.message}",
-        ],
-        60,
-        |o| o.starts_with("CreateContainerConfigError:"),
-    );
-    assert!(waiting.contains("secret \"nope\" not found"), "{waiting}");
+/// A `kubectl get -w` in the background, killed when dropped; what it printed so far.
+struct Watch {
+    child: Child,
 }
 
-/// A Secret volume is a tmpfs (never on the node's disk) and goes away with its pod;
-/// /etc/hosts maps the pod's IP to its hostname (and FQDN with a subdomain) and has its
-/// hostAliases.
-#[test]
-fn secret_volumes_in_memory_and_pod_hosts() {
-    let up = Up::start("hosts");
-    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
-    let manifest = up.data.join("hosts.yaml");
-    std::fs::write(
-        &manifest,
-        r#"apiVersion: v1
-kind: Secret
-metadata: {name: s}
-stringData: {key: sekrit}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: hosty}
-spec:
-  hostname: h1
-  subdomain: sub
-  hostAliases:
-  - {ip: 10.9.9.9, hostnames: [alias.example]}
-  containers:
-  - name: c
-    image: busybox
-    command: [sh, -c, 'cat /etc/hosts; hostname; grep " /sec " /proc/mounts; cat /sec/key; echo; sleep 1000']
-    volumeMounts:
-    - {name: sec, mountPath: /sec}
-  volumes:
-  - name: sec
-    secret: {secretName: s}
-"#,
-    )
-    .unwrap();
-    up.ok(&["apply", "-f", manifest.to_str().unwrap()]);
-    let logs = up.until(&["logs", "hosty"], 60, |o| o.contains("sekrit"));
-    let ip = up.ok(&["get", "pod", "hosty", "-o", "jsonpath={.status.podIP}"]);
-    assert!(
-        logs.contains(&format!("{ip}\th1.sub.default.svc.cluster.local\th1\n")),
-        "{logs}"
-    );
-    assert!(logs.contains("10.9.9.9\talias.example\n"), "{logs}");
-    assert!(!logs.contains("127.0.1.1"), "{logs}");
-    assert!(logs.contains("\nh1\n"), "hostname: {logs}");
-    assert!(
-        logs.contains(" /sec tmpfs "),
-        "the secret is on a tmpfs: {logs}"
-    );
-    // On the host: a tmpfs under the data dir, gone with the pod.
-    let data = up.data.to_string_lossy().into_owned();
-    let host_mounts = || {
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&data) && l.contains("/volumes/sec ") && l.contains(" - tmpfs "))
-            .count()
-    };
-    assert_eq!(host_mounts(), 1);
-    up.ok(&["delete", "pod", "hosty", "--grace-period=1"]);
-    up.until(&["get", "pods", "--no-headers"], 60, |o| {
-        o.trim().is_empty()
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while host_mounts() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
+impl Watch {
+    fn start(kubeconfig: &Path, args: &[&str]) -> Watch {
+        let child = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Watch { child }
     }
-    assert_eq!(host_mounts(), 0, "the secret's tmpfs outlived its pod");
+
+    fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
+    }
 }
 
-/// A container that outgrows its memory limit is reported as OOMKilled, not Error.
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The FailedScheduling Events of pod `name`: (count, lastTimestamp) of each.
+fn failed_scheduling(up: &Up, name: &str) -> Vec<(i64, String)> {
+    let out = up.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name},reason=FailedScheduling"),
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["count"].as_i64().unwrap_or(0),
+                e["lastTimestamp"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A pod that fits nowhere (its only node is cordoned) is retried with back-off: over 25 s
+/// it makes one Event whose count grows slowly and hardly any status writes (before, each try
+/// posted a new Event and its own status write queued the next try at once: thousands a
+/// second). Uncordoning the node moves it back to the active queue: it is bound at once.
+/// Events expire after `--event-ttl`.
 #[test]
-fn oom_kill_is_reported_as_oomkilled() {
-    let up = Up::start("oom");
+fn an_unschedulable_pod_waits_quietly_and_goes_when_a_node_fits() {
+    let up = Up::start_with("unsched", &["--event-ttl", "15s"]);
     up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    up.ok(&["cordon", "node-1"]);
+    let store = up.data.join("store.redb");
+    let size_before = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
     up.ok(&[
         "run",
-        "hog",
+        "stuck",
         "--image=busybox",
         "--restart=Never",
-        "--limits=memory=16Mi",
         "--",
-        "tail",
-        "/dev/zero",
+        "sleep",
+        "1000",
     ]);
-    let st = up.until(
+    let kubeconfig = up.data.join("kubeconfig");
+    let watch = Watch::start(
+        &kubeconfig,
         &[
             "get",
             "pod",
-            "hog",
+            "stuck",
+            "--watch",
             "-o",
-            "jsonpath={.status.containerStatuses[0].state.terminated.reason}:{.status.containerStatuses[0].state.terminated.exitCode}",
+            "jsonpath={.metadata.resourceVersion}{\"\\n\"}",
         ],
-        60,
-        |o| !o.starts_with(':'),
     );
-    assert_eq!(st, "OOMKilled:137");
-}
+    up.until(
+        &[
+            "get",
+            "pod",
+            "stuck",
+            "-o",
+            "jsonpath={.status.conditions[0].reason}",
+        ],
+        10,
+        |o| o == "Unschedulable",
+    );
+    std::thread::sleep(Duration::from_secs(25));
+    let versions = watch.finish();
+    let mut versions: Vec<&str> = versions.lines().collect();
+    versions.dedup();
+    // The first line is the pod as it was when the watch began; each further one a write.
+    assert!(
+        versions.len() <= 3,
+        "{} writes to an unschedulable pod in 25 s",
+        versions.len()
+    );
+    let events = failed_scheduling(&up, "stuck");
+    assert_eq!(events.len(), 1, "one aggregated Event expected: {events:?}");
+    let count = events[0].0;
+    // Tries at 0, 1, 3, 7, 15, 25 s (back-off 1 s doubling to 10 s).
+    assert!(
+        (2..=10).contains(&count),
+        "count {count} after 25 s: the back-off is off"
+    );
+    let size_after = std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size_after.saturating_sub(size_before) < 10 << 20,
+        "the store grew from {size_before} to {size_after} bytes"
+    );
 
-/// kubectl logs --timestamps, --since, --since-time and --limit-bytes: every line keeps the
-/// time it was written (the CRI log format).
-#[test]
-fn logs_keep_their_times() {
-    let up = Up::start("logs");
-    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
-    up.ok(&[
-        "run",
-        "clock",
-        "--image=busybox",
-        "--",
-        "sh",
-        "-c",
-        "echo early; sleep 2; echo late >&2; sleep 1000",
-    ]);
-    up.until(&["logs", "clock"], 60, |o| o == "early\nlate\n");
-    let stamped = up.ok(&["logs", "clock", "--timestamps"]);
-    let lines: Vec<(&str, &str)> = stamped
-        .lines()
-        .map(|l| l.split_once(' ').expect("TIME TEXT"))
-        .collect();
-    assert_eq!(lines.len(), 2, "{stamped}");
-    assert_eq!((lines[0].1, lines[1].1), ("early", "late"), "{stamped}");
-    for (t, _) in &lines {
+    // The node fits again: the pod is moved to the active queue and bound promptly.
+    up.ok(&["uncordon", "node-1"]);
+    let start = Instant::now();
+    loop {
+        let node = up.ok(&["get", "pod", "stuck", "-o", "jsonpath={.spec.nodeName}"]);
+        if node == "node-1" {
+            break;
+        }
         assert!(
-            t.len() >= 20 && t.ends_with('Z') && t.contains('T'),
-            "{stamped}"
+            start.elapsed() < Duration::from_secs(2),
+            "the pod was not scheduled within 2 s of the uncordon"
         );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let late = lines[1].0;
-    assert_eq!(
-        up.ok(&["logs", "clock", &format!("--since-time={late}")]),
-        "late\n"
-    );
-    assert_eq!(up.ok(&["logs", "clock", "--since=1h"]), "early\nlate\n");
-    assert_eq!(up.ok(&["logs", "clock", "--limit-bytes=3"]), "ear");
-    assert_eq!(
-        up.ok(&["logs", "clock", "--tail=1", "--timestamps"]),
-        format!("{late} late\n")
+    up.ok(&["delete", "pod", "stuck", "--wait=false"]);
+
+    // Nothing writes the Event any more: it expires after the TTL (15 s, swept every 1.5 s).
+    up.until(
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=stuck,reason=FailedScheduling",
+            "-o",
+            "name",
+        ],
+        25,
+        |o| o.trim().is_empty(),
     );
 }

@@ -1,6 +1,9 @@
 //! Node lifecycle: a node whose Lease is not renewed within the grace period becomes
-//! Ready=Unknown (and gets the unreachable taint); once it has been unreachable for the
-//! eviction timeout, its pods are deleted so their controllers replace them elsewhere.
+//! Ready=Unknown; once it has been unreachable for the eviction timeout, its pods are deleted so
+//! their controllers replace them elsewhere. When its Lease is fresh again, Unknown turns back
+//! into Ready (the agent also re-posts Ready itself). The taints follow the Ready condition, as
+//! kube-controller-manager's TaintNodesByCondition does: `node.kubernetes.io/unreachable` while
+//! it is Unknown, `node.kubernetes.io/not-ready` while it is False, neither while it is True.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, WatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::runtime::Informer;
+use crate::runtime::{Change, Informer};
 
 /// Timing of the node lifecycle (Kubernetes: 40 s grace, 5 min eviction).
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +47,7 @@ impl Default for Timing {
 }
 
 const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 
 pub async fn run(client: Client, timing: Timing, shared: super::Shared) {
     let nodes = shared.nodes.clone();
@@ -53,6 +57,24 @@ pub async fn run(client: Client, timing: Timing, shared: super::Shared) {
         Duration::from_secs(300),
         |_| {},
     ));
+    // A renewal from a node that is not Ready (or still tainted) is looked at at once, not at
+    // the next period: a node that is back is schedulable again within one renewal.
+    let renewed = Arc::new(tokio::sync::Notify::new());
+    {
+        let (nodes, renewed) = (nodes.clone(), renewed.clone());
+        leases.add_handler(move |change| {
+            let Change::Applied(lease) = change else {
+                return;
+            };
+            let name = lease.metadata.name.as_deref().unwrap_or("");
+            let back = nodes.get(name).is_some_and(|n| {
+                ready_status(&n).as_deref() != Some("True") || condition_taints(&n)
+            });
+            if back {
+                renewed.notify_one();
+            }
+        });
+    }
     nodes.synced().await;
     leases.synced().await;
     loop {
@@ -70,37 +92,84 @@ pub async fn run(client: Client, timing: Timing, shared: super::Shared) {
                 });
             let Some(renewed) = renewed else { continue };
             let silent = now - renewed;
-            let ready = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-                .cloned();
-            if silent > timing.grace.as_millis() as i64 {
-                if ready.as_ref().is_none_or(|c| c.status != "Unknown") {
-                    if let Err(e) = mark_unknown(&client, &node).await {
-                        tracing::warn!("node {name}: {e:#}");
-                    }
-                }
-                if silent > (timing.grace + timing.eviction).as_millis() as i64 {
-                    if let Err(e) = evict(&client, &name).await {
-                        tracing::warn!("evicting pods of node {name}: {e:#}");
-                    }
-                }
-            } else if has_unreachable_taint(&node) {
-                // The agent is back: pods may be scheduled to the node again.
-                if let Err(e) = untaint(&client, &node).await {
-                    tracing::warn!("node {name}: {e:#}");
-                }
+            if let Err(e) = reconcile(&client, &timing, (*node).clone(), silent).await {
+                tracing::warn!("node {name}: {e:#}");
             }
         }
-        tokio::time::sleep(timing.period).await;
+        tokio::select! {
+            _ = tokio::time::sleep(timing.period) => {}
+            _ = renewed.notified() => {}
+        }
     }
 }
 
-async fn mark_unknown(client: &Client, node: &Node) -> anyhow::Result<()> {
+/// Whether the node carries a taint this loop manages.
+fn condition_taints(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| {
+            t.iter()
+                .any(|t| t.key == UNREACHABLE_TAINT || t.key == NOT_READY_TAINT)
+        })
+}
+
+/// One node, whose Lease was last renewed `silent_ms` ago.
+async fn reconcile(
+    client: &Client,
+    timing: &Timing,
+    mut node: Node,
+    silent_ms: i64,
+) -> anyhow::Result<()> {
     let name = node.metadata.name.clone().unwrap_or_default();
-    let api = Api::<Node>::all(client.clone());
+    let stale = silent_ms > timing.grace.as_millis() as i64;
+    let ready = ready_status(&node);
+    let set = match (stale, ready.as_deref()) {
+        (true, Some("Unknown")) => None,
+        (true, _) => Some((
+            "Unknown",
+            "NodeStatusUnknown",
+            "the node agent stopped renewing its lease",
+        )),
+        // The Lease is fresh again: the agent is back (it re-posts Ready too; this covers an
+        // agent that does not).
+        (false, Some("Unknown")) => Some((
+            "True",
+            "KubeletReady",
+            "the node agent is renewing its lease again",
+        )),
+        _ => None,
+    };
+    if let Some((status, reason, message)) = set {
+        node = set_ready(client, &node, status, reason, message).await?;
+    }
+    sync_taints(client, &node).await?;
+    if stale && silent_ms > (timing.grace + timing.eviction).as_millis() as i64 {
+        evict(client, &name)
+            .await
+            .map_err(|e| e.context("evicting its pods"))?;
+    }
+    Ok(())
+}
+
+fn ready_status(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone())
+}
+
+/// Write the node's Ready condition (a compare-and-swap on its resourceVersion: a condition
+/// changed meanwhile is looked at again next period). Returns the node as stored.
+async fn set_ready(
+    client: &Client,
+    node: &Node,
+    status: &str,
+    reason: &str,
+    message: &str,
+) -> anyhow::Result<Node> {
+    let name = node.metadata.name.clone().unwrap_or_default();
     let now =
         k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
     let mut conditions = node
@@ -111,59 +180,72 @@ async fn mark_unknown(client: &Client, node: &Node) -> anyhow::Result<()> {
     conditions.retain(|c| c.type_ != "Ready");
     conditions.push(k8s_openapi::api::core::v1::NodeCondition {
         type_: "Ready".into(),
-        status: "Unknown".into(),
-        reason: Some("NodeStatusUnknown".into()),
-        message: Some("the node agent stopped renewing its lease".into()),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
         last_heartbeat_time: None,
         last_transition_time: Some(now),
     });
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"status": {"conditions": conditions}})),
-    )
-    .await?;
-    let mut taints = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.clone())
-        .unwrap_or_default();
-    if !taints.iter().any(|t| t.key == UNREACHABLE_TAINT) {
-        taints.push(k8s_openapi::api::core::v1::Taint {
-            key: UNREACHABLE_TAINT.into(),
-            effect: "NoSchedule".into(),
-            ..Default::default()
-        });
-        api.patch(
+    tracing::info!("node {name}: Ready={status} ({message})");
+    let node = Api::<Node>::all(client.clone())
+        .patch_status(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"taints": taints}})),
+            &Patch::Merge(&json!({
+                "metadata": {"resourceVersion": node.metadata.resource_version},
+                "status": {"conditions": conditions},
+            })),
         )
         .await?;
+    Ok(node)
+}
+
+/// The taints a node's Ready condition calls for.
+fn condition_taint(ready: Option<&str>) -> Option<&'static str> {
+    match ready {
+        Some("Unknown") => Some(UNREACHABLE_TAINT),
+        Some("False") => Some(NOT_READY_TAINT),
+        _ => None,
     }
-    Ok(())
 }
 
-fn has_unreachable_taint(node: &Node) -> bool {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .is_some_and(|t| t.iter().any(|t| t.key == UNREACHABLE_TAINT))
-}
-
-async fn untaint(client: &Client, node: &Node) -> anyhow::Result<()> {
-    let name = node.metadata.name.clone().unwrap_or_default();
-    let mut taints = node
+/// Make the unreachable/not-ready taints match the Ready condition; other taints are kept.
+async fn sync_taints(client: &Client, node: &Node) -> anyhow::Result<()> {
+    let taints = node
         .spec
         .as_ref()
         .and_then(|s| s.taints.clone())
         .unwrap_or_default();
-    taints.retain(|t| t.key != UNREACHABLE_TAINT);
+    let ready = ready_status(node);
+    let want = condition_taint(ready.as_deref());
+    let mut next: Vec<_> = taints
+        .iter()
+        .filter(|t| {
+            (t.key != UNREACHABLE_TAINT && t.key != NOT_READY_TAINT) || Some(t.key.as_str()) == want
+        })
+        .cloned()
+        .collect();
+    if let Some(key) = want {
+        if !next.iter().any(|t| t.key == key) {
+            next.push(k8s_openapi::api::core::v1::Taint {
+                key: key.into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            });
+        }
+    }
+    if next == taints {
+        return Ok(());
+    }
+    let name = node.metadata.name.clone().unwrap_or_default();
     Api::<Node>::all(client.clone())
         .patch(
             &name,
             &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"taints": taints}})),
+            &Patch::Merge(&json!({
+                "metadata": {"resourceVersion": node.metadata.resource_version},
+                "spec": {"taints": next},
+            })),
         )
         .await?;
     Ok(())

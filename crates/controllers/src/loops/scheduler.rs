@@ -1,14 +1,24 @@
 //! The scheduler loop: bind every pending pod to a node, or say why it cannot be placed.
+//!
+//! A pod that fits nowhere goes to the unschedulable queue (`scheduler::unschedulable`): it is
+//! tried again after its back-off, or soon after a change that may make it fit. Its
+//! `PodScheduled=False` condition is written only when it changes, and its FailedScheduling
+//! event goes through the shared recorder (`yun_agent::events`), which makes the repeats one
+//! Event with a count.
 
-use std::collections::HashSet;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::Instant;
 
-use k8s_openapi::api::core::v1::{Binding, Event, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+use yun_agent::events::{reference, EventType, Recorder};
 
 use super::{is_status, split_key, work, Next};
 use crate::cached::Pod;
@@ -16,7 +26,7 @@ use crate::replicaset::is_active;
 use crate::runtime::{key_of, Change, Informer, WorkQueue};
 use crate::scheduler::cache::Cache;
 use crate::scheduler::pick_node;
-use tokio::sync::Semaphore;
+use crate::scheduler::unschedulable::Unschedulable;
 
 /// The scheduler this loop answers for (pods may name another and are left alone).
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -31,6 +41,38 @@ fn wants_us(p: &Pod) -> bool {
         && is_active(p)
 }
 
+/// What of a pod its placement depends on (spec and labels, not its status): an update that
+/// leaves this alone, such as the scheduler's own status write, is no reason to try again.
+fn pod_fingerprint(p: &Pod) -> u64 {
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(&(&p.spec, &p.metadata.labels))
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
+/// What of a node placement depends on: labels, unschedulable, taints, allocatable and the
+/// Ready condition's status (not heartbeat times).
+fn node_fingerprint(n: &Node) -> u64 {
+    let spec = n.spec.as_ref();
+    let status = n.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.as_str());
+    let mut h = DefaultHasher::new();
+    serde_json::to_string(&(
+        &n.metadata.labels,
+        spec.and_then(|s| s.unschedulable),
+        spec.and_then(|s| s.taints.as_ref()),
+        status.and_then(|s| s.allocatable.as_ref()),
+        ready,
+    ))
+    .unwrap_or_default()
+    .hash(&mut h);
+    h.finish()
+}
+
 /// How many bindings may be in flight at once: decisions are made one at a time against the
 /// cache, and bindings (an API write each) go out concurrently, as kube-scheduler's binding
 /// cycle does, so the store's group commit can batch them.
@@ -42,80 +84,125 @@ struct Scheduler {
     pods: Arc<Informer<Pod>>,
     cache: Arc<Mutex<Cache>>,
     binds: Arc<Semaphore>,
+    waiting: Arc<Mutex<Unschedulable>>,
+    /// Wakes the task that moves due pods from `waiting` to `queue`.
+    wake: Arc<Notify>,
+    events: Recorder,
 }
 
 pub async fn run(client: Client, shared: super::Shared) {
     let queue = WorkQueue::new();
     let cache: Arc<Mutex<Cache>> = Arc::default();
-    // Pods that fit nowhere: a node change requeues them (and only them).
-    let unschedulable: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let (q, c, u) = (queue.clone(), cache.clone(), unschedulable.clone());
+    let waiting: Arc<Mutex<Unschedulable>> = Arc::default();
+    let wake = Arc::new(Notify::new());
+    let (q, c, w, k) = (queue.clone(), cache.clone(), waiting.clone(), wake.clone());
     let pods = shared.pods.clone();
     pods.add_handler(move |change| {
         let key = key_of(change.object());
+        let now = Instant::now();
+        let mut cache = c.lock().expect("lock");
+        let was_placed = cache.is_placed(&key);
+        let mut waiting = w.lock().expect("lock");
         match change {
             Change::Applied(p) => {
-                c.lock().expect("lock").apply_pod(&key, p);
-                if wants_us(p) {
+                cache.apply_pod(&key, p);
+                if !wants_us(p) {
+                    waiting.forget(&key);
+                } else if !waiting.contains(&key) {
                     q.add(&key);
-                } else {
-                    u.lock().expect("lock").remove(&key);
+                } else if waiting.pod_updated(&key, pod_fingerprint(p), now) {
+                    // Its spec or labels changed: worth a try now.
+                    q.add(&key);
                 }
             }
             Change::Deleted(_) => {
-                c.lock().expect("lock").forget(&key);
-                u.lock().expect("lock").remove(&key);
+                cache.forget(&key);
+                waiting.forget(&key);
             }
         }
+        // A pod left its node (deleted, finished): what waits may fit now.
+        if was_placed && !cache.is_placed(&key) && !waiting.is_empty() {
+            waiting.move_all(now);
+            k.notify_one();
+        }
     });
-    let (q, c, u) = (queue.clone(), cache.clone(), unschedulable.clone());
+    let (c, w, k) = (cache.clone(), waiting.clone(), wake.clone());
+    let seen: Mutex<HashMap<String, u64>> = Mutex::default();
     let nodes = shared.nodes.clone();
     nodes.add_handler(move |change| {
-        match change {
-            Change::Applied(n) => c.lock().expect("lock").apply_node(n),
-            Change::Deleted(n) => c
-                .lock()
-                .expect("lock")
-                .delete_node(n.metadata.name.as_deref().unwrap_or("")),
-        }
-        // A node came, went or changed: pods that did not fit may fit now.
-        for key in u.lock().expect("lock").iter() {
-            q.add(key);
+        let name = change.object().metadata.name.clone().unwrap_or_default();
+        let moved = match change {
+            Change::Applied(n) => {
+                c.lock().expect("lock").apply_node(n);
+                let fp = node_fingerprint(n);
+                seen.lock().expect("lock").insert(name, fp) != Some(fp)
+            }
+            Change::Deleted(_) => {
+                c.lock().expect("lock").delete_node(&name);
+                seen.lock().expect("lock").remove(&name);
+                true
+            }
+        };
+        // A node came, went or changed in what placement reads: pods that did not fit may
+        // fit now. (A heartbeat changes nothing here.)
+        if moved {
+            w.lock().expect("lock").move_all(Instant::now());
+            k.notify_one();
         }
     });
     pods.synced().await;
     nodes.synced().await;
     let scheduler = Arc::new(Scheduler {
+        events: Recorder::new(client.clone(), SCHEDULER_NAME, None),
         client,
         queue: queue.clone(),
         pods,
         cache,
         binds: Arc::new(Semaphore::new(BINDS_IN_FLIGHT)),
+        waiting: waiting.clone(),
+        wake: wake.clone(),
     });
+    let _mover = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(move_due(
+        waiting,
+        wake,
+        queue.clone(),
+    )));
     work(queue, 1, move |key| {
-        let (scheduler, unschedulable) = (scheduler.clone(), unschedulable.clone());
-        async move {
-            let next = scheduler.schedule(&key).await;
-            let mut u = unschedulable.lock().expect("lock");
-            match next {
-                Ok(Next::After(_)) => u.insert(key),
-                _ => u.remove(&key),
-            };
-            next
-        }
+        let scheduler = scheduler.clone();
+        async move { scheduler.schedule(&key).await }
     })
     .await;
+}
+
+/// Hand the unschedulable pods whose time has come to the work queue, sleeping until the
+/// next is due or something moves them.
+async fn move_due(waiting: Arc<Mutex<Unschedulable>>, wake: Arc<Notify>, queue: WorkQueue) {
+    loop {
+        let (due, next) = waiting.lock().expect("lock").due(Instant::now());
+        for key in due {
+            queue.add(&key);
+        }
+        let sleep = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = wake.notified() => {}
+        }
+    }
 }
 
 impl Scheduler {
     /// Decide where one pod goes, count it there, and send its binding on its way.
     async fn schedule(&self, key: &str) -> anyhow::Result<Next> {
-        let Some(pod) = self.pods.get(key) else {
+        let pod = self.pods.get(key).filter(|p| wants_us(p));
+        let Some(pod) = pod else {
+            self.waiting.lock().expect("lock").forget(key);
             return Ok(Next::Done);
         };
-        if !wants_us(&pod) {
-            return Ok(Next::Done);
-        }
         // Wait for a binding slot before deciding, so the decision sees every earlier one.
         let permit = self.binds.clone().acquire_owned().await?;
         let decision = {
@@ -131,6 +218,7 @@ impl Scheduler {
         };
         match decision {
             Ok(node) => {
+                self.waiting.lock().expect("lock").forget(key);
                 let (client, cache, queue) =
                     (self.client.clone(), self.cache.clone(), self.queue.clone());
                 let key = key.to_string();
@@ -146,25 +234,58 @@ impl Scheduler {
             }
             Err(unschedulable) => {
                 drop(permit);
+                self.waiting.lock().expect("lock").failed(
+                    key,
+                    pod_fingerprint(&pod),
+                    Instant::now(),
+                );
+                self.wake.notify_one();
                 self.report_unschedulable(&pod, &unschedulable.message)
                     .await;
-                // Node changes requeue the pod at once; otherwise look again in a while.
-                Ok(Next::After(Duration::from_secs(10)))
+                Ok(Next::Done)
             }
         }
     }
 
+    /// Say why the pod waits: its PodScheduled=False condition (written only when it
+    /// changes) and a FailedScheduling event (aggregated and rate limited by the recorder).
     async fn report_unschedulable(&self, pod: &Pod, message: &str) {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or("");
-        let patch = json!({"status": {"phase": "Pending", "conditions": [{
-            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-            "message": message, "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
-        }]}});
-        let _ = Api::<Pod>::namespaced(self.client.clone(), ns)
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await;
-        record_event(self.client.clone(), pod, "FailedScheduling", message).await;
+        let status = pod.status.as_ref();
+        let current = status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
+        let unchanged = status.and_then(|s| s.phase.as_deref()) == Some("Pending")
+            && current.is_some_and(|c| {
+                c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+                    && c.message.as_deref() == Some(message)
+            });
+        if !unchanged {
+            // The transition time is when the condition became False, not this try.
+            let since = current
+                .filter(|c| c.status == "False")
+                .and_then(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(k8s_openapi::jiff::Timestamp::now()));
+            let patch = json!({"status": {"phase": "Pending", "conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": message, "lastTransitionTime": since,
+            }]}});
+            if let Err(e) = Api::<Pod>::namespaced(self.client.clone(), ns)
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                tracing::debug!("status of {ns}/{name}: {e}");
+            }
+        }
+        self.events.record(
+            &reference("v1", "Pod", &pod.metadata),
+            EventType::Warning,
+            "FailedScheduling",
+            "Scheduling",
+            message,
+        );
     }
 }
 
@@ -198,50 +319,4 @@ async fn bind(client: Client, key: &str, node: &str) -> anyhow::Result<()> {
         Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// A Warning event about `pod` from the scheduler (best effort: events are informational).
-async fn record_event(client: Client, pod: &Pod, reason: &str, message: &str) {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!(
-                "{}.",
-                pod.metadata.name.as_deref().unwrap_or("pod")
-            )),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: pod.metadata.name.clone(),
-            namespace: Some(ns.clone()),
-            uid: pod.metadata.uid.clone(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some("Warning".into()),
-        count: Some(1),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        event_time: Some(MicroTime(now)),
-        reporting_component: Some(SCHEDULER_NAME.into()),
-        reporting_instance: Some(SCHEDULER_NAME.into()),
-        action: Some("Scheduling".into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some(SCHEDULER_NAME.into()),
-            host: None,
-        }),
-        ..Default::default()
-    };
-    let _ = Api::<Event>::namespaced(client, &ns)
-        .create(&PostParams::default(), &event)
-        .await;
 }

@@ -14,6 +14,7 @@ use crate::selector::{self, Labels};
 pub mod cache;
 #[cfg(test)]
 mod tests;
+pub mod unschedulable;
 
 /// What a pod asks for (or a node offers / has in use): millicores, bytes, pod slots.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

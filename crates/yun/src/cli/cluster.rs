@@ -30,6 +30,10 @@ pub enum Cmd {
         /// Run only the control plane; nodes join with `yun agent` (k3s' --disable-agent).
         #[arg(long)]
         disable_agent: bool,
+        /// Delete Events not written for this long (kube-apiserver's --event-ttl); 0 keeps
+        /// them.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        event_ttl: Duration,
         #[command(flatten)]
         lifecycle: LifecycleFlags,
         #[command(flatten)]
@@ -184,6 +188,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             store,
             service_cidr,
             disable_agent,
+            event_ttl,
             lifecycle,
             node,
         } => {
@@ -191,6 +196,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 addr,
                 store,
                 service_cidr,
+                event_ttl,
                 nodes: lifecycle.timing(),
             };
             let agent = if disable_agent {
@@ -291,6 +297,7 @@ struct ControlPlane {
     addr: SocketAddr,
     store: String,
     service_cidr: yun_apiserver::ServiceRange,
+    event_ttl: Duration,
     nodes: yun_controllers::loops::nodes::Timing,
 }
 
@@ -306,6 +313,7 @@ async fn up(
         store: plane.store,
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
         service_cidr: plane.service_cidr,
+        event_ttl: plane.event_ttl,
     })
     .await?;
     let client = client(&server.kubeconfig, None).await?;

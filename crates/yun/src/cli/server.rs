@@ -20,6 +20,10 @@ pub struct ServerArgs {
     /// Where Service virtual IPs come from (kube-apiserver's --service-cluster-ip-range).
     #[arg(long, default_value = yun_apiserver::DEFAULT_SERVICE_CIDR)]
     service_cluster_ip_range: yun_apiserver::ServiceRange,
+    /// Delete Events not written for this long (kube-apiserver's flag and default); 0 keeps
+    /// them.
+    #[arg(long, default_value = "1h")]
+    event_ttl: humantime::Duration,
 }
 
 pub fn run(data_dir: &Path, args: ServerArgs) -> Result<i32> {
@@ -29,6 +33,7 @@ pub fn run(data_dir: &Path, args: ServerArgs) -> Result<i32> {
         store: args.store,
         compaction_interval: args.etcd_compaction_interval.into(),
         service_cidr: args.service_cluster_ip_range,
+        event_ttl: args.event_ttl.into(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

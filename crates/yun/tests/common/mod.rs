@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod kubectl;
+pub mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
