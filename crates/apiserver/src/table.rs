@@ -209,7 +209,7 @@ fn selector(o: &Value) -> String {
     )
 }
 
-/// A node's STATUS as kubectl prints it: Ready/NotReady/Unknown, plus SchedulingDisabled
+/// A node's STATUS as kubectl prints it: Ready, NotReady or Unknown, plus SchedulingDisabled
 /// when it is cordoned.
 fn node_status(o: &Value) -> String {
     let ready = o
@@ -220,10 +220,12 @@ fn node_status(o: &Value) -> String {
                 .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
         })
         .and_then(|c| c.get("status").and_then(Value::as_str));
+    // kubectl's rule: a Ready condition that is not True (False or Unknown) is NotReady;
+    // no Ready condition at all is Unknown.
     let mut status = match ready {
         Some("True") => "Ready",
-        Some("Unknown") | None => "Unknown",
         Some(_) => "NotReady",
+        None => "Unknown",
     }
     .to_string();
     if o.pointer("/spec/unschedulable") == Some(&Value::Bool(true)) {
@@ -563,7 +565,8 @@ mod tests {
         );
         assert_eq!(cell("Node", "Roles", &node), json!("control-plane"));
         let unknown = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}});
-        assert_eq!(cell("Node", "Status", &unknown), json!("Unknown"));
+        assert_eq!(cell("Node", "Status", &unknown), json!("NotReady"));
+        assert_eq!(cell("Node", "Status", &json!({})), json!("Unknown"));
 
         let ep = json!({"subsets": [
             {"addresses": [{"ip": "10.42.0.2"}, {"ip": "10.42.0.3"}], "ports": [{"port": 8080}]},

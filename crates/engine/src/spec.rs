@@ -373,6 +373,31 @@ pub fn check_user_ids(field: &str, spec: &str) -> Result<()> {
     Ok(())
 }
 
+/// The largest /etc/passwd or /etc/group read from an image.
+const MAX_ID_FILE: u64 = 4 << 20;
+
+/// A file of the image as its container sees it: resolved inside the rootfs
+/// (`RESOLVE_IN_ROOT`), so an image whose `etc/passwd` is a symlink to `/etc/shadow` names
+/// its own file, never the host's. A missing file reads as empty.
+fn read_in_root(rootfs: &Path, path: &str) -> Result<String> {
+    use std::io::Read;
+    let root = yun_runtime::rootfs::path::Root::open(rootfs)?;
+    let fd = match root.open_with(Path::new(path), nix::fcntl::OFlag::O_RDONLY) {
+        Ok(fd) => fd,
+        Err(nix::errno::Errno::ENOENT) => return Ok(String::new()),
+        Err(e) => bail!("{path} in the image: {e}"),
+    };
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .take(MAX_ID_FILE + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("{path} in the image"))?;
+    if text.len() as u64 > MAX_ID_FILE {
+        bail!("{path} in the image is larger than {MAX_ID_FILE} bytes");
+    }
+    Ok(text)
+}
+
 /// "uid[:gid]" or "name[:group]", names looked up in the image's /etc/passwd and /etc/group.
 /// Every id, given or looked up, must be within 0..=[`MAX_ID`].
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>)> {
@@ -383,8 +408,8 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>)> {
     let from_file = |kind: &str, file: &str, s: &str| -> Result<u32> {
         numeric_id(kind, s)?.ok_or_else(|| anyhow!("{file}: {kind} {s:?} is not a number"))
     };
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let passwd = read_in_root(rootfs, "/etc/passwd")?;
+    let groups = read_in_root(rootfs, "/etc/group")?;
     let entry = passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -474,6 +499,19 @@ mod tests {
         assert_eq!(parse_memory("1000").unwrap(), 1000);
         assert!(parse_memory("lots").is_err());
         assert!(parse_memory("0").is_err());
+    }
+
+    #[test]
+    fn id_files_are_read_inside_the_image() {
+        let base = std::env::temp_dir().join(format!("yun-test-idlink-{}", std::process::id()));
+        let host_file = base.join("host-passwd");
+        std::fs::create_dir_all(base.join("rootfs/etc")).unwrap();
+        std::fs::write(&host_file, "hostonly:x:4242:4242::/:/bin/sh\n").unwrap();
+        std::os::unix::fs::symlink(&host_file, base.join("rootfs/etc/passwd")).unwrap();
+        let found = resolve_user(&base.join("rootfs"), "hostonly");
+        std::fs::remove_dir_all(&base).unwrap();
+        let err = found.expect_err("a symlink out of the image must not reach the host file");
+        assert!(err.to_string().contains("unable to find user hostonly"), "{err}");
     }
 
     #[test]
