@@ -397,7 +397,13 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut s)?;
         s
     } else {
-        std::fs::read(path).with_context(|| format!("{what} {}", path.display()))?
+        let file =
+            std::fs::File::open(path).with_context(|| format!("{what} {}", path.display()))?;
+        yun_runtime::config::check_size(path, &file).with_context(|| what.to_string())?;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut data)
+            .with_context(|| format!("{what} {}", path.display()))?;
+        data
     };
     let de = &mut serde_json::Deserializer::from_slice(&data);
     serde_path_to_error::deserialize(de)
