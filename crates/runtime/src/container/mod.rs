@@ -153,7 +153,7 @@ impl Runtime {
         cgroup.create()?;
         guard.cgroup = Some(cgroups::Manager::from_state(&cgroup.state()));
         if let Some(res) = linux.resources() {
-            cgroup.apply(res)?;
+            cgroup.apply_without_devices(res)?;
         }
         crate::timing::mark("create: cgroup ready");
         let state_dir = nix::fcntl::open(
@@ -176,17 +176,25 @@ impl Runtime {
 
         // Children re-parent to us when stage 1 exits, so we can reap the init if this fails.
         set_subreaper();
+        // One channel per child process: each has one writer, so messages cannot race.
         let (parent_ch, child_ch) = sync::pair()?;
+        let (parent_init_ch, init_ch) = sync::pair()?;
         let stage1 = match init::fork()? {
             ForkResult::Child => {
                 drop(parent_ch);
-                init::child_main(&child_ch, || init::stage1(&setup, &child_ch))
+                drop(parent_init_ch);
+                init::child_main(&child_ch, || init::stage1(&setup, &child_ch, init_ch))
             }
             ForkResult::Parent { child } => child.as_raw(),
         };
         drop(child_ch);
+        drop(init_ch);
         guard.pid = Some(stage1);
-        let pid = self.drive_create(&setup, &parent_ch, stage1, id, bundle, &mut guard)?;
+        let channels = Channels {
+            stage1: &parent_ch,
+            init: &parent_init_ch,
+        };
+        let pid = self.drive_create(&setup, &channels, stage1, id, bundle, &mut guard)?;
 
         let created = ContainerState {
             id: id.to_string(),
@@ -215,12 +223,13 @@ impl Runtime {
     fn drive_create(
         &self,
         s: &Setup,
-        ch: &sync::Channel,
+        chans: &Channels,
         stage1: i32,
         id: &str,
         bundle: &Bundle,
         guard: &mut CreateGuard,
     ) -> Result<i32> {
+        let ch = chans.stage1;
         s.cgroup.add_pid(stage1)?;
         if s.plan.new_user {
             ch.expect(Msg::UserNsReady)?;
@@ -241,7 +250,20 @@ impl Runtime {
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(stage1), None);
         }
         guard.pid = Some(pid);
+        let ch = chans.init;
         ch.expect(Msg::CreateRuntimeHooks)?;
+        // The device nodes exist now: a deny rule can no longer stop their mknod.
+        if let Some(res) = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+        {
+            if let Err(e) = s.cgroup.apply_devices(res) {
+                let _ = ch.send(&Msg::Abort);
+                return Err(e);
+            }
+        }
         let hook_state = state::OciState {
             oci_version: bundle.spec.version().clone(),
             id: id.to_string(),
@@ -253,7 +275,8 @@ impl Runtime {
         let hooks_result = hooks::run(&bundle.spec, Kind::Prestart, &hook_state)
             .and_then(|()| hooks::run(&bundle.spec, Kind::CreateRuntime, &hook_state));
         if let Err(e) = hooks_result {
-            let _ = ch.send(&Msg::Error(format!("{e:#}")));
+            // We report the error; the init exits without repeating it.
+            let _ = ch.send(&Msg::Abort);
             return Err(e);
         }
         ch.send(&Msg::HookState(serde_json::to_value(&hook_state)?))?;
@@ -295,10 +318,8 @@ impl Runtime {
         release_fifo(&fifo, &st)?;
         crate::timing::mark("start: exec'd");
         let _ = std::fs::remove_file(&fifo);
-        if let Err(e) = hooks::run(&st.config, Kind::Poststart, &st.oci(Status::Running)) {
-            // The spec: a failing poststart hook is logged and the lifecycle goes on.
-            tracing::warn!("{e:#}");
-        }
+        // The spec: a failing poststart hook is logged and the lifecycle goes on.
+        hooks::run_all_warn(&st.config, Kind::Poststart, &st.oci(Status::Running));
         Ok(())
     }
 
@@ -401,6 +422,12 @@ fn release_fifo(fifo: &Path, st: &ContainerState) -> Result<()> {
             Err(e) => return Err(e).context("poll exec fifo"),
         }
     }
+}
+
+/// The parent's ends of the create channels: one per child process (see `init`).
+struct Channels<'a> {
+    stage1: &'a sync::Channel,
+    init: &'a sync::Channel,
 }
 
 /// Undo a partial create: kill the process, remove the cgroup and the state directory.

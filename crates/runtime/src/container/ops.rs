@@ -113,9 +113,7 @@ impl Runtime {
         }
         cg.destroy()?;
         std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
-        if let Err(e) = hooks::run(&st.config, Kind::Poststop, &st.oci(Status::Stopped)) {
-            tracing::warn!("{e:#}");
-        }
+        hooks::run_all_warn(&st.config, Kind::Poststop, &st.oci(Status::Stopped));
         Ok(())
     }
 
