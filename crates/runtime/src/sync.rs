@@ -9,10 +9,14 @@
 //! Each child process has a channel of its own (see `container::init`): two processes writing
 //! to one socket could interleave their messages in any order.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::sys::socket::{socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
 use serde::{Deserialize, Serialize};
 
 /// Payload bytes per datagram.
@@ -33,6 +37,9 @@ pub enum Msg {
     CreateRuntimeHooks,
     /// Parent: hooks done; the state JSON for the container's own hooks.
     HookState(serde_json::Value),
+    /// Init: "here is a clone of my root (an fd alongside), to mount on the host"
+    /// (`linux.rootfsPropagation` shared, see `rootfs::propagation`).
+    RootClone,
     /// Init: "created; waiting for start."
     Ready,
     /// Child: the step failed.
@@ -99,15 +106,60 @@ impl Channel {
         unsafe { libc::close(self.fd.as_raw_fd()) };
     }
 
+    /// Send a small message with `fd` attached (SCM_RIGHTS).
+    pub fn send_fd(&self, msg: &Msg, fd: &OwnedFd) -> Result<()> {
+        let mut datagram = vec![LAST];
+        serde_json::to_writer(&mut datagram, msg)?;
+        if datagram.len() > CHUNK {
+            bail!("sync: a message with an fd must fit one datagram");
+        }
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [IoSlice::new(&datagram)];
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &iov,
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .context("sync send")?;
+        Ok(())
+    }
+
     /// Receive one message; EOF means the peer exited. `Abort` becomes an [`Aborted`] error.
     pub fn recv(&self) -> Result<Msg> {
+        Ok(self.recv_with_fds()?.0)
+    }
+
+    /// Receive one message and the fds sent along with it.
+    pub fn recv_with_fds(&self) -> Result<(Msg, Vec<OwnedFd>)> {
         let mut body = Vec::new();
+        let mut fds = Vec::new();
         let mut buf = vec![0u8; CHUNK + 1];
         loop {
             let n = loop {
-                match nix::sys::socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                let mut space = nix::cmsg_space!([RawFd; 1]);
+                match recvmsg::<()>(
+                    self.fd.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut space),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                ) {
                     Err(nix::errno::Errno::EINTR) => continue,
-                    other => break other.context("sync recv")?,
+                    Err(e) => return Err(e).context("sync recv"),
+                    Ok(msg) => {
+                        for c in msg.cmsgs().context("sync recv")? {
+                            if let ControlMessageOwned::ScmRights(got) = c {
+                                // SAFETY: the kernel just installed these fds for us.
+                                fds.extend(
+                                    got.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
+                                );
+                            }
+                        }
+                        break msg.bytes;
+                    }
                 }
             };
             if n == 0 {
@@ -120,7 +172,7 @@ impl Channel {
         }
         match serde_json::from_slice(&body).map_err(|e| anyhow!("sync: bad message: {e}"))? {
             Msg::Abort => Err(Aborted.into()),
-            m => Ok(m),
+            m => Ok((m, fds)),
         }
     }
 
@@ -148,6 +200,20 @@ mod tests {
         a.send(&sent).unwrap();
         a.send(&Msg::Ready).unwrap();
         assert_eq!(reader.join().unwrap(), Msg::Error(big));
+    }
+
+    #[test]
+    fn an_fd_travels_with_its_message() {
+        let (a, b) = pair().unwrap();
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        a.send_fd(&Msg::RootClone, &wr).unwrap();
+        drop(wr);
+        let (msg, mut fds) = b.recv_with_fds().unwrap();
+        assert_eq!(msg, Msg::RootClone);
+        nix::unistd::write(fds.pop().unwrap(), b"yun").unwrap();
+        let mut got = [0u8; 3];
+        nix::unistd::read(&rd, &mut got).unwrap();
+        assert_eq!(&got, b"yun");
     }
 
     #[test]

@@ -164,6 +164,9 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
     }
     crate::timing::mark("init: pivoted");
     rootfs::finish(spec)?;
+    if s.share_root_with_host {
+        ch.send_fd(&Msg::RootClone, &rootfs::propagation::clone_root()?)?;
+    }
     crate::timing::mark("init: finished rootfs");
 
     let created_state = state.clone();

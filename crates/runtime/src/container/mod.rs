@@ -26,6 +26,7 @@ use crate::config::{self, Bundle};
 use crate::hooks::{self, Kind};
 use crate::namespaces;
 use crate::process::seccomp;
+use crate::rootfs::propagation;
 use crate::state::{self, ContainerState, Status, EXEC_FIFO};
 use crate::sync::{self, Msg};
 use crate::Error;
@@ -63,6 +64,9 @@ pub(crate) struct Setup<'a> {
     no_pivot: bool,
     preserve_fds: u32,
     stdio: Option<&'a [OwnedFd; 3]>,
+    /// `linux.rootfsPropagation` shared and the rootfs on a shared host mount: the init hands
+    /// back a clone of its root to mount there (see `rootfs::propagation`).
+    share_root_with_host: bool,
 }
 
 impl Runtime {
@@ -145,6 +149,7 @@ impl Runtime {
             dir: dir.clone(),
             cgroup: None,
             pid: None,
+            root_clone: None,
         };
         nix::unistd::mkfifo(&dir.join(EXEC_FIFO), Mode::from_bits_truncate(0o622))
             .context("create exec fifo")?;
@@ -172,6 +177,8 @@ impl Runtime {
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
             stdio: opts.stdio.as_ref(),
+            share_root_with_host: propagation::wants_shared(spec)
+                && propagation::host_mount_is_shared(&bundle.rootfs)?,
         };
 
         // Children re-parent to us when stage 1 exits, so we can reap the init if this fails.
@@ -208,6 +215,7 @@ impl Runtime {
             annotations: spec.annotations().clone().unwrap_or_default(),
             cgroup: cgroup.state(),
             config: spec.clone(),
+            root_clone: guard.root_clone.clone(),
         };
         crate::timing::mark("create: ready");
         created.save(&self.root)?;
@@ -280,6 +288,17 @@ impl Runtime {
             return Err(e);
         }
         ch.send(&Msg::HookState(serde_json::to_value(&hook_state)?))?;
+        if s.share_root_with_host {
+            let (msg, fds) = ch.recv_with_fds()?;
+            match (msg, fds.first()) {
+                (Msg::RootClone, Some(clone)) => {
+                    propagation::attach(clone, &bundle.rootfs)?;
+                    guard.root_clone = Some(bundle.rootfs.clone());
+                }
+                (Msg::Error(e), _) => bail!(e),
+                (other, _) => bail!("sync: expected RootClone, got {other:?}"),
+            }
+        }
         ch.expect(Msg::Ready)?;
         Ok(pid)
     }
@@ -435,12 +454,15 @@ struct CreateGuard {
     dir: PathBuf,
     cgroup: Option<cgroups::Manager>,
     pid: Option<i32>,
+    /// Where the container's root clone was mounted on the host.
+    root_clone: Option<PathBuf>,
 }
 
 impl CreateGuard {
     fn disarm(&mut self) {
         self.cgroup = None;
         self.pid = None;
+        self.root_clone = None;
         self.dir = PathBuf::new();
     }
 }
@@ -462,6 +484,11 @@ impl Drop for CreateGuard {
             let pid = nix::unistd::Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(rootfs) = &self.root_clone {
+            if let Err(e) = propagation::detach(rootfs) {
+                tracing::warn!("cleanup: {e:#}");
+            }
         }
         // Reap whatever else re-parented to us (stage 1 if it was still around).
         while let Ok(
