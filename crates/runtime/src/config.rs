@@ -144,6 +144,34 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     ] {
         check_id_maps(field, maps.as_deref().unwrap_or_default())?;
     }
+    if new_user {
+        // Unmapped ids fail setresuid/setgroups with a bare EINVAL deep in create.
+        let user = process.user();
+        let mapped = |maps: &Option<Vec<LinuxIdMapping>>, id: u32| {
+            maps.iter().flatten().any(|m| {
+                id >= m.container_id()
+                    && u64::from(id) < u64::from(m.container_id()) + u64::from(m.size())
+            })
+        };
+        if !mapped(linux.uid_mappings(), user.uid()) {
+            bail!(
+                "process.user.uid {} is not mapped by linux.uidMappings",
+                user.uid()
+            );
+        }
+        let gids = std::iter::once(("process.user.gid".to_string(), user.gid())).chain(
+            user.additional_gids()
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, g)| (format!("process.user.additionalGids[{i}]"), *g)),
+        );
+        for (field, gid) in gids {
+            if !mapped(linux.gid_mappings(), gid) {
+                bail!("{field} {gid} is not mapped by linux.gidMappings");
+            }
+        }
+    }
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
         bail!("hostname: setting it needs a new uts namespace in linux.namespaces");
     }
@@ -572,6 +600,22 @@ mod tests {
         ])));
         assert!(
             e.contains("linux.uidMappings[1]: hostID range overlaps"),
+            "{e}"
+        );
+        let mut c =
+            with_userns(serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 1000}]));
+        c["process"]["user"]["uid"] = 1000.into();
+        let e = error_of(c);
+        assert!(
+            e.ends_with("process.user.uid 1000 is not mapped by linux.uidMappings"),
+            "{e}"
+        );
+        let mut c =
+            with_userns(serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 1000}]));
+        c["process"]["user"]["additionalGids"] = serde_json::json!([70000]);
+        let e = error_of(c);
+        assert!(
+            e.ends_with("process.user.additionalGids[0] 70000 is not mapped by linux.gidMappings"),
             "{e}"
         );
         let ok = with_userns(serde_json::json!([
