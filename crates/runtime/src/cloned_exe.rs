@@ -20,7 +20,12 @@ const SEALS: libc::c_int =
 /// process in it is the init, which execs the container's program before anything from the
 /// image runs (and `exec` refuses containers that have not started), so no copy is needed.
 pub fn needed_for_bundle(bundle: &std::path::Path) -> bool {
-    let Ok(data) = std::fs::read(bundle.join("config.json")) else {
+    let path = bundle.join("config.json");
+    // create refuses a config above the limit before touching a container: no copy needed.
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > crate::config::MAX_CONFIG_BYTES) {
+        return false;
+    }
+    let Ok(data) = std::fs::read(&path) else {
         return true;
     };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {

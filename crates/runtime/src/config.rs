@@ -10,7 +10,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 
 use crate::namespaces;
 use crate::process::rlimits;
@@ -25,9 +25,32 @@ pub struct Bundle {
     pub spec: Spec,
 }
 
+/// The largest config.json (and `exec --process` file) yunc reads. Real ones are a few KiB
+/// (a big seccomp profile ~100 KiB); the config is copied into state.json, which every later
+/// command reads, and into the hooks' input. A limit gives a clear error instead of a slow
+/// create or an obscure failure further on.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Refuse a file above [`MAX_CONFIG_BYTES`] before reading it.
+pub fn check_size(path: &Path, file: &File) -> Result<()> {
+    let len = file
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", path.display()))?
+        .len();
+    if len > MAX_CONFIG_BYTES {
+        bail!(
+            "{}: {len} bytes is too large (the limit is {MAX_CONFIG_BYTES} bytes, {} MiB)",
+            path.display(),
+            MAX_CONFIG_BYTES >> 20
+        );
+    }
+    Ok(())
+}
+
 /// Read `DIR/config.json`, reporting parse errors with the JSON path of the bad field.
 pub fn load_spec(path: &Path) -> Result<Spec> {
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    check_size(path, &file)?;
     let mut de = serde_json::Deserializer::from_reader(BufReader::new(file));
     serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let field = err.path().to_string();
@@ -119,9 +142,33 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         ("linux.uidMappings", linux.uid_mappings()),
         ("linux.gidMappings", linux.gid_mappings()),
     ] {
-        for (i, m) in maps.iter().flatten().enumerate() {
-            if m.size() == 0 {
-                bail!("{field}[{i}].size: must be at least 1");
+        check_id_maps(field, maps.as_deref().unwrap_or_default())?;
+    }
+    if new_user {
+        // Unmapped ids fail setresuid/setgroups with a bare EINVAL deep in create.
+        let user = process.user();
+        let mapped = |maps: &Option<Vec<LinuxIdMapping>>, id: u32| {
+            maps.iter().flatten().any(|m| {
+                id >= m.container_id()
+                    && u64::from(id) < u64::from(m.container_id()) + u64::from(m.size())
+            })
+        };
+        if !mapped(linux.uid_mappings(), user.uid()) {
+            bail!(
+                "process.user.uid {} is not mapped by linux.uidMappings",
+                user.uid()
+            );
+        }
+        let gids = std::iter::once(("process.user.gid".to_string(), user.gid())).chain(
+            user.additional_gids()
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, g)| (format!("process.user.additionalGids[{i}]"), *g)),
+        );
+        for (field, gid) in gids {
+            if !mapped(linux.gid_mappings(), gid) {
+                bail!("{field} {gid} is not mapped by linux.gidMappings");
             }
         }
     }
@@ -181,8 +228,67 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     Ok(rootfs)
 }
 
+/// The largest id the kernel accepts from user space. `(uid_t)-1` (4294967295) means "leave
+/// unchanged" to setresuid, setresgid and chown, so such an id would keep the runtime's own
+/// (root); ids above 2^31-1 are refused like runc and the kernel's own tools do.
+pub const MAX_ID: u32 = i32::MAX as u32;
+
+/// One id from the config: `field` names it in the error.
+pub fn check_id(field: &str, id: u32) -> Result<()> {
+    if id > MAX_ID {
+        bail!("{field} {id} is out of range 0..{MAX_ID}");
+    }
+    Ok(())
+}
+
+/// The kernel takes at most 340 lines per map (it rejects the whole write otherwise); ranges
+/// must not wrap past 2^32 or overlap on either side (an overlap is rejected by the kernel with
+/// a bare EPERM/EINVAL on write, after the namespace already exists).
+const MAX_MAP_LINES: usize = 340;
+
+fn check_id_maps(field: &str, maps: &[LinuxIdMapping]) -> Result<()> {
+    if maps.len() > MAX_MAP_LINES {
+        bail!(
+            "{field}: {} ranges, the kernel takes at most {MAX_MAP_LINES}",
+            maps.len()
+        );
+    }
+    let end = |start: u32, size: u32| u64::from(start) + u64::from(size);
+    for (i, m) in maps.iter().enumerate() {
+        if m.size() == 0 {
+            bail!("{field}[{i}].size: must be at least 1");
+        }
+        for (what, start) in [("containerID", m.container_id()), ("hostID", m.host_id())] {
+            if end(start, m.size()) > u64::from(u32::MAX) {
+                bail!(
+                    "{field}[{i}]: {what} {start} + size {} goes past 4294967294",
+                    m.size()
+                );
+            }
+        }
+        for (j, other) in maps[..i].iter().enumerate() {
+            // Both ends were checked above not to pass 2^32, so u64 sums are exact.
+            let overlaps =
+                |a: u32, b: u32| a < end(b, other.size()) as u32 && b < end(a, m.size()) as u32;
+            if overlaps(m.container_id(), other.container_id()) {
+                bail!("{field}[{i}]: containerID range overlaps {field}[{j}]");
+            }
+            if overlaps(m.host_id(), other.host_id()) {
+                bail!("{field}[{i}]: hostID range overlaps {field}[{j}]");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks shared by `create` and `exec --process`.
 pub fn validate_process(process: &Process, field: &str) -> Result<()> {
+    let user = process.user();
+    check_id(&format!("{field}.user.uid"), user.uid())?;
+    check_id(&format!("{field}.user.gid"), user.gid())?;
+    for (i, g) in user.additional_gids().iter().flatten().enumerate() {
+        check_id(&format!("{field}.user.additionalGids[{i}]"), *g)?;
+    }
     let args = process.args().as_deref().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         bail!("{field}.args: must name a program to run");
@@ -428,6 +534,110 @@ mod tests {
         std::fs::write(dir.path().join("config.json"), "{\"ociVersion\": ").unwrap();
         let e = format!("{:#}", load_bundle(dir.path()).unwrap_err());
         assert!(!e.contains('\n') && e.contains("config.json"), "{e}");
+    }
+
+    #[test]
+    fn ids_that_mean_unchanged_to_the_kernel_are_refused() {
+        // setresuid(-1) keeps the caller's id: this would have run the process as root.
+        let mut c = base();
+        c["process"]["user"]["uid"] = u32::MAX.into();
+        assert_eq!(
+            error_of(c),
+            "config.json: process.user.uid 4294967295 is out of range 0..2147483647"
+        );
+        let mut c = base();
+        c["process"]["user"]["gid"] = (1u64 << 31).into();
+        assert!(error_of(c).ends_with("process.user.gid 2147483648 is out of range 0..2147483647"));
+        let mut c = base();
+        c["process"]["user"]["additionalGids"] = serde_json::json!([10, u32::MAX]);
+        assert!(error_of(c).contains("process.user.additionalGids[1] 4294967295 is out of range"));
+        let mut c = base();
+        c["process"]["user"]["uid"] = MAX_ID.into();
+        assert!(load_bundle(write_bundle(&c).path()).is_ok());
+    }
+
+    #[test]
+    fn device_owner_out_of_range() {
+        let mut c = base();
+        c["linux"]["devices"] = serde_json::json!([
+            {"path": "/dev/yunnull", "type": "c", "major": 1, "minor": 3, "uid": u32::MAX}
+        ]);
+        assert!(error_of(c).contains("linux.devices[0]: uid 4294967295 is out of range"));
+    }
+
+    fn with_userns(maps: serde_json::Value) -> serde_json::Value {
+        let mut c = base();
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "user"}));
+        c["linux"]["uidMappings"] = maps;
+        c["linux"]["gidMappings"] =
+            serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        c
+    }
+
+    #[test]
+    fn id_maps_must_not_wrap_or_overlap() {
+        let e = error_of(with_userns(
+            serde_json::json!([{"containerID": 0, "hostID": 4294967000u32, "size": 65536}]),
+        ));
+        assert!(
+            e.contains("linux.uidMappings[0]: hostID 4294967000 + size 65536 goes past"),
+            "{e}"
+        );
+        let e = error_of(with_userns(serde_json::json!([
+            {"containerID": 0, "hostID": 100000, "size": 1000},
+            {"containerID": 999, "hostID": 300000, "size": 10}
+        ])));
+        assert!(
+            e.contains("linux.uidMappings[1]: containerID range overlaps linux.uidMappings[0]"),
+            "{e}"
+        );
+        let e = error_of(with_userns(serde_json::json!([
+            {"containerID": 0, "hostID": 100000, "size": 1000},
+            {"containerID": 1000, "hostID": 100999, "size": 10}
+        ])));
+        assert!(
+            e.contains("linux.uidMappings[1]: hostID range overlaps"),
+            "{e}"
+        );
+        let mut c =
+            with_userns(serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 1000}]));
+        c["process"]["user"]["uid"] = 1000.into();
+        let e = error_of(c);
+        assert!(
+            e.ends_with("process.user.uid 1000 is not mapped by linux.uidMappings"),
+            "{e}"
+        );
+        let mut c =
+            with_userns(serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 1000}]));
+        c["process"]["user"]["additionalGids"] = serde_json::json!([70000]);
+        let e = error_of(c);
+        assert!(
+            e.ends_with("process.user.additionalGids[0] 70000 is not mapped by linux.gidMappings"),
+            "{e}"
+        );
+        let ok = with_userns(serde_json::json!([
+            {"containerID": 0, "hostID": 100000, "size": 1000},
+            {"containerID": 1000, "hostID": 101000, "size": 10}
+        ]));
+        assert!(load_bundle(write_bundle(&ok).path()).is_ok());
+    }
+
+    #[test]
+    fn a_config_above_the_limit_is_refused_by_size() {
+        let dir = write_bundle(&base());
+        let path = dir.path().join("config.json");
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        let e = format!("{:#}", load_bundle(dir.path()).unwrap_err());
+        assert!(
+            e.ends_with(
+                "config.json: 16777217 bytes is too large (the limit is 16777216 bytes, 16 MiB)"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub fn list(spec: &Spec, kind: Kind) -> Vec<Hook> {
     l.clone().unwrap_or_default()
 }
 
-/// Run the hooks of `kind` in order; the first failure stops and is returned.
+/// Run the hooks of `kind` in order; the first failure stops and is returned (prestart,
+/// createRuntime, createContainer, startContainer: a failure there fails the operation).
 pub fn run(spec: &Spec, kind: Kind, state: &impl serde::Serialize) -> Result<()> {
     let hooks = list(spec, kind);
     if hooks.is_empty() {
@@ -59,6 +60,34 @@ pub fn run(spec: &Spec, kind: Kind, state: &impl serde::Serialize) -> Result<()>
             .with_context(|| format!("hooks.{}[{i}] ({})", kind.name(), hook.path().display()))?;
     }
     Ok(())
+}
+
+/// Run every hook of `kind`, logging a warning for each that fails: the runtime spec says a
+/// failing poststart or poststop hook must not stop the lifecycle, nor the hooks after it.
+pub fn run_all_warn(spec: &Spec, kind: Kind, state: &impl serde::Serialize) -> usize {
+    let hooks = list(spec, kind);
+    if hooks.is_empty() {
+        return 0;
+    }
+    let input = match serde_json::to_vec(state) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("hooks.{}: cannot encode the state: {e}", kind.name());
+            return hooks.len();
+        }
+    };
+    let mut failed = 0;
+    for (i, hook) in hooks.iter().enumerate() {
+        if let Err(e) = run_one(hook, &input) {
+            tracing::warn!(
+                "hooks.{}[{i}] ({}): {e:#}",
+                kind.name(),
+                hook.path().display()
+            );
+            failed += 1;
+        }
+    }
+    failed
 }
 
 fn run_one(hook: &Hook, input: &[u8]) -> Result<()> {

@@ -60,6 +60,10 @@ pub struct ContainerState {
     /// The config the container was created from (hooks and exec defaults need it, and the
     /// bundle may change or vanish after create).
     pub config: oci_spec::runtime::Spec,
+    /// Where `create` mounted a clone of the container's root on the host
+    /// (`linux.rootfsPropagation` shared); `delete` unmounts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_clone: Option<PathBuf>,
 }
 
 /// The state JSON given to hooks and printed by `state`, as the runtime spec defines it.

@@ -34,8 +34,10 @@ pub struct Yunc {
     /// Not supported: yunc manages cgroupfs directly.
     #[arg(long, global = true)]
     systemd_cgroup: bool,
-    /// Accepted for runc compatibility (true, false or auto).
-    #[arg(long, global = true, hide = true)]
+    /// Accepted for runc compatibility (true, false or auto). Also `spec --rootless`: runc
+    /// has a flag of that name there, and one argument must serve both (two with one name
+    /// made clap panic on `yunc spec`).
+    #[arg(long, global = true, hide = true, num_args = 0..=1, default_missing_value = "true")]
     rootless: Option<String>,
     /// Accepted for runc compatibility; checkpointing is not implemented.
     #[arg(long, global = true, hide = true)]
@@ -156,8 +158,6 @@ enum Cmd {
     Spec {
         #[arg(short = 'b', long, default_value = ".")]
         bundle: PathBuf,
-        #[arg(long)]
-        rootless: bool,
     },
     /// Change a live container's resource limits.
     Update {
@@ -264,6 +264,7 @@ fn dispatch(cli: Yunc) -> Result<i32> {
         bail!("--systemd-cgroup is not supported: yunc manages cgroups through cgroupfs (configure the engine with cgroup_manager = \"cgroupfs\")");
     }
     let rt = Runtime::new(&cli.root);
+    let rootless = cli.rootless.as_deref().is_some_and(|v| v != "false");
     let out = &mut std::io::stdout().lock();
     let Some(cmd) = cli.cmd else {
         return Ok(1);
@@ -339,7 +340,7 @@ fn dispatch(cli: Yunc) -> Result<i32> {
             serde_json::to_writer_pretty(&mut *out, &yun_runtime::features::features())?;
             writeln!(out)?;
         }
-        Cmd::Spec { bundle, rootless } => {
+        Cmd::Spec { bundle } => {
             let path = bundle.join("config.json");
             if path.exists() {
                 bail!("{}: already exists; remove it first", path.display());
@@ -397,7 +398,13 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut s)?;
         s
     } else {
-        std::fs::read(path).with_context(|| format!("{what} {}", path.display()))?
+        let file =
+            std::fs::File::open(path).with_context(|| format!("{what} {}", path.display()))?;
+        yun_runtime::config::check_size(path, &file).with_context(|| what.to_string())?;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut data)
+            .with_context(|| format!("{what} {}", path.display()))?;
+        data
     };
     let de = &mut serde_json::Deserializer::from_slice(&data);
     serde_path_to_error::deserialize(de)
@@ -580,6 +587,22 @@ mod tests {
         }
         assert!(parse_signal("NOPE").is_err());
         assert!(parse_signal("99").is_err());
+    }
+
+    #[test]
+    fn spec_parses_with_and_without_rootless() {
+        for (args, want) in [
+            (&["yunc", "spec", "-b", "/tmp/yun-x"][..], None),
+            (
+                &["yunc", "spec", "--rootless", "-b", "/tmp/yun-x"][..],
+                Some("true"),
+            ),
+            (&["yunc", "--rootless", "false", "spec"][..], Some("false")),
+        ] {
+            let cli = Yunc::try_parse_from(args).unwrap();
+            assert!(matches!(cli.cmd, Some(Cmd::Spec { .. })), "{args:?}");
+            assert_eq!(cli.rootless.as_deref(), want, "{args:?}");
+        }
     }
 
     #[test]

@@ -11,10 +11,28 @@ fn refused(name: &str, edit: impl FnOnce(&mut serde_json::Value), needle: &str) 
     let env = Env::new(name);
     let id = env.id("c");
     let b = env.bundle("b", &["/bin/true"], edit);
-    let out = env.yunc(&["create", "-b", b.to_str().unwrap(), &id]);
+    let out = output_via_files(&env, &["create", "-b", b.to_str().unwrap(), &id]);
     assert_fails_with(&out, needle);
     assert!(!env.root.join(&id).exists(), "state directory left behind");
     assert!(cgroup_dirs_named(&id).is_empty(), "cgroup left behind");
+}
+
+/// Run yunc with stdout and stderr in files: if a create wrongly succeeds, its waiting init
+/// holds them open, and reading pipes would wait for it instead of failing the test.
+fn output_via_files(env: &Env, args: &[&str]) -> std::process::Output {
+    let out_path = env.dir.join("yunc.stdout");
+    let err_path = env.dir.join("yunc.stderr");
+    let status = env
+        .yunc_cmd(args)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .status()
+        .unwrap();
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
+    }
 }
 
 #[test]
@@ -195,5 +213,73 @@ fn bad_layers_are_refused_by_load_and_leave_nothing() {
         assert!(images.status.success());
         assert_eq!(String::from_utf8_lossy(&images.stdout), "", "{case}");
         assert_nothing_stored(&d.0.join(format!("data-{case}")));
+    }
+}
+
+#[test]
+fn ids_the_kernel_reads_as_unchanged_are_refused() {
+    // (uid_t)-1 means "leave unchanged" to setresuid: the process would have kept root.
+    refused(
+        "uidmax",
+        |c| c["process"]["user"]["uid"] = json!(4294967295u32),
+        "process.user.uid 4294967295 is out of range 0..2147483647",
+    );
+    refused(
+        "gidmax",
+        |c| c["process"]["user"]["gid"] = json!(4294967295u32),
+        "process.user.gid 4294967295 is out of range",
+    );
+    refused(
+        "groupsmax",
+        |c| c["process"]["user"]["additionalGids"] = json!([5, 4294967295u32]),
+        "process.user.additionalGids[1] 4294967295 is out of range",
+    );
+    let env = Env::new("execuid");
+    let id = env.id("c");
+    let b = env.bundle("b", &["/bin/sleep", "30"], |_| {});
+    assert!(env.yunc_detached(&["run", "-d", "-b", b.to_str().unwrap(), &id]));
+    let proc_file = env.dir.join("process.json");
+    std::fs::write(
+        &proc_file,
+        json!({"args": ["/bin/id", "-u"], "cwd": "/", "user": {"uid": 4294967295u32, "gid": 0}})
+            .to_string(),
+    )
+    .unwrap();
+    assert_fails_with(
+        &output_via_files(
+            &env,
+            &["exec", "--process", proc_file.to_str().unwrap(), &id],
+        ),
+        "process.user.uid 4294967295 is out of range",
+    );
+    assert_fails_with(
+        &output_via_files(&env, &["exec", "--user", "0:4294967295", &id, "/bin/id"]),
+        "process.user.gid 4294967295 is out of range",
+    );
+    // Nothing of the refused execs runs: only the init is in the container.
+    let out = env.yunc(&["ps", "--format", "json", &id]);
+    let pids: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+}
+
+#[test]
+fn a_config_above_the_size_limit_names_the_limit() {
+    // 100 MB of annotation: once "sync send: EMSGSIZE" from deep inside create.
+    refused(
+        "bigconfig",
+        |c| c["annotations"] = json!({"yun.big": "x".repeat(100 << 20)}),
+        "is too large (the limit is 16777216 bytes, 16 MiB)",
+    );
+}
+
+#[test]
+fn a_failing_prestart_hook_is_reported_once() {
+    // The init used to print the parent's error too; repeat, as that depended on timing.
+    for i in 0..5 {
+        refused(
+            &format!("prestart{i}"),
+            |c| c["hooks"] = json!({"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo yun-hook-says-no >&2; exit 7"]}]}),
+            "hooks.prestart[0] (/bin/sh): failed (exit status: 7): yun-hook-says-no",
+        );
     }
 }

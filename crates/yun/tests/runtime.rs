@@ -537,3 +537,73 @@ fn readonly_root() {
         "{out}"
     );
 }
+
+#[test]
+fn failing_poststart_and_poststop_hooks_warn_and_the_rest_still_run() {
+    let env = Env::new("posthooks");
+    let log = env.dir.join("hooks.log");
+    let fail = json!({"path": "/bin/sh", "args": ["sh", "-c", "exit 9"]});
+    let record = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} >> {}", log.display())]});
+    let b = env.bundle("b", &["/bin/true"], |c| {
+        c["hooks"] = json!({
+            "poststart": [fail.clone(), record("poststart-2")],
+            "poststop": [fail.clone(), record("poststop-2"), fail.clone()],
+        });
+    });
+    let (code, _, err) = env.run(&env.id("c"), &b);
+    assert_eq!(code, 0, "{err}");
+    let got = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(got, "poststart-2\npoststop-2\n", "stderr: {err}");
+    for warned in [
+        "hooks.poststart[0]",
+        "hooks.poststop[0]",
+        "hooks.poststop[2]",
+    ] {
+        assert!(err.contains(warned), "no warning for {warned}: {err}");
+    }
+}
+
+#[test]
+fn config_devices_are_made_under_a_deny_all_device_cgroup() {
+    // runc order: nodes first, rules after; the rules still hold for the container.
+    let env = Env::new("denyall");
+    let b = env.bundle(
+        "b",
+        &sh("ls -l /dev/yunkmsg; head -c1 /dev/yunkmsg; echo rc=$?; echo x > /dev/null && echo null-ok"),
+        |c| {
+            c["linux"]["devices"] = json!([
+                {"path": "/dev/yunkmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o600}
+            ]);
+            c["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}]);
+        },
+    );
+    let (code, out, err) = env.run(&env.id("c"), &b);
+    assert_eq!(code, 0, "stdout={out} stderr={err}");
+    assert!(
+        out.starts_with("crw-------") && out.contains("1,  11"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rc=1") && err.contains("Operation not permitted"),
+        "{out} {err}"
+    );
+    assert!(out.contains("null-ok"), "{out}");
+}
+
+#[test]
+fn a_config_bigger_than_a_socket_buffer_still_creates() {
+    // 1 MiB of annotations reach the hooks' state through the create channel: one datagram
+    // of that size used to fail with EMSGSIZE.
+    let env = Env::new("bigann");
+    let log = env.dir.join("state.json");
+    let b = env.bundle("b", &["/bin/true"], |c| {
+        c["annotations"] = json!({"yun.big": "y".repeat(1 << 20)});
+        c["hooks"] = json!({"createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", log.display())]}]});
+    });
+    env.run_ok(&env.id("c"), &b);
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(&log).unwrap()).unwrap();
+    assert_eq!(
+        state["annotations"]["yun.big"].as_str().unwrap().len(),
+        1 << 20
+    );
+}

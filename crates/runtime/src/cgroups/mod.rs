@@ -203,6 +203,28 @@ impl Manager {
         }
     }
 
+    /// Write every limit of `res` but the device rules. `create` writes those with
+    /// [`Manager::apply_devices`] once the init has made the device nodes, as runc orders it:
+    /// under a deny-all rule, mknod of a `linux.devices` node fails with EPERM.
+    pub fn apply_without_devices(&self, res: &LinuxResources) -> Result<()> {
+        let mut rest = res.clone();
+        rest.set_devices(None);
+        self.apply(&rest)
+    }
+
+    /// Write the device rules of `res` (see [`Manager::apply_without_devices`]).
+    pub fn apply_devices(&self, res: &LinuxResources) -> Result<()> {
+        let rules = res.devices().as_deref().unwrap_or_default();
+        match self.state.mode {
+            Mode::V1 => devices::apply_v1(self, rules),
+            Mode::V2 => {
+                let mut only = LinuxResources::default();
+                only.set_devices(Some(rules.to_vec()));
+                v2::apply(self, &only)
+            }
+        }
+    }
+
     /// Move `pid` into the container's cgroup in every hierarchy.
     pub fn add_pid(&self, pid: i32) -> Result<()> {
         for h in &self.state.hierarchies {

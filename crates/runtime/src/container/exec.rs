@@ -76,10 +76,14 @@ impl Runtime {
         let cg = cgroups::Manager::from_state(&st.cgroup);
 
         super::set_subreaper();
+        // One channel per child process, as in create: stage 1 reports the pid on its own,
+        // so the process's Ready cannot overtake it.
         let (parent_ch, child_ch) = sync::pair()?;
+        let (parent_proc_ch, proc_ch) = sync::pair()?;
         let stage1 = match fork()? {
             ForkResult::Child => {
                 drop(parent_ch);
+                drop(parent_proc_ch);
                 let job = ExecJob {
                     process,
                     joins,
@@ -87,13 +91,14 @@ impl Runtime {
                     console: console.as_ref(),
                     preserve_fds: opts.preserve_fds,
                 };
-                child_main(&child_ch, || job.stage1(&child_ch))
+                child_main(&child_ch, || job.stage1(&child_ch, proc_ch))
             }
             ForkResult::Parent { child } => child.as_raw(),
         };
         drop(child_ch);
+        drop(proc_ch);
         drop(console);
-        let pid = match drive(&parent_ch, &cg, stage1) {
+        let pid = match drive(&parent_ch, &parent_proc_ch, &cg, stage1) {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = nix::sys::signal::kill(
@@ -121,7 +126,7 @@ impl Runtime {
     }
 }
 
-fn drive(ch: &Channel, cg: &cgroups::Manager, stage1: i32) -> Result<i32> {
+fn drive(ch: &Channel, proc_ch: &Channel, cg: &cgroups::Manager, stage1: i32) -> Result<i32> {
     cg.add_pid(stage1)?;
     ch.send(&Msg::Go)?;
     let pid = match ch.recv()? {
@@ -129,7 +134,10 @@ fn drive(ch: &Channel, cg: &cgroups::Manager, stage1: i32) -> Result<i32> {
         Msg::Error(e) => bail!(e),
         other => bail!("sync: unexpected {other:?}"),
     };
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(stage1), None);
+    if pid != stage1 {
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(stage1), None);
+    }
+    let ch = proc_ch;
     ch.expect(Msg::Ready)?;
     // After Ready the process execs; the channel closes on exec (CLOEXEC) or carries the
     // exec error.
@@ -168,7 +176,7 @@ struct ExecJob<'a> {
 }
 
 impl ExecJob<'_> {
-    fn stage1(&self, ch: &Channel) -> Result<Infallible> {
+    fn stage1(&self, ch: &Channel, proc_ch: Channel) -> Result<Infallible> {
         ch.expect(Msg::Go)?;
         for (t, fd) in &self.joins {
             nix::sched::setns(fd, namespaces::flag(*t))
@@ -180,8 +188,12 @@ impl ExecJob<'_> {
             .any(|(t, _)| *t == LinuxNamespaceType::Pid);
         if joined_pid {
             match fork()? {
-                ForkResult::Child => child_main(ch, || self.stage2(ch)),
+                ForkResult::Child => {
+                    ch.close_in_forked_child();
+                    child_main(&proc_ch, || self.stage2(&proc_ch))
+                }
                 ForkResult::Parent { child } => {
+                    drop(proc_ch);
                     ch.send(&Msg::Pid(child.as_raw()))?;
                     // SAFETY: _exit ends the forked child without the parent's atexit work.
                     unsafe { libc::_exit(0) }
@@ -189,7 +201,8 @@ impl ExecJob<'_> {
             }
         }
         ch.send(&Msg::Pid(nix::unistd::getpid().as_raw()))?;
-        self.stage2(ch)
+        ch.close_in_forked_child();
+        child_main(&proc_ch, || self.stage2(&proc_ch))
     }
 
     fn stage2(&self, ch: &Channel) -> Result<Infallible> {

@@ -7,6 +7,7 @@
 //! the exec fifo until `start`.
 
 use std::convert::Infallible;
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -22,17 +23,22 @@ use crate::namespaces;
 use crate::process;
 use crate::rootfs;
 use crate::state::EXEC_FIFO;
-use crate::sync::{Channel, Msg};
+use crate::sync::{self, Channel, Msg};
 
 /// Run `f` in a forked child and never return: report its error to the parent, then _exit.
+/// When the parent aborted (it reports its own error), exit without a word: printing here too
+/// would show the user the same failure twice.
 pub(crate) fn child_main(ch: &Channel, f: impl FnOnce() -> Result<Infallible>) -> ! {
     let err = match f() {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let msg = format!("{err:#}");
-    if ch.send(&Msg::Error(msg.clone())).is_err() {
-        eprintln!("yunc: {msg}");
+    if err.downcast_ref::<sync::Aborted>().is_none() {
+        let msg = format!("{err:#}");
+        if ch.send(&Msg::Error(msg.clone())).is_err() {
+            // Straight to fd 2 (eprintln! may be redirected, e.g. by the test harness).
+            let _ = writeln!(std::io::stderr(), "yunc: {msg}");
+        }
     }
     // SAFETY: _exit ends the forked child without running the parent's atexit handlers
     // or flushing its copied stdio buffers.
@@ -45,7 +51,9 @@ pub(crate) fn fork() -> Result<ForkResult> {
     unsafe { nix::unistd::fork() }.context("fork")
 }
 
-pub(super) fn stage1(s: &Setup, ch: &Channel) -> Result<Infallible> {
+/// Stage 1 talks to the parent on `ch`; the init on `init_ch`, its own channel. One shared
+/// socket raced: the init could write CreateRuntimeHooks before stage 1 had written Pid.
+pub(super) fn stage1(s: &Setup, ch: &Channel, init_ch: Channel) -> Result<Infallible> {
     if let Some(stdio) = s.stdio {
         for (target, fd) in stdio.iter().enumerate() {
             // SAFETY: dup2 onto the stdio numbers of this (forked) process; `fd` is valid.
@@ -77,8 +85,13 @@ pub(super) fn stage1(s: &Setup, ch: &Channel) -> Result<Infallible> {
     crate::timing::mark("stage1: unshared");
     if s.plan.needs_fork() {
         match fork()? {
-            ForkResult::Child => child_main(ch, || init(s, ch)),
+            ForkResult::Child => {
+                // Stage 1's channel must close when stage 1 exits, so that its death is EOF.
+                ch.close_in_forked_child();
+                child_main(&init_ch, || init(s, &init_ch))
+            }
             ForkResult::Parent { child } => {
+                drop(init_ch);
                 ch.send(&Msg::Pid(child.as_raw()))?;
                 // SAFETY: see child_main; stage 1 is done.
                 unsafe { libc::_exit(0) }
@@ -86,7 +99,9 @@ pub(super) fn stage1(s: &Setup, ch: &Channel) -> Result<Infallible> {
         }
     }
     ch.send(&Msg::Pid(nix::unistd::getpid().as_raw()))?;
-    init(s, ch)
+    ch.close_in_forked_child();
+    // From here on this process is the init: its errors go on the init's channel.
+    child_main(&init_ch, || init(s, &init_ch))
 }
 
 fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
@@ -131,7 +146,6 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
     ch.send(&Msg::CreateRuntimeHooks)?;
     let mut state = match ch.recv()? {
         Msg::HookState(v) => v,
-        Msg::Error(e) => bail!(e),
         other => bail!("sync: unexpected {other:?}"),
     };
     hooks::run(spec, Kind::CreateContainer, &state)?;
@@ -150,6 +164,9 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
     }
     crate::timing::mark("init: pivoted");
     rootfs::finish(spec)?;
+    if s.share_root_with_host {
+        ch.send_fd(&Msg::RootClone, &rootfs::propagation::clone_root()?)?;
+    }
     crate::timing::mark("init: finished rootfs");
 
     let created_state = state.clone();
@@ -182,4 +199,57 @@ fn init(s: &Setup, ch: &Channel) -> Result<Infallible> {
     nix::unistd::write(&fifo, b"0").context("write exec fifo")?;
     let notify = |fd: OwnedFd| super::send_notify_fd(s, fd, &state);
     process::exec(prepared, &notify)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// Fork a child that runs `child_main(step)` on a channel whose parent end is already
+    /// closed (so any report of its must go to stderr); return what it printed there.
+    fn stderr_of_orphaned_child(
+        first: Option<Msg>,
+        step: fn(&Channel) -> Result<Infallible>,
+    ) -> String {
+        let (parent, child) = sync::pair().unwrap();
+        if let Some(m) = first {
+            parent.send(&m).unwrap();
+        }
+        drop(parent);
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        match fork().unwrap() {
+            ForkResult::Child => {
+                // SAFETY: dup2 onto this forked child's stderr; `wr` is a valid fd.
+                unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&wr), 2) };
+                child_main(&child, || step(&child))
+            }
+            ForkResult::Parent { child: pid } => {
+                drop(wr);
+                let mut out = String::new();
+                std::fs::File::from(rd).read_to_string(&mut out).unwrap();
+                let status = nix::sys::wait::waitpid(pid, None).unwrap();
+                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(pid, 1));
+                out
+            }
+        }
+    }
+
+    #[test]
+    fn a_child_the_parent_aborted_exits_without_repeating_the_error() {
+        // The parent reports its own failure (a prestart hook): the init used to print it a
+        // second time when its reply found the parent's end closed.
+        let out = stderr_of_orphaned_child(Some(Msg::Abort), |ch| {
+            ch.recv()?;
+            bail!("unreachable")
+        });
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn a_child_whose_own_step_fails_still_says_why() {
+        let out = stderr_of_orphaned_child(None, |_| bail!("yun-own-failure"));
+        assert_eq!(out, "yunc: yun-own-failure\n");
+    }
 }

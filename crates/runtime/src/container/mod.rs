@@ -26,6 +26,7 @@ use crate::config::{self, Bundle};
 use crate::hooks::{self, Kind};
 use crate::namespaces;
 use crate::process::seccomp;
+use crate::rootfs::propagation;
 use crate::state::{self, ContainerState, Status, EXEC_FIFO};
 use crate::sync::{self, Msg};
 use crate::Error;
@@ -63,6 +64,9 @@ pub(crate) struct Setup<'a> {
     no_pivot: bool,
     preserve_fds: u32,
     stdio: Option<&'a [OwnedFd; 3]>,
+    /// `linux.rootfsPropagation` shared and the rootfs on a shared host mount: the init hands
+    /// back a clone of its root to mount there (see `rootfs::propagation`).
+    share_root_with_host: bool,
 }
 
 impl Runtime {
@@ -145,6 +149,7 @@ impl Runtime {
             dir: dir.clone(),
             cgroup: None,
             pid: None,
+            root_clone: None,
         };
         nix::unistd::mkfifo(&dir.join(EXEC_FIFO), Mode::from_bits_truncate(0o622))
             .context("create exec fifo")?;
@@ -153,7 +158,7 @@ impl Runtime {
         cgroup.create()?;
         guard.cgroup = Some(cgroups::Manager::from_state(&cgroup.state()));
         if let Some(res) = linux.resources() {
-            cgroup.apply(res)?;
+            cgroup.apply_without_devices(res)?;
         }
         crate::timing::mark("create: cgroup ready");
         let state_dir = nix::fcntl::open(
@@ -172,21 +177,31 @@ impl Runtime {
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
             stdio: opts.stdio.as_ref(),
+            share_root_with_host: propagation::wants_shared(spec)
+                && propagation::host_mount_is_shared(&bundle.rootfs)?,
         };
 
         // Children re-parent to us when stage 1 exits, so we can reap the init if this fails.
         set_subreaper();
+        // One channel per child process: each has one writer, so messages cannot race.
         let (parent_ch, child_ch) = sync::pair()?;
+        let (parent_init_ch, init_ch) = sync::pair()?;
         let stage1 = match init::fork()? {
             ForkResult::Child => {
                 drop(parent_ch);
-                init::child_main(&child_ch, || init::stage1(&setup, &child_ch))
+                drop(parent_init_ch);
+                init::child_main(&child_ch, || init::stage1(&setup, &child_ch, init_ch))
             }
             ForkResult::Parent { child } => child.as_raw(),
         };
         drop(child_ch);
+        drop(init_ch);
         guard.pid = Some(stage1);
-        let pid = self.drive_create(&setup, &parent_ch, stage1, id, bundle, &mut guard)?;
+        let channels = Channels {
+            stage1: &parent_ch,
+            init: &parent_init_ch,
+        };
+        let pid = self.drive_create(&setup, &channels, stage1, id, bundle, &mut guard)?;
 
         let created = ContainerState {
             id: id.to_string(),
@@ -200,6 +215,7 @@ impl Runtime {
             annotations: spec.annotations().clone().unwrap_or_default(),
             cgroup: cgroup.state(),
             config: spec.clone(),
+            root_clone: guard.root_clone.clone(),
         };
         crate::timing::mark("create: ready");
         created.save(&self.root)?;
@@ -215,12 +231,13 @@ impl Runtime {
     fn drive_create(
         &self,
         s: &Setup,
-        ch: &sync::Channel,
+        chans: &Channels,
         stage1: i32,
         id: &str,
         bundle: &Bundle,
         guard: &mut CreateGuard,
     ) -> Result<i32> {
+        let ch = chans.stage1;
         s.cgroup.add_pid(stage1)?;
         if s.plan.new_user {
             ch.expect(Msg::UserNsReady)?;
@@ -241,7 +258,20 @@ impl Runtime {
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(stage1), None);
         }
         guard.pid = Some(pid);
+        let ch = chans.init;
         ch.expect(Msg::CreateRuntimeHooks)?;
+        // The device nodes exist now: a deny rule can no longer stop their mknod.
+        if let Some(res) = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+        {
+            if let Err(e) = s.cgroup.apply_devices(res) {
+                let _ = ch.send(&Msg::Abort);
+                return Err(e);
+            }
+        }
         let hook_state = state::OciState {
             oci_version: bundle.spec.version().clone(),
             id: id.to_string(),
@@ -253,10 +283,22 @@ impl Runtime {
         let hooks_result = hooks::run(&bundle.spec, Kind::Prestart, &hook_state)
             .and_then(|()| hooks::run(&bundle.spec, Kind::CreateRuntime, &hook_state));
         if let Err(e) = hooks_result {
-            let _ = ch.send(&Msg::Error(format!("{e:#}")));
+            // We report the error; the init exits without repeating it.
+            let _ = ch.send(&Msg::Abort);
             return Err(e);
         }
         ch.send(&Msg::HookState(serde_json::to_value(&hook_state)?))?;
+        if s.share_root_with_host {
+            let (msg, fds) = ch.recv_with_fds()?;
+            match (msg, fds.first()) {
+                (Msg::RootClone, Some(clone)) => {
+                    propagation::attach(clone, &bundle.rootfs)?;
+                    guard.root_clone = Some(bundle.rootfs.clone());
+                }
+                (Msg::Error(e), _) => bail!(e),
+                (other, _) => bail!("sync: expected RootClone, got {other:?}"),
+            }
+        }
         ch.expect(Msg::Ready)?;
         Ok(pid)
     }
@@ -295,10 +337,8 @@ impl Runtime {
         release_fifo(&fifo, &st)?;
         crate::timing::mark("start: exec'd");
         let _ = std::fs::remove_file(&fifo);
-        if let Err(e) = hooks::run(&st.config, Kind::Poststart, &st.oci(Status::Running)) {
-            // The spec: a failing poststart hook is logged and the lifecycle goes on.
-            tracing::warn!("{e:#}");
-        }
+        // The spec: a failing poststart hook is logged and the lifecycle goes on.
+        hooks::run_all_warn(&st.config, Kind::Poststart, &st.oci(Status::Running));
         Ok(())
     }
 
@@ -403,17 +443,26 @@ fn release_fifo(fifo: &Path, st: &ContainerState) -> Result<()> {
     }
 }
 
+/// The parent's ends of the create channels: one per child process (see `init`).
+struct Channels<'a> {
+    stage1: &'a sync::Channel,
+    init: &'a sync::Channel,
+}
+
 /// Undo a partial create: kill the process, remove the cgroup and the state directory.
 struct CreateGuard {
     dir: PathBuf,
     cgroup: Option<cgroups::Manager>,
     pid: Option<i32>,
+    /// Where the container's root clone was mounted on the host.
+    root_clone: Option<PathBuf>,
 }
 
 impl CreateGuard {
     fn disarm(&mut self) {
         self.cgroup = None;
         self.pid = None;
+        self.root_clone = None;
         self.dir = PathBuf::new();
     }
 }
@@ -435,6 +484,11 @@ impl Drop for CreateGuard {
             let pid = nix::unistd::Pid::from_raw(pid);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);
+        }
+        if let Some(rootfs) = &self.root_clone {
+            if let Err(e) = propagation::detach(rootfs) {
+                tracing::warn!("cleanup: {e:#}");
+            }
         }
         // Reap whatever else re-parented to us (stage 1 if it was still around).
         while let Ok(

@@ -111,11 +111,12 @@ impl Runtime {
         for p in cg.pids().unwrap_or_default() {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         }
+        if let Some(rootfs) = &st.root_clone {
+            crate::rootfs::propagation::detach(rootfs)?;
+        }
         cg.destroy()?;
         std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
-        if let Err(e) = hooks::run(&st.config, Kind::Poststop, &st.oci(Status::Stopped)) {
-            tracing::warn!("{e:#}");
-        }
+        hooks::run_all_warn(&st.config, Kind::Poststop, &st.oci(Status::Stopped));
         Ok(())
     }
 

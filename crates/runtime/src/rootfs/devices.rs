@@ -62,6 +62,12 @@ pub fn validate(d: &LinuxDevice) -> Result<()> {
     if matches!(d.typ(), LinuxDeviceType::A) {
         bail!("type: \"a\" is only valid in linux.resources.devices");
     }
+    if let Some(uid) = d.uid() {
+        crate::config::check_id("uid", uid)?;
+    }
+    if let Some(gid) = d.gid() {
+        crate::config::check_id("gid", gid)?;
+    }
     Ok(())
 }
 

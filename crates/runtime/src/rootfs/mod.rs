@@ -7,6 +7,7 @@ pub mod copy;
 pub mod devices;
 pub mod mounts;
 pub mod path;
+pub mod propagation;
 
 use std::path::{Path, PathBuf};
 
@@ -32,20 +33,16 @@ pub struct Plan<'a> {
 /// Mount everything the config asks for under the rootfs and populate /dev.
 pub fn prepare(plan: &Plan) -> Result<()> {
     let linux = plan.spec.linux().as_ref();
-    // Stop our mounts from propagating back to the host (and the host's to us, unless asked).
-    let prop = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
-        Some(p) => propagation_flag(p)?,
-        None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-    };
+    // Nothing the setup mounts may reach the host (see `propagation`); this also keeps the
+    // rootfs and its parent from being shared, which pivot_root refuses.
     mount(
         None::<&str>,
         "/",
         None::<&str>,
-        prop | MsFlags::MS_REC,
+        propagation::during_setup(plan.spec)?,
         None::<&str>,
     )
     .context("set propagation of /")?;
-    make_parent_private(plan.rootfs)?;
     // pivot_root needs the new root to be a mount point.
     mount(
         Some(plan.rootfs),
@@ -96,59 +93,6 @@ pub fn prepare(plan: &Plan) -> Result<()> {
             .with_context(|| format!("linux.devices[{i}]"))?;
     }
     Ok(())
-}
-
-/// pivot_root needs the mount holding the new root to be non-shared.
-fn make_parent_private(rootfs: &Path) -> Result<()> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
-    let mut best: Option<(PathBuf, bool)> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(mp) = fields.get(4) else { continue };
-        let mp = unescape(mp);
-        if rootfs.starts_with(&mp)
-            && best
-                .as_ref()
-                .is_none_or(|(b, _)| mp.as_os_str().len() >= b.as_os_str().len())
-        {
-            let shared = fields[6..]
-                .iter()
-                .take_while(|f| **f != "-")
-                .any(|f| f.starts_with("shared:"));
-            best = Some((mp, shared));
-        }
-    }
-    if let Some((mp, true)) = best {
-        mount(
-            None::<&str>,
-            &mp,
-            None::<&str>,
-            MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .with_context(|| format!("make {} private", mp.display()))?;
-    }
-    Ok(())
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// statfs magic of ramfs (linux/magic.h).
@@ -236,7 +180,8 @@ pub fn finish(spec: &Spec) -> Result<()> {
         mounts::remount(&root, Path::new("/"), MsFlags::MS_RDONLY | MsFlags::MS_REC)
             .context("root.readonly")?;
     }
-    Ok(())
+    // Last: from here on a mount in the container may propagate, when shared.
+    propagation::apply_to_root(spec)
 }
 
 fn mask(root: &Root, p: &Path) -> Result<()> {
@@ -289,13 +234,4 @@ fn readonly(root: &Root, p: &Path) -> Result<()> {
             | MsFlags::MS_NOEXEC
             | MsFlags::MS_REC,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unescape_mountinfo() {
-        assert_eq!(super::unescape("/a\\040b"), std::path::Path::new("/a b"));
-        assert_eq!(super::unescape("/plain"), std::path::Path::new("/plain"));
-    }
 }
