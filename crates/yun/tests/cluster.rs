@@ -82,6 +82,7 @@ async fn a_deployment_runs_scales_rolls_and_goes() {
         store: "embedded".into(),
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
         service_cidr: Default::default(),
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -30,6 +30,8 @@ pub enum Cmd {
         #[arg(long)]
         disable_agent: bool,
         #[command(flatten)]
+        api: super::server::ApiFlags,
+        #[command(flatten)]
         lifecycle: LifecycleFlags,
         #[command(flatten)]
         node: NodeFlags,
@@ -151,6 +153,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             store,
             service_cidr,
             disable_agent,
+            api,
             lifecycle,
             node,
         } => {
@@ -158,6 +161,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 addr,
                 store,
                 service_cidr,
+                api,
                 nodes: lifecycle.timing(),
             };
             let agent = if disable_agent {
@@ -257,6 +261,7 @@ struct ControlPlane {
     addr: SocketAddr,
     store: String,
     service_cidr: yun_apiserver::ServiceRange,
+    api: super::server::ApiFlags,
     nodes: yun_controllers::loops::nodes::Timing,
 }
 
@@ -266,14 +271,16 @@ async fn up(
     node: &NodeFlags,
     agent: Option<NodeConfig>,
 ) -> Result<i32> {
-    let server = yun_apiserver::start(yun_apiserver::Config {
+    let mut config = yun_apiserver::Config {
         addr: plane.addr,
         data_dir: data_dir.to_path_buf(),
         store: plane.store,
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
         service_cidr: plane.service_cidr,
-    })
-    .await?;
+        ..Default::default()
+    };
+    plane.api.apply(&mut config);
+    let server = yun_apiserver::start(config).await?;
     let client = client(&server.kubeconfig, None).await?;
     let node_name = node.node_name();
     let controllers = tokio::spawn(yun_controllers::manager::run(
