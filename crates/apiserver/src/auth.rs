@@ -7,6 +7,11 @@ pub fn is_public(path: &str) -> bool {
     matches!(path, "/healthz" | "/livez" | "/readyz")
 }
 
+/// The user a request authenticates as: the admin token is the one user there is.
+pub fn user(headers: &HeaderMap, token: &str) -> Option<&'static str> {
+    authorized(headers, token).then_some("admin")
+}
+
 /// Whether the request carries `Authorization: Bearer TOKEN` with the admin token.
 pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(value) = headers

@@ -93,6 +93,26 @@ impl ApiError {
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
     }
+    /// kube-apiserver's answer to a read or watch at a revision the store has not reached
+    /// (`storage.NewTooLargeResourceVersionError`): 504 Timeout, retry after a second.
+    pub fn resource_version_too_large(requested: i64, current: i64) -> Self {
+        let mut e = Self::new(
+            504,
+            "Timeout",
+            format!("Too large resource version: {requested}, current: {current}"),
+        );
+        e.details = Some(json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        }));
+        e
+    }
+    /// kube-apiserver's 410 for a read or watch from before the last compaction.
+    pub fn resource_version_too_old(requested: i64, compacted: i64) -> Self {
+        Self::gone(format!(
+            "too old resource version: {requested} ({compacted})"
+        ))
+    }
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(413, "RequestEntityTooLarge", message)
     }
@@ -142,14 +162,15 @@ impl ApiError {
 impl From<yun_store::Error> for ApiError {
     fn from(e: yun_store::Error) -> Self {
         match e {
-            yun_store::Error::Compacted { .. } => {
-                ApiError::gone(format!("too old resource version: {e}"))
-            }
+            yun_store::Error::Compacted {
+                requested,
+                compact_revision,
+            } => ApiError::resource_version_too_old(requested, compact_revision),
             yun_store::Error::TooLarge { .. } => {
                 ApiError::too_large(format!("Request entity too large: {e}"))
             }
-            yun_store::Error::FutureRevision { .. } => {
-                ApiError::new(504, "Timeout", format!("Too large resource version: {e}"))
+            yun_store::Error::FutureRevision { requested, current } => {
+                ApiError::resource_version_too_large(requested, current)
             }
             other => ApiError::internal(other.to_string()),
         }

@@ -8,9 +8,11 @@
 mod auth;
 mod compaction;
 mod discovery;
+mod encryption;
 mod error;
 mod event_ttl;
 mod gc;
+mod limits;
 mod meta;
 mod patch;
 mod resources;
@@ -32,6 +34,7 @@ use tokio::sync::Notify;
 use yun_store::Store;
 
 pub use event_ttl::DEFAULT_EVENT_TTL;
+pub use limits::{WatchLimits, DEFAULT_MAX_WATCHES_PER_USER};
 pub use services::{ServiceRange, DEFAULT_SERVICE_CIDR};
 pub use tls::Credentials;
 
@@ -52,6 +55,25 @@ pub struct Config {
     /// Delete Events not written for this long (kube-apiserver's `--event-ttl`); zero keeps
     /// them for ever.
     pub event_ttl: Duration,
+    /// What one client's watches may hold of the server.
+    pub watch: WatchLimits,
+    /// Encrypt Secrets at rest with the AES-256 key in this file (32 bytes, base64).
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            data_dir: PathBuf::from("/var/lib/yun"),
+            store: "embedded".into(),
+            compaction_interval: DEFAULT_COMPACTION_INTERVAL,
+            service_cidr: ServiceRange::default(),
+            event_ttl: DEFAULT_EVENT_TTL,
+            watch: WatchLimits::default(),
+            encryption_key_file: None,
+        }
+    }
 }
 
 /// kube-apiserver's default `--etcd-compaction-interval`.
@@ -66,6 +88,8 @@ pub(crate) struct Api {
     pub gc: Notify,
     pub addr: SocketAddr,
     pub service_range: ServiceRange,
+    pub watch_limits: WatchLimits,
+    pub watches: limits::WatchCounts,
 }
 
 /// A server started with [`start`]; stops when [`Running::stop`] is called or it is dropped.
@@ -138,11 +162,17 @@ impl Drop for Running {
 
 /// Open the store, create or load credentials, write `DATA_DIR/kubeconfig` and start serving.
 pub async fn start(config: Config) -> Result<Running> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let encryption = config
+        .encryption_key_file
+        .as_deref()
+        .map(encryption::Encryption::from_file)
+        .transpose()?;
+    private_dir(&config.data_dir)?;
     let store = yun_store::open(&config.store, &config.data_dir)
         .await
         .with_context(|| format!("opening store {:?}", config.store))?;
+    encryption::check_key(store.as_ref(), encryption.as_ref()).await?;
+    let store = encryption::EncryptedStore::wrap(store, encryption);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("binding {}", config.addr))?;
@@ -157,6 +187,8 @@ pub async fn start(config: Config) -> Result<Running> {
         gc: Notify::new(),
         addr,
         service_range: config.service_cidr,
+        watch_limits: config.watch,
+        watches: Default::default(),
     });
     resources::load_crds(&api).await?;
     rest::ensure_default_namespaces(&api).await?;
@@ -179,6 +211,15 @@ pub async fn start(config: Config) -> Result<Running> {
         compaction_task,
         event_ttl_task,
     })
+}
+
+/// Create the data dir, or tighten an existing one, to its owner only: it holds the store (with
+/// every Secret), the CA key, the token and the kubeconfig.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {} to mode 0700", dir.display()))
 }
 
 /// Run the API server until the process is interrupted.

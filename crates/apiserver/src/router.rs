@@ -28,6 +28,10 @@ pub struct Req {
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Who sent the request: what per-client limits count against.
+    pub user: String,
+    /// The connection it came on (None for requests made up inside the server).
+    pub conn: Option<crate::tls::Connection>,
 }
 
 impl Req {
@@ -109,7 +113,8 @@ fn decode_component(s: &str) -> String {
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
-    if !auth::is_public(&path) && !auth::authorized(&parts.headers, &api.token) {
+    let user = auth::user(&parts.headers, &api.token);
+    if !auth::is_public(&path) && user.is_none() {
         return ApiError::unauthorized().into_response();
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
@@ -124,6 +129,8 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         query: parse_query(parts.uri.query()),
         headers: parts.headers,
         body,
+        user: user.unwrap_or("system:anonymous").to_string(),
+        conn: parts.extensions.get::<crate::tls::Connection>().cloned(),
     };
     match route(&api, &path, req).await {
         Ok(r) => r,

@@ -17,6 +17,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 /// The server's secrets, as PEM/DER and the bearer token.
 pub struct Credentials {
@@ -49,6 +50,13 @@ impl Credentials {
         std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o700))?;
         let ca_key_path = pki.join("ca.key");
         let token_path = pki.join("token");
+        // Files written by earlier versions (or by hand) may be readable by others.
+        for existing in [&ca_key_path, &token_path] {
+            if existing.exists() {
+                std::fs::set_permissions(existing, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("restricting {}", existing.display()))?;
+            }
+        }
         let ca_key = match std::fs::read_to_string(&ca_key_path) {
             Ok(pem) => KeyPair::from_pem(&pem)
                 .with_context(|| format!("reading {}", ca_key_path.display()))?,
@@ -156,6 +164,20 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A handle on the connection a request came in on, in the request's extensions: a handler
+/// whose client stopped reading (a stalled watch) closes it, which is the only way to get back
+/// the memory held by the response the client will never read.
+#[derive(Clone, Default)]
+pub struct Connection(Arc<tokio::sync::Notify>);
+
+impl Connection {
+    /// Close the connection (whatever it is doing; the client sees it reset).
+    pub fn close(&self) {
+        // notify_one keeps a permit if the connection task is not waiting yet.
+        self.0.notify_one();
+    }
+}
+
 /// Accept TCP connections, run TLS handshakes and serve HTTP/1.1 on each, every connection
 /// in its own task, until `shutdown` turns true; then every connection is dropped, so that
 /// nothing holds the server's state (and the store) any more when this returns.
@@ -191,11 +213,21 @@ pub async fn serve(
             let Ok(Ok(stream)) = handshake.await else {
                 return;
             };
+            let handle = Connection::default();
+            let kill = handle.0.clone();
+            let app = app.map_request(move |mut req: axum::http::Request<_>| {
+                req.extensions_mut().insert(handle.clone());
+                req
+            });
             let service = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("connection: {e}");
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("connection: {e}");
+                },
+                // Dropping the connection drops its socket, buffers and response body.
+                _ = kill.notified() => tracing::debug!("connection closed by the server"),
             }
         });
     }

@@ -166,6 +166,61 @@ fn check_probe(p: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The largest user or group id Kubernetes accepts (`validation.IsValidUserID`): ids are
+/// int32 on the node's side, and a negative or wider id would reach the runtime as some other
+/// user (a wrap to 0 is root).
+const MAX_ID: i64 = (1 << 31) - 1;
+
+/// `runAsUser`, `runAsGroup`, `fsGroup` and `supplementalGroups` of the pod and of each
+/// (init, ephemeral) container must lie in 0..=2^31-1.
+fn check_pod_ids(obj: &Value, causes: &mut Vec<Cause>) {
+    let mut check = |ctx: Option<&Value>, path: &str, keys: &[&str]| {
+        let Some(ctx) = ctx else { return };
+        for key in keys {
+            let bad = |v: &Value| !v.as_i64().is_some_and(|n| (0..=MAX_ID).contains(&n));
+            match ctx.get(*key) {
+                Some(Value::Array(list)) => {
+                    for (i, v) in list.iter().enumerate() {
+                        if bad(v) {
+                            causes.push(id_cause(&format!("{path}.{key}[{i}]"), v));
+                        }
+                    }
+                }
+                Some(Value::Null) | None => {}
+                Some(v) if bad(v) => causes.push(id_cause(&format!("{path}.{key}"), v)),
+                Some(_) => {}
+            }
+        }
+    };
+    check(
+        obj.pointer("/spec/securityContext"),
+        "spec.securityContext",
+        &["runAsUser", "runAsGroup", "fsGroup", "supplementalGroups"],
+    );
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        let Some(cs) = obj
+            .pointer(&format!("/spec/{list}"))
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        for (i, c) in cs.iter().enumerate() {
+            check(
+                c.get("securityContext"),
+                &format!("spec.{list}[{i}].securityContext"),
+                &["runAsUser", "runAsGroup"],
+            );
+        }
+    }
+}
+
+fn id_cause(field: &str, v: &Value) -> Cause {
+    Cause::invalid(
+        field,
+        format!("Invalid value: {v}: must be between 0 and {MAX_ID}, inclusive"),
+    )
+}
+
 fn check_workload(obj: &Value, causes: &mut Vec<Cause>) {
     let Some(selector) = obj.pointer("/spec/selector").filter(|s| s.is_object()) else {
         causes.push(Cause::required("spec.selector"));
@@ -189,7 +244,10 @@ fn check_workload(obj: &Value, causes: &mut Vec<Cause>) {
 fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     match res.kind.as_str() {
-        "Pod" => check_containers(obj, "spec.containers", &mut causes),
+        "Pod" => {
+            check_containers(obj, "spec.containers", &mut causes);
+            check_pod_ids(obj, &mut causes);
+        }
         "Deployment" | "ReplicaSet" => check_workload(obj, &mut causes),
         "CustomResourceDefinition" => {
             let group = obj.pointer("/spec/group").and_then(Value::as_str);
@@ -358,6 +416,30 @@ mod tests {
         assert!(!dns_subdomain_ok("-a"));
         assert!(!dns_label_ok("a.b"));
         assert!(!dns_subdomain_ok(""));
+    }
+
+    #[test]
+    fn pod_ids_out_of_range_name_their_field() {
+        let pod = serde_json::json!({"spec": {
+            "securityContext": {"runAsUser": -1, "runAsGroup": 2147483647,
+                "fsGroup": 2147483648_i64, "supplementalGroups": [1, -5]},
+            "initContainers": [{"securityContext": {"runAsGroup": 4294967296_i64}}],
+            "containers": [{"securityContext": {"runAsUser": 0}},
+                {"securityContext": {"runAsUser": 9223372036854775807_i64}}]}});
+        let mut causes = Vec::new();
+        check_pod_ids(&pod, &mut causes);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.securityContext.runAsUser",
+                "spec.securityContext.fsGroup",
+                "spec.securityContext.supplementalGroups[1]",
+                "spec.initContainers[0].securityContext.runAsGroup",
+                "spec.containers[1].securityContext.runAsUser",
+            ]
+        );
+        assert!(causes[0].message.contains("-1"), "{}", causes[0].message);
     }
 
     #[test]

@@ -20,7 +20,7 @@ async fn old_revisions_are_compacted_current_objects_stay() {
         store: "embedded".into(),
         compaction_interval: Duration::from_millis(200),
         service_cidr: Default::default(),
-        event_ttl: yun_apiserver::DEFAULT_EVENT_TTL,
+        ..Default::default()
     })
     .await
     .expect("server starts");

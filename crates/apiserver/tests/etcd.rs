@@ -75,7 +75,7 @@ async fn crud_and_watch_on_etcd() {
         store: format!("etcd://127.0.0.1:{}", etcd.port),
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
         service_cidr: Default::default(),
-        event_ttl: yun_apiserver::DEFAULT_EVENT_TTL,
+        ..Default::default()
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     let server = loop {

@@ -22,7 +22,7 @@ async fn start(dir: &Path) -> yun_apiserver::Running {
         store: "embedded".into(),
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
         service_cidr: Default::default(),
-        event_ttl: yun_apiserver::DEFAULT_EVENT_TTL,
+        ..Default::default()
     })
     .await
     .expect("server starts")

@@ -511,7 +511,10 @@ mod tests {
         let found = resolve_user(&base.join("rootfs"), "hostonly");
         std::fs::remove_dir_all(&base).unwrap();
         let err = found.expect_err("a symlink out of the image must not reach the host file");
-        assert!(err.to_string().contains("unable to find user hostonly"), "{err}");
+        assert!(
+            err.to_string().contains("unable to find user hostonly"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub(crate) const LOG: TableDefinition<i64, &[u8]> = TableDefinition::new("log");
 
 /// Live events buffered per watcher before it falls back to replaying the log.
 const BROADCAST_CAPACITY: usize = 8192;
+/// Events queued per watch for its consumer.
+const WATCH_BUFFER: usize = 128;
 /// Events read from the log per read transaction during replay.
 const REPLAY_CHUNK: usize = 1024;
 
@@ -138,7 +140,11 @@ impl EmbeddedStore {
     pub fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| Error::Backend(format!("create {}: {e}", data_dir.display())))?;
+        // The store holds every Secret: its directory and files are the owner's only, also
+        // when an earlier version left them readable.
+        restrict(data_dir, 0o700)?;
         let path = data_dir.join("store.redb");
+        create_private(&path)?;
         // redb would cache up to 1 GiB of pages by default, so the server's memory would grow
         // with the file; the kernel's page cache keeps the rest of the file close at hand.
         let db = redb::Builder::new()
@@ -206,6 +212,26 @@ impl Drop for EmbeddedStore {
         self.flusher.take();
         self.committer.close();
     }
+}
+
+pub(crate) fn restrict(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::Backend(format!("chmod {mode:o} {}: {e}", path.display())))
+}
+
+/// Create `path` empty with mode 0600 unless it exists, and make it 0600 if it does: so the
+/// file is never readable by others, not even between its creation and a chmod.
+pub(crate) fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::Backend(format!("open {}: {e}", path.display())))?;
+    restrict(path, 0o600)
 }
 
 /// Current and compacted revision as seen by a read transaction.
@@ -481,7 +507,9 @@ impl Store for EmbeddedStore {
         } else {
             from_revision - 1
         };
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        // A watcher whose consumer is slow holds at most this many events here (each with its
+        // previous value); beyond them the task waits, and catches up from the log later.
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
         tokio::spawn(watch_task(
             Arc::downgrade(&self.shared),
             live,

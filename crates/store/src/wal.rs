@@ -65,6 +65,7 @@ impl Wal {
     /// Open (creating and zero-filling if needed) and return the events after `durable_rev`
     /// found in it, in revision order.
     pub(crate) fn open(path: &Path, durable_rev: i64) -> Result<(Wal, Vec<Event>)> {
+        crate::embedded::create_private(path)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

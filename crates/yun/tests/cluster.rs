@@ -82,7 +82,7 @@ async fn a_deployment_runs_scales_rolls_and_goes() {
         store: "embedded".into(),
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
         service_cidr: Default::default(),
-        event_ttl: yun_apiserver::DEFAULT_EVENT_TTL,
+        ..Default::default()
     })
     .await
     .unwrap();

@@ -73,21 +73,54 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, req: Req) -> ApiResult<Response
     }
 }
 
-/// Parse a request body as JSON, or YAML when the client says so.
+/// How a request body is encoded, from its `Content-Type` (parameters such as `charset`
+/// ignored). Decoding dispatches on this, so another codec is one more arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCodec {
+    Json,
+    Yaml,
+}
+
+/// The media types a body may have, as kube-apiserver lists them in its 415.
+const ACCEPTED_MEDIA: &str = "application/json, application/yaml";
+
+impl BodyCodec {
+    pub fn from_content_type(ct: &str) -> ApiResult<Self> {
+        let base = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match base.as_str() {
+            // No Content-Type: JSON, which every client of this server sends.
+            "" | "application/json" | "*/*" => Ok(BodyCodec::Json),
+            "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(BodyCodec::Yaml),
+            "application/vnd.kubernetes.protobuf" => Err(ApiError::unsupported_media(format!(
+                "the body of the request was in an unsupported format: {base} is not supported by this server - accepted media types include: {ACCEPTED_MEDIA}"
+            ))),
+            other => Err(ApiError::unsupported_media(format!(
+                "the body of the request was in an unknown format ({other}) - accepted media types include: {ACCEPTED_MEDIA}"
+            ))),
+        }
+    }
+}
+
+/// Parse a request body as the object its `Content-Type` says it is (JSON or YAML).
 pub fn parse_body(req: &Req) -> ApiResult<Value> {
+    let ct = req.header("content-type");
+    let codec = BodyCodec::from_content_type(ct)?;
     if req.body.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
-    let ct = req.header("content-type");
-    let v: Value = if ct.contains("yaml") {
-        serde_yaml::from_slice(&req.body)
-            .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?
-    } else {
-        serde_json::from_slice(&req.body).map_err(|e| {
+    let v: Value = match codec {
+        BodyCodec::Yaml => serde_yaml::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("invalid YAML body: {e}")))?,
+        BodyCodec::Json => serde_json::from_slice(&req.body).map_err(|e| {
             ApiError::bad_request(format!(
                 "the request body is not valid JSON: {e} (content-type {ct:?})"
             ))
-        })?
+        })?,
     };
     if !v.is_object() {
         return Err(ApiError::bad_request(
@@ -186,4 +219,23 @@ pub fn object_response(t: &Target, req: &Req, code: u16, obj: Value) -> Response
         return json(code, &table);
     }
     json(code, &obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_codec_by_media_type() {
+        assert_eq!(BodyCodec::from_content_type("").unwrap(), BodyCodec::Json);
+        let json = "application/json; charset=utf-8";
+        assert_eq!(BodyCodec::from_content_type(json).unwrap(), BodyCodec::Json);
+        let yaml = BodyCodec::from_content_type("application/yaml").unwrap();
+        assert_eq!(yaml, BodyCodec::Yaml);
+        let e = BodyCodec::from_content_type("application/vnd.kubernetes.protobuf").unwrap_err();
+        assert_eq!((e.code, e.reason), (415, "UnsupportedMediaType"));
+        assert!(e.message.contains("application/vnd.kubernetes.protobuf"));
+        let e = BodyCodec::from_content_type("text/plain").unwrap_err();
+        assert!(e.code == 415 && e.message.contains("text/plain"), "{e:?}");
+    }
 }

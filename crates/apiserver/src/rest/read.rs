@@ -59,6 +59,7 @@ async fn for_each_listed(
             .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
         None => 0,
     };
+    let continued = req.q("continue").is_some();
     let (mut revision, mut after) = match req.q("continue") {
         Some(c) => {
             let (rev, token) = decode_continue(c)?;
@@ -91,7 +92,9 @@ async fn for_each_listed(
             })
             .await
             .map_err(|e| match e {
-                yun_store::Error::Compacted { .. } => ApiError::gone(
+                // Only a list that came with a continue token has one to blame; one at an
+                // exact resourceVersion is told that version is too old (as kube-apiserver).
+                yun_store::Error::Compacted { .. } if continued => ApiError::gone(
                     "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
                 ),
                 other => other.into(),

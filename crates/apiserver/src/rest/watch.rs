@@ -51,6 +51,8 @@ impl Encoder {
                     h
                 },
                 body: Bytes::new(),
+                user: String::new(),
+                conn: None,
             };
             let rv = obj
                 .pointer("/metadata/resourceVersion")
@@ -95,8 +97,63 @@ fn translate(ev: &Event, sel: &Selector) -> Option<(&'static str, Value)> {
     }
 }
 
+/// How long a watch from a revision the store has not reached waits for it, as
+/// kube-apiserver's watch cache blocks (3 s) before answering "Too large resource version".
+const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
+
+/// Wait (briefly) until the store has reached `rv`: a client that read from a server ahead of
+/// this one (several on one etcd) gets its events; a revision that never comes is a 504.
+async fn wait_for_revision(api: &Api, rv: i64) -> ApiResult<()> {
+    let deadline = tokio::time::Instant::now() + FRESHNESS_WAIT;
+    loop {
+        let current = api.store.current_revision().await?;
+        if rv <= current {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::resource_version_too_large(rv, current));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Objects read from the store per range call while sending a watch's initial ADDED events:
+/// a watcher holds one such chunk at a time, whatever the size of the collection.
+const INITIAL_CHUNK: usize = 32;
+
+/// The producer's side of one watch: a bounded channel to the response body, and what to do
+/// when the client stops reading.
+struct Sink {
+    tx: mpsc::Sender<Bytes>,
+    stall_timeout: Duration,
+    conn: Option<crate::tls::Connection>,
+}
+
+impl Sink {
+    /// Queue a line for the client. False when the watch is over: the client went away, or
+    /// it has not made room for `stall_timeout`, in which case its connection is closed so
+    /// everything buffered for it is freed (a watch that no one reads would otherwise hold
+    /// its buffers until the client disconnects).
+    async fn send(&self, line: Bytes) -> bool {
+        match tokio::time::timeout(self.stall_timeout, self.tx.send(line)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::info!(
+                    "watch: client read nothing for {:?}, closing its connection",
+                    self.stall_timeout
+                );
+                if let Some(conn) = &self.conn {
+                    conn.close();
+                }
+                false
+            }
+        }
+    }
+}
+
 pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
     let sel = selector(req)?;
+    let slot = api.watches.acquire(&req.user, api.watch_limits.per_user)?;
     let prefix = t.res.prefix(t.ns.as_deref());
     let enc = Encoder {
         res: t.res.clone(),
@@ -104,30 +161,28 @@ pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
         req_accept: req.header("accept").to_string(),
         include: req.q("includeObject").map(str::to_string),
     };
-    let mut initial = Vec::new();
-    let from = match req.q("resourceVersion") {
+    // Without a resourceVersion the current objects come first: the first chunk is read
+    // here (so a store error is the response's status), the rest by the producer as the
+    // client takes them.
+    let (first, from) = match req.q("resourceVersion") {
         None | Some("0") => {
             let page = api
                 .store
                 .range(RangeRequest {
                     prefix: prefix.clone(),
+                    limit: INITIAL_CHUNK,
                     ..Default::default()
                 })
                 .await?;
-            for kv in &page.kvs {
-                if let Some(obj) = crate::meta::decode(kv) {
-                    if sel.matches(&obj) {
-                        initial.push(enc.line("ADDED", obj));
-                    }
-                }
-            }
-            page.revision + 1
+            let from = page.revision + 1;
+            (Some(page), from)
         }
         Some(rv) => {
             let rv: i64 = rv
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
-            rv + 1
+            wait_for_revision(api, rv).await?;
+            (None, rv + 1)
         }
     };
     let timeout = req
@@ -136,18 +191,28 @@ pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
     let bookmarks = req.flag("allowWatchBookmarks");
+    // Started before the initial objects are sent: the store keeps what happens meanwhile.
     let mut events = api.store.watch(&prefix, from).await?;
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let (tx, rx) = mpsc::channel::<Bytes>(api.watch_limits.buffer.max(1));
+    let sink = Sink {
+        tx,
+        stall_timeout: api.watch_limits.stall_timeout,
+        conn: req.conn.clone(),
+    };
     let kind = t.res.kind.clone();
     let api_version = t.res.api_version();
+    let store = api.store.clone();
     tokio::spawn(async move {
-        for line in initial {
-            if tx.send(line).await.is_err() {
-                return;
-            }
-        }
+        let _slot = slot;
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
+        if let Some(page) = first {
+            let initial = send_initial(&store, &prefix, page, &sel, &enc, &sink);
+            tokio::select! {
+                done = initial => if !done { return },
+                _ = &mut deadline => return,
+            }
+        }
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
         let mut last_rev = from - 1;
         loop {
@@ -163,23 +228,22 @@ pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
                         }
                         Some(Err(e)) => {
                             let status = ApiError::from(e).status();
-                            let _ = tx.send(enc.line("ERROR", status)).await;
+                            sink.send(enc.line("ERROR", status)).await;
                             return;
                         }
                         None => return,
                     };
-                    if tx.send(line).await.is_err() {
+                    if !sink.send(line).await {
                         return;
                     }
                 }
+                // The client went away: free its place (and its count) at once.
+                _ = sink.tx.closed() => return,
                 _ = tick.tick() => {
-                    if tx.is_closed() {
-                        return;
-                    }
                     if bookmarks && last_rev > 0 {
                         let obj = json!({"kind": kind, "apiVersion": api_version,
                             "metadata": {"resourceVersion": last_rev.to_string()}});
-                        if tx.send(enc.line("BOOKMARK", obj)).await.is_err() {
+                        if !sink.send(enc.line("BOOKMARK", obj)).await {
                             return;
                         }
                     }
@@ -196,6 +260,49 @@ pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
         .header("content-type", "application/json")
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Send the collection's objects as of `first.revision` as ADDED events, a chunk at a time,
+/// each chunk read only once the client has taken the previous one. False when the watch is
+/// over (client gone or stalled, or the store failed: then an ERROR event was sent).
+async fn send_initial(
+    store: &Arc<dyn yun_store::Store>,
+    prefix: &str,
+    first: yun_store::RangeResponse,
+    sel: &Selector,
+    enc: &Encoder,
+    sink: &Sink,
+) -> bool {
+    let revision = first.revision;
+    let mut page = first;
+    loop {
+        for kv in &page.kvs {
+            if let Some(obj) = crate::meta::decode(kv).filter(|o| sel.matches(o)) {
+                if !sink.send(enc.line("ADDED", obj)).await {
+                    return false;
+                }
+            }
+        }
+        let Some(after) = page.continue_token.take() else {
+            return true;
+        };
+        let next = store
+            .range(RangeRequest {
+                prefix: prefix.to_string(),
+                limit: INITIAL_CHUNK,
+                continue_after: Some(after),
+                revision,
+            })
+            .await;
+        page = match next {
+            Ok(p) => p,
+            Err(e) => {
+                sink.send(enc.line("ERROR", ApiError::from(e).status()))
+                    .await;
+                return false;
+            }
+        };
+    }
 }
 
 #[cfg(test)]

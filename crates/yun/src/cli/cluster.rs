@@ -30,10 +30,8 @@ pub enum Cmd {
         /// Run only the control plane; nodes join with `yun agent` (k3s' --disable-agent).
         #[arg(long)]
         disable_agent: bool,
-        /// Delete Events not written for this long (kube-apiserver's --event-ttl); 0 keeps
-        /// them.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        event_ttl: Duration,
+        #[command(flatten)]
+        api: super::server::ApiFlags,
         #[command(flatten)]
         lifecycle: LifecycleFlags,
         #[command(flatten)]
@@ -188,7 +186,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             store,
             service_cidr,
             disable_agent,
-            event_ttl,
+            api,
             lifecycle,
             node,
         } => {
@@ -196,7 +194,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 addr,
                 store,
                 service_cidr,
-                event_ttl,
+                api,
                 nodes: lifecycle.timing(),
             };
             let agent = if disable_agent {
@@ -297,7 +295,7 @@ struct ControlPlane {
     addr: SocketAddr,
     store: String,
     service_cidr: yun_apiserver::ServiceRange,
-    event_ttl: Duration,
+    api: super::server::ApiFlags,
     nodes: yun_controllers::loops::nodes::Timing,
 }
 
@@ -307,15 +305,16 @@ async fn up(
     node: &NodeFlags,
     agent: Option<(NodeRecord, NodeConfig)>,
 ) -> Result<i32> {
-    let server = yun_apiserver::start(yun_apiserver::Config {
+    let mut config = yun_apiserver::Config {
         addr: plane.addr,
         data_dir: data_dir.to_path_buf(),
         store: plane.store,
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
         service_cidr: plane.service_cidr,
-        event_ttl: plane.event_ttl,
-    })
-    .await?;
+        ..Default::default()
+    };
+    plane.api.apply(&mut config);
+    let server = yun_apiserver::start(config).await?;
     let client = client(&server.kubeconfig, None).await?;
     let controllers = tokio::spawn(yun_controllers::manager::run(
         client.clone(),
