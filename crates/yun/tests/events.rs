@@ -171,8 +171,14 @@ fn pods_get_the_kubelets_and_the_schedulers_events() {
     );
     assert_eq!(rows[2].message, "Created container web");
     assert_eq!(rows[3].message, "Started container web");
+    for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+        let once = with_reason(&events, reason);
+        assert!(
+            once.len() == 1 && once[0]["count"] == 1,
+            "{reason}: {events:#?}"
+        );
+    }
     let started = with_reason(&events, "Started")[0];
-    assert_eq!(started["count"], 1);
     assert_eq!(
         started["involvedObject"]["fieldPath"],
         "spec.containers{web}"
