@@ -251,12 +251,14 @@ impl Recorder {
     ) {
         let ns = object.namespace.clone().unwrap_or_else(|| "default".into());
         let name = object.name.clone().unwrap_or_default();
-        // Events about the same name but another incarnation (uid) are distinct.
+        // Events about the same name but another incarnation (uid) are distinct, and so are
+        // events about two parts (containers) of one object: the part is in the key.
         let key = format!(
-            "{}/{ns}/{name}/{}/{}",
+            "{}/{ns}/{name}/{}/{}/{}",
             object.kind.as_deref().unwrap_or(""),
             object.uid.as_deref().unwrap_or(""),
-            self.component
+            self.component,
+            object.field_path.as_deref().unwrap_or(""),
         );
         let wall = Timestamp::now();
         let occurrence = Occurrence {
@@ -292,7 +294,8 @@ impl Recorder {
             event_time: None,
             reporting_component: Some(self.component.clone()),
             reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
-            action: Some(action.into()),
+            // The kubelet's events (the core/v1 recorder) carry no action.
+            action: (!action.is_empty()).then(|| action.into()),
             source: Some(EventSource {
                 component: Some(self.component.clone()),
                 host: self.host.clone(),

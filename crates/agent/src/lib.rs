@@ -13,6 +13,7 @@ mod heartbeat;
 mod images;
 pub mod logs;
 pub mod node;
+mod podevents;
 mod pods;
 mod podwatch;
 mod probes;

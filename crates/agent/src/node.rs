@@ -296,6 +296,11 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
         None => (None, None),
     };
     register(&client, &cfg, &rt, log_port).await?;
+    rt.set_recorder(crate::events::Recorder::new(
+        client.clone(),
+        crate::heartbeat::COMPONENT,
+        Some(&cfg.node_name),
+    ));
     // Helpers end with this future, so nothing outlives an agent that was stopped.
     let _heartbeat = AbortOnDropHandle::new(tokio::spawn(crate::heartbeat::run(
         client.clone(),
@@ -437,8 +442,12 @@ async fn terminate(client: &Client, rt: &Arc<PodRuntime>, pod: &Pod) -> anyhow::
         .deletion_grace_period_seconds
         .unwrap_or(30)
         .max(0) as u64;
-    let (rt, uid2) = (rt.clone(), uid.clone());
-    tokio::task::spawn_blocking(move || rt.remove(&uid2, Duration::from_secs(grace))).await??;
+    let (rt, uid2, pod2) = (rt.clone(), uid.clone(), pod.clone());
+    tokio::task::spawn_blocking(move || {
+        rt.announce_stop(&pod2);
+        rt.remove(&uid2, Duration::from_secs(grace))
+    })
+    .await??;
     let dp = DeleteParams {
         grace_period_seconds: Some(0),
         preconditions: Some(Preconditions {

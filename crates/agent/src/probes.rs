@@ -59,12 +59,31 @@ pub struct Target<'a> {
     pub data_dir: &'a Path,
 }
 
+impl Kind {
+    /// As the kubelet's Unhealthy events name it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Kind::Startup => "Startup",
+            Kind::Liveness => "Liveness",
+            Kind::Readiness => "Readiness",
+        }
+    }
+}
+
 impl Prober {
-    /// Run whichever probes of `c` are due and return the container's verdict.
-    pub fn check(&mut self, c: &Container, t: &Target) -> Verdict {
+    /// Run whichever probes of `c` are due and return the container's verdict, and the
+    /// failures of the probes run now ("Liveness probe failed: …", the kubelet's Unhealthy
+    /// messages).
+    pub fn check(&mut self, c: &Container, t: &Target) -> (Verdict, Vec<String>) {
+        let mut failures = Vec::new();
+        let verdict = self.check_into(c, t, &mut failures);
+        (verdict, failures)
+    }
+
+    fn check_into(&mut self, c: &Container, t: &Target, failures: &mut Vec<String>) -> Verdict {
         let startup = c.startup_probe.as_ref();
         let started = match startup {
-            Some(p) => self.run(Kind::Startup, p, t).unwrap_or(false),
+            Some(p) => self.run(Kind::Startup, p, t, failures).unwrap_or(false),
             None => true,
         };
         let startup_failed = startup.is_some() && self.verdict(t, Kind::Startup) == Some(false);
@@ -76,11 +95,11 @@ impl Prober {
             };
         }
         let alive = match &c.liveness_probe {
-            Some(p) => self.run(Kind::Liveness, p, t).unwrap_or(true),
+            Some(p) => self.run(Kind::Liveness, p, t, failures).unwrap_or(true),
             None => true,
         };
         let ready = match &c.readiness_probe {
-            Some(p) => self.run(Kind::Readiness, p, t).unwrap_or(false),
+            Some(p) => self.run(Kind::Readiness, p, t, failures).unwrap_or(false),
             None => true,
         };
         Verdict {
@@ -103,7 +122,13 @@ impl Prober {
             .retain(|(id, _), t| t.pod != uid || live.contains(id));
     }
 
-    fn run(&mut self, kind: Kind, p: &Probe, t: &Target) -> Option<bool> {
+    fn run(
+        &mut self,
+        kind: Kind,
+        p: &Probe,
+        t: &Target,
+        failures: &mut Vec<String>,
+    ) -> Option<bool> {
         let key = (t.container_id.to_string(), kind);
         let now = Instant::now();
         let tally = self.tallies.entry(key).or_insert_with(|| Tally {
@@ -122,8 +147,11 @@ impl Prober {
             return tally.verdict;
         }
         tally.last = Some(now);
-        let ok = probe_once(p, t);
-        if ok {
+        let result = probe_once(p, t);
+        if let Err(why) = &result {
+            failures.push(format!("{} probe failed: {why}", kind.title()));
+        }
+        if result.is_ok() {
             tally.successes += 1;
             tally.failures = 0;
             // Liveness and startup need one success; readiness its successThreshold.
@@ -153,38 +181,38 @@ fn port_of(port: &IntOrString) -> Option<u16> {
     }
 }
 
-/// Run one probe once: true on success.
-fn probe_once(p: &Probe, t: &Target) -> bool {
+/// Run one probe once: why it failed, in the kubelet's words where it has them.
+fn probe_once(p: &Probe, t: &Target) -> Result<(), String> {
     let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
     if let Some(exec) = &p.exec {
         let Some(cmd) = exec.command.as_ref().filter(|c| !c.is_empty()) else {
-            return false;
+            return Err("exec probe has no command".into());
         };
         return exec_probe(t, cmd, timeout);
     }
-    let ip: std::net::IpAddr = match t.pod_ip.parse() {
-        Ok(ip) => ip,
-        Err(_) => return false,
-    };
+    let ip: std::net::IpAddr = t
+        .pod_ip
+        .parse()
+        .map_err(|_| format!("pod address {:?} is not known", t.pod_ip))?;
     if let Some(h) = &p.http_get {
-        let Some(port) = port_of(&h.port) else {
-            return false;
-        };
+        let port = port_of(&h.port).ok_or_else(|| format!("port {:?} is not a number", h.port))?;
         let path = h.path.clone().unwrap_or_else(|| "/".into());
         return http_probe(SocketAddr::new(ip, port), &path, timeout);
     }
     if let Some(tcp) = &p.tcp_socket {
-        let Some(port) = port_of(&tcp.port) else {
-            return false;
-        };
-        return TcpStream::connect_timeout(&SocketAddr::new(ip, port), timeout).is_ok();
+        let port =
+            port_of(&tcp.port).ok_or_else(|| format!("port {:?} is not a number", tcp.port))?;
+        let addr = SocketAddr::new(ip, port);
+        return TcpStream::connect_timeout(&addr, timeout)
+            .map(drop)
+            .map_err(|e| format!("dial tcp {addr}: {e}"));
     }
-    false
+    Err("the probe names no handler (exec, httpGet or tcpSocket)".into())
 }
 
 /// `yun exec` in a process of its own (the agent is multi-threaded and must not fork the
 /// runtime itself), killed after the timeout.
-fn exec_probe(t: &Target, cmd: &[String], timeout: Duration) -> bool {
+fn exec_probe(t: &Target, cmd: &[String], timeout: Duration) -> Result<(), String> {
     let child = Command::new(t.yun_exe)
         .arg("--data-dir")
         .arg(t.data_dir)
@@ -192,44 +220,69 @@ fn exec_probe(t: &Target, cmd: &[String], timeout: Duration) -> bool {
         .arg(t.container_id)
         .args(cmd)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // The output is the failure's message, as the kubelet's; a probe writing more than
+        // a pipe holds is cut short by its timeout.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn();
-    let Ok(mut child) = child else {
-        return false;
-    };
+    let mut child = child.map_err(|e| format!("starting {}: {e}", t.yun_exe.display()))?;
     let deadline = Instant::now() + timeout;
     loop {
         match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                let mut out = String::new();
+                for pipe in [
+                    child.stdout.take().map(|p| Box::new(p) as Box<dyn Read>),
+                    child.stderr.take().map(|p| Box::new(p) as Box<dyn Read>),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    let _ = pipe.take(4096).read_to_string(&mut out);
+                }
+                let out = out.trim_end();
+                return Err(if out.is_empty() {
+                    format!(
+                        "command {cmd:?} exited with {}",
+                        status.code().unwrap_or(-1)
+                    )
+                } else {
+                    out.to_string()
+                });
+            }
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return false;
+                return Err(format!("command {cmd:?} timed out"));
             }
         }
     }
 }
 
 /// A GET whose status is 200–399.
-fn http_probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
+fn http_probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
+    let url = format!("http://{addr}{path}");
+    let mut s = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("Get \"{url}\": dial tcp {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: yun-probe\r\nConnection: close\r\n\r\n"
     );
-    if s.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    s.write_all(request.as_bytes())
+        .map_err(|e| format!("Get \"{url}\": {e}"))?;
     let mut head = [0u8; 64];
     let n = s.read(&mut head).unwrap_or(0);
     let line = String::from_utf8_lossy(&head[..n]);
-    line.split_whitespace()
+    match line
+        .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse::<u16>().ok())
-        .is_some_and(|code| (200..400).contains(&code))
+    {
+        Some(code) if (200..400).contains(&code) => Ok(()),
+        Some(code) => Err(format!("HTTP probe failed with statuscode: {code}")),
+        None => Err(format!("Get \"{url}\": no HTTP status line in the reply")),
+    }
 }

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use k8s_openapi::api::core::v1::{KeyToPath, Pod};
+use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
 
 use crate::PodInputs;
 
@@ -29,93 +29,124 @@ impl PodVolumes {
     }
 }
 
+/// A volume that cannot be prepared (the kubelet's FailedMount).
+#[derive(Debug)]
+pub struct VolumeError {
+    pub index: usize,
+    pub volume: String,
+    pub cause: anyhow::Error,
+}
+
+impl std::fmt::Display for VolumeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "spec.volumes[{}] ({}): {:#}",
+            self.index, self.volume, self.cause
+        )
+    }
+}
+
+impl std::error::Error for VolumeError {}
+
 /// Make every volume of `pod` ready under `pod_dir/volumes`.
-pub fn prepare(pod: &Pod, pod_dir: &Path, inputs: &PodInputs) -> Result<PodVolumes> {
+pub fn prepare(
+    pod: &Pod,
+    pod_dir: &Path,
+    inputs: &PodInputs,
+) -> std::result::Result<PodVolumes, VolumeError> {
     let mut out = PodVolumes::default();
     let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
     for (i, v) in volumes.into_iter().flatten().enumerate() {
-        let ctx = || format!("spec.volumes[{i}] ({})", v.name);
-        check_volume_name(&v.name).with_context(ctx)?;
-        let dir = pod_dir.join("volumes").join(&v.name);
-        let entry = if v.empty_dir.is_some() {
-            fs::create_dir_all(&dir).with_context(ctx)?;
-            // World-writable like Kubernetes' emptyDir, so non-root containers can use it.
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).with_context(ctx)?;
-            (dir, false)
-        } else if let Some(h) = &v.host_path {
-            let path = PathBuf::from(&h.path);
-            if !path.is_absolute() {
-                bail!("{}: hostPath.path {:?} must be absolute", ctx(), h.path);
-            }
-            match h.type_.as_deref().unwrap_or("") {
-                "" => {}
-                "DirectoryOrCreate" => fs::create_dir_all(&path).with_context(ctx)?,
-                "Directory" if path.is_dir() => {}
-                "File" | "FileOrCreate" if path.is_file() => {}
-                "FileOrCreate" => {
-                    fs::File::create(&path).with_context(ctx)?;
-                }
-                t => bail!("{}: hostPath {:?} is not a {t}", ctx(), h.path),
-            }
-            (path, false)
-        } else if let Some(cm) = &v.config_map {
-            let data = inputs.config_maps.get(&cm.name);
-            match data {
-                Some(data) => {
-                    project(&dir, data, cm.items.as_deref(), cm.default_mode).with_context(ctx)?
-                }
-                None if cm.optional == Some(true) => {
-                    project(&dir, &BTreeMap::new(), None, None).with_context(ctx)?
-                }
-                None => bail!("{}: configmap {:?} not found", ctx(), cm.name),
-            }
-            (dir, true)
-        } else if let Some(sec) = &v.secret {
-            let name = sec.secret_name.clone().unwrap_or_default();
-            // Secrets live in memory only, never on the node's disk (the kubelet's tmpfs).
-            mount_tmpfs(&dir).with_context(ctx)?;
-            match inputs.secrets.get(&name) {
-                Some(data) => project(
-                    &dir,
-                    data,
-                    sec.items.as_deref(),
-                    sec.default_mode.or(Some(0o644)),
-                )
-                .with_context(ctx)?,
-                None if sec.optional == Some(true) => {
-                    project(&dir, &BTreeMap::new(), None, None).with_context(ctx)?
-                }
-                None => bail!("{}: secret {name:?} not found", ctx()),
-            }
-            (dir, true)
-        } else if let Some(d) = &v.downward_api {
-            let mut files = BTreeMap::new();
-            for item in d.items.iter().flatten() {
-                let Some(f) = &item.field_ref else { continue };
-                let render = |m: &Option<BTreeMap<String, String>>| {
-                    m.iter()
-                        .flatten()
-                        .map(|(k, v)| format!("{k}=\"{v}\"\n"))
-                        .collect::<String>()
-                };
-                let value = match f.field_path.as_str() {
-                    "metadata.labels" => render(&pod.metadata.labels),
-                    "metadata.annotations" => render(&pod.metadata.annotations),
-                    "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
-                    "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
-                    "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
-                    other => bail!("{}: downwardAPI fieldRef {other:?} is not supported", ctx()),
-                };
-                files.insert(item.path.clone(), value.into_bytes());
-            }
-            project(&dir, &files, None, None).with_context(ctx)?;
-            (dir, true)
-        } else {
-            bail!("{}: only emptyDir, hostPath, configMap, secret and downwardAPI volumes are supported", ctx());
-        };
+        let entry = prepare_one(pod, v, pod_dir, inputs).map_err(|cause| VolumeError {
+            index: i,
+            volume: v.name.clone(),
+            cause,
+        })?;
         out.paths.insert(v.name.clone(), entry);
     }
     Ok(out)
+}
+
+/// One volume: its host path and whether it is read-only.
+fn prepare_one(
+    pod: &Pod,
+    v: &Volume,
+    pod_dir: &Path,
+    inputs: &PodInputs,
+) -> Result<(PathBuf, bool)> {
+    check_volume_name(&v.name)?;
+    let dir = pod_dir.join("volumes").join(&v.name);
+    let entry = if v.empty_dir.is_some() {
+        fs::create_dir_all(&dir)?;
+        // World-writable like Kubernetes' emptyDir, so non-root containers can use it.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777))?;
+        (dir, false)
+    } else if let Some(h) = &v.host_path {
+        let path = PathBuf::from(&h.path);
+        if !path.is_absolute() {
+            bail!("hostPath.path {:?} must be absolute", h.path);
+        }
+        match h.type_.as_deref().unwrap_or("") {
+            "" => {}
+            "DirectoryOrCreate" => fs::create_dir_all(&path)?,
+            "Directory" if path.is_dir() => {}
+            "File" | "FileOrCreate" if path.is_file() => {}
+            "FileOrCreate" => {
+                fs::File::create(&path)?;
+            }
+            t => bail!("hostPath {:?} is not a {t}", h.path),
+        }
+        (path, false)
+    } else if let Some(cm) = &v.config_map {
+        let data = inputs.config_maps.get(&cm.name);
+        match data {
+            Some(data) => project(&dir, data, cm.items.as_deref(), cm.default_mode)?,
+            None if cm.optional == Some(true) => project(&dir, &BTreeMap::new(), None, None)?,
+            None => bail!("configmap {:?} not found", cm.name),
+        }
+        (dir, true)
+    } else if let Some(sec) = &v.secret {
+        let name = sec.secret_name.clone().unwrap_or_default();
+        // Secrets live in memory only, never on the node's disk (the kubelet's tmpfs).
+        mount_tmpfs(&dir)?;
+        match inputs.secrets.get(&name) {
+            Some(data) => project(
+                &dir,
+                data,
+                sec.items.as_deref(),
+                sec.default_mode.or(Some(0o644)),
+            )?,
+            None if sec.optional == Some(true) => project(&dir, &BTreeMap::new(), None, None)?,
+            None => bail!("secret {name:?} not found"),
+        }
+        (dir, true)
+    } else if let Some(d) = &v.downward_api {
+        let mut files = BTreeMap::new();
+        for item in d.items.iter().flatten() {
+            let Some(f) = &item.field_ref else { continue };
+            let render = |m: &Option<BTreeMap<String, String>>| {
+                m.iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}=\"{v}\"\n"))
+                    .collect::<String>()
+            };
+            let value = match f.field_path.as_str() {
+                "metadata.labels" => render(&pod.metadata.labels),
+                "metadata.annotations" => render(&pod.metadata.annotations),
+                "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
+                "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
+                "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
+                other => bail!("downwardAPI fieldRef {other:?} is not supported"),
+            };
+            files.insert(item.path.clone(), value.into_bytes());
+        }
+        project(&dir, &files, None, None)?;
+        (dir, true)
+    } else {
+        bail!("only emptyDir, hostPath, configMap, secret and downwardAPI volumes are supported");
+    };
+    Ok(entry)
 }
 
 /// Secret volumes: a tmpfs per volume. The API caps a Secret at 1 MiB; the rest is room for

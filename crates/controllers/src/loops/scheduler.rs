@@ -219,14 +219,28 @@ impl Scheduler {
         match decision {
             Ok(node) => {
                 self.waiting.lock().expect("lock").forget(key);
-                let (client, cache, queue) =
-                    (self.client.clone(), self.cache.clone(), self.queue.clone());
+                let (client, cache, queue, events) = (
+                    self.client.clone(),
+                    self.cache.clone(),
+                    self.queue.clone(),
+                    self.events.clone(),
+                );
                 let key = key.to_string();
                 tokio::spawn(async move {
-                    if let Err(e) = bind(client, &key, &node).await {
-                        tracing::debug!("binding {key} to {node}: {e:#}");
-                        cache.lock().expect("lock").forget(&key);
-                        queue.add_rate_limited(&key);
+                    match bind(client, &key, &node).await {
+                        Ok(true) => events.record(
+                            &reference("v1", "Pod", &pod.metadata),
+                            EventType::Normal,
+                            "Scheduled",
+                            "Binding",
+                            &format!("Successfully assigned {key} to {node}"),
+                        ),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::debug!("binding {key} to {node}: {e:#}");
+                            cache.lock().expect("lock").forget(&key);
+                            queue.add_rate_limited(&key);
+                        }
                     }
                     drop(permit);
                 });
@@ -289,9 +303,9 @@ impl Scheduler {
     }
 }
 
-/// POST the pod's binding subresource. A pod already bound (by an earlier binding) or gone is
-/// not an error: the watch brings the truth either way.
-async fn bind(client: Client, key: &str, node: &str) -> anyhow::Result<()> {
+/// POST the pod's binding subresource: whether this binding took. A pod already bound (by an
+/// earlier binding) or gone is not an error: the watch brings the truth either way.
+async fn bind(client: Client, key: &str, node: &str) -> anyhow::Result<bool> {
     let (ns, name) = split_key(key);
     let binding = Binding {
         metadata: ObjectMeta {
@@ -315,8 +329,8 @@ async fn bind(client: Client, key: &str, node: &str) -> anyhow::Result<()> {
         )
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

@@ -10,9 +10,14 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use yun_engine::{Engine, RunOptions};
 use yun_net::{BridgeNetwork, Ipv4Cidr};
 
+use crate::events::EventType::{Normal, Warning};
+use crate::events::Recorder;
+use crate::podevents::{pod_desc, reason, PodEvents};
 use crate::probes::{Prober, Verdict};
 use crate::status::{self, Attempt, View};
 use crate::{container, volumes, PodInputs};
+
+mod start;
 
 /// Labels on the engine's containers that tie them to a pod.
 pub(crate) const LABEL_POD_UID: &str = "yun.pod.uid";
@@ -71,6 +76,7 @@ pub struct PodRuntime {
     net: BridgeNetwork,
     waiting: Mutex<HashMap<(String, String), Waiting>>,
     prober: Mutex<Prober>,
+    events: PodEvents,
 }
 
 /// A pod's containers as the engine has them: container name → attempts, oldest first.
@@ -95,7 +101,25 @@ impl PodRuntime {
             net,
             waiting: Mutex::new(HashMap::new()),
             prober: Mutex::new(Prober::default()),
+            events: PodEvents::default(),
         })
+    }
+
+    /// Post the kubelet's events about pods through `recorder` from now on.
+    pub fn set_recorder(&self, recorder: Recorder) {
+        self.events.set_recorder(recorder);
+    }
+
+    /// Say that the running containers of `pod` are being stopped (the kubelet's Killing).
+    pub fn announce_stop(&self, pod: &Pod) {
+        let uid = pod.metadata.uid.as_deref().unwrap_or("");
+        for (name, list) in self.attempts(uid) {
+            if name != SANDBOX && list.last().is_some_and(Attempt::running) {
+                let m = format!("Stopping container {name}");
+                self.events
+                    .post(pod, Some(&name), Normal, reason::KILLING, &m);
+            }
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -169,6 +193,7 @@ impl PodRuntime {
             .ok_or_else(|| anyhow!("pod has no spec"))?;
         let mut attempts = self.attempts(&uid);
         let (sandbox_pid, pod_ip) = self.ensure_sandbox(pod, &uid, &mut attempts)?;
+        let ev = &self.events;
         let mut inputs = inputs.clone();
         inputs.pod_ip = Some(pod_ip.to_string());
         let pod_dir = self.pod_dir(&uid);
@@ -179,12 +204,13 @@ impl PodRuntime {
             let volumes = match &volumes {
                 Ok(v) => v,
                 Err(e) => {
-                    self.set_waiting(
-                        &uid,
-                        &c.name,
-                        "CreateContainerConfigError",
-                        format!("{e:#}"),
+                    // The pod's event (not the container's), as the kubelet's volume manager.
+                    let m = format!(
+                        "MountVolume.SetUp failed for volume {:?} : {:#}",
+                        e.volume, e.cause
                     );
+                    ev.post_on_change(pod, None, &m, Warning, reason::FAILED_MOUNT, &m);
+                    self.set_waiting(&uid, &c.name, "CreateContainerConfigError", e.to_string());
                     return Ok(());
                 }
             };
@@ -204,6 +230,8 @@ impl PodRuntime {
                         init_failed = true;
                     } else if self.backoff_over(a) {
                         start(c, a.number + 1)?;
+                    } else {
+                        self.note_backoff(pod, &c.name, a);
                     }
                 }
                 Some(_) => init_done = false,
@@ -227,6 +255,8 @@ impl PodRuntime {
                         };
                         if restart && self.backoff_over(a) {
                             start(c, a.number + 1)?;
+                        } else if restart {
+                            self.note_backoff(pod, &c.name, a);
                         }
                     }
                     Some(_) => {}
@@ -255,12 +285,26 @@ impl PodRuntime {
                     yun_exe: &self.cfg.yun_exe,
                     data_dir: &self.cfg.data_dir,
                 };
-                let verdict = self.prober.lock().expect("prober lock").check(c, &target);
+                let (verdict, failures) =
+                    self.prober.lock().expect("prober lock").check(c, &target);
+                for m in &failures {
+                    ev.post(pod, Some(&c.name), Warning, reason::UNHEALTHY, m);
+                }
                 if verdict.kill {
                     tracing::info!(
                         "pod {uid}: container {} failed its probe; restarting",
                         c.name
                     );
+                    let which = if verdict.started {
+                        "liveness"
+                    } else {
+                        "startup"
+                    };
+                    let m = format!(
+                        "Container {} failed {which} probe, will be restarted",
+                        c.name
+                    );
+                    ev.post(pod, Some(&c.name), Normal, reason::KILLING, &m);
                     let _ = self.engine.stop(&a.status.container.id, grace);
                 }
                 verdicts.insert(c.name.clone(), verdict);
@@ -394,6 +438,18 @@ impl PodRuntime {
         finished.elapsed().unwrap_or_default() >= self.backoff_delay(a.number)
     }
 
+    /// The kubelet's BackOff for an exited attempt waiting out its back-off: once per
+    /// attempt (and now and then while the wait is long), not on every sync.
+    fn note_backoff(&self, pod: &Pod, container: &str, a: &Attempt) {
+        let m = format!(
+            "Back-off restarting failed container {container} in pod {}",
+            pod_desc(pod)
+        );
+        let token = a.number.to_string();
+        self.events
+            .post_on_change(pod, Some(container), &token, Warning, reason::BACK_OFF, &m);
+    }
+
     fn set_waiting(&self, uid: &str, container: &str, reason: &str, message: String) {
         let mut map = self.waiting.lock().expect("waiting lock");
         let key = (uid.to_string(), container.to_string());
@@ -432,6 +488,11 @@ impl PodRuntime {
         }
         let next = latest.map(|a| a.number + 1).unwrap_or(0);
         if !attempts.is_empty() {
+            if latest.is_some() {
+                let m = "Pod sandbox changed, it will be killed and re-created.";
+                self.events
+                    .post(pod, None, Normal, reason::SANDBOX_CHANGED, m);
+            }
             self.remove_containers(uid, Duration::ZERO)?;
             self.net.detach(uid)?;
             attempts.clear();
@@ -469,76 +530,6 @@ impl PodRuntime {
         attached
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn start_container(
-        &self,
-        pod: &Pod,
-        uid: &str,
-        c: &Container,
-        attempt: u32,
-        inputs: &PodInputs,
-        volumes: &volumes::PodVolumes,
-        sandbox_pid: i32,
-    ) -> Result<()> {
-        let image = match c.image.as_deref().filter(|i| !i.is_empty()) {
-            Some(i) => i,
-            None => {
-                self.set_waiting(uid, &c.name, "InvalidImageName", "no image given".into());
-                return Ok(());
-            }
-        };
-        // A failed pull is retried with the same back-off as a crashing container.
-        if let Some(w) = self
-            .waiting
-            .lock()
-            .expect("waiting lock")
-            .get(&(uid.to_string(), c.name.clone()))
-        {
-            if w.reason.starts_with("ErrImage") || w.reason == "ImagePullBackOff" {
-                let delay = self.backoff_delay(w.failures.saturating_sub(1));
-                if w.since.elapsed().unwrap_or_default() < delay {
-                    return Ok(());
-                }
-            }
-        }
-        if let Err((reason, e)) = crate::images::ensure(&self.engine, c, image) {
-            let failures = self
-                .waiting
-                .lock()
-                .expect("waiting lock")
-                .get(&(uid.to_string(), c.name.clone()))
-                .map(|w| w.failures)
-                .unwrap_or(0);
-            let reason = if failures > 0 && reason == "ErrImagePull" {
-                "ImagePullBackOff"
-            } else {
-                reason
-            };
-            self.set_waiting(uid, &c.name, reason, format!("{e:#}"));
-            return Ok(());
-        }
-        let opts = match container::run_options(
-            pod,
-            c,
-            inputs,
-            volumes,
-            sandbox_pid,
-            labels(uid, &c.name, attempt),
-            container_name(uid, &c.name, attempt),
-        ) {
-            Ok(o) => o,
-            Err(e) => {
-                self.set_waiting(uid, &c.name, "CreateContainerConfigError", format!("{e:#}"));
-                return Ok(());
-            }
-        };
-        match self.engine.run(image, &opts) {
-            Ok(_) => self.clear_waiting(uid, &c.name),
-            Err(e) => self.set_waiting(uid, &c.name, "RunContainerError", format!("{e:#}")),
-        }
-        Ok(())
-    }
-
     /// Stop and remove every container of pod `uid` (app and init first, the sandbox last),
     /// give back its address, and delete its volumes. Idempotent.
     pub fn remove(&self, uid: &str, grace: Duration) -> Result<()> {
@@ -553,6 +544,7 @@ impl PodRuntime {
             .lock()
             .expect("waiting lock")
             .retain(|(u, _), _| u != uid);
+        self.events.forget(uid);
         Ok(())
     }
 
