@@ -6,10 +6,10 @@
 //! to check that a built-in kind's body has the right shape. See docs/apiserver.md.
 
 mod auth;
+mod cascade;
 mod compaction;
 mod discovery;
 mod error;
-mod gc;
 mod meta;
 mod patch;
 mod resources;
@@ -27,7 +27,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::Notify;
 use yun_store::Store;
 
 pub use services::{ServiceRange, DEFAULT_SERVICE_CIDR};
@@ -57,8 +56,6 @@ pub(crate) struct Api {
     pub store: Arc<dyn Store>,
     pub registry: resources::Registry,
     pub token: String,
-    /// Wakes the garbage collector after a delete.
-    pub gc: Notify,
     pub addr: SocketAddr,
     pub service_range: ServiceRange,
 }
@@ -72,7 +69,6 @@ pub struct Running {
     shutdown: tokio::sync::watch::Sender<bool>,
     store: Option<Arc<dyn Store>>,
     serve_task: Option<tokio::task::JoinHandle<()>>,
-    gc_task: Option<tokio::task::JoinHandle<()>>,
     compaction_task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -82,10 +78,7 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.store.take();
         let _ = self.shutdown.send(true);
-        for t in [self.gc_task.take(), self.compaction_task.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(t) = self.compaction_task.take() {
             t.abort();
             let _ = t.await;
         }
@@ -113,10 +106,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        for t in [self.gc_task.take(), self.compaction_task.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(t) = self.compaction_task.take() {
             t.abort();
         }
     }
@@ -140,7 +130,6 @@ pub async fn start(config: Config) -> Result<Running> {
         store: store.clone(),
         registry,
         token: creds.token.clone(),
-        gc: Notify::new(),
         addr,
         service_range: config.service_cidr,
     });
@@ -150,7 +139,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let app = router::app(api.clone());
     let (shutdown, stop) = tokio::sync::watch::channel(false);
     let serve_task = tokio::spawn(tls::serve(listener, acceptor, app, stop));
-    let gc_task = tokio::spawn(gc::run(api));
+    drop(api);
     let compaction_task = (!config.compaction_interval.is_zero())
         .then(|| tokio::spawn(compaction::run(store.clone(), config.compaction_interval)));
     Ok(Running {
@@ -159,7 +148,6 @@ pub async fn start(config: Config) -> Result<Running> {
         shutdown,
         store: Some(store),
         serve_task: Some(serve_task),
-        gc_task: Some(gc_task),
         compaction_task,
     })
 }
