@@ -4,7 +4,7 @@
 //! issue asks for 50, which takes a few minutes here) with no wrong outcome allowed:
 //! - Background: the ReplicaSet and its pods are gone within a few seconds;
 //! - Foreground: by the time the Deployment is gone its ReplicaSet and pods are gone, and
-//!   while a pod is held the Deployment stays with deletionTimestamp;
+//!   while its pods terminate (gracefully) the Deployment stays with deletionTimestamp;
 //! - Orphan: the Deployment goes, the ReplicaSet and its pods stay, and the ReplicaSet no
 //!   longer refers to it; the Deployment applied again adopts that ReplicaSet within 2 s.
 
@@ -242,18 +242,24 @@ fn propagation_policies_cascade_and_orphans_are_adopted() {
 }
 
 #[test]
-fn a_foreground_owner_waits_for_a_held_dependent() {
+fn a_foreground_cascade_deletes_pods_gracefully_and_waits_for_them() {
     let p = Procs::start("gcfg");
-    p.deployment_up("held");
-    let (_, pods) = p.family("held");
-    let pod = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
-    p.ok(&[
-        "patch",
-        "pod",
-        &pod,
-        "-p",
-        r#"{"metadata":{"finalizers":["yun.test/hold"]}}"#,
-    ]);
+    // Pods bound to a node with no agent: deleted, they keep their grace period (marked with
+    // deletionTimestamp and deletionGracePeriodSeconds) and stay until an agent, or a forced
+    // delete, ends them.
+    let manifest = deployment("held", "busybox").replace(
+        "      containers:",
+        "      nodeName: yun-no-agent\n      terminationGracePeriodSeconds: 45\n      containers:",
+    );
+    let file = p.data.join("held.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    p.ok(&["apply", "-f", file.to_str().unwrap()]);
+    p.within("2 pods", 15.0, || {
+        let (_, pods) = p.family("held");
+        (pods.len() == 2)
+            .then_some(())
+            .ok_or(format!("{} pods", pods.len()))
+    });
     p.ok(&[
         "delete",
         "deployment",
@@ -261,14 +267,17 @@ fn a_foreground_owner_waits_for_a_held_dependent() {
         "--cascade=foreground",
         "--wait=false",
     ]);
-    // The pod is held: the Deployment and the ReplicaSet stay, marked, for as long as it is.
-    p.within("the held pod marked for deletion", 5.0, || {
-        let o = p.json(&["get", "pod", &pod]);
-        o["metadata"]["deletionTimestamp"]
-            .as_str()
-            .map(|_| ())
-            .ok_or_else(|| o["metadata"].to_string())
+    let pods = p.within("the pods marked for graceful deletion", 5.0, || {
+        let (_, pods) = p.family("held");
+        let graceful = pods
+            .iter()
+            .filter(|o| o["metadata"]["deletionGracePeriodSeconds"] == 45)
+            .count();
+        (pods.len() == 2 && graceful == 2)
+            .then(|| pods.clone())
+            .ok_or_else(|| format!("{pods:?}"))
     });
+    // While they are terminating, the Deployment and the ReplicaSet wait, marked.
     std::thread::sleep(Duration::from_secs(1));
     let d = p.json(&["get", "deployment", "held"]);
     assert!(d["metadata"]["deletionTimestamp"].is_string(), "{d}");
@@ -276,15 +285,11 @@ fn a_foreground_owner_waits_for_a_held_dependent() {
     let (rs, _) = p.family("held");
     assert_eq!(rs.len(), 1);
     assert!(rs[0]["metadata"]["deletionTimestamp"].is_string());
-    // Released, the pod goes, then the ReplicaSet, then the Deployment.
-    p.ok(&[
-        "patch",
-        "pod",
-        &pod,
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]);
+    // The pods end (as their agent would end them): the ReplicaSet goes, then the Deployment.
+    for pod in &pods {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        p.ok(&["delete", "pod", name, "--grace-period=0", "--force"]);
+    }
     p.within("the foreground cascade to finish", 5.0, || {
         let out = p.run(&["get", "deployment", "held"]);
         let (rs, pods) = p.family("held");
@@ -294,4 +299,131 @@ fn a_foreground_owner_waits_for_a_held_dependent() {
             Err(format!("{} rs, {} pods", rs.len(), pods.len()))
         }
     });
+}
+
+#[test]
+fn custom_resources_own_and_are_owned() {
+    let p = Procs::start("gccr");
+    let crd = p.data.join("crd.yaml");
+    std::fs::write(
+        &crd,
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.yun.test}
+spec:
+  group: yun.test
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+",
+    )
+    .unwrap();
+    p.ok(&["apply", "-f", crd.to_str().unwrap()]);
+    let file = p.data.join("gadget.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: yun.test/v1\nkind: Gadget\nmetadata: {name: g1}\n",
+    )
+    .unwrap();
+    p.within("the CRD served", 10.0, || {
+        let out = p.run(&["apply", "-f", file.to_str().unwrap()]);
+        out.status
+            .success()
+            .then_some(())
+            .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+    let g_uid = uid(&p.json(&["get", "gadget", "g1"]));
+    // A ConfigMap owned by the custom resource, and a custom resource owned by a ConfigMap.
+    p.ok(&["create", "configmap", "owner"]);
+    let cm_uid = uid(&p.json(&["get", "configmap", "owner"]));
+    let owned = p.data.join("owned.yaml");
+    std::fs::write(
+        &owned,
+        format!(
+            "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: by-gadget
+  ownerReferences: [{{apiVersion: yun.test/v1, kind: Gadget, name: g1, uid: {g_uid}}}]
+---
+apiVersion: yun.test/v1
+kind: Gadget
+metadata:
+  name: by-configmap
+  ownerReferences: [{{apiVersion: v1, kind: ConfigMap, name: owner, uid: {cm_uid}}}]
+"
+        ),
+    )
+    .unwrap();
+    p.ok(&["apply", "-f", owned.to_str().unwrap()]);
+    p.ok(&["delete", "gadget", "g1"]);
+    p.ok(&["delete", "configmap", "owner"]);
+    p.within("both dependents collected", 10.0, || {
+        let cm = p.run(&["get", "configmap", "by-gadget"]);
+        let g = p.run(&["get", "gadget", "by-configmap"]);
+        if !cm.status.success() && !g.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "configmap there: {}, gadget there: {}",
+                cm.status.success(),
+                g.status.success()
+            ))
+        }
+    });
+}
+
+#[test]
+fn scaling_every_replicaset_to_zero_brings_back_only_the_new_one() {
+    let p = Procs::start("gcscale");
+    p.deployment_up("sc");
+    p.apply_deployment("sc", "busybox:1.36");
+    let spec_of = |rs: &Value| rs["spec"]["replicas"].as_i64().unwrap_or(-1);
+    let new_hash = p.within("the second ReplicaSet", 15.0, || {
+        let (rs, _) = p.family("sc");
+        let d = p.json(&["get", "deployment", "sc"]);
+        let rev = d["metadata"]["annotations"]["deployment.kubernetes.io/revision"].clone();
+        rs.iter()
+            .find(|r| r["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == rev)
+            .filter(|_| rs.len() == 2 && rev == "2")
+            .map(|r| r["metadata"]["labels"]["pod-template-hash"].clone())
+            .ok_or_else(|| format!("{} rs at revision {rev}", rs.len()))
+    });
+    p.ok(&["scale", "rs", "--all", "--replicas=0"]);
+    // The Deployment restores its new ReplicaSet; the old one stays at 0 with no pods, also a
+    // while later.
+    let settled = |_: ()| {
+        let (rs, pods) = p.family("sc");
+        let (new, old): (Vec<_>, Vec<_>) = rs
+            .iter()
+            .partition(|r| r["metadata"]["labels"]["pod-template-hash"] == new_hash);
+        let old_pods = pods
+            .iter()
+            .filter(|p| p["metadata"]["labels"]["pod-template-hash"] != new_hash)
+            .count();
+        if new.len() == 1
+            && spec_of(new[0]) == 2
+            && old.iter().all(|r| spec_of(r) == 0)
+            && old_pods == 0
+            && pods.len() == 2
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "new {:?}, old {:?}, {} pods ({old_pods} under old ReplicaSets)",
+                new.iter().map(|r| spec_of(r)).collect::<Vec<_>>(),
+                old.iter().map(|r| spec_of(r)).collect::<Vec<_>>(),
+                pods.len()
+            ))
+        }
+    };
+    p.within("the new ReplicaSet back at 2", 10.0, || settled(()));
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        settled(()).unwrap();
+    }
 }
