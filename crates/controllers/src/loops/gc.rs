@@ -33,6 +33,8 @@ use crate::runtime::WorkQueue;
 
 /// Look for new kinds this often even without a CRD event.
 const REDISCOVER: Duration = Duration::from_secs(60);
+/// The longest the workers wait for the first lists before they start anyway.
+const SYNC_WAIT: Duration = Duration::from_secs(30);
 /// Attempts at a read-modify-write before the key goes back to the queue.
 const WRITE_TRIES: usize = 5;
 
@@ -75,9 +77,9 @@ pub async fn run(client: Client, workers: usize) {
                 if workers_task.is_none() {
                     // Decide only once each kind has been listed: an orphaning owner must see
                     // all its dependents before its finalizer goes.
-                    for rx in synced {
-                        let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
-                    }
+                    // A kind that cannot be listed holds this up for at most SYNC_WAIT in all.
+                    let all = futures::future::join_all(synced);
+                    let _ = tokio::time::timeout(SYNC_WAIT, all).await;
                     let gc2 = gc.clone();
                     workers_task = Some(AbortOnDropHandle::new(tokio::spawn(work(
                         gc.queue.clone(),
