@@ -6,12 +6,12 @@
 //! to check that a built-in kind's body has the right shape. See docs/apiserver.md.
 
 mod auth;
+mod cascade;
 mod compaction;
 mod discovery;
 mod encryption;
 mod error;
 mod event_ttl;
-mod gc;
 mod limits;
 mod meta;
 mod patch;
@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::sync::Notify;
 use yun_store::Store;
 
 pub use event_ttl::DEFAULT_EVENT_TTL;
@@ -84,8 +83,6 @@ pub(crate) struct Api {
     pub store: Arc<dyn Store>,
     pub registry: resources::Registry,
     pub token: String,
-    /// Wakes the garbage collector after a delete.
-    pub gc: Notify,
     pub addr: SocketAddr,
     pub service_range: ServiceRange,
     pub watch_limits: WatchLimits,
@@ -101,7 +98,6 @@ pub struct Running {
     shutdown: tokio::sync::watch::Sender<bool>,
     store: Option<Arc<dyn Store>>,
     serve_task: Option<tokio::task::JoinHandle<()>>,
-    gc_task: Option<tokio::task::JoinHandle<()>>,
     compaction_task: Option<tokio::task::JoinHandle<()>>,
     event_ttl_task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -112,13 +108,9 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.store.take();
         let _ = self.shutdown.send(true);
-        for t in [
-            self.gc_task.take(),
-            self.compaction_task.take(),
-            self.event_ttl_task.take(),
-        ]
-        .into_iter()
-        .flatten()
+        for t in [self.compaction_task.take(), self.event_ttl_task.take()]
+            .into_iter()
+            .flatten()
         {
             t.abort();
             let _ = t.await;
@@ -147,13 +139,9 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        for t in [
-            self.gc_task.take(),
-            self.compaction_task.take(),
-            self.event_ttl_task.take(),
-        ]
-        .into_iter()
-        .flatten()
+        for t in [self.compaction_task.take(), self.event_ttl_task.take()]
+            .into_iter()
+            .flatten()
         {
             t.abort();
         }
@@ -184,7 +172,6 @@ pub async fn start(config: Config) -> Result<Running> {
         store: store.clone(),
         registry,
         token: creds.token.clone(),
-        gc: Notify::new(),
         addr,
         service_range: config.service_cidr,
         watch_limits: config.watch,
@@ -196,7 +183,7 @@ pub async fn start(config: Config) -> Result<Running> {
     let app = router::app(api.clone());
     let (shutdown, stop) = tokio::sync::watch::channel(false);
     let serve_task = tokio::spawn(tls::serve(listener, acceptor, app, stop));
-    let gc_task = tokio::spawn(gc::run(api));
+    drop(api);
     let compaction_task = (!config.compaction_interval.is_zero())
         .then(|| tokio::spawn(compaction::run(store.clone(), config.compaction_interval)));
     let event_ttl_task = (!config.event_ttl.is_zero())
@@ -207,7 +194,6 @@ pub async fn start(config: Config) -> Result<Running> {
         shutdown,
         store: Some(store),
         serve_task: Some(serve_task),
-        gc_task: Some(gc_task),
         compaction_task,
         event_ttl_task,
     })

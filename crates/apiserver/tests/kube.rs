@@ -394,25 +394,36 @@ async fn cascading_deletion() {
         .unwrap()]);
         cms.create(&PostParams::default(), &d).await.unwrap();
     }
-    // Foreground: the owner stays (with deletionTimestamp) until its dependents are gone.
+    // The server turns the policy into a finalizer and collects nothing itself (the
+    // controller manager's garbage collector does): a foreground delete marks the owner and
+    // leaves the dependents; a later orphan delete swaps the finalizer.
     cms.delete("owner", &DeleteParams::foreground())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let names: Vec<String> = cms
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter_map(|c| c.metadata.name)
-            .collect();
-        if names.is_empty() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "left: {names:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let marked = cms.get("owner").await.unwrap();
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        marked.metadata.finalizers,
+        Some(vec!["foregroundDeletion".to_string()])
+    );
+    cms.delete("owner", &DeleteParams::orphan()).await.unwrap();
+    let marked = cms.get("owner").await.unwrap();
+    assert_eq!(marked.metadata.finalizers, Some(vec!["orphan".to_string()]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in ["dep-1", "dep-2"] {
+        cms.get(name).await.unwrap();
+    }
+    // Removing the last finalizer completes the delete.
+    cms.patch(
+        "owner",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_code(cms.get("owner").await.unwrap_err()), 404);
+    for name in ["dep-1", "dep-2"] {
+        cms.delete(name, &DeleteParams::default()).await.unwrap();
     }
     // A finalizer holds an object until it is removed.
     let mut f = cm("held");

@@ -5,6 +5,7 @@
 
 pub mod cached;
 pub mod deployment;
+pub mod garbage;
 pub mod loops;
 pub mod manager;
 pub mod owner;

@@ -10,7 +10,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::cached::Pod;
 use crate::owner;
-use crate::selector;
 
 /// What to do for one ReplicaSet.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +20,8 @@ pub struct ReplicaSetPlan {
     pub delete: Vec<String>,
     /// Names of matching pods without a controller, to adopt (set our controller reference).
     pub adopt: Vec<String>,
+    /// Names of pods we control that the selector no longer matches, to release.
+    pub release: Vec<String>,
     pub status: ReplicaSetStatus,
 }
 
@@ -78,32 +79,31 @@ pub fn plan(rs: &ReplicaSet, namespace_pods: &[Pod]) -> ReplicaSetPlan {
     let uid = rs.metadata.uid.clone().unwrap_or_default();
     let spec = rs.spec.clone().unwrap_or_default();
     let want = spec.replicas.unwrap_or(1).max(0) as usize;
-    let matching = |p: &&Pod| {
-        // An empty or missing selector selects nothing here: a controller must say what it owns.
-        let sel = &spec.selector;
-        let has_terms = sel.match_labels.as_ref().is_some_and(|m| !m.is_empty())
-            || sel
-                .match_expressions
-                .as_ref()
-                .is_some_and(|m| !m.is_empty());
-        has_terms && selector::matches(sel, &p.metadata.labels.clone().unwrap_or_default())
-    };
-    let mut adopt = Vec::new();
-    let mut owned: Vec<&Pod> = Vec::new();
-    for p in namespace_pods.iter().filter(matching) {
-        match owner::controller_of(&p.metadata) {
-            Some(o) if o.uid == uid => owned.push(p),
-            Some(_) => {}
-            None if is_active(p) && rs.metadata.deletion_timestamp.is_none() => {
-                adopt.push(p.metadata.name.clone().unwrap_or_default());
-                owned.push(p);
+    // ControllerRef: adopt matching orphans, release owned pods the selector no longer matches.
+    let claim = owner::claim(
+        &rs.metadata,
+        &spec.selector,
+        namespace_pods.iter().map(|p| &p.metadata),
+    );
+    let owned: Vec<&Pod> = namespace_pods
+        .iter()
+        .filter(|p| {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            if claim.release.contains(&name) {
+                return false;
             }
-            None => {}
-        }
-    }
+            claim.adopt.contains(&name) && is_active(p) || owner::controlled_by(&p.metadata, &uid)
+        })
+        .collect();
+    let adopt: Vec<String> = claim
+        .adopt
+        .into_iter()
+        .filter(|n| owned.iter().any(|p| p.metadata.name.as_ref() == Some(n)))
+        .collect();
     let mut active: Vec<&Pod> = owned.iter().copied().filter(|p| is_active(p)).collect();
     let mut plan = ReplicaSetPlan {
         adopt,
+        release: claim.release,
         ..Default::default()
     };
     if rs.metadata.deletion_timestamp.is_none() {

@@ -259,7 +259,6 @@ async fn commit_update(
     if deleting && strings_at(&out, "/metadata/finalizers").is_empty() {
         return match api.store.delete(&key, Some(cur_rev)).await? {
             Outcome::Done(d) => {
-                api.gc.notify_one();
                 let mut o = out;
                 crate::meta::set_rv(&mut o, d.revision);
                 Ok(Some(o))
@@ -384,11 +383,8 @@ pub async fn delete_object(
                 "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
             )));
         }
-        if policy == "Orphan" {
-            crate::gc::orphan_dependents(api, &uid).await?;
-        }
         if res.kind == "Namespace" && res.group.is_empty() {
-            crate::gc::delete_namespace_contents(api, name).await?;
+            crate::cascade::delete_namespace_contents(api, name).await?;
         }
         // A pod on a node ends gracefully: it is marked with deletionTimestamp and a grace
         // period, its node agent stops the containers within it and then deletes the pod for
@@ -424,23 +420,30 @@ pub async fn delete_object(
                 }
             }
         }
+        // As kube-apiserver does, the policy becomes a finalizer that the garbage collector
+        // (in the controller manager) carries out and then removes: `orphan` (dependents lose
+        // their reference first) or `foregroundDeletion` (dependents go first). The policies
+        // exclude each other; the latest request's wins.
         let mut finalizers = strings_at(&cur, "/metadata/finalizers");
-        if policy == "Foreground" && !finalizers.iter().any(|f| f == "foregroundDeletion") {
-            finalizers.push("foregroundDeletion".into());
+        let policy_finalizer = match policy {
+            "Orphan" => Some("orphan"),
+            "Foreground" => Some("foregroundDeletion"),
+            _ => None,
+        };
+        if let Some(f) = policy_finalizer {
+            finalizers.retain(|x| x != "orphan" && x != "foregroundDeletion");
+            finalizers.push(f.into());
         }
         if !finalizers.is_empty() {
             // Mark for deletion; the object goes once its finalizers are removed.
-            if cur.pointer("/metadata/deletionTimestamp").is_none() || policy == "Foreground" {
+            if cur.pointer("/metadata/deletionTimestamp").is_none() || policy_finalizer.is_some() {
                 let m = meta_mut(&mut cur);
                 m.entry("deletionTimestamp")
                     .or_insert_with(|| Value::String(now_rfc3339()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
                 m.insert("finalizers".into(), json!(finalizers));
                 match put(api, &key, &cur, Some(kv.mod_revision)).await? {
-                    Some(stored) => {
-                        api.gc.notify_one();
-                        return Ok(stored);
-                    }
+                    Some(stored) => return Ok(stored),
                     None => continue,
                 }
             }
@@ -450,9 +453,8 @@ pub async fn delete_object(
             Outcome::Done(d) => {
                 crate::meta::set_rv(&mut cur, d.revision);
                 if res.kind == "CustomResourceDefinition" {
-                    crate::gc::remove_crd(api, &cur).await?;
+                    crate::cascade::remove_crd(api, &cur).await?;
                 }
-                api.gc.notify_one();
                 return Ok(cur);
             }
             Outcome::Conflict { .. } => continue,

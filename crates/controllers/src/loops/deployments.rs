@@ -12,7 +12,7 @@ use serde_json::json;
 use super::{is_status, split_key, work, Next};
 use crate::deployment::{self, REVISION};
 use crate::owner;
-use crate::runtime::{enqueue_controller, enqueue_self, Informer, WorkQueue};
+use crate::runtime::{enqueue_adopters, enqueue_controller, enqueue_self, Informer, WorkQueue};
 
 pub async fn run(client: Client, workers: usize, shared: super::Shared) {
     let queue = WorkQueue::new();
@@ -24,6 +24,9 @@ pub async fn run(client: Client, workers: usize, shared: super::Shared) {
     ));
     let sets = shared.replicasets.clone();
     sets.add_handler(enqueue_controller(queue.clone(), "Deployment"));
+    sets.add_handler(enqueue_adopters(queue.clone(), deployments.clone(), |d| {
+        d.spec.as_ref().map(|s| &s.selector)
+    }));
     deployments.synced().await;
     sets.synced().await;
     work(queue, workers, move |key| {
@@ -63,15 +66,41 @@ async fn reconcile(
         return Ok(Next::Done);
     }
     let uid = d.metadata.uid.clone().unwrap_or_default();
-    let owned: Vec<ReplicaSet> = sets
-        .list_namespace(ns)
-        .iter()
-        .filter(|rs| owner::controlled_by(&rs.metadata, &uid))
-        .map(|rs| (**rs).clone())
-        .collect();
+    let rs_api = Api::<ReplicaSet>::namespaced(client.clone(), ns);
+    let namespace_sets = sets.list_namespace(ns);
+    // ControllerRef: adopt orphaned ReplicaSets the selector matches (e.g. left by an orphan
+    // delete of a previous Deployment of this name), release the ones it no longer matches.
+    let selector = d
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
+    let claim = owner::claim(
+        &d.metadata,
+        &selector,
+        namespace_sets.iter().map(|rs| &rs.metadata),
+    );
+    let mut owned: Vec<ReplicaSet> = Vec::new();
+    for rs in &namespace_sets {
+        let name = rs.metadata.name.clone().unwrap_or_default();
+        if claim.adopt.contains(&name) {
+            let reference = owner::controller_ref("apps/v1", "Deployment", &d.metadata);
+            let refs = owner::adopted_refs(&rs.metadata, reference);
+            if !super::set_owners(&rs_api, &rs.metadata, refs.clone()).await? {
+                return Ok(Next::After(Duration::from_millis(100)));
+            }
+            let mut rs = (**rs).clone();
+            rs.metadata.owner_references = Some(refs);
+            owned.push(rs);
+        } else if claim.release.contains(&name) {
+            let refs = owner::released_refs(&rs.metadata, &uid);
+            super::set_owners(&rs_api, &rs.metadata, refs).await?;
+        } else if owner::controlled_by(&rs.metadata, &uid) {
+            owned.push((**rs).clone());
+        }
+    }
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut plan = deployment::plan(&d, &owned, &now);
-    let rs_api = Api::<ReplicaSet>::namespaced(client.clone(), ns);
     if let Some(rs) = &plan.create {
         match rs_api.create(&PostParams::default(), rs).await {
             Ok(_) => {}

@@ -3,6 +3,7 @@
 
 pub mod deployments;
 pub mod endpoints;
+pub mod gc;
 pub mod nodes;
 pub mod replicasets;
 pub mod scheduler;
@@ -104,4 +105,34 @@ pub fn split_key(key: &str) -> (&str, &str) {
 /// Whether a kube error is a 404 or 409 (the object is gone, or already there).
 pub fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Set an object's owner references, only if it is still the version `meta` was read at
+/// (a concurrent change, e.g. another controller adopting it, wins: the next pass decides
+/// again). Returns whether the write took.
+pub async fn set_owners<K>(
+    api: &Api<K>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    refs: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> kube::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({"metadata": {
+        "ownerReferences": refs,
+        "resourceVersion": meta.resource_version,
+    }});
+    let name = meta.name.as_deref().unwrap_or_default();
+    match api
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(false),
+        Err(e) => Err(e),
+    }
 }

@@ -14,7 +14,7 @@ use super::{is_status, split_key, work, Next};
 use crate::cached::Pod;
 use crate::owner;
 use crate::replicaset;
-use crate::runtime::{enqueue_controller, enqueue_self, Informer, WorkQueue};
+use crate::runtime::{enqueue_adopters, enqueue_controller, enqueue_self, Informer, WorkQueue};
 
 /// Pods we created or deleted and the cache has not shown yet, per ReplicaSet: acting again
 /// before they show would create or delete twice (Kubernetes calls these expectations).
@@ -32,6 +32,9 @@ pub async fn run(client: Client, workers: usize, shared: super::Shared) {
     sets.add_handler(enqueue_self(queue.clone()));
     let pods = shared.pods.clone();
     pods.add_handler(enqueue_controller(queue.clone(), "ReplicaSet"));
+    pods.add_handler(enqueue_adopters(queue.clone(), sets.clone(), |rs| {
+        rs.spec.as_ref().map(|s| &s.selector)
+    }));
     sets.synced().await;
     pods.synced().await;
     let expectations = Arc::new(Mutex::new(Expectations::default()));
@@ -86,13 +89,20 @@ async fn reconcile(
     let mut created = HashSet::new();
     let mut deleted = HashSet::new();
     let mut failure = None;
-    for name in &plan.adopt {
-        let reference = owner::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
-        let patch = json!({"metadata": {"ownerReferences": [reference]}});
-        if let Err(e) = pod_api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
+    for pod in namespace_pods.iter() {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let refs = if plan.adopt.contains(&name) {
+            let reference = owner::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
+            owner::adopted_refs(&pod.metadata, reference)
+        } else if plan.release.contains(&name) {
+            owner::released_refs(
+                &pod.metadata,
+                rs.metadata.uid.as_deref().unwrap_or_default(),
+            )
+        } else {
+            continue;
+        };
+        if let Err(e) = super::set_owners(&pod_api, &pod.metadata, refs).await {
             failure = Some(e);
         }
     }

@@ -289,3 +289,34 @@ where
         }
     }
 }
+
+/// A handler that, for a changed object without a controller, queues every object of
+/// `owners` in its namespace whose selector (from `selector_of`) matches it: an orphan is
+/// news to the controllers that could adopt it.
+pub fn enqueue_adopters<K: Resource, O>(
+    queue: WorkQueue,
+    owners: Arc<Informer<O>>,
+    selector_of: fn(&O) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+) -> impl Fn(Change<'_, K>) + Send + Sync
+where
+    O: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    move |c| {
+        let meta = c.object().meta();
+        if crate::owner::controller_of(meta).is_some() {
+            return;
+        }
+        let labels = meta.labels.clone().unwrap_or_default();
+        let ns = meta.namespace.as_deref().unwrap_or_default();
+        for o in owners.list_namespace(ns) {
+            let matches = selector_of(&o).is_some_and(|s| {
+                (s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                    || s.match_expressions.as_ref().is_some_and(|m| !m.is_empty()))
+                    && crate::selector::matches(s, &labels)
+            });
+            if matches {
+                queue.add(&key_of(&*o));
+            }
+        }
+    }
+}

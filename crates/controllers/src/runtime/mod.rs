@@ -5,6 +5,6 @@ pub mod informer;
 pub mod leader;
 pub mod queue;
 
-pub use informer::{enqueue_controller, enqueue_self, key_of, Change, Informer};
+pub use informer::{enqueue_adopters, enqueue_controller, enqueue_self, key_of, Change, Informer};
 pub use leader::LeaderElection;
 pub use queue::WorkQueue;
