@@ -37,6 +37,41 @@ pub use limits::{WatchLimits, DEFAULT_MAX_WATCHES_PER_USER};
 pub use services::{ServiceRange, DEFAULT_SERVICE_CIDR};
 pub use tls::Credentials;
 
+/// The content types [`decode_body`] tells apart (the fuzz target picks one by its first byte).
+#[doc(hidden)]
+pub const BODY_CONTENT_TYPES: [&str; 5] = [
+    "application/json",
+    "application/yaml",
+    "application/merge-patch+json",
+    "application/json-patch+json",
+    "application/strategic-merge-patch+json",
+];
+
+/// What turns a request body into an object, by `content-type`: a PATCH type applies the body
+/// to a small Pod (as a PATCH request does to the stored object); anything else is the JSON or
+/// YAML decoder of create/update. For the fuzz targets and their corpus replay test; the error
+/// is the status and message a client would get.
+#[doc(hidden)]
+pub fn decode_body(
+    content_type: &str,
+    body: &[u8],
+) -> std::result::Result<serde_json::Value, (u16, String)> {
+    let err = |e: error::ApiError| (e.code, e.message);
+    match patch::PatchType::from_content_type(content_type) {
+        Ok(kind) => {
+            let target = serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i",
+                                         "ports": [{"containerPort": 80}],
+                                         "env": [{"name": "A", "value": "1"}]}]},
+            });
+            patch::apply(kind, &target, body).map_err(err)
+        }
+        Err(_) => rest::decode_body(content_type, body).map_err(err),
+    }
+}
+
 /// How to run the API server.
 #[derive(Debug, Clone)]
 pub struct Config {

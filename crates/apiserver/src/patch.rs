@@ -37,7 +37,9 @@ pub fn apply(kind: PatchType, target: &Value, body: &[u8]) -> ApiResult<Value> {
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch)
                 .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            json_patch::patch(&mut out, &ops).map_err(|e| {
+            // `out` is a copy, dropped on failure, so nothing needs undoing; json_patch::patch
+            // would undo, and its undo panics on some failed moves (found by fuzzing).
+            json_patch::patch_unsafe(&mut out, &ops).map_err(|e| {
                 ApiError::new(422, "Invalid", format!("the JSON patch failed: {e}"))
             })?;
         }
@@ -212,5 +214,20 @@ mod tests {
         assert_eq!(out["a"], 5);
         assert!(apply(PatchType::Json, &t, b"{not json").is_err());
         assert!(PatchType::from_content_type("text/plain").is_err());
+    }
+
+    #[test]
+    fn a_failed_json_patch_is_an_error_not_a_panic() {
+        let target = json!({"metadata": {"labels": {"a": "b"}}});
+        // The first move replaces `metadata` with a label's value; when a later operation
+        // fails, undoing that move means moving `metadata` into its own child, which
+        // json_patch's undo cannot do and panicked on ("unable to undo applied patches").
+        let body = json!([
+            {"op": "move", "from": "/metadata/labels/a", "path": "/metadata"},
+            {"op": "test", "path": "/kind", "value": "Pod"},
+        ]);
+        let err = apply(PatchType::Json, &target, body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.code, 422, "{}", err.message);
+        assert!(err.message.contains("JSON patch failed"), "{}", err.message);
     }
 }

@@ -18,6 +18,8 @@ mod archive;
 mod content;
 mod digest;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gc;
 mod import;
 mod layout;

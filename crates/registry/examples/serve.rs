@@ -6,13 +6,10 @@ fn main() -> anyhow::Result<()> {
     let (Some(addr), Some(root)) = (args.first(), args.get(1)) else {
         anyhow::bail!("usage: serve ADDR ROOT [HTPASSWD]");
     };
-    let config = yun_registry::Config {
-        addr: addr.parse()?,
-        root: root.into(),
-        htpasswd: args.get(2).map(Into::into),
-        tls_cert: None,
-        tls_key: None,
-    };
+    let mut config = yun_registry::Config::new(addr.parse()?, root);
+    config.htpasswd = args.get(2).map(Into::into);
+    // The benchmarks compare with a docker-registry whose deletes are on.
+    config.enable_delete = true;
     // YUN_LOG=debug adds an access log with timings.
     let level = match std::env::var("YUN_LOG").as_deref() {
         Ok("debug") => tracing::Level::DEBUG,

@@ -1,6 +1,6 @@
 //! HTTP Basic authentication against an htpasswd file of bcrypt entries (`htpasswd -B`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -16,7 +16,8 @@ const CACHE_MAX: usize = 1024;
 
 pub struct Htpasswd {
     users: HashMap<String, String>,
-    verified: Mutex<HashSet<[u8; 32]>>,
+    /// Verified credentials (by SHA-256 of user and password) and their user.
+    verified: Mutex<HashMap<[u8; 32], String>>,
 }
 
 impl Htpasswd {
@@ -49,28 +50,24 @@ impl Htpasswd {
         }
         Ok(Htpasswd {
             users,
-            verified: Mutex::new(HashSet::new()),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Whether an `Authorization` header holds valid Basic credentials. Runs bcrypt on the
-    /// blocking pool: it takes milliseconds of CPU.
-    pub async fn check(self: std::sync::Arc<Self>, header: Option<&HeaderValue>) -> bool {
-        let Some((user, password)) = header.and_then(basic_credentials) else {
-            return false;
-        };
+    /// The user whose valid Basic credentials an `Authorization` header holds, if any. Runs
+    /// bcrypt on the blocking pool: it takes milliseconds of CPU.
+    pub async fn check(self: std::sync::Arc<Self>, header: Option<&HeaderValue>) -> Option<String> {
+        let (user, password) = header.and_then(basic_credentials)?;
         let key: [u8; 32] = Sha256::new()
             .chain_update(user.as_bytes())
             .chain_update([0])
             .chain_update(password.as_bytes())
             .finalize()
             .into();
-        if self.verified.lock().unwrap().contains(&key) {
-            return true;
+        if let Some(u) = self.verified.lock().unwrap().get(&key) {
+            return Some(u.clone());
         }
-        let Some(hash) = self.users.get(&user).cloned() else {
-            return false;
-        };
+        let hash = self.users.get(&user).cloned()?;
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
             .await
             .ok()
@@ -81,9 +78,9 @@ impl Htpasswd {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(key);
+            cache.insert(key, user.clone());
         }
-        ok
+        ok.then_some(user)
     }
 }
 
@@ -113,12 +110,19 @@ mod tests {
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
             HeaderValue::from_str(&format!("Basic {token}")).unwrap()
         };
-        assert!(h.clone().check(Some(&header("alice", "secret"))).await);
+        let alice = Some("alice".to_string());
+        assert_eq!(
+            h.clone().check(Some(&header("alice", "secret"))).await,
+            alice
+        );
         // Second time from the cache.
-        assert!(h.clone().check(Some(&header("alice", "secret"))).await);
-        assert!(!h.clone().check(Some(&header("alice", "wrong"))).await);
-        assert!(!h.clone().check(Some(&header("bob", "secret"))).await);
-        assert!(!h.clone().check(None).await);
+        assert_eq!(
+            h.clone().check(Some(&header("alice", "secret"))).await,
+            alice
+        );
+        assert_eq!(h.clone().check(Some(&header("alice", "wrong"))).await, None);
+        assert_eq!(h.clone().check(Some(&header("bob", "secret"))).await, None);
+        assert_eq!(h.clone().check(None).await, None);
         assert!(Htpasswd::parse("alice:{SHA}abc").is_err());
         assert!(Htpasswd::parse("").is_err());
     }

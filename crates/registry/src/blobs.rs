@@ -95,12 +95,20 @@ pub async fn get(
 
 pub async fn delete(state: Shared, name: String, d: Digest) -> ApiResult<Response> {
     let st = state.clone();
-    let digest = d.clone();
-    let removed = blocking(move || st.store.unlink_blob(&name, &digest)).await?;
-    if !removed {
-        return Err(blob_unknown(&d));
+    let (n, dd) = (name.clone(), d.clone());
+    match blocking(move || st.store.unlink_blob(&n, &dd)).await? {
+        Ok(true) => Ok(StatusCode::ACCEPTED.into_response()),
+        Ok(false) => Err(blob_unknown(&d)),
+        Err(manifest) => Err(ApiError::new(
+            Code::Denied,
+            format!(
+                "blob {d} is referenced by manifest {manifest} in repository {name:?}: \
+                 delete the manifest first"
+            ),
+        )
+        .status(StatusCode::CONFLICT)
+        .detail(serde_json::json!({ "digest": d.to_string(), "manifest": manifest.to_string() }))),
     }
-    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 /// Parses a `Range: bytes=…` header against a blob of `size` bytes. `Ok(None)` means serve

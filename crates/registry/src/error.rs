@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 /// The error codes of the OCI distribution spec (plus the ones distribution also uses).
-/// DENIED and TOOMANYREQUESTS complete the spec's table; nothing here refuses or throttles yet.
 #[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {

@@ -1,16 +1,11 @@
 //! An OCI distribution (v1.1) registry server: content-addressed blobs on disk, per-repository
 //! links, tags, resumable chunked uploads, cross-repository mounts, the referrers API,
-//! optional htpasswd (bcrypt) Basic authentication and optional TLS (rustls).
+//! optional htpasswd (bcrypt) Basic authentication and optional TLS (rustls). Deletes are off
+//! unless enabled; open upload sessions are capped per client and swept when idle.
 //!
 //! ```no_run
 //! # async fn f() -> anyhow::Result<()> {
-//! let config = yun_registry::Config {
-//!     addr: "127.0.0.1:5000".parse()?,
-//!     root: "/var/lib/yun-registry".into(),
-//!     htpasswd: None,
-//!     tls_cert: None,
-//!     tls_key: None,
-//! };
+//! let config = yun_registry::Config::new("127.0.0.1:5000".parse()?, "/var/lib/yun-registry");
 //! yun_registry::serve(config).await
 //! # }
 //! ```
@@ -36,12 +31,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::serve::ListenerExt;
+use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use futures::FutureExt;
 use tokio::sync::oneshot;
@@ -62,6 +58,37 @@ pub struct Config {
     /// PEM certificate chain and private key: when both are set, the registry speaks HTTPS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Whether `DELETE` of manifests, tags and blobs is allowed (distribution's
+    /// `storage.delete.enabled`); when not, they answer 405 UNSUPPORTED.
+    pub enable_delete: bool,
+    /// Upload sessions untouched for this long are removed, disk and memory.
+    pub upload_idle_timeout: Duration,
+    /// How many upload sessions one client may hold open: per remote IP, and per user when
+    /// authentication is on. One more is refused with 429 TOOMANYREQUESTS.
+    pub max_uploads_per_client: usize,
+}
+
+/// Distribution keeps abandoned uploads for a week; a client resuming an interrupted push
+/// comes back within seconds, so ten idle minutes are plenty and bound what is held.
+pub const DEFAULT_UPLOAD_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// A client pushes an image's layers in parallel (skopeo and podman use a handful of
+/// connections); a hundred open sessions is far above that and bounds an abusive one.
+pub const DEFAULT_MAX_UPLOADS_PER_CLIENT: usize = 100;
+
+impl Config {
+    /// Plain HTTP, no authentication, deletes off, the default upload limits.
+    pub fn new(addr: SocketAddr, root: impl Into<PathBuf>) -> Config {
+        Config {
+            addr,
+            root: root.into(),
+            htpasswd: None,
+            tls_cert: None,
+            tls_key: None,
+            enable_delete: false,
+            upload_idle_timeout: DEFAULT_UPLOAD_IDLE_TIMEOUT,
+            max_uploads_per_client: DEFAULT_MAX_UPLOADS_PER_CLIENT,
+        }
+    }
 }
 
 /// What every handler shares.
@@ -69,13 +96,64 @@ struct AppState {
     store: store::Store,
     uploads: upload::Uploads,
     auth: Option<Arc<auth::Htpasswd>>,
+    enable_delete: bool,
 }
 
 type Shared = Arc<AppState>;
 
-/// Upload sessions not touched for this long are removed (checked this often).
-const UPLOAD_SWEEP_EVERY: Duration = Duration::from_secs(3600);
-const UPLOAD_MAX_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// Who made a request, for the per-client upload cap: the peer's IP, and the user when
+/// authentication is on (set by the `common` middleware).
+#[derive(Clone, Debug)]
+pub(crate) struct Client {
+    ip: std::net::IpAddr,
+    user: Option<String>,
+}
+
+/// The peer address of a connection, plain or TLS (axum provides `SocketAddr` only for its
+/// own listeners).
+#[derive(Clone, Copy, Debug)]
+struct PeerAddr(SocketAddr);
+
+impl Connected<IncomingStream<'_, tls::TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tls::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, NoDelayListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, NoDelayListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// Plain TCP with Nagle's algorithm off: small responses must not wait for it.
+struct NoDelayListener(tokio::net::TcpListener);
+
+impl Listener for NoDelayListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (stream, addr) = Listener::accept(&mut self.0).await;
+        let _ = stream.set_nodelay(true);
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl Client {
+    /// The keys an upload session counts against.
+    fn keys(&self) -> Vec<String> {
+        let mut keys = vec![format!("ip {}", self.ip)];
+        if let Some(u) = &self.user {
+            keys.push(format!("user {u:?}"));
+        }
+        keys
+    }
+}
 
 type ServeFuture = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
 
@@ -95,14 +173,23 @@ async fn start(
         None => None,
     };
     let root = config.root.clone();
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&root))
+    let idle = config.upload_idle_timeout;
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&root, idle))
         .await?
         .with_context(|| format!("cannot open registry storage {}", config.root.display()))?;
-    let uploads = upload::Uploads::new().context("cannot read /dev/urandom")?;
+    if config.max_uploads_per_client == 0 {
+        return Err(anyhow!("max uploads per client: must be at least 1"));
+    }
+    if config.upload_idle_timeout.is_zero() {
+        return Err(anyhow!("upload idle timeout: must be more than zero"));
+    }
+    let uploads =
+        upload::Uploads::new(config.max_uploads_per_client).context("cannot read /dev/urandom")?;
     let state = Arc::new(AppState {
         store,
         uploads,
         auth,
+        enable_delete: config.enable_delete,
     });
     let app = router(state.clone());
     let tcp = tokio::net::TcpListener::bind(config.addr)
@@ -110,33 +197,27 @@ async fn start(
         .map_err(|e| anyhow!("cannot listen on {}: {e}", config.addr))?;
     let addr = tcp.local_addr()?;
 
+    let app = app.into_make_service_with_connect_info::<PeerAddr>();
     let served: ServeFuture = match tls.clone() {
         Some(cfg) => axum::serve(tls::TlsListener::new(tcp, cfg)?, app)
             .with_graceful_shutdown(shutdown)
             .into_future()
             .boxed(),
-        None => {
-            // Small responses must not wait for Nagle's algorithm.
-            let tcp = tcp.tap_io(|s| {
-                let _ = s.set_nodelay(true);
-            });
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(shutdown)
-                .into_future()
-                .boxed()
-        }
+        None => axum::serve(NoDelayListener(tcp), app)
+            .with_graceful_shutdown(shutdown)
+            .into_future()
+            .boxed(),
     };
+    // Checked ten times per idle period, so a session lives at most 1.1 times the timeout.
+    let idle = config.upload_idle_timeout;
+    let every = (idle / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let sweeper = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(UPLOAD_SWEEP_EVERY);
+        let mut tick = tokio::time::interval(every);
         tick.tick().await; // The first tick is immediate; the store swept on open.
         loop {
             tick.tick().await;
             let st = state.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                st.store.sweep_uploads(UPLOAD_MAX_IDLE);
-                st.uploads.prune(&st.store);
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || st.uploads.sweep(&st.store, idle)).await;
         }
     });
     let fut = async move {
@@ -223,23 +304,37 @@ fn router(state: Shared) -> Router {
         .route("/v2/", get(base))
         .route("/v2", get(base))
         .route("/v2/{*rest}", any(dispatch))
+        // Outside /v2 too, authentication comes before "not found".
+        .fallback(|| async {
+            ApiError::new(Code::Unsupported, "no such endpoint").status(StatusCode::NOT_FOUND)
+        })
         .layer(middleware::from_fn_with_state(state.clone(), common))
         .with_state(state)
 }
 
-/// Authentication and the API version header, for every request.
-async fn common(State(state): State<Shared>, req: Request, next: Next) -> Response {
+/// Authentication and the API version header, for every request (every method and path:
+/// the layer wraps the whole router), and who the client is.
+async fn common(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<PeerAddr>>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0 .0.ip());
+    let mut user = None;
     if let Some(auth) = &state.auth {
-        if !auth
+        match auth
             .clone()
             .check(req.headers().get(header::AUTHORIZATION))
             .await
         {
-            return ApiError::new(Code::Unauthorized, "authentication required")
-                .header(header::WWW_AUTHENTICATE, "Basic realm=\"yun\"")
-                .into_response();
+            Some(u) => user = Some(u),
+            None => {
+                return ApiError::new(Code::Unauthorized, "authentication required")
+                    .header(header::WWW_AUTHENTICATE, "Basic realm=\"yun\"")
+                    .into_response();
+            }
         }
     }
+    req.extensions_mut().insert(Client { ip, user });
     let mut resp = next.run(req).await;
     resp.headers_mut().insert(
         "docker-distribution-api-version",
@@ -344,6 +439,15 @@ async fn route(
         }
     };
     let head = m == Method::HEAD;
+    // Deleting content is off unless enabled, as in distribution. Cancelling one's own upload
+    // session is not deleting content and stays allowed.
+    let deletes_content = matches!(route, Route::Manifest(..) | Route::Blob(..));
+    if m == Method::DELETE && deletes_content && !state.enable_delete {
+        return Err(ApiError::new(
+            Code::Unsupported,
+            "deletes are disabled on this registry (start it with --enable-delete)",
+        ));
+    }
     match route {
         Route::Catalog if m == Method::GET => listing::catalog(state, &query).await,
         Route::Tags(_) if m == Method::GET => listing::tags(state, name, &query).await,
@@ -377,7 +481,8 @@ async fn route(
             }
         }
         Route::UploadStart(_) if m == Method::POST => {
-            upload::start(state, name, &query, body).await
+            let client = parts.extensions.get::<Client>().cloned();
+            upload::start(state, name, &query, client, body).await
         }
         Route::Upload(_, id) => match *m {
             Method::PATCH => upload::patch(state, name, id, h, body).await,

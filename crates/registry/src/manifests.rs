@@ -219,6 +219,8 @@ pub async fn put(
         Reference::Digest(_) => None,
     };
     blocking(move || -> std::io::Result<Result<(), ApiError>> {
+        // No blob delete between the check below and the manifest becoming visible.
+        let _shared = st.store.manifest_put_lock();
         for b in blobs.iter().filter(|b| !b.external) {
             match st.store.linked_blob_size(&n, &b.digest)? {
                 None => return Ok(Err(missing(Code::ManifestBlobUnknown, &b.digest))),

@@ -19,47 +19,55 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use crate::names::{Algorithm, Digest};
 
-/// Upload sessions untouched for this long are removed on start (distribution uses a week;
-/// a day is plenty for a client to resume).
-const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
-
 pub struct Store {
     root: PathBuf,
     tmp_counter: AtomicU64,
+    /// Held shared while a manifest's references are checked and it is stored, exclusively
+    /// while a blob delete checks that no manifest references the blob: neither can slip
+    /// between the other's check and write.
+    references: RwLock<()>,
 }
 
 impl Store {
-    /// Creates the layout under `root` and drops leftovers of an earlier process.
-    pub fn open(root: &Path) -> io::Result<Store> {
+    /// Creates the layout under `root` and drops leftovers of an earlier process, upload
+    /// sessions included when untouched for `upload_idle`.
+    pub fn open(root: &Path, upload_idle: Duration) -> io::Result<Store> {
         for dir in ["blobs", "repositories", "uploads", "tmp"] {
             fs::create_dir_all(root.join(dir))?;
         }
         let store = Store {
             root: root.to_path_buf(),
             tmp_counter: AtomicU64::new(0),
+            references: RwLock::new(()),
         };
         // Temp files belong to requests of a previous process: none can still be in flight.
         for entry in fs::read_dir(root.join("tmp"))? {
             let path = entry?.path();
             let _ = fs::remove_file(&path).or_else(|_| fs::remove_dir_all(&path));
         }
-        store.sweep_uploads(STALE_UPLOAD);
+        store.sweep_uploads(upload_idle, |_| false);
         Ok(store)
     }
 
-    /// Removes upload sessions whose directory was not modified within `max_age`.
-    pub fn sweep_uploads(&self, max_age: Duration) {
+    /// Removes upload sessions whose directory was not modified within `max_age`, except
+    /// those `keep` names (live sessions, whose idle time is kept in memory). Returns how many.
+    pub fn sweep_uploads(&self, max_age: Duration, keep: impl Fn(&str) -> bool) -> usize {
         let Ok(entries) = fs::read_dir(self.root.join("uploads")) else {
-            return;
+            return 0;
         };
         let now = SystemTime::now();
+        let mut removed = 0;
         for entry in entries.flatten() {
+            if keep(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
             let path = entry.path();
             let newest = [path.join("data"), path.clone()]
                 .iter()
@@ -71,9 +79,12 @@ impl Store {
             };
             if stale {
                 tracing::info!("removing stale upload {}", path.display());
-                let _ = fs::remove_dir_all(&path);
+                if fs::remove_dir_all(&path).is_ok() {
+                    removed += 1;
+                }
             }
         }
+        removed
     }
 
     /// A fresh path in `tmp/` on the store's file system (so a rename into place is atomic).
@@ -156,9 +167,48 @@ impl Store {
         with_parent(&link, |p| fs::File::create(p).map(drop))
     }
 
+    /// Taken (shared) around checking a manifest's blobs and storing it.
+    pub fn manifest_put_lock(&self) -> RwLockReadGuard<'_, ()> {
+        self.references.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Removes the repository's link to a blob; the content stays for other repositories.
-    pub fn unlink_blob(&self, name: &str, d: &Digest) -> io::Result<bool> {
-        remove_if_exists(&self.layer_link(name, d))
+    /// A blob that a manifest of the repository references as its config or a layer is kept:
+    /// `Err` names that manifest (deleting it first frees the blob).
+    pub fn unlink_blob(&self, name: &str, d: &Digest) -> io::Result<Result<bool, Digest>> {
+        let _exclusive = self.references.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = self.manifest_referencing(name, d)? {
+            return Ok(Err(m));
+        }
+        Ok(Ok(remove_if_exists(&self.layer_link(name, d))?))
+    }
+
+    /// The first manifest (by digest) of `name` whose config or layers name blob `d`.
+    fn manifest_referencing(&self, name: &str, d: &Digest) -> io::Result<Option<Digest>> {
+        let want = d.to_string();
+        let mut found = Vec::new();
+        let revisions = self.repo(name).join("_manifests/revisions");
+        for alg in read_dir_names(&revisions)? {
+            for hex in read_dir_names(&revisions.join(&alg))? {
+                let Ok(m) = Digest::parse(&format!("{alg}:{hex}")) else {
+                    continue;
+                };
+                let Ok(bytes) = fs::read(self.blob_path(&m)) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+                    continue;
+                };
+                let config = v["config"]["digest"].as_str();
+                let layers = v["layers"].as_array().into_iter().flatten();
+                let layer_digests = layers.filter_map(|l| l["digest"].as_str());
+                if config.into_iter().chain(layer_digests).any(|x| x == want) {
+                    found.push(m);
+                }
+            }
+        }
+        found.sort();
+        Ok(found.into_iter().next())
     }
 
     /// Moves a verified temp file into the content store, or drops it when the same content
@@ -385,6 +435,20 @@ fn with_parent(path: &Path, op: impl Fn(&Path) -> io::Result<()>) -> io::Result<
         }
         other => other,
     }
+}
+
+/// The entry names of a directory; none when it does not exist.
+fn read_dir_names(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<bool> {

@@ -4,11 +4,16 @@
 //! A session is a directory `uploads/<id>/` holding the repository name and the data so far.
 //! The running SHA-256 lives in memory; after a restart it is gone and the data is re-hashed
 //! at the final `PUT`, so sessions survive restarts.
+//!
+//! Sessions cost disk and memory until finished, so each client (remote IP, and user when
+//! authentication is on) may hold only so many open at once, and idle ones are swept.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,12 +25,14 @@ use crate::http::{blocking, set, upload_range, Query};
 use crate::names::{check_name, Algorithm, Digest};
 use crate::store::Store;
 use crate::stream::{body_to_file, BodyError, Written};
-use crate::Shared;
+use crate::{Client, Shared};
 
-/// One upload in progress: its repository, and its state, locked for the whole of a request
-/// on it so chunks of one upload are applied one at a time, in order.
+/// One upload in progress: its repository, the client keys it counts against (none for a
+/// session found on disk after a restart), and its state, locked for the whole of a request on
+/// it so chunks of one upload are applied one at a time, in order.
 struct SessionEntry {
     repo: String,
+    owners: Vec<String>,
     state: tokio::sync::Mutex<Session>,
 }
 
@@ -33,26 +40,72 @@ struct Session {
     size: u64,
     /// SHA-256 of the data's `size` bytes, if known (not after a restart).
     hasher: Option<Sha256>,
-    /// Set when the session was completed or cancelled while a request waited for the lock.
+    /// Set when the session was completed, cancelled or swept while a request waited for
+    /// the lock.
     gone: bool,
+    /// When a request on it last finished (the idle sweep's clock).
+    touched: Instant,
+}
+
+impl Session {
+    fn new(size: u64, hasher: Option<Sha256>) -> Session {
+        Session {
+            size,
+            hasher,
+            gone: false,
+            touched: Instant::now(),
+        }
+    }
 }
 
 type SessionRef = Arc<SessionEntry>;
 
-/// The live sessions, and the source of unguessable session ids.
+/// The sessions in memory and how many each client key holds.
+#[derive(Default)]
+struct Open {
+    sessions: HashMap<String, SessionRef>,
+    per_client: HashMap<String, usize>,
+}
+
+impl Open {
+    fn insert(&mut self, id: String, s: SessionRef) {
+        for k in &s.owners {
+            *self.per_client.entry(k.clone()).or_default() += 1;
+        }
+        self.sessions.insert(id, s);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(s) = self.sessions.remove(id) else {
+            return;
+        };
+        for k in &s.owners {
+            if let Entry::Occupied(mut e) = self.per_client.entry(k.clone()) {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
+    }
+}
+
+/// The live sessions, the per-client limit, and the source of unguessable session ids.
 pub struct Uploads {
-    sessions: Mutex<HashMap<String, SessionRef>>,
+    open: Mutex<Open>,
+    max_per_client: usize,
     seed: [u8; 32],
     counter: AtomicU64,
 }
 
 impl Uploads {
-    pub fn new() -> std::io::Result<Uploads> {
+    pub fn new(max_per_client: usize) -> std::io::Result<Uploads> {
         use std::io::Read;
         let mut seed = [0u8; 32];
         File::open("/dev/urandom")?.read_exact(&mut seed)?;
         Ok(Uploads {
-            sessions: Mutex::new(HashMap::new()),
+            open: Mutex::new(Open::default()),
+            max_per_client,
             seed,
             counter: AtomicU64::new(0),
         })
@@ -77,15 +130,51 @@ impl Uploads {
     }
 
     fn forget(&self, id: &str) {
-        self.sessions.lock().unwrap().remove(id);
+        self.open.lock().unwrap().remove(id);
     }
 
-    /// Drops sessions whose directory is gone (swept as stale, see `Store::sweep_uploads`).
-    pub fn prune(&self, store: &Store) {
-        self.sessions
-            .lock()
-            .unwrap()
-            .retain(|id, _| store.upload_dir(id).exists());
+    /// Removes sessions idle for longer than `idle`, their directories and their memory, and
+    /// then session directories on disk that no live session owns and that were not modified
+    /// within `idle` (left by an earlier process). A session a request holds is not idle.
+    /// Blocks: runs on the blocking pool.
+    pub fn sweep(&self, store: &Store, idle: Duration) -> usize {
+        let now = Instant::now();
+        let candidates: Vec<(String, SessionRef)> = {
+            let open = self.open.lock().unwrap();
+            open.sessions
+                .iter()
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect()
+        };
+        let mut swept = 0;
+        for (id, s) in candidates {
+            let Ok(mut st) = s.state.try_lock() else {
+                continue;
+            };
+            if st.gone || now.duration_since(st.touched) < idle {
+                continue;
+            }
+            // A request that already holds this entry finds it gone once it gets the lock.
+            st.gone = true;
+            if let Err(e) = fs::remove_dir_all(store.upload_dir(&id)) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("removing idle upload {id}: {e}");
+                }
+            }
+            self.forget(&id);
+            tracing::info!("removed upload {id}, idle for {:?}", now - st.touched);
+            swept += 1;
+        }
+        let live: HashSet<String> = {
+            let mut open = self.open.lock().unwrap();
+            if swept > 0 {
+                // After a burst of sessions the maps would keep their peak capacity.
+                open.sessions.shrink_to_fit();
+                open.per_client.shrink_to_fit();
+            }
+            open.sessions.keys().cloned().collect()
+        };
+        swept + store.sweep_uploads(idle, |id| live.contains(id))
     }
 }
 
@@ -102,7 +191,7 @@ async fn session(state: &Shared, name: &str, id: &str) -> ApiResult<SessionRef> 
     if !valid_id(id) {
         return Err(upload_unknown(id));
     }
-    let existing = state.uploads.sessions.lock().unwrap().get(id).cloned();
+    let existing = state.uploads.open.lock().unwrap().sessions.get(id).cloned();
     let session = match existing {
         Some(s) => s,
         None => {
@@ -122,14 +211,17 @@ async fn session(state: &Shared, name: &str, id: &str) -> ApiResult<SessionRef> 
             };
             let s = Arc::new(SessionEntry {
                 repo,
-                state: tokio::sync::Mutex::new(Session {
-                    size,
-                    hasher: (size == 0).then(Sha256::new),
-                    gone: false,
-                }),
+                owners: Vec::new(),
+                state: tokio::sync::Mutex::new(Session::new(size, (size == 0).then(Sha256::new))),
             });
-            let mut map = state.uploads.sessions.lock().unwrap();
-            map.entry(id.to_string()).or_insert(s).clone()
+            let mut open = state.uploads.open.lock().unwrap();
+            match open.sessions.get(id) {
+                Some(existing) => existing.clone(),
+                None => {
+                    open.insert(id.to_string(), s.clone());
+                    s
+                }
+            }
         }
     };
     if session.repo != name {
@@ -175,7 +267,13 @@ fn body_error(e: BodyError) -> ApiError {
 }
 
 /// `POST /v2/<name>/blobs/uploads/`
-pub async fn start(state: Shared, name: String, query: &Query, body: Body) -> ApiResult<Response> {
+pub async fn start(
+    state: Shared,
+    name: String,
+    query: &Query,
+    client: Option<Client>,
+    body: Body,
+) -> ApiResult<Response> {
     if let (Some(mount), Some(from)) = (query.get("mount"), query.get("from")) {
         let d = Digest::parse(mount)?;
         check_name(from)?;
@@ -197,29 +295,49 @@ pub async fn start(state: Shared, name: String, query: &Query, body: Body) -> Ap
         return monolithic(state, name, d, body).await;
     }
 
+    // The session is counted (and so the client's limit checked) before anything is written.
     let id = state.uploads.new_id();
-    let dir = state.store.upload_dir(&id);
-    let repo = name.clone();
-    blocking(move || {
-        fs::create_dir(&dir)?;
-        fs::write(dir.join("repo"), &repo)?;
-        File::create(dir.join("data")).map(drop)
-    })
-    .await?;
     let session = Arc::new(SessionEntry {
         repo: name.clone(),
-        state: tokio::sync::Mutex::new(Session {
-            size: 0,
-            hasher: Some(Sha256::new()),
-            gone: false,
-        }),
+        owners: client.map(|c| c.keys()).unwrap_or_default(),
+        state: tokio::sync::Mutex::new(Session::new(0, Some(Sha256::new()))),
     });
-    state
-        .uploads
-        .sessions
-        .lock()
-        .unwrap()
-        .insert(id.clone(), session);
+    {
+        let mut open = state.uploads.open.lock().unwrap();
+        let max = state.uploads.max_per_client;
+        for key in &session.owners {
+            let held = open.per_client.get(key).copied().unwrap_or(0);
+            if held >= max {
+                return Err(ApiError::new(
+                    Code::TooManyRequests,
+                    format!(
+                        "client {key} already holds {held} open upload sessions, the most \
+                         allowed: finish or cancel one (idle ones expire)"
+                    ),
+                )
+                .detail(serde_json::json!({ "client": key, "open": held, "limit": max })));
+            }
+        }
+        open.insert(id.clone(), session);
+    }
+    let dir = state.store.upload_dir(&id);
+    let repo = name.clone();
+    let created_dir = blocking(move || {
+        let r = (|| {
+            fs::create_dir(&dir)?;
+            fs::write(dir.join("repo"), &repo)?;
+            File::create(dir.join("data")).map(drop)
+        })();
+        if r.is_err() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        r
+    })
+    .await;
+    if let Err(e) = created_dir {
+        state.uploads.forget(&id);
+        return Err(e);
+    }
     Ok(accepted(&name, &id, 0, StatusCode::ACCEPTED))
 }
 
@@ -341,7 +459,9 @@ pub async fn patch(
 ) -> ApiResult<Response> {
     let session = session(&state, &name, &id).await?;
     let mut s = locked(&session, &id).await?;
-    append(&state, &name, &id, &mut s, headers, body).await?;
+    let appended = append(&state, &name, &id, &mut s, headers, body).await;
+    s.touched = Instant::now();
+    appended?;
     Ok(accepted(&name, &id, s.size, StatusCode::ACCEPTED))
 }
 
@@ -385,7 +505,8 @@ pub async fn finish(
 /// `GET /v2/<name>/blobs/uploads/<id>` — where to resume.
 pub async fn status(state: Shared, name: String, id: String) -> ApiResult<Response> {
     let session = session(&state, &name, &id).await?;
-    let s = locked(&session, &id).await?;
+    let mut s = locked(&session, &id).await?;
+    s.touched = Instant::now();
     Ok(accepted(&name, &id, s.size, StatusCode::NO_CONTENT))
 }
 

@@ -75,6 +75,27 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle> {
     Ok(Bundle { dir, rootfs, spec })
 }
 
+/// Loads a bundle whose `config.json` holds `data` (beside an empty `rootfs/`), as `create`
+/// does: the entry of the `runtime_config` fuzz target and its corpus replay test. The bundle
+/// lives in a temp dir named `yun-fuzz-config-*`, removed before returning.
+#[doc(hidden)]
+pub fn fuzz_load_bundle(data: &[u8]) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "yun-fuzz-config-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        std::fs::create_dir_all(dir.join("rootfs"))?;
+        std::fs::write(dir.join("config.json"), data)?;
+        load_bundle(&dir).map(drop)
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// Check the parts of the spec that do not depend on cgroups or seccomp (those modules validate
 /// their own sections). Returns the absolute rootfs path.
 pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {

@@ -83,6 +83,16 @@ enum RegistryCmd {
         tls_cert: Option<PathBuf>,
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Allow DELETE of manifests, tags and blobs (off: 405 UNSUPPORTED, as distribution).
+        #[arg(long)]
+        enable_delete: bool,
+        /// Remove upload sessions idle this long (e.g. 10m, 90s).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        upload_idle_timeout: std::time::Duration,
+        /// Open upload sessions allowed per client (remote IP, and user with --htpasswd).
+        #[arg(long, default_value_t = yun_registry::DEFAULT_MAX_UPLOADS_PER_CLIENT as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        max_uploads_per_client: u64,
     },
 }
 
@@ -134,6 +144,9 @@ fn run(cli: Yun) -> Result<i32> {
                     htpasswd,
                     tls_cert,
                     tls_key,
+                    enable_delete,
+                    upload_idle_timeout,
+                    max_uploads_per_client,
                 },
         } => {
             let scheme = if tls_cert.is_some() { "https" } else { "http" };
@@ -142,11 +155,13 @@ fn run(cli: Yun) -> Result<i32> {
                 root.display()
             );
             let config = yun_registry::Config {
-                addr,
-                root,
                 htpasswd,
                 tls_cert,
                 tls_key,
+                enable_delete,
+                upload_idle_timeout,
+                max_uploads_per_client: max_uploads_per_client as usize,
+                ..yun_registry::Config::new(addr, root)
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(yun_registry::serve(config))?;

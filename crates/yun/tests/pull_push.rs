@@ -285,6 +285,10 @@ struct YunRegistry {
 
 impl YunRegistry {
     fn start(tag: &str, htpasswd: Option<(&str, &str)>) -> YunRegistry {
+        YunRegistry::start_with(tag, htpasswd, &[])
+    }
+
+    fn start_with(tag: &str, htpasswd: Option<(&str, &str)>, extra: &[&str]) -> YunRegistry {
         let dir = PathBuf::from(format!("/tmp/yun-test-yreg-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -292,7 +296,8 @@ impl YunRegistry {
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(YUN);
         cmd.args(["registry", "serve", "--addr", &addr, "--root"])
-            .arg(dir.join("data"));
+            .arg(dir.join("data"))
+            .args(extra);
         if let Some((user, pass)) = htpasswd {
             let file = dir.join("htpasswd");
             let ok = Command::new("htpasswd")
@@ -358,4 +363,77 @@ fn bad_layers_are_refused_by_pull_and_leave_nothing() {
         assert_eq!(d.ok(&["images", "-q"]), "", "{case}");
         assert_nothing_stored(&d.0);
     }
+}
+
+/// curl's HTTP status and body for `METHOD URL`.
+fn curl(method: &str, url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method, url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {method} {url}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn registry_serve_delete_and_upload_flags() {
+    let none = format!("sha256:{}", "0".repeat(64));
+    let reg = YunRegistry::start_with(
+        "flags",
+        None,
+        &[
+            "--max-uploads-per-client",
+            "1",
+            "--upload-idle-timeout",
+            "1s",
+        ],
+    );
+    let base = format!("http://{}/v2/yun-test/x", reg.addr);
+    // Deletes are off by default, as in distribution.
+    let (status, body) = curl("DELETE", &format!("{base}/manifests/{none}"));
+    assert_eq!(status, 405, "{body}");
+    assert!(
+        body.contains("UNSUPPORTED") && body.contains("--enable-delete"),
+        "{body}"
+    );
+    // One open upload session per client, and an idle one is gone after about a second.
+    assert_eq!(curl("POST", &format!("{base}/blobs/uploads/")).0, 202);
+    let (status, body) = curl("POST", &format!("{base}/blobs/uploads/"));
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("TOOMANYREQUESTS"), "{body}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while curl("POST", &format!("{base}/blobs/uploads/")).0 != 202 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle upload was not swept"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(reg);
+
+    // With --enable-delete the delete is tried: the manifest is merely unknown.
+    let reg = YunRegistry::start_with("flags-del", None, &["--enable-delete"]);
+    let base = format!("http://{}/v2/yun-test/x", reg.addr);
+    let (status, body) = curl("DELETE", &format!("{base}/manifests/{none}"));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("MANIFEST_UNKNOWN"), "{body}");
+
+    // A limit of zero is refused with one line naming the flag.
+    let out = Command::new(YUN)
+        .args([
+            "registry",
+            "serve",
+            "--root",
+            "/tmp/yun-test-never",
+            "--max-uploads-per-client",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-uploads-per-client"), "{err}");
+    assert!(!std::path::Path::new("/tmp/yun-test-never").exists());
 }

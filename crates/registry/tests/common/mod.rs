@@ -72,14 +72,11 @@ impl Drop for Registry {
     }
 }
 
+/// A loopback registry on a free port; deletes on, as the protocol tests exercise them.
 pub fn config(root: &Path) -> yun_registry::Config {
-    yun_registry::Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        root: root.to_path_buf(),
-        htpasswd: None,
-        tls_cert: None,
-        tls_key: None,
-    }
+    let mut c = yun_registry::Config::new("127.0.0.1:0".parse().unwrap(), root);
+    c.enable_delete = true;
+    c
 }
 
 #[derive(Debug)]

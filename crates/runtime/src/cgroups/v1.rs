@@ -52,7 +52,14 @@ pub fn will_have_file(h: &HierarchyState, file: &str) -> bool {
     let mut dir: &Path = &h.dir;
     loop {
         if dir != h.mountpoint && dir.is_dir() {
-            return dir.join(file).exists();
+            if dir.join(file).exists() {
+                return true;
+            }
+            // Still there: the file is really missing. Gone meanwhile (a concurrent delete
+            // pruned an empty parent such as /yun): ask further up, as if it never existed.
+            if dir.is_dir() {
+                return false;
+            }
         }
         match dir.parent() {
             Some(p) if p.starts_with(&h.mountpoint) && dir != h.mountpoint => dir = p,
