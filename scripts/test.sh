@@ -8,4 +8,7 @@ baseline=$(mktemp /tmp/yun-leak-baseline.XXXXXX)
 trap 'rm -f "$baseline"' EXIT
 ./scripts/check-leaks.sh --baseline "$baseline"
 cargo test --workspace --locked
+# Fuzz smoke runs: every libFuzzer target for 10 s from its committed corpus (the corpora are
+# also replayed by plain tests above).
+./scripts/fuzz.sh 10
 ./scripts/check-leaks.sh --since "$baseline"

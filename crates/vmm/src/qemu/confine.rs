@@ -1,7 +1,7 @@
 //! What QEMU may do: every QEMU yun starts runs under QEMU's seccomp sandbox, without any
 //! capability, and is handed the few privileged things it needs (taps, the saved state of a
 //! restore, a run's monitor) as open fds instead of opening them itself. See
-//! docs/security-vmm.md.
+//! docs/security.md (VMs).
 
 use std::fs::OpenOptions;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
