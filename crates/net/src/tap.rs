@@ -1,7 +1,7 @@
 //! Persistent tap devices, the host end of a VM's virtio-net.
 
 use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use crate::{check_ifname, Error, Ipv4Cidr, Netlink, Result};
 
@@ -19,10 +19,9 @@ struct IfReq {
 nix::ioctl_write_int!(tun_set_iff, b'T', 202);
 nix::ioctl_write_int!(tun_set_persist, b'T', 203);
 
-/// Create a persistent tap called `name` (it outlives this process until [`delete`]) and, when
-/// `bridge` is given, attach it to that bridge; the tap is brought up. QEMU opens it by name
-/// (`-netdev tap,ifname=NAME,script=no,downscript=no`).
-pub fn create(name: &str, bridge: Option<&str>) -> Result<()> {
+/// Attach to tap `name` (creating it when missing, as TUNSETIFF does): the fd that moves its
+/// frames. QEMU gets such an fd (`-netdev tap,fd=N`) so that it needs no CAP_NET_ADMIN.
+pub fn open(name: &str) -> Result<OwnedFd> {
     check_ifname(name)?;
     let tun = OpenOptions::new()
         .read(true)
@@ -38,7 +37,14 @@ pub fn create(name: &str, bridge: Option<&str>) -> Result<()> {
     // SAFETY: TUNSETIFF reads (and may write back) one ifreq, which `req` is, laid out as the
     // kernel's struct ifreq (16-byte name, then the flags in a 24-byte union).
     unsafe { tun_set_iff(tun.as_raw_fd(), &mut req as *mut IfReq as u64) }
-        .map_err(|e| Error::Io(format!("creating tap {name}"), e.into()))?;
+        .map_err(|e| Error::Io(format!("attaching to tap {name}"), e.into()))?;
+    Ok(OwnedFd::from(tun))
+}
+
+/// Create a persistent tap called `name` (it outlives this process until [`delete`]) and, when
+/// `bridge` is given, attach it to that bridge; the tap is brought up.
+pub fn create(name: &str, bridge: Option<&str>) -> Result<()> {
+    let tun = open(name)?;
     // SAFETY: TUNSETPERSIST takes an integer argument on the tun fd configured above.
     unsafe { tun_set_persist(tun.as_raw_fd(), 1) }
         .map_err(|e| Error::Io(format!("making tap {name} persistent"), e.into()))?;

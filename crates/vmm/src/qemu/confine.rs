@@ -3,8 +3,7 @@
 //! restore, a run's monitor) as open fds instead of opening them itself. See
 //! docs/security.md (VMs).
 
-use std::fs::OpenOptions;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
@@ -103,38 +102,8 @@ unsafe fn drop_capabilities() -> std::io::Result<()> {
 /// Open tap `name` (it must exist) the way QEMU would, for handing over as `-netdev tap,fd=`:
 /// QEMU itself, without CAP_NET_ADMIN, could not attach to it.
 pub(crate) fn open_tap(name: &str) -> Result<OwnedFd> {
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-    const IFF_TAP: libc::c_short = 0x0002;
-    const IFF_NO_PI: libc::c_short = 0x1000;
-    const IFF_VNET_HDR: libc::c_short = 0x4000;
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; libc::IFNAMSIZ],
-        flags: libc::c_short,
-        _pad: [u8; 22],
+    if !std::path::Path::new("/sys/class/net").join(name).exists() {
+        return Err(anyhow!("tap {name}: no such interface"));
     }
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        return Err(anyhow!("tap {name:?}: not an interface name"));
-    }
-    let tun = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .map_err(|e| anyhow!("tap {name}: open /dev/net/tun: {e}"))?;
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
-        _pad: [0; 22],
-    };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: TUNSETIFF reads (and may write back) one struct ifreq, which `req` is laid out
-    // as (16-byte name, then the flags in a 24-byte union), on an fd we own.
-    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) };
-    if rc != 0 {
-        return Err(anyhow!(
-            "tap {name}: cannot attach: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(OwnedFd::from(tun))
+    yun_net::tap::open(name).map_err(|e| anyhow!("tap {name}: cannot attach: {e}"))
 }
