@@ -58,7 +58,13 @@ pub async fn run(store: Arc<dyn Store>, ttl: Duration) {
 
 /// Delete every Event last written more than `ttl` ago; returns how many went.
 pub async fn sweep(store: &dyn Store, ttl: Duration) -> anyhow::Result<usize> {
-    let cutoff = k8s_openapi::jiff::Timestamp::now().as_millisecond() - ttl.as_millis() as i64;
+    // From the system clock, not jiff's `Timestamp::now` (that needs jiff's `std` feature,
+    // which this crate's own dependencies do not turn on).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let cutoff = now_ms - ttl.as_millis() as i64;
     let mut deleted = 0;
     let mut req = RangeRequest {
         prefix: PREFIX.into(),
