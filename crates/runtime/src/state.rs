@@ -135,7 +135,17 @@ impl ContainerState {
     pub fn save(&self, root: &Path) -> Result<()> {
         let d = dir(root, &self.id);
         let tmp = d.join(".state.json.tmp");
-        let mut f = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        // Root's alone: the state holds the whole config (env, hooks, mounts).
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("create {}", tmp.display()))?
+        };
         f.write_all(&serde_json::to_vec(self)?)?;
         f.sync_all()?;
         fs::rename(&tmp, d.join(STATE_FILE)).context("rename state file")?;

@@ -607,3 +607,26 @@ fn a_config_bigger_than_a_socket_buffer_still_creates() {
         1 << 20
     );
 }
+
+/// A container's state (it holds the whole config) is root's alone; the root yunc makes can be
+/// traversed (the container's user reaches its fifo) but not listed.
+#[test]
+fn state_files_are_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("statemode");
+    let b = env.bundle("b", &["sleep", "30"], |_| {});
+    let id = env.id("c");
+    // The waiting init holds create's stdio: let it go nowhere.
+    assert!(env.yunc_detached(&["create", "-b", b.to_str().unwrap(), &id]));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&env.root), 0o711);
+    let state = env.root.join(&id).join("state.json");
+    assert_eq!(mode(&state), 0o600);
+    let as_nobody = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!as_nobody.status.success(), "nobody read the state");
+    let _ = env.yunc(&["delete", "-f", &id]);
+}

@@ -8,7 +8,7 @@ mod ops;
 mod wait;
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -304,7 +304,12 @@ impl Runtime {
     }
 
     fn make_state_dir(&self, id: &str) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.root)
+        // A root yunc makes is 0711, as runc's: a container's user can reach its own fifo by
+        // name but cannot list the containers; an existing root keeps its mode.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.root)
             .with_context(|| format!("--root {}", self.root.display()))?;
         let dir = state::dir(&self.root, id);
         match std::fs::create_dir(&dir) {
