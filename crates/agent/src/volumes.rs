@@ -180,7 +180,7 @@ pub fn unmount_under(dir: &Path) -> Result<()> {
     let mut points: Vec<PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .map(yun_runtime::rootfs::mountinfo::unescape)
         .filter(|p| p.starts_with(dir) && p != dir)
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -189,30 +189,6 @@ pub fn unmount_under(dir: &Path) -> Result<()> {
             .with_context(|| format!("unmounting {}", p.display()))?;
     }
     Ok(())
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape_mountinfo(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest
-            .get(i + 1..i + 4)
-            .and_then(|o| u8::from_str_radix(o, 8).ok());
-        match code {
-            Some(c) => {
-                out.push(c as char);
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 fn check_volume_name(name: &str) -> Result<()> {

@@ -83,32 +83,12 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
                 .map(str::to_string)
                 .collect();
             Some(MountEntry {
-                mountpoint: PathBuf::from(unescape_octal(mountpoint)),
+                mountpoint: crate::rootfs::mountinfo::unescape(mountpoint),
                 fstype,
                 super_options,
             })
         })
         .collect()
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
-            if let Ok(v) = u8::from_str_radix(digits, 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Controllers the kernel knows (first column of /proc/cgroups), to tell controller names apart

@@ -5,6 +5,7 @@
 
 pub mod copy;
 pub mod devices;
+pub mod mountinfo;
 pub mod mounts;
 pub mod path;
 pub mod propagation;

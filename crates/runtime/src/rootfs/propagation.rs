@@ -112,7 +112,7 @@ pub fn host_mount_is_shared(path: &Path) -> Result<bool> {
     for line in info.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         let Some(mp) = fields.get(4) else { continue };
-        let mp = unescape(mp);
+        let mp = super::mountinfo::unescape(mp);
         // The last matching line is the topmost of mounts stacked on one point.
         if path.starts_with(&mp)
             && best
@@ -127,33 +127,4 @@ pub fn host_mount_is_shared(path: &Path) -> Result<bool> {
         }
     }
     Ok(best.is_some_and(|(_, shared)| shared))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unescape_mountinfo() {
-        assert_eq!(super::unescape("/a\\040b"), std::path::Path::new("/a b"));
-        assert_eq!(super::unescape("/plain"), std::path::Path::new("/plain"));
-    }
 }
