@@ -51,15 +51,11 @@ fn inherited_cpuset(dir: &Path, mountpoint: &Path, file: &str) -> Result<String>
 pub fn will_have_file(h: &HierarchyState, file: &str) -> bool {
     let mut dir: &Path = &h.dir;
     loop {
-        if dir != h.mountpoint && dir.is_dir() {
-            if dir.join(file).exists() {
-                return true;
-            }
-            // Still there: the file is really missing. Gone meanwhile (a concurrent delete
-            // pruned an empty parent such as /yun): ask further up, as if it never existed.
-            if dir.is_dir() {
-                return false;
-            }
+        // Missing here: ask further up rather than answer. A concurrent delete may be
+        // removing this directory (a shared parent such as /yun, whose files go before the
+        // directory does); a file the controller really lacks is missing above too.
+        if dir != h.mountpoint && dir.is_dir() && dir.join(file).exists() {
+            return true;
         }
         match dir.parent() {
             Some(p) if p.starts_with(&h.mountpoint) && dir != h.mountpoint => dir = p,
