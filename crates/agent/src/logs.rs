@@ -3,7 +3,6 @@
 //! &sinceSeconds=&sinceTime=&timestamps=&limitBytes=, with the cluster's bearer token. The
 //! container's log is in the CRI format (yun_engine::ctrlog), so every line has its time.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,6 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 
 use yun_engine::ctrlog::{Decoder, LogOptions, FOLLOW_INTERVAL};
+use yun_engine::logfile::LogFollower;
 
 use crate::PodRuntime;
 
@@ -123,15 +123,17 @@ async fn logs(
         Ok(o) => o,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{}: {e}", path.display()),
-            )
-        }
+    // The current file only, as a kubelet serves it: rotation bounds what is read here.
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut log = LogFollower::open(&path)?;
+        let data = log.read_new()?;
+        Ok::<_, std::io::Error>((log, data))
+    })
+    .await;
+    let (log, data) = match opened {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("log: {e}")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let follow = q.follow == Some(true) && !previous;
     let running = {
@@ -144,56 +146,55 @@ async fn logs(
         return (StatusCode::OK, first).into_response();
     }
     // Follow: what is there, then whatever the container writes until it exits.
-    let offset = data.len() as u64;
-    let stream = async_stream(path, offset, first, decoder, running);
+    let stream = async_stream(log, first, decoder, running);
     Response::new(Body::from_stream(stream))
 }
 
-/// Chunks of a growing file from `offset` on, after `first`, decoded, until `running()` says
-/// the writer is gone and everything is read (or the byte limit is reached).
+/// What the container writes to its log after `first`, decoded, until `running()` says the
+/// writer is gone and everything is read (or the byte limit is reached).
 fn async_stream(
-    path: std::path::PathBuf,
-    offset: u64,
+    log: LogFollower,
     first: Vec<u8>,
     decoder: Decoder,
     running: impl Fn() -> bool + Send + Sync + 'static,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send {
     let running = Arc::new(running);
     futures::stream::unfold(
-        (Some(first), offset, false, decoder),
-        move |(first, offset, done, mut decoder)| {
-            let (path, running) = (path.clone(), running.clone());
+        (Some(first), Some(log), decoder),
+        move |(first, log, mut decoder)| {
+            let running = running.clone();
             async move {
                 if let Some(f) = first {
-                    return Some((Ok(f), (None, offset, false, decoder)));
+                    return Some((Ok(f), (None, log, decoder)));
                 }
-                if done || decoder.exhausted() {
+                let mut log = log?;
+                if decoder.exhausted() {
                     return None;
                 }
                 loop {
-                    let (path2, running2) = (path.clone(), running.clone());
-                    let read =
-                        tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, bool)> {
-                            let alive = running2();
-                            let mut f = std::fs::File::open(&path2)?;
-                            f.seek(SeekFrom::Start(offset))?;
-                            let mut buf = Vec::new();
-                            f.read_to_end(&mut buf)?;
-                            Ok((buf, alive))
-                        })
-                        .await;
-                    match read {
-                        Ok(Ok((buf, alive))) if !buf.is_empty() || !alive => {
-                            let next = offset + buf.len() as u64;
+                    let running2 = running.clone();
+                    let read = tokio::task::spawn_blocking(move || {
+                        // Look at the writer first: what it wrote before it ended is read now.
+                        let alive = running2();
+                        let chunk = log.read_new();
+                        (log, chunk, alive)
+                    })
+                    .await;
+                    let Ok((back, chunk, alive)) = read else {
+                        return None;
+                    };
+                    log = back;
+                    match chunk {
+                        Ok(buf) if !buf.is_empty() || !alive => {
                             let mut out = decoder.more(&buf);
                             if !alive {
                                 out.extend(decoder.end());
+                                return Some((Ok(out), (None, None, decoder)));
                             }
-                            return Some((Ok(out), (None, next, !alive, decoder)));
+                            return Some((Ok(out), (None, Some(log), decoder)));
                         }
-                        Ok(Ok(_)) => tokio::time::sleep(FOLLOW_INTERVAL).await,
-                        Ok(Err(e)) => return Some((Err(e), (None, offset, true, decoder))),
-                        Err(_) => return None,
+                        Ok(_) => tokio::time::sleep(FOLLOW_INTERVAL).await,
+                        Err(e) => return Some((Err(e), (None, None, decoder))),
                     }
                 }
             }

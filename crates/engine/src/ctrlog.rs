@@ -8,12 +8,12 @@
 //! the container's stdout and stderr pipes) writes the records. Logs written before this
 //! format (raw output) still read back: a line that is not a record is taken as content.
 
-use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
+
+use crate::logfile::LogWriter;
 
 /// The longest record content; longer lines are split into `P` records (the CRI's 16 KiB).
 pub const MAX_RECORD: usize = 16 * 1024;
@@ -178,7 +178,7 @@ impl Decoder {
 /// pipes is gone: it exits when both pipes are closed, after writing the last record).
 ///
 /// The caller must be single-threaded (the container monitor is).
-pub fn spawn_logger(log: File) -> Result<(OwnedFd, OwnedFd, nix::unistd::Pid)> {
+pub fn spawn_logger(log: LogWriter) -> Result<(OwnedFd, OwnedFd, nix::unistd::Pid)> {
     let (out_r, out_w) = nix::unistd::pipe().context("pipe for the container's stdout")?;
     let (err_r, err_w) = nix::unistd::pipe().context("pipe for the container's stderr")?;
     // SAFETY: the monitor is single-threaded (see the function docs), so the child may run
@@ -199,7 +199,7 @@ pub fn spawn_logger(log: File) -> Result<(OwnedFd, OwnedFd, nix::unistd::Pid)> {
 }
 
 /// The logger's loop: read both pipes as output comes, write records, until both are closed.
-fn copy_records(streams: &[(OwnedFd, &str)], mut log: File) -> Result<()> {
+fn copy_records(streams: &[(OwnedFd, &str)], mut log: LogWriter) -> Result<()> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut open: Vec<bool> = vec![true; streams.len()];
     let mut partial: Vec<Vec<u8>> = vec![Vec::new(); streams.len()];
@@ -263,7 +263,7 @@ fn copy_records(streams: &[(OwnedFd, &str)], mut log: File) -> Result<()> {
             }
         }
         if !out.is_empty() {
-            log.write_all(&out)?;
+            log.write(&out)?;
         }
     }
     Ok(())
@@ -275,6 +275,8 @@ pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::io::Write;
 
     fn log_of(records: &[(u64, &str, &str, bool)]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -337,8 +339,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("yun-ctrlog-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("ctr.log");
-        let file = File::create(&path).unwrap();
-        let (out_w, err_w, pid) = spawn_logger(file).unwrap();
+        let log = LogWriter::open(&path, Default::default()).unwrap();
+        let (out_w, err_w, pid) = spawn_logger(log).unwrap();
         let mut out = File::from(out_w);
         let mut err = File::from(err_w);
         out.write_all(b"a\nb").unwrap();

@@ -10,6 +10,7 @@
 pub mod build;
 pub mod ctrlog;
 pub mod distribution;
+pub mod logfile;
 mod monitor;
 mod record;
 pub mod spec;
@@ -134,6 +135,7 @@ impl Engine {
             auto_remove: opts.auto_remove,
             tty: opts.tty,
             labels: opts.labels.clone(),
+            log_rotation: opts.log_rotation.unwrap_or_default(),
         };
         fs::create_dir_all(self.layout.bundle(&id))?;
         yun_runtime::bundle::write_config(&self.layout.bundle(&id), &runtime_spec)?;
@@ -260,40 +262,34 @@ impl Engine {
     ) -> Result<()> {
         let c = self.find(key)?;
         let path = self.layout.log(&c.id);
-        let mut f = match fs::File::open(&path) {
-            Ok(f) => f,
-            Err(_) if !c.detached => bail!(
+        if !path.exists() && !c.detached {
+            bail!(
                 "container {}: ran attached, its output went to the terminal (no log)",
                 c.name
-            ),
-            Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
-        };
+            );
+        }
+        let mut log = logfile::LogFollower::open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
         let mut decoder = ctrlog::Decoder::new(opts.clone());
         let exited = self.status(&c).state == "exited";
-        let mut data = Vec::new();
-        f.read_to_end(&mut data)?;
-        out.write_all(&decoder.first(&data, exited || !follow))?;
+        out.write_all(&decoder.first(&log.read_new()?, exited || !follow))?;
         out.flush()?;
         if !follow || exited {
             return Ok(());
         }
-        let mut buf = vec![0u8; 64 * 1024];
         while !decoder.exhausted() {
-            let n = f.read(&mut buf)?;
-            if n > 0 {
-                out.write_all(&decoder.more(&buf[..n]))?;
-                continue;
-            }
-            out.flush()?;
-            if self.status(&c).state == "exited" {
-                // Drain what was written just before the exit, then stop.
-                let mut rest = Vec::new();
-                f.read_to_end(&mut rest)?;
-                out.write_all(&decoder.more(&rest))?;
+            let exited = self.status(&c).state == "exited";
+            // Read after the look at the state: what was written before the exit is in.
+            let chunk = log.read_new()?;
+            out.write_all(&decoder.more(&chunk))?;
+            if exited {
                 out.write_all(&decoder.end())?;
                 break;
             }
-            std::thread::sleep(ctrlog::FOLLOW_INTERVAL);
+            if chunk.is_empty() {
+                out.flush()?;
+                std::thread::sleep(ctrlog::FOLLOW_INTERVAL);
+            }
         }
         out.flush()?;
         Ok(())

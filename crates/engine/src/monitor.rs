@@ -89,10 +89,7 @@ impl Engine {
 
     /// The monitor proper: run the container with the log as its output, record the end.
     fn monitor(&self, c: &Container) -> Result<i32> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.layout.log(&c.id))?;
+        let log = crate::logfile::LogWriter::open(&self.layout.log(&c.id), c.log_rotation)?;
         let null = devnull()?;
         // The monitor itself must not hold the caller's terminal or pipes.
         for fd in 0..3 {

@@ -25,6 +25,9 @@ pub struct Container {
     /// Caller's labels (the node agent finds a pod's containers by them).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// How big its log may grow (records from before this field get the default).
+    #[serde(default)]
+    pub log_rotation: crate::logfile::Rotation,
 }
 
 /// Where everything of the engine lives under the data dir.

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub join_namespaces: Vec<(oci_spec::runtime::LinuxNamespaceType, PathBuf)>,
     /// Recorded with the container, for finding it again.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// How big a detached container's log may grow (default: 10 MiB × 5 files).
+    pub log_rotation: Option<crate::logfile::Rotation>,
 }
 
 /// The default seccomp profile: allow everything but the syscalls Docker's profile denies that

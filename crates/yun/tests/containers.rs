@@ -211,6 +211,58 @@ fn stop_kills_what_ignores_sigterm_and_logs_follow() {
     }
 }
 
+/// A container that writes without end costs the node a bounded amount of disk: its log is
+/// rotated at --log-opt max-size with max-file files kept, and a reader following it across
+/// the rotations misses no line.
+#[test]
+fn a_chatty_log_is_rotated_and_follow_misses_nothing() {
+    let y = Yun::new("logrot");
+    let id = y.detached(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=256Ki",
+        "--log-opt",
+        "max-file=3",
+        "busybox",
+        "sh",
+        "-c",
+        // ~1.7 MB in bursts, after a pause that lets the follower start first.
+        "sleep 1; i=0; while [ $i -lt 40000 ]; do echo line-$i; i=$((i+1)); \
+         [ $((i % 2000)) = 0 ] && sleep 0.1; done; true",
+    ]);
+    let followed = y.ok(&["logs", "-f", &id]);
+    let want: String = (0..40000).map(|i| format!("line-{i}\n")).collect();
+    assert!(
+        followed == want,
+        "follow lost or reordered lines across rotations"
+    );
+    let dir = y.data.join("containers").join(&id);
+    let mut logs: Vec<(String, u64)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ctr.log"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    logs.sort();
+    let names: Vec<&str> = logs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["ctr.log", "ctr.log.1", "ctr.log.2"]);
+    for (name, len) in &logs {
+        assert!(*len <= 256 * 1024, "{name} is {len} bytes, over max-size");
+    }
+    // Without -f: the current file, as kubectl logs reads a kubelet's.
+    let now = y.ok(&["logs", &id]);
+    assert!(now.ends_with("line-39999\n") && !now.starts_with("line-0\n"));
+    let bad = y.yun(&["run", "--log-opt", "max-size=1k", "busybox", "true"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("minimum"), "{err}");
+}
+
 #[test]
 fn tag_save_load_round_trip() {
     let y = Yun::new("saveload");

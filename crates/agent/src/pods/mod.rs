@@ -45,6 +45,8 @@ pub struct NodeConfig {
     /// (Kubernetes: 10 s and 5 min).
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// How big each container's log may grow (the kubelet's containerLogMaxSize/MaxFiles).
+    pub log_rotation: yun_engine::logfile::Rotation,
 }
 
 impl NodeConfig {
@@ -56,6 +58,7 @@ impl NodeConfig {
             yun_exe: yun_exe.to_path_buf(),
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
+            log_rotation: Default::default(),
         }
     }
 }

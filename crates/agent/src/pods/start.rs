@@ -90,7 +90,7 @@ impl PodRuntime {
                 return Ok(());
             }
         }
-        let opts = match container::run_options(
+        let mut opts = match container::run_options(
             pod,
             c,
             inputs,
@@ -107,6 +107,7 @@ impl PodRuntime {
                 return Ok(());
             }
         };
+        opts.log_rotation = Some(self.cfg.log_rotation);
         // The keys envFrom skipped (run_options resolved them without a word).
         if let Ok(from) = container::env_from(c, inputs) {
             for m in &from.invalid {

@@ -110,6 +110,13 @@ pub struct NodeFlags {
     /// How long the node's Lease is valid; it is renewed every quarter of that.
     #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
     node_lease_duration: Duration,
+    /// Rotate a container's log when it reaches this size (the kubelet's
+    /// containerLogMaxSize), e.g. 10Mi.
+    #[arg(long, default_value = "10Mi", value_parser = yun_engine::logfile::parse_size)]
+    container_log_max_size: u64,
+    /// Log files kept per container, the current one included (containerLogMaxFiles).
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: u32,
 }
 
 impl NodeFlags {
@@ -143,7 +150,7 @@ impl NodeFlags {
         })
     }
 
-    fn config(record: &NodeRecord, data_dir: &Path) -> Result<NodeConfig> {
+    fn config(&self, record: &NodeRecord, data_dir: &Path) -> Result<NodeConfig> {
         let exe = std::env::current_exe().context("locating the yun binary")?;
         let mut cfg = NodeConfig::new(data_dir, &exe);
         cfg.bridge = record.bridge.clone();
@@ -151,13 +158,18 @@ impl NodeFlags {
             .pod_cidr
             .parse()
             .with_context(|| format!("--pod-cidr {}", record.pod_cidr))?;
+        cfg.log_rotation = yun_engine::logfile::Rotation::new(
+            self.container_log_max_size,
+            self.container_log_max_files,
+        )
+        .context("--container-log-max-size/--container-log-max-files")?;
         Ok(cfg)
     }
 
     /// The node's config for `up`/`agent`, recorded for the next `down`.
     fn start(&self, data_dir: &Path) -> Result<(NodeRecord, NodeConfig)> {
         let record = self.resolve(data_dir)?;
-        let cfg = Self::config(&record, data_dir)?;
+        let cfg = self.config(&record, data_dir)?;
         record.save(data_dir)?;
         Ok((record, cfg))
     }
@@ -167,7 +179,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Down { node } => {
             let record = node.resolve(data_dir)?;
-            let rt = PodRuntime::open(NodeFlags::config(&record, data_dir)?)?;
+            let rt = PodRuntime::open(node.config(&record, data_dir)?)?;
             let uids = rt.pod_uids();
             for uid in &uids {
                 rt.remove(uid, std::time::Duration::from_secs(10))?;

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use yun_engine::{Engine, RunOptions};
 use yun_image::ArchiveFormat;
@@ -77,6 +77,10 @@ pub enum Cmd {
         /// Security options; `seccomp=unconfined` drops the default seccomp profile.
         #[arg(long = "security-opt")]
         security_opt: Vec<String>,
+        /// Log options as docker and podman take them: `max-size=10m`, `max-file=5` (a detached
+        /// container's log is rotated at max-size, max-file files kept; default 10Mi and 5).
+        #[arg(long = "log-opt")]
+        log_opt: Vec<String>,
         image: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -205,9 +209,11 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             cpus,
             entrypoint,
             security_opt,
+            log_opt,
             image,
             command,
         } => {
+            let log_rotation = log_rotation(&log_opt)?;
             let mut seccomp_unconfined = false;
             for o in &security_opt {
                 match o.as_str() {
@@ -235,6 +241,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 command,
                 entrypoint,
                 seccomp_unconfined,
+                log_rotation: Some(log_rotation),
                 ..Default::default()
             };
             let (c, code) = engine.run(&image, &opts)?;
@@ -486,6 +493,27 @@ fn parse_since(s: &str) -> Result<std::time::SystemTime> {
     humantime::parse_rfc3339_weak(s).map_err(|_| {
         anyhow::anyhow!("--since {s:?}: neither a duration (10s, 5m) nor an RFC 3339 time")
     })
+}
+
+/// `--log-opt max-size=S --log-opt max-file=N` (docker's and podman's names).
+fn log_rotation(opts: &[String]) -> Result<yun_engine::logfile::Rotation> {
+    let mut r = yun_engine::logfile::Rotation::default();
+    for o in opts {
+        match o.split_once('=') {
+            Some(("max-size", v)) => {
+                r.max_bytes =
+                    yun_engine::logfile::parse_size(v).with_context(|| format!("--log-opt {o}"))?
+            }
+            Some(("max-file", v)) => {
+                r.max_files = v
+                    .parse()
+                    .with_context(|| format!("--log-opt {o}: not a number of files"))?
+            }
+            _ => bail!("--log-opt {o:?}: only max-size=SIZE and max-file=N are supported"),
+        }
+    }
+    yun_engine::logfile::Rotation::new(r.max_bytes, r.max_files)
+        .with_context(|| format!("--log-opt {}", opts.join(" ")))
 }
 
 #[cfg(test)]
