@@ -10,74 +10,21 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use common::plane::Plane;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-struct Procs {
-    children: Vec<Child>,
-    data: PathBuf,
+/// What the tests below ask of the plane.
+trait Family {
+    fn family(&self, app: &str) -> (Vec<Value>, Vec<Value>);
+    fn within<T>(&self, what: &str, secs: f64, check: impl FnMut() -> Result<T, String>) -> T;
+    fn apply_deployment(&self, app: &str, image: &str);
+    fn deployment_up(&self, app: &str);
 }
 
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-impl Procs {
-    fn start(name: &str) -> Procs {
-        let data = PathBuf::from(format!("/tmp/yun-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
-        let addr = format!("127.0.0.1:{}", common::free_port());
-        let server = Command::new(common::YUN)
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["server", "--addr", &addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut p = Procs {
-            children: vec![server],
-            data,
-        };
-        common::wait_for_port(&addr, "yun server");
-        common::wait_for_file(&p.data.join("kubeconfig"), "yun server");
-        let cm = Command::new(common::YUN)
-            .arg("--data-dir")
-            .arg(&p.data)
-            .arg("controller-manager")
-            .arg("--kubeconfig")
-            .arg(p.data.join("kubeconfig"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        p.children.push(cm);
-        p
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        common::kubectl::run(&self.data.join("kubeconfig"), args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        common::kubectl::ok(&self.data.join("kubeconfig"), args)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
+impl Family for Plane {
     /// The ReplicaSets and pods labelled app=`app`.
     fn family(&self, app: &str) -> (Vec<Value>, Vec<Value>) {
         let sel = format!("app={app}");
@@ -171,7 +118,7 @@ fn uid(o: &Value) -> String {
 
 #[test]
 fn propagation_policies_cascade_and_orphans_are_adopted() {
-    let p = Procs::start("gc");
+    let p = Plane::with_controller_manager("gc");
     let n = runs();
     let started = Instant::now();
     for i in 0..n {
@@ -243,7 +190,7 @@ fn propagation_policies_cascade_and_orphans_are_adopted() {
 
 #[test]
 fn a_foreground_cascade_deletes_pods_gracefully_and_waits_for_them() {
-    let p = Procs::start("gcfg");
+    let p = Plane::with_controller_manager("gcfg");
     // Pods bound to a node with no agent: deleted, they keep their grace period (marked with
     // deletionTimestamp and deletionGracePeriodSeconds) and stay until an agent, or a forced
     // delete, ends them.
@@ -291,7 +238,7 @@ fn a_foreground_cascade_deletes_pods_gracefully_and_waits_for_them() {
         p.ok(&["delete", "pod", name, "--grace-period=0", "--force"]);
     }
     p.within("the foreground cascade to finish", 5.0, || {
-        let out = p.run(&["get", "deployment", "held"]);
+        let out = p.kubectl(&["get", "deployment", "held"]);
         let (rs, pods) = p.family("held");
         if !out.status.success() && rs.is_empty() && pods.is_empty() {
             Ok(())
@@ -303,7 +250,7 @@ fn a_foreground_cascade_deletes_pods_gracefully_and_waits_for_them() {
 
 #[test]
 fn custom_resources_own_and_are_owned() {
-    let p = Procs::start("gccr");
+    let p = Plane::with_controller_manager("gccr");
     let crd = p.data.join("crd.yaml");
     std::fs::write(
         &crd,
@@ -330,7 +277,7 @@ spec:
     )
     .unwrap();
     p.within("the CRD served", 10.0, || {
-        let out = p.run(&["apply", "-f", file.to_str().unwrap()]);
+        let out = p.kubectl(&["apply", "-f", file.to_str().unwrap()]);
         out.status
             .success()
             .then_some(())
@@ -363,8 +310,8 @@ metadata:
     p.ok(&["delete", "gadget", "g1"]);
     p.ok(&["delete", "configmap", "owner"]);
     p.within("both dependents collected", 10.0, || {
-        let cm = p.run(&["get", "configmap", "by-gadget"]);
-        let g = p.run(&["get", "gadget", "by-configmap"]);
+        let cm = p.kubectl(&["get", "configmap", "by-gadget"]);
+        let g = p.kubectl(&["get", "gadget", "by-configmap"]);
         if !cm.status.success() && !g.status.success() {
             Ok(())
         } else {
@@ -379,7 +326,7 @@ metadata:
 
 #[test]
 fn scaling_every_replicaset_to_zero_brings_back_only_the_new_one() {
-    let p = Procs::start("gcscale");
+    let p = Plane::with_controller_manager("gcscale");
     p.deployment_up("sc");
     p.apply_deployment("sc", "busybox:1.36");
     let spec_of = |rs: &Value| rs["spec"]["replicas"].as_i64().unwrap_or(-1);

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod kubectl;
+pub mod plane;
 pub mod up;
 
 use std::path::{Path, PathBuf};
