@@ -14,6 +14,7 @@ mod error;
 mod event_ttl;
 mod limits;
 mod meta;
+mod openapi;
 mod patch;
 mod resources;
 mod rest;
