@@ -368,6 +368,10 @@ fn explain_from_openapi_v3() {
     let (code, _, v1) = srv.get("/openapi/v3/api/v1", &[]);
     assert_eq!(code, 200);
     assert!(v1.contains("io.k8s.api.core.v1.PodSpec"));
+    // kubectl 1.20 explains from /openapi/v2 in protobuf.
+    let out = srv.ok(KUBECTL_1_20, &["explain", "deploy.spec.strategy"]);
+    assert!(out.contains("RESOURCE: strategy <Object>"), "{out}");
+    assert!(out.contains("rollingUpdate\t<Object>"), "{out}");
     let (code, _, v2) = srv.get("/openapi/v2", &[]);
     assert_eq!(code, 200);
     assert!(v2.contains("\"#/definitions/io.k8s.api.core.v1.PodSpec\""));
@@ -386,6 +390,12 @@ fn field_validation_diff_and_dry_run() {
             "image: nginx:1.25",
             "image: nginx:1.25\n        imagePullPolicyy: Always",
         ),
+    );
+    // kubectl 1.20 validates client-side against /openapi/v2's definitions.
+    let err = srv.fails(KUBECTL_1_20, &["apply", "-f", &bad]);
+    assert!(
+        err.contains(r#"unknown field "imagePullPolicyy" in io.k8s.api.core.v1.Container"#),
+        "{err}"
     );
     for bin in [KUBECTL_1_33, KUBECTL_1_27] {
         let err = srv.fails(bin, &["apply", "--validate=true", "-f", &bad]);

@@ -6,6 +6,7 @@ pub mod fields;
 mod patch_meta;
 mod paths;
 mod schemas;
+mod v2proto;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -167,21 +168,43 @@ pub fn v3_document(api: &Api, req: &Req, group: &str, version: &str) -> ApiResul
     }
 }
 
-/// `GET /openapi/v2`. JSON: every served kind's definition (refs under `#/definitions/`).
-/// Protobuf (what kubectl 1.20 asks for, to validate and to explain): a valid
-/// `openapi_v2.Document` with no definitions, so that client leaves checking to the server:
-/// `swagger: "2.0"` (field 1) and `info {title: "yun", version: "v1"}` (field 2).
-pub fn v2(api: &Api, req: &Req) -> Response {
-    if req.header("accept").contains("protobuf") {
-        let mut doc = vec![0x0a, 3];
-        doc.extend_from_slice(b"2.0");
-        let info = [&[0x0a, 3][..], b"yun", &[0x12, 2][..], b"v1"].concat();
-        doc.push(0x12);
-        doc.push(info.len() as u8);
-        doc.extend_from_slice(&info);
-        let hash = hex_digest(&doc);
-        return cached(req, doc, &hash, "application/octet-stream", NO_CACHE);
+/// Kubernetes' v2 form of a v3 schema: a `$ref` carries its description beside it (v3 wraps
+/// it in a one-element `allOf`), refs point under `#/definitions/`, and an int-or-string is a
+/// string of format `int-or-string`.
+fn to_v2(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let single_ref = o
+                .get("allOf")
+                .and_then(Value::as_array)
+                .filter(|a| a.len() == 1)
+                .and_then(|a| a[0].get("$ref"))
+                .cloned();
+            if let Some(r) = single_ref {
+                o.remove("allOf");
+                o.insert("$ref".into(), r);
+            }
+            if let Some(Value::String(r)) = o.get_mut("$ref") {
+                if let Some(name) = r.strip_prefix(schemas::REF_PREFIX) {
+                    *r = format!("#/definitions/{name}");
+                }
+            }
+            if o.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+                && !o.contains_key("type")
+            {
+                o.insert("type".into(), "string".into());
+                o.insert("format".into(), "int-or-string".into());
+            }
+            o.values_mut().for_each(to_v2);
+        }
+        Value::Array(a) => a.iter_mut().for_each(to_v2),
+        _ => {}
     }
+}
+
+/// `GET /openapi/v2`: every served kind's definition, as JSON or, for kubectl ≤1.26 (which
+/// asks for it), as the protobuf `openapi_v2.Document`.
+pub fn v2(api: &Api, req: &Req) -> Response {
     let mut definitions = Map::new();
     for g in served(api) {
         for (v, _) in &g.versions {
@@ -192,16 +215,27 @@ pub fn v2(api: &Api, req: &Req) -> Response {
             }
         }
     }
-    let doc = json!({
+    let mut doc = json!({
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": format!("v{MAJOR}.{MINOR}.0")},
         "paths": {},
         "definitions": definitions,
     });
-    let text = serde_json::to_string(&doc)
-        .unwrap_or_default()
-        .replace(&format!("\"{}", schemas::REF_PREFIX), "\"#/definitions/");
-    let body = text.into_bytes();
+    to_v2(&mut doc);
+    if req.header("accept").contains("protobuf") {
+        let body = v2proto::encode(&doc);
+        let hash = hex_digest(&body);
+        return cached(
+            req,
+            body,
+            &hash,
+            // What kube-apiserver answers with: Go's mime parser (so kubectl) rejects the
+            // `…spec.v2@v1.0+protobuf` type it asks for.
+            "application/octet-stream",
+            NO_CACHE,
+        );
+    }
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
     let hash = hex_digest(&body);
     cached(req, body, &hash, "application/json", NO_CACHE)
 }
