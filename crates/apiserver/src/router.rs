@@ -227,6 +227,28 @@ pub fn json_bytes(code: u16, body: Vec<u8>) -> Response {
 }
 
 #[cfg(test)]
+impl Req {
+    /// A GET with the given query and headers, for unit tests of handlers' parsing.
+    pub fn for_test(query: &[(&str, &str)], headers: &[(&'static str, &str)]) -> Req {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, v.parse().expect("header value"));
+        }
+        Req {
+            method: Method::GET,
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            headers: h,
+            body: Bytes::new(),
+            user: "test".into(),
+            conn: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

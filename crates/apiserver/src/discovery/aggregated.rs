@@ -129,3 +129,32 @@ pub fn respond(api: &Api, req: &Req, wanted: Wanted, core: bool) -> Response {
     let body = serde_json::to_vec(&doc).unwrap_or_default();
     etagged(req, &wanted.content_type(), body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_picks_the_first_aggregated_json_entry() {
+        let w = |accept: &str| wanted(&Req::for_test(&[], &[("accept", accept)]));
+        let v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+        let beta = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+        assert_eq!(
+            w(&format!("{v2},{beta},application/json")),
+            Some(Wanted::V2)
+        );
+        assert_eq!(
+            w(&format!("{beta},application/json")),
+            Some(Wanted::V2Beta1)
+        );
+        // Protobuf entries are skipped; a plain JSON entry first means the legacy answer.
+        let pb = "application/vnd.kubernetes.protobuf;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+        assert_eq!(w(&format!("{pb},{v2}")), Some(Wanted::V2));
+        assert_eq!(w(&format!("application/json,{v2}")), None);
+        assert_eq!(
+            w("application/json;g=apidiscovery.k8s.io;v=v3;as=APIGroupDiscoveryList"),
+            None
+        );
+        assert_eq!(w(""), None);
+    }
+}

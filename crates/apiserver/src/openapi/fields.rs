@@ -158,6 +158,20 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn directives_parse_as_kubernetes_names_them() {
+        let d = |v: &str| directive(&Req::for_test(&[("fieldValidation", v)], &[]));
+        assert_eq!(
+            directive(&Req::for_test(&[], &[])).unwrap(),
+            Directive::Warn
+        );
+        assert_eq!(d("Strict").unwrap(), Directive::Strict);
+        assert_eq!(d("Ignore").unwrap(), Directive::Ignore);
+        let e = d("strict").unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(e.message.contains("fieldValidation") && e.message.contains("\"strict\""));
+    }
+
+    #[test]
     fn unknown_fields_are_named_by_path() {
         let reg = crate::resources::Registry::new();
         let res = reg.find("apps", "v1", "deployments").unwrap();
