@@ -8,6 +8,11 @@ mod paths;
 mod schemas;
 mod v2proto;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
@@ -34,6 +39,44 @@ pub fn builtin_schema_name(group: &str, version: &str, kind: &str) -> String {
         }
     }
     format!("{group}.{version}.{kind}")
+}
+
+/// Serialized documents by name (`v3:api/v1`, `v2:json`…), each with the registry generation
+/// it was built at and its hash: kubectl fetches the v3 index (which hashes every document)
+/// before each write it validates, so building them per request would cost every command.
+#[derive(Default)]
+pub struct Cache {
+    docs: Mutex<HashMap<String, (u64, Bytes, String)>>,
+}
+
+impl Cache {
+    /// The cached bytes and hash of `name`, built by `build` when missing or stale.
+    fn get(
+        &self,
+        api: &Api,
+        name: &str,
+        build: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Option<(Bytes, String)> {
+        let generation = api.registry.generation();
+        let lock = || self.docs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, body, hash)) = lock().get(name) {
+            if *g == generation {
+                return Some((body.clone(), hash.clone()));
+            }
+        }
+        let body = Bytes::from(build()?);
+        let hash = hex_digest(&body);
+        lock().insert(name.to_string(), (generation, body.clone(), hash.clone()));
+        Some((body, hash))
+    }
+}
+
+/// The serialized v3 document of a group-version and its hash (None when not served).
+fn gv_serialized(api: &Api, group: &str, version: &str) -> Option<(Bytes, String)> {
+    let key = format!("v3:{}", gv_path(group, version));
+    api.openapi.get(api, &key, || {
+        gv_document(api, group, version).map(|d| serde_json::to_vec(&d).unwrap_or_default())
+    })
 }
 
 /// `api/v1` or `apis/GROUP/VERSION`, as the v3 index names a document.
@@ -91,7 +134,7 @@ fn serialized(doc: &Value) -> (Vec<u8>, String) {
 }
 
 /// A document answer with its ETag (304 when the client has it) and the cache policy.
-fn cached(req: &Req, body: Vec<u8>, hash: &str, content_type: &str, cache: &str) -> Response {
+fn cached(req: &Req, body: Bytes, hash: &str, content_type: &str, cache: &str) -> Response {
     let etag = format!("\"{hash}\"");
     let not_modified = req
         .header("if-none-match")
@@ -123,10 +166,9 @@ pub fn v3_index(api: &Api, req: &Req) -> Response {
     let mut index = Map::new();
     for g in served(api) {
         for (v, _) in &g.versions {
-            let Some(doc) = gv_document(api, &g.name, v) else {
+            let Some((_, hash)) = gv_serialized(api, &g.name, v) else {
                 continue;
             };
-            let (_, hash) = serialized(&doc);
             let p = gv_path(&g.name, v);
             index.insert(
                 p.clone(),
@@ -135,17 +177,16 @@ pub fn v3_index(api: &Api, req: &Req) -> Response {
         }
     }
     let (body, hash) = serialized(&json!({ "paths": index }));
-    cached(req, body, &hash, "application/json", NO_CACHE)
+    cached(req, Bytes::from(body), &hash, "application/json", NO_CACHE)
 }
 
 /// `GET /openapi/v3/api/v1` or `/openapi/v3/apis/GROUP/VERSION`. With the current `hash` the
 /// answer never changes, so it may be cached for ever (as Kubernetes marks it); a stale hash is
 /// redirected to the current one.
 pub fn v3_document(api: &Api, req: &Req, group: &str, version: &str) -> ApiResult<Response> {
-    let doc = gv_document(api, group, version).ok_or_else(|| {
+    let (body, hash) = gv_serialized(api, group, version).ok_or_else(|| {
         ApiError::path_not_found(&format!("/openapi/v3/{}", gv_path(group, version)))
     })?;
-    let (body, hash) = serialized(&doc);
     match req.q("hash") {
         Some(h) if h == hash => Ok(cached(
             req,
@@ -205,6 +246,22 @@ fn to_v2(v: &mut Value) {
 /// `GET /openapi/v2`: every served kind's definition, as JSON or, for kubectl ≤1.26 (which
 /// asks for it), as the protobuf `openapi_v2.Document`.
 pub fn v2(api: &Api, req: &Req) -> Response {
+    let proto = req.header("accept").contains("protobuf");
+    let key = if proto { "v2:protobuf" } else { "v2:json" };
+    let Some((body, hash)) = api.openapi.get(api, key, || Some(v2_document(api, proto))) else {
+        return ApiError::internal("building /openapi/v2").into_response();
+    };
+    // kube-apiserver answers protobuf as octet-stream: Go's mime parser (so kubectl) rejects
+    // the `…spec.v2@v1.0+protobuf` type kubectl asks for.
+    let ct = if proto {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
+    cached(req, body, &hash, ct, NO_CACHE)
+}
+
+fn v2_document(api: &Api, proto: bool) -> Vec<u8> {
     let mut definitions = Map::new();
     for g in served(api) {
         for (v, _) in &g.versions {
@@ -222,20 +279,9 @@ pub fn v2(api: &Api, req: &Req) -> Response {
         "definitions": definitions,
     });
     to_v2(&mut doc);
-    if req.header("accept").contains("protobuf") {
-        let body = v2proto::encode(&doc);
-        let hash = hex_digest(&body);
-        return cached(
-            req,
-            body,
-            &hash,
-            // What kube-apiserver answers with: Go's mime parser (so kubectl) rejects the
-            // `…spec.v2@v1.0+protobuf` type it asks for.
-            "application/octet-stream",
-            NO_CACHE,
-        );
+    if proto {
+        v2proto::encode(&doc)
+    } else {
+        serde_json::to_vec(&doc).unwrap_or_default()
     }
-    let body = serde_json::to_vec(&doc).unwrap_or_default();
-    let hash = hex_digest(&body);
-    cached(req, body, &hash, "application/json", NO_CACHE)
 }
