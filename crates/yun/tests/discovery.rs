@@ -450,3 +450,53 @@ fn field_validation_diff_and_dry_run() {
     assert!(out.contains("(server dry run)"), "{out}");
     srv.ok(KUBECTL_1_33, &["get", "deploy", "web"]);
 }
+
+/// kubectl ≥1.27 computes apply's strategic merge patch from the /openapi/v3 schemas: lists
+/// merge by their key, so a container added by someone else survives a changed manifest, and
+/// an env var is added beside the existing one (with no merge key the list would be replaced).
+#[test]
+fn apply_merges_lists_by_the_v3_merge_keys() {
+    let srv = Server::start("smp");
+    for (i, bin) in [KUBECTL_1_33, KUBECTL_1_27].into_iter().enumerate() {
+        let name = format!("web{i}");
+        let manifest = DEPLOYMENT
+            .replace("name: web,", &format!("name: {name},"))
+            .replace(
+                "        ports: [{containerPort: 80}]\n",
+                "        env: [{name: A, value: \"1\"}]\n",
+            );
+        srv.ok(bin, &["apply", "-f", &srv.write("one.yaml", &manifest)]);
+        let extra =
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"extra","image":"busybox"}]}}}}"#;
+        srv.ok(bin, &["patch", "deploy", &name, "-p", extra]);
+        let changed = manifest.replace("nginx:1.25", "nginx:1.26").replace(
+            "env: [{name: A, value: \"1\"}]",
+            "env: [{name: A, value: \"1\"}, {name: B, value: \"2\"}]",
+        );
+        let out = srv.run(
+            bin,
+            &["apply", "-v=8", "-f", &srv.write("two.yaml", &changed)],
+        );
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{log}");
+        assert!(
+            !log.contains("error calculating patch from openapi v3"),
+            "{log}"
+        );
+        assert!(
+            log.contains("$setElementOrder/containers"),
+            "{bin}: not a strategic merge"
+        );
+        let got = srv.ok(
+            bin,
+            &[
+                "get",
+                "deploy",
+                &name,
+                "-o",
+                "jsonpath={range .spec.template.spec.containers[*]}{.name}={.image}:{range .env[*]}{.name}{end};{end}",
+            ],
+        );
+        assert_eq!(got, "nginx=nginx:1.26:AB;extra=busybox:;", "{bin}");
+    }
+}
