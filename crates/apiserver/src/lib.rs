@@ -14,6 +14,7 @@ mod error;
 mod event_ttl;
 mod limits;
 mod meta;
+mod openapi;
 mod patch;
 mod resources;
 mod rest;
@@ -122,6 +123,8 @@ pub(crate) struct Api {
     pub service_range: ServiceRange,
     pub watch_limits: WatchLimits,
     pub watches: limits::WatchCounts,
+    /// Serialized OpenAPI documents, valid while the registry's generation stays.
+    pub openapi: openapi::Cache,
 }
 
 /// A server started with [`start`]; stops when [`Running::stop`] is called or it is dropped.
@@ -211,6 +214,7 @@ pub async fn start(config: Config) -> Result<Running> {
         service_range: config.service_cidr,
         watch_limits: config.watch,
         watches: Default::default(),
+        openapi: Default::default(),
     });
     resources::load_crds(&api).await?;
     rest::ensure_default_namespaces(&api).await?;

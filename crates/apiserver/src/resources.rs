@@ -1,5 +1,6 @@
 //! The registry of served kinds: the built-in ones and those added by CustomResourceDefinitions.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
@@ -200,12 +201,16 @@ fn builtins() -> Vec<Resource> {
 
 pub struct Registry {
     resources: RwLock<Vec<Resource>>,
+    /// Bumped on every change, so what is derived from the registry (OpenAPI documents) can be
+    /// cached until it moves.
+    generation: AtomicU64,
 }
 
 impl Registry {
     pub fn new() -> Self {
         Registry {
             resources: RwLock::new(builtins()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -213,6 +218,11 @@ impl Registry {
         // A panic while holding the lock cannot leave the Vec half-updated (writes are
         // single assignments), so a poisoned lock is still safe to read.
         self.resources.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes whenever a resource is added, changed or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     pub fn all(&self) -> Vec<Resource> {
@@ -277,6 +287,7 @@ impl Registry {
         let mut all = self.resources.write().unwrap_or_else(|e| e.into_inner());
         all.retain(|r| !(r.group == group && r.plural == plural));
         all.extend(added);
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Some((group, plural))
     }
 
@@ -285,6 +296,7 @@ impl Registry {
         all.retain(|r| {
             !(r.group == group && r.plural == plural && matches!(r.schema, Schema::Custom(_)))
         });
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn crd_resource(&self) -> Resource {

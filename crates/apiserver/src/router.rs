@@ -12,7 +12,7 @@ use axum::Router;
 
 use crate::error::{ApiError, ApiResult};
 use crate::resources::Resource;
-use crate::{auth, discovery, rest, Api};
+use crate::{auth, discovery, openapi, rest, Api};
 
 /// Request bodies up to this size are read; objects over the store's 1.5 MiB limit are then
 /// refused with a Status (Kubernetes reads up to 3 MiB as well).
@@ -144,10 +144,17 @@ async fn route(api: &Arc<Api>, path: &str, mut req: Req) -> ApiResult<Response> 
     match segs.as_slice() {
         ["healthz" | "livez" | "readyz"] => return Ok("ok".into_response()),
         ["version"] if get => return Ok(discovery::version()),
-        ["openapi", "v2"] if get => return Ok(discovery::openapi_v2(&req)),
-        ["api"] if get => return Ok(discovery::api_versions(api)),
+        ["openapi", "v2"] if get => return Ok(openapi::v2(api, &req)),
+        ["openapi", "v3"] if get => return Ok(openapi::v3_index(api, &req)),
+        ["openapi", "v3", "api", version] if get => {
+            return openapi::v3_document(api, &req, "", version)
+        }
+        ["openapi", "v3", "apis", group, version] if get => {
+            return openapi::v3_document(api, &req, group, version)
+        }
+        ["api"] if get => return Ok(discovery::api_versions(api, &req)),
         ["api", "v1"] if get => return discovery::resource_list(api, "", "v1"),
-        ["apis"] if get => return Ok(discovery::group_list(api)),
+        ["apis"] if get => return Ok(discovery::group_list(api, &req)),
         ["apis", group] if get => return discovery::group(api, group),
         ["apis", group, version] if get => return discovery::resource_list(api, group, version),
         _ => {}
@@ -217,6 +224,28 @@ pub fn json_bytes(code: u16, body: Vec<u8>) -> Response {
         .header("content-type", "application/json")
         .body(Body::from(body))
         .unwrap_or_else(|_| ApiError::internal("building response").into_response())
+}
+
+#[cfg(test)]
+impl Req {
+    /// A GET with the given query and headers, for unit tests of handlers' parsing.
+    pub fn for_test(query: &[(&str, &str)], headers: &[(&'static str, &str)]) -> Req {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, v.parse().expect("header value"));
+        }
+        Req {
+            method: Method::GET,
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            headers: h,
+            body: Bytes::new(),
+            user: "test".into(),
+            conn: None,
+        }
+    }
 }
 
 #[cfg(test)]

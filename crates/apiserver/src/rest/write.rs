@@ -11,6 +11,7 @@ use yun_store::Outcome;
 use super::{check_type_meta, decode, get_kv, object_response, parse_body, put};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::{meta_mut, name_suffix, new_uid, now_rfc3339, str_at, strings_at};
+use crate::openapi::fields;
 use crate::patch::{self, PatchType};
 use crate::resources::{Resource, Schema};
 use crate::router::{json, Req, Target};
@@ -19,9 +20,13 @@ use crate::Api;
 
 pub async fn create(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
     let obj = parse_body(req)?;
+    let warnings = fields::check(&t.res, req, &obj, None)?;
     let dry_run = req.q("dryRun").is_some();
     let out = create_object(api, &t.res, t.ns.as_deref(), obj, dry_run).await?;
-    Ok(object_response(t, req, 201, out))
+    Ok(fields::with_warnings(
+        object_response(t, req, 201, out),
+        &warnings,
+    ))
 }
 
 /// Create `obj` in namespace `ns` (None for cluster-scoped kinds or to take the object's own).
@@ -278,6 +283,7 @@ async fn commit_update(
 pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiResult<Response> {
     let mut new = parse_body(req)?;
     check_type_meta(&t.res, &mut new)?;
+    let warnings = fields::check(&t.res, req, &new, None)?;
     let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
     let cur = decode(&kv)?;
     if let Some(rv) = str_at(&new, "/metadata/resourceVersion").filter(|s| !s.is_empty()) {
@@ -289,12 +295,18 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
     normalize(&t.res, &mut out);
     validation::validate(&t.res, &out)?;
     if req.q("dryRun").is_some() {
-        return Ok(object_response(t, req, 200, out));
+        return Ok(fields::with_warnings(
+            object_response(t, req, 200, out),
+            &warnings,
+        ));
     }
     let stored = commit_update(api, t, out, kv.mod_revision)
         .await?
         .ok_or_else(|| ApiError::conflict(&t.res.qualified(), t.name()))?;
-    Ok(object_response(t, req, 200, stored))
+    Ok(fields::with_warnings(
+        object_response(t, req, 200, stored),
+        &warnings,
+    ))
 }
 
 pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiResult<Response> {
@@ -309,6 +321,7 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
         let cur = decode(&kv)?;
         let mut new = patch::apply(kind, &cur, &req.body)?;
         check_type_meta(&t.res, &mut new)?;
+        let warnings = fields::check(&t.res, req, &new, Some(&cur))?;
         let rv = str_at(&new, "/metadata/resourceVersion").map(str::to_string);
         let pinned = rv.as_deref() != Some(kv.mod_revision.to_string().as_str());
         if pinned && rv.is_some() {
@@ -318,10 +331,16 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
         normalize(&t.res, &mut out);
         validation::validate(&t.res, &out)?;
         if req.q("dryRun").is_some() {
-            return Ok(object_response(t, req, 200, out));
+            return Ok(fields::with_warnings(
+                object_response(t, req, 200, out),
+                &warnings,
+            ));
         }
         if let Some(stored) = commit_update(api, t, out, kv.mod_revision).await? {
-            return Ok(object_response(t, req, 200, stored));
+            return Ok(fields::with_warnings(
+                object_response(t, req, 200, stored),
+                &warnings,
+            ));
         }
     }
     Err(ApiError::conflict(&t.res.qualified(), t.name()))
@@ -343,7 +362,17 @@ fn delete_options(req: &Req) -> ApiResult<Value> {
     if opts.get("orphanDependents") == Some(&Value::Bool(true)) {
         opts["propagationPolicy"] = "Orphan".into();
     }
+    if let Some(d) = req.q("dryRun") {
+        opts["dryRun"] = json!([d]);
+    }
     Ok(opts)
+}
+
+/// DeleteOptions ask for a dry run (`dryRun: ["All"]`, in the body or as `?dryRun=All`).
+fn is_dry_run(opts: &Value) -> bool {
+    opts.get("dryRun")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
 }
 
 pub async fn delete(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
@@ -382,6 +411,11 @@ pub async fn delete_object(
             return Err(ApiError::bad_request(format!(
                 "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
             )));
+        }
+        if is_dry_run(opts) {
+            // Checked as a real delete would be, then nothing is written (kubectl diff, delete
+            // --dry-run=server).
+            return Ok(cur);
         }
         if res.kind == "Namespace" && res.group.is_empty() {
             crate::cascade::delete_namespace_contents(api, name).await?;
