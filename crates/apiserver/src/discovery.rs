@@ -157,6 +157,9 @@ pub fn resource_list(api: &Api, group: &str, version: &str) -> ApiResult<Respons
             s["kind"] = "Scale".into();
             list.push(s);
         }
+        if r.kind == "Namespace" && r.group.is_empty() {
+            list.push(sub("finalize", &["update"]));
+        }
         if r.binding {
             let mut s = sub("binding", &["create"]);
             s["kind"] = "Binding".into();
