@@ -49,8 +49,17 @@ async fn reconcile(
     client: Client,
     namespaces: &Informer<Namespace>,
 ) -> anyhow::Result<Next> {
-    let Some(ns) = namespaces.get(name) else {
+    let cached = namespaces.get(name);
+    if cached.is_none_or(|ns| ns.metadata.deletion_timestamp.is_none()) {
         return Ok(Next::Done);
+    }
+    // Decide on a live read, never on the cache alone: a stale cache may still hold a
+    // terminating namespace whose name a new namespace has taken since.
+    let api = Api::<Namespace>::all(client.clone());
+    let ns = match api.get(name).await {
+        Ok(n) => n,
+        Err(e) if is_status(&e, 404) => return Ok(Next::Done),
+        Err(e) => return Err(e.into()),
     };
     let finalizers = ns
         .spec
@@ -67,7 +76,6 @@ async fn reconcile(
             ..Report::default()
         },
     };
-    let api = Api::<Namespace>::all(client.clone());
     let old = ns
         .status
         .as_ref()
@@ -101,10 +109,12 @@ async fn reconcile(
             POLL
         }));
     }
-    // Nothing left: give up our finalizer (the read is live, so a finalizer another party
-    // added meanwhile stays; the resourceVersion makes a concurrent change a conflict).
+    // Nothing left: give up our finalizer (read again, so a finalizer another party added
+    // meanwhile stays; the resourceVersion makes a concurrent change a conflict, and the uid
+    // check a namespace of the same name created meanwhile safe).
     let live = match api.get(name).await {
-        Ok(n) => n,
+        Ok(n) if n.metadata.uid == ns.metadata.uid => n,
+        Ok(_) => return Ok(Next::Done),
         Err(e) if is_status(&e, 404) => return Ok(Next::Done),
         Err(e) => return Err(e.into()),
     };
