@@ -493,6 +493,9 @@ async fn sync_one(
         }
     };
     keep_transition_times(pod.status.as_ref(), &mut status);
+    // The QoS class is the API server's (computed at create); the node reports it unchanged
+    // so the status it compares with the stored one is the same when nothing moved.
+    status.qos_class = pod.status.as_ref().and_then(|s| s.qos_class.clone());
     let now = serde_json::to_value(&status)?;
     let was = pod.status.as_ref().map(serde_json::to_value).transpose()?;
     // `last_status` guards against a server that stores the status slightly differently

@@ -87,6 +87,17 @@ impl ApiError {
         e.details = Some(json!({"name": name, "kind": resource}));
         e
     }
+    /// 403 Forbidden for `resource` (as kube qualifies it, e.g. `deployments.apps`) `name`.
+    pub fn forbidden(resource: &str, name: &str, why: &str) -> Self {
+        let mut e = Self::new(
+            403,
+            "Forbidden",
+            format!("{resource} \"{name}\" is forbidden: {why}"),
+        );
+        let (kind, group) = resource.split_once('.').unwrap_or((resource, ""));
+        e.details = Some(json!({"name": name, "group": group, "kind": kind}));
+        e
+    }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)
     }

@@ -8,6 +8,7 @@
 mod auth;
 mod cascade;
 mod compaction;
+mod defaults;
 mod discovery;
 mod encryption;
 mod error;

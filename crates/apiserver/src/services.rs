@@ -86,8 +86,8 @@ fn wants_ip(obj: &Value) -> bool {
         && str_at(obj, "/spec/clusterIP") != Some("None")
 }
 
-/// Defaults Kubernetes fills in a Service: type, session affinity, IP family, and each port's
-/// protocol and targetPort.
+/// Defaults Kubernetes fills in a Service: type, session affinity, traffic policies, IP
+/// family, and each port's protocol and targetPort.
 pub fn defaults(obj: &mut Value) {
     if !obj.get("spec").is_some_and(Value::is_object) {
         obj["spec"] = json!({});
@@ -98,6 +98,29 @@ pub fn defaults(obj: &mut Value) {
     }
     if spec.get("sessionAffinity").is_none() {
         spec["sessionAffinity"] = "None".into();
+    }
+    if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP")
+        && spec
+            .pointer("/sessionAffinityConfig/clientIP/timeoutSeconds")
+            .is_none()
+    {
+        // Three hours, kube's DefaultClientIPServiceAffinitySeconds.
+        spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
+    }
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let external = ty == "NodePort" || ty == "LoadBalancer";
+    if spec.get("internalTrafficPolicy").is_none() && (external || ty == "ClusterIP") {
+        spec["internalTrafficPolicy"] = "Cluster".into();
+    }
+    if spec.get("externalTrafficPolicy").is_none() && external {
+        spec["externalTrafficPolicy"] = "Cluster".into();
+    }
+    if spec.get("allocateLoadBalancerNodePorts").is_none() && ty == "LoadBalancer" {
+        spec["allocateLoadBalancerNodePorts"] = true.into();
     }
     if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports {
@@ -261,6 +284,8 @@ mod tests {
         let mut s = json!({"spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP", "targetPort": "dns"}]}});
         defaults(&mut s);
         assert_eq!(s["spec"]["type"], "ClusterIP");
+        assert_eq!(s["spec"]["internalTrafficPolicy"], "Cluster");
+        assert!(s["spec"].get("externalTrafficPolicy").is_none());
         assert_eq!(s["spec"]["ports"][0]["protocol"], "TCP");
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(s["spec"]["ports"][1]["targetPort"], "dns");

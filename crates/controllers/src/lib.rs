@@ -1,5 +1,5 @@
 //! yun's control loops: the scheduler, ReplicaSet and Deployment controllers, garbage
-//! collection, node lifecycle and endpoints. Each decision is a pure function of cached
+//! collection, node lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
 //! objects (desired vs actual → actions), tested on its own; the loops that feed them from the
 //! API and carry out their actions sit on top.
 
@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod garbage;
 pub mod loops;
 pub mod manager;
+pub mod namespace;
 pub mod owner;
 pub mod replicaset;
 pub mod runtime;

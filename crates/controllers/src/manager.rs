@@ -39,6 +39,7 @@ pub async fn run(client: Client, identity: String, nodes: loops::nodes::Timing) 
             tokio::spawn(loops::deployments::run(client.clone(), 2, shared.clone())),
             tokio::spawn(loops::endpoints::run(client.clone(), shared.clone())),
             tokio::spawn(loops::gc::run(client.clone(), 2)),
+            tokio::spawn(loops::namespaces::run(client.clone(), 2)),
             tokio::spawn(loops::nodes::run(client.clone(), nodes, shared)),
         ];
         let _ = leading.wait_for(|l| !*l).await;

@@ -21,10 +21,16 @@ struct Server {
     child: Child,
     dir: PathBuf,
     port: u16,
+    /// `yun controller-manager`, for tests that need the control loops.
+    controllers: Option<Child>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(mut c) = self.controllers.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -54,7 +60,12 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn yun server");
-        let server = Server { child, dir, port };
+        let server = Server {
+            child,
+            dir,
+            port,
+            controllers: None,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !(server.kubeconfig().exists()
             && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
@@ -63,6 +74,19 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         server
+    }
+
+    /// Run the controller manager against this server (a namespace ends only through the
+    /// namespace controller, as on Kubernetes).
+    fn start_controllers(&mut self) {
+        let child = Command::new(YUN)
+            .args(["controller-manager", "--kubeconfig"])
+            .arg(self.kubeconfig())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn yun controller-manager");
+        self.controllers = Some(child);
     }
 
     fn kubeconfig(&self) -> PathBuf {
@@ -206,7 +230,7 @@ data:
 
 #[test]
 fn kubectl_workflow() {
-    let srv = Server::start("kubectl");
+    let mut srv = Server::start("kubectl");
     let version = srv.kubectl(&["version"]);
     assert!(
         version.contains("Server Version") && version.contains("Minor:\"33\""),
@@ -326,6 +350,8 @@ fn kubectl_workflow() {
         .contains("deleted"));
     let err = srv.kubectl_fails(&["get", "-n", "team", "deployment", "web"]);
     assert!(err.contains("NotFound"), "{err}");
+    // `kubectl delete namespace` waits until the namespace controller has emptied it.
+    srv.start_controllers();
     srv.kubectl(&["delete", "namespace", "team"]);
     let err = srv.kubectl_fails(&["get", "namespace", "team"]);
     assert!(err.contains("NotFound"), "{err}");

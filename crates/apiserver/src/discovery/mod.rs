@@ -134,6 +134,10 @@ pub fn subresources(
         let (g, v, k) = own();
         out.push(("log", g, v, k, vec!["get"]));
     }
+    if r.kind == "Namespace" && r.group.is_empty() {
+        let (g, v, k) = own();
+        out.push(("finalize", g, v, k, vec!["update"]));
+    }
     out
 }
 

@@ -1,6 +1,7 @@
 //! The generic REST verbs over stored JSON objects.
 
 mod logs;
+mod namespaces;
 mod read;
 mod sub;
 mod watch;
@@ -58,6 +59,9 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, req: Req) -> ApiResult<Response
         (&Method::PATCH, true, None) => write::patch(api, &t, &req, false).await,
         (&Method::PATCH, true, Some("status")) if t.res.status => {
             write::patch(api, &t, &req, true).await
+        }
+        (&Method::PUT, true, Some("finalize")) if namespaces::is_namespace(&t.res) => {
+            namespaces::finalize(api, &t, &req).await
         }
         (&Method::DELETE, true, None) => write::delete(api, &t, &req).await,
         (&Method::DELETE, false, None) => write::delete_collection(api, &t, &req).await,

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use yun_store::Outcome;
 
 use super::{check_type_meta, decode, get_kv, object_response, parse_body, put};
+use crate::defaults::{self, Write};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::{meta_mut, name_suffix, new_uid, now_rfc3339, str_at, strings_at};
 use crate::openapi::fields;
@@ -92,15 +93,12 @@ pub async fn create_object(
             m.remove("status");
         }
     }
-    defaults(res, &mut obj);
+    defaults::apply(res, &mut obj, Write::Create);
     normalize(res, &mut obj);
     validation::validate(res, &obj)?;
     super::encode(&obj)?;
     if let Some(ns) = &ns {
-        let key = format!("/registry/core/namespaces/{ns}");
-        if api.store.get(&key).await?.is_none() {
-            return Err(ApiError::not_found("namespaces", ns));
-        }
+        super::namespaces::admit_create(api, res, ns, &name).await?;
     }
     if dry_run {
         return Ok(obj);
@@ -116,42 +114,6 @@ pub async fn create_object(
         api.registry.register_crd(&stored);
     }
     Ok(stored)
-}
-
-/// Server-set fields a new object gets.
-fn defaults(res: &Resource, obj: &mut Value) {
-    if !res.group.is_empty() && res.kind != "CustomResourceDefinition" {
-        return;
-    }
-    match res.kind.as_str() {
-        "Namespace" => {
-            obj["status"] = json!({"phase": "Active"});
-            if obj.pointer("/spec/finalizers").is_none() {
-                obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            }
-        }
-        "Service" => crate::services::defaults(obj),
-        "Pod" if obj.pointer("/status/phase").is_none() => {
-            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-        }
-        "CustomResourceDefinition" => {
-            let names = obj.pointer("/spec/names").cloned().unwrap_or(Value::Null);
-            let now = now_rfc3339();
-            let cond = |ty: &str, reason: &str| {
-                json!({"type": ty, "status": "True", "lastTransitionTime": now,
-                       "reason": reason, "message": ""})
-            };
-            obj["status"] = json!({
-                "acceptedNames": names,
-                "conditions": [cond("NamesAccepted", "NoConflicts"), cond("Established", "InitialNamesAccepted")],
-                "storedVersions": obj.pointer("/spec/versions").and_then(Value::as_array)
-                    .map(|vs| vs.iter().filter(|v| v.get("storage") == Some(&Value::Bool(true)))
-                        .filter_map(|v| v.get("name").cloned()).collect::<Vec<_>>())
-                    .unwrap_or_default(),
-            });
-        }
-        _ => {}
-    }
 }
 
 fn is_service(res: &Resource) -> bool {
@@ -217,6 +179,26 @@ fn merge_update(res: &Resource, cur: &Value, new: Value, status_only: bool) -> A
     if is_service(res) && !status_only {
         crate::services::keep_ip(cur, &mut out)?;
     }
+    if !status_only {
+        // Defaults first, so a client that leaves them out changes nothing (and the
+        // generation stays); an object stored before a default existed is compared with
+        // its defaulted self for the same reason.
+        defaults::apply(res, &mut out, Write::Update);
+        if res.kind == "Namespace" && res.group.is_empty() {
+            // spec.finalizers changes only through the finalize subresource.
+            if !out.get("spec").is_some_and(Value::is_object) {
+                out["spec"] = json!({});
+            }
+            out["spec"]["finalizers"] = cur
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or_else(|| json!([]));
+        }
+    }
+    let mut cur_defaulted = cur.clone();
+    if !status_only {
+        defaults::apply(res, &mut cur_defaulted, Write::Update);
+    }
     let cur_meta = cur.get("metadata").cloned().unwrap_or(Value::Null);
     let new_name = str_at(&out, "/metadata/name").unwrap_or("");
     let cur_name = str_at(cur, "/metadata/name").unwrap_or("");
@@ -229,7 +211,7 @@ fn merge_update(res: &Resource, cur: &Value, new: Value, status_only: bool) -> A
         .get("generation")
         .and_then(Value::as_i64)
         .unwrap_or(1);
-    if !status_only && spec_part(&out) != spec_part(cur) {
+    if !status_only && spec_part(&out) != spec_part(&cur_defaulted) {
         generation += 1;
     }
     let m = meta_mut(&mut out);
@@ -253,7 +235,7 @@ fn merge_update(res: &Resource, cur: &Value, new: Value, status_only: bool) -> A
 
 /// Write an updated object with CAS on `cur_rev`; an object being deleted whose last finalizer
 /// is gone is removed instead. Returns None on a lost race.
-async fn commit_update(
+pub(super) async fn commit(
     api: &Api,
     t: &Target,
     out: Value,
@@ -261,7 +243,7 @@ async fn commit_update(
 ) -> ApiResult<Option<Value>> {
     let key = t.key();
     let deleting = out.pointer("/metadata/deletionTimestamp").is_some();
-    if deleting && strings_at(&out, "/metadata/finalizers").is_empty() {
+    if deleting && super::namespaces::finalized(&t.res, &out) {
         return match api.store.delete(&key, Some(cur_rev)).await? {
             Outcome::Done(d) => {
                 let mut o = out;
@@ -300,7 +282,7 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
             &warnings,
         ));
     }
-    let stored = commit_update(api, t, out, kv.mod_revision)
+    let stored = commit(api, t, out, kv.mod_revision)
         .await?
         .ok_or_else(|| ApiError::conflict(&t.res.qualified(), t.name()))?;
     Ok(fields::with_warnings(
@@ -336,7 +318,7 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
                 &warnings,
             ));
         }
-        if let Some(stored) = commit_update(api, t, out, kv.mod_revision).await? {
+        if let Some(stored) = commit(api, t, out, kv.mod_revision).await? {
             return Ok(fields::with_warnings(
                 object_response(t, req, 200, stored),
                 &warnings,
@@ -412,13 +394,14 @@ pub async fn delete_object(
                 "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
             )));
         }
+        let namespace = super::namespaces::is_namespace(res);
+        if namespace {
+            super::namespaces::check_deletable(name)?;
+        }
         if is_dry_run(opts) {
             // Checked as a real delete would be, then nothing is written (kubectl diff, delete
             // --dry-run=server).
             return Ok(cur);
-        }
-        if res.kind == "Namespace" && res.group.is_empty() {
-            crate::cascade::delete_namespace_contents(api, name).await?;
         }
         // A pod on a node ends gracefully: it is marked with deletionTimestamp and a grace
         // period, its node agent stops the containers within it and then deletes the pod for
@@ -468,14 +451,21 @@ pub async fn delete_object(
             finalizers.retain(|x| x != "orphan" && x != "foregroundDeletion");
             finalizers.push(f.into());
         }
-        if !finalizers.is_empty() {
+        // A namespace also waits for its spec.finalizers (the namespace controller's).
+        let spec_finalizers = namespace && !strings_at(&cur, "/spec/finalizers").is_empty();
+        if !finalizers.is_empty() || spec_finalizers {
             // Mark for deletion; the object goes once its finalizers are removed.
             if cur.pointer("/metadata/deletionTimestamp").is_none() || policy_finalizer.is_some() {
                 let m = meta_mut(&mut cur);
                 m.entry("deletionTimestamp")
                     .or_insert_with(|| Value::String(now_rfc3339()));
                 m.insert("deletionGracePeriodSeconds".into(), json!(0));
-                m.insert("finalizers".into(), json!(finalizers));
+                if !finalizers.is_empty() {
+                    m.insert("finalizers".into(), json!(finalizers));
+                }
+                if namespace {
+                    super::namespaces::mark_terminating(&mut cur);
+                }
                 match put(api, &key, &cur, Some(kv.mod_revision)).await? {
                     Some(stored) => return Ok(stored),
                     None => continue,

@@ -4,6 +4,7 @@
 pub mod deployments;
 pub mod endpoints;
 pub mod gc;
+pub mod namespaces;
 pub mod nodes;
 pub mod replicasets;
 pub mod scheduler;
