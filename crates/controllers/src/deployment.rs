@@ -1,7 +1,8 @@
 //! The Deployment controller's decision: which ReplicaSet is the current template's, how to
 //! scale it and the old ones (RollingUpdate within maxSurge/maxUnavailable, or Recreate),
-//! revisions (so `kubectl rollout undo` finds the previous template), history cleanup, and
-//! the status `kubectl rollout status` reads.
+//! revisions (so `kubectl rollout undo` finds the previous template), history cleanup, a
+//! resize shared out between live ReplicaSets (`resize`), and the status `kubectl rollout
+//! status` reads.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,15 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::owner;
 
+mod resize;
+use resize::resize;
+
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
+/// The Deployment's spec.replicas when this controller last sized the ReplicaSet: a live
+/// ReplicaSet whose value differs from it tells a `kubectl scale deploy` apart from a rollout.
+pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
+/// spec.replicas + maxSurge at that time: the base of a proportional share.
+pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 pub const HASH_LABEL: &str = "pod-template-hash";
 
 /// What to do for one Deployment.
@@ -22,8 +31,11 @@ pub const HASH_LABEL: &str = "pod-template-hash";
 pub struct DeploymentPlan {
     /// The new template's ReplicaSet, when it does not exist yet.
     pub create: Option<ReplicaSet>,
-    /// ReplicaSet name → its new spec.replicas.
+    /// ReplicaSet name → its new spec.replicas; each scaled ReplicaSet also gets
+    /// [`Self::size_annotations`].
     pub scale: Vec<(String, i32)>,
+    /// [`DESIRED_REPLICAS`] and [`MAX_REPLICAS`] as of this plan, for every ReplicaSet it sizes.
+    pub size_annotations: BTreeMap<String, String>,
     /// ReplicaSet name → the revision it now carries (an old template rolled back to).
     pub set_revision: Vec<(String, String)>,
     /// Old, empty ReplicaSets beyond revisionHistoryLimit.
@@ -33,14 +45,44 @@ pub struct DeploymentPlan {
     pub status: DeploymentStatus,
 }
 
-/// A short, stable hash of a pod template (without its pod-template-hash label), in the
-/// vowel-free alphabet Kubernetes uses so it never spells words.
-pub fn template_hash(template: &PodTemplateSpec) -> String {
+/// A pod template as Kubernetes compares them (`EqualIgnoreHash`): without its
+/// pod-template-hash label, and with empty values (null, `{}`, `[]`) the same as absent, as
+/// Go's zero values are. `kubectl rollout undo` (1.20) writes a ReplicaSet's template back
+/// with `creationTimestamp: null` and `resources: {}` it never had: still the same template.
+pub fn normalized_template(template: &PodTemplateSpec) -> serde_json::Value {
     let mut t = template.clone();
     if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH_LABEL);
     }
-    let json = serde_json::to_string(&t).unwrap_or_default();
+    let mut v = serde_json::to_value(&t).unwrap_or_default();
+    drop_empty(&mut v);
+    v
+}
+
+/// Remove null, empty-object and empty-array members, innermost first.
+fn drop_empty(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => true,
+        Value::Object(m) => {
+            m.retain(|_, x| !drop_empty(x));
+            m.is_empty()
+        }
+        Value::Array(a) => {
+            for x in a.iter_mut() {
+                // An element stays (positions matter); only its own empty members go.
+                drop_empty(x);
+            }
+            a.is_empty()
+        }
+        _ => false,
+    }
+}
+
+/// A short, stable hash of a pod template ([`normalized_template`]), in the vowel-free
+/// alphabet Kubernetes uses so it never spells words.
+pub fn template_hash(template: &PodTemplateSpec) -> String {
+    let json = normalized_template(template).to_string();
     let mut h: u32 = 0x811c9dc5;
     for b in json.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x01000193);
@@ -75,6 +117,14 @@ fn resolve(v: Option<&IntOrString>, default_percent: i32, replicas: i32, round_u
         exact / 100
     };
     value.max(0) as i32
+}
+
+fn annotation_i32(rs: &ReplicaSet, key: &str) -> Option<i32> {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .and_then(|v| v.parse().ok())
 }
 
 fn spec_replicas(rs: &ReplicaSet) -> i32 {
@@ -141,9 +191,22 @@ pub fn plan(d: &Deployment, owned: &[ReplicaSet], now: &Time) -> DeploymentPlan 
     let max_revision = owned.iter().map(revision_of).max().unwrap_or(0);
     let mut plan = DeploymentPlan::default();
 
+    // The template's ReplicaSet: the one whose template equals it (as Kubernetes finds it),
+    // else one labelled with its hash.
+    let wanted = normalized_template(&spec.template);
+    let same_template = |rs: &&ReplicaSet| {
+        rs.spec
+            .as_ref()
+            .and_then(|s| s.template.as_ref())
+            .is_some_and(|t| normalized_template(t) == wanted)
+    };
+    let labelled = |rs: &&ReplicaSet| {
+        rs.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash)
+    };
     let current = owned
         .iter()
-        .find(|rs| rs.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash))
+        .find(same_template)
+        .or_else(|| owned.iter().find(labelled))
         .cloned();
     let mut old: Vec<&ReplicaSet> = owned
         .iter()
@@ -202,8 +265,25 @@ pub fn plan(d: &Deployment, owned: &[ReplicaSet], now: &Time) -> DeploymentPlan 
     };
     plan.revision = revision.to_string();
 
+    plan.size_annotations = [
+        (DESIRED_REPLICAS.to_string(), replicas.to_string()),
+        (MAX_REPLICAS.to_string(), (replicas + surge).to_string()),
+    ]
+    .into_iter()
+    .collect();
+    if let Some(rs) = plan.create.as_mut() {
+        let annotations = rs.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        annotations.extend(plan.size_annotations.clone());
+    }
+
     let mut new_target = new_spec;
-    if spec.paused != Some(true) {
+    let resized = match (&current, spec.paused == Some(true)) {
+        (Some(_), false) => resize(d, owned, &new_name, replicas, surge, recreate),
+        _ => None,
+    };
+    if let Some(scale) = resized {
+        plan.scale = scale;
+    } else if spec.paused != Some(true) {
         if recreate {
             for rs in &old {
                 if spec_replicas(rs) > 0 {
@@ -229,22 +309,37 @@ pub fn plan(d: &Deployment, owned: &[ReplicaSet], now: &Time) -> DeploymentPlan 
                 new_target = replicas;
             }
             // Scale down old ReplicaSets while keeping replicas - maxUnavailable available.
-            let all_pods: i32 = old_pods + new_status.0;
+            // Counted from the specs, as Kubernetes does: a status still counting pods a
+            // resize just removed must not make room for cutting more.
+            let all_pods: i32 = old_spec + new_target;
             let min_available = replicas - unavailable;
             let new_unavailable = (new_target - new_status.2).max(0);
-            let mut budget = (all_pods - min_available - new_unavailable).max(0);
-            // An old ReplicaSet's pods that are not available cost no availability: remove
-            // those first, then available ones within the budget.
+            // Nothing goes while the pods beyond the minimum are all new ones still starting
+            // (also not the old pods a proportional resize just added). Then old pods that are
+            // not available go first (they cost no availability), then available ones down to
+            // the minimum; a ReplicaSet counts no more available pods than it is to keep.
+            let mut cleanup = (all_pods - min_available - new_unavailable).max(0);
+            let available_all: i32 = old
+                .iter()
+                .map(|rs| status_of(rs).2.min(spec_replicas(rs)))
+                .sum::<i32>()
+                + new_status.2.min(new_target);
+            let mut scale_down = if cleanup > 0 {
+                (available_all - min_available).max(0)
+            } else {
+                0
+            };
             for rs in &old {
                 let (_, _, available) = status_of(rs);
                 let want = spec_replicas(rs);
                 if want == 0 {
                     continue;
                 }
-                let unhealthy = (want - available).max(0);
-                let cut = (unhealthy + budget).min(want);
-                let from_budget = (cut - unhealthy).max(0);
-                budget -= from_budget;
+                let unhealthy = (want - available).max(0).min(cleanup);
+                cleanup -= unhealthy;
+                let healthy = (want - unhealthy).min(scale_down);
+                scale_down -= healthy;
+                let cut = unhealthy + healthy;
                 if cut > 0 {
                     plan.scale
                         .push((rs.metadata.name.clone().unwrap_or_default(), want - cut));

@@ -88,6 +88,10 @@ fn apply(sets: &mut Vec<ReplicaSet>, plan: &DeploymentPlan) {
             .find(|r| r.metadata.name.as_deref() == Some(name))
             .unwrap();
         rs.spec.as_mut().unwrap().replicas = Some(*n);
+        rs.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .extend(plan.size_annotations.clone());
     }
     for (name, rev) in &plan.set_revision {
         let rs = sets
@@ -293,4 +297,188 @@ fn template_hash_ignores_its_own_label_and_changes_with_the_template() {
     assert!(deployment::template_hash(&a)
         .chars()
         .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+}
+
+fn spec_of(sets: &[ReplicaSet], name: &str) -> i32 {
+    sets.iter()
+        .find(|r| r.metadata.name.as_deref() == Some(name))
+        .and_then(|r| r.spec.as_ref()?.replicas)
+        .unwrap()
+}
+
+fn name_of(rs: &ReplicaSet) -> String {
+    rs.metadata.name.clone().unwrap()
+}
+
+#[test]
+fn scaling_every_replicaset_to_zero_restores_only_the_newest() {
+    let mut sets = Vec::new();
+    let mut d = deployment(3, "app:1", json!({"type": "RollingUpdate"}));
+    d.spec.as_mut().unwrap().revision_history_limit = Some(10);
+    roll(&d, &mut sets, 0, 4);
+    for image in ["app:2", "app:3"] {
+        let mut next = deployment(3, image, json!({"type": "RollingUpdate"}));
+        next.spec.as_mut().unwrap().revision_history_limit = Some(10);
+        d = next;
+        roll(&d, &mut sets, 2, 4);
+    }
+    assert_eq!(sets.len(), 3);
+    let newest = name_of(sets.last().unwrap());
+    // `kubectl scale rs --all --replicas=0`, pods gone.
+    for rs in sets.iter_mut() {
+        rs.spec.as_mut().unwrap().replicas = Some(0);
+        rs.status = Some(ReplicaSetStatus::default());
+    }
+    let plan = deployment::plan(&d, &sets, &at(200));
+    assert_eq!(plan.scale, [(newest.clone(), 3)]);
+    roll(&d, &mut sets, 0, 4);
+    for rs in &sets {
+        let want = if name_of(rs) == newest { 3 } else { 0 };
+        assert_eq!(spec_of(&sets, &name_of(rs)), want, "{}", name_of(rs));
+    }
+}
+
+/// Kubernetes' documented example: 10 replicas, maxSurge 3, maxUnavailable 2, a new image that
+/// never becomes available (old 8, new 5), then `kubectl scale deploy --replicas=15`: 3 more
+/// for the old ReplicaSet and 2 for the new one, not all 5 for the broken version.
+#[test]
+fn scaling_during_a_rollout_is_proportional() {
+    let strategy =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}});
+    let mut sets = Vec::new();
+    let v1 = deployment(10, "app:1", strategy.clone());
+    roll(&v1, &mut sets, 0, 13);
+    let old = name_of(&sets[0]);
+    let mut v2 = deployment(10, "app:2", strategy.clone());
+    for step in 0..10 {
+        let plan = deployment::plan(&v2, &sets, &at(step));
+        apply(&mut sets, &plan);
+        for rs in sets.iter_mut().filter(|r| name_of(r) != old) {
+            rs.status.as_mut().unwrap().available_replicas = Some(0);
+        }
+    }
+    let new = name_of(sets.iter().find(|r| name_of(r) != old).unwrap());
+    assert_eq!((spec_of(&sets, &old), spec_of(&sets, &new)), (8, 5));
+    v2.status = Some(deployment::plan(&v2, &sets, &at(20)).status);
+
+    let sized = |d: &Deployment, sets: &mut Vec<ReplicaSet>| {
+        let plan = deployment::plan(d, sets, &at(30));
+        apply(sets, &plan);
+        for rs in sets.iter_mut().filter(|r| name_of(r) != old) {
+            rs.status.as_mut().unwrap().available_replicas = Some(0);
+        }
+        (spec_of(sets, &old), spec_of(sets, &new))
+    };
+    let mut up = v2.clone();
+    up.spec.as_mut().unwrap().replicas = Some(15);
+    assert_eq!(sized(&up, &mut sets), (11, 7));
+    for rs in &sets {
+        let a = rs.metadata.annotations.clone().unwrap();
+        assert_eq!(a[deployment::DESIRED_REPLICAS], "15");
+        assert_eq!(a[deployment::MAX_REPLICAS], "18");
+    }
+    // Sized: the rollout goes on from there (stuck on the broken image, within its bounds).
+    let next = deployment::plan(&up, &sets, &at(31));
+    assert!(next.scale.is_empty(), "{:?}", next.scale);
+
+    // Down to 5: 8 pods at most (5 + maxSurge), the bigger ReplicaSet giving more.
+    let mut down = up.clone();
+    down.status = Some(next.status);
+    down.spec.as_mut().unwrap().replicas = Some(5);
+    assert_eq!(sized(&down, &mut sets), (5, 3));
+    // And to 0: nothing left anywhere.
+    let mut zero = down.clone();
+    zero.spec.as_mut().unwrap().replicas = Some(0);
+    assert_eq!(sized(&zero, &mut sets), (0, 0));
+}
+
+#[test]
+fn scaling_a_settled_deployment_resizes_its_one_replicaset() {
+    let mut sets = Vec::new();
+    let mut d = deployment(3, "app:1", json!({"type": "RollingUpdate"}));
+    roll(&d, &mut sets, 0, 4);
+    d.spec.as_mut().unwrap().replicas = Some(6);
+    let plan = deployment::plan(&d, &sets, &at(100));
+    assert_eq!(plan.scale, [(name_of(&sets[0]), 6)]);
+    roll(&d, &mut sets, 0, 6);
+    assert_eq!(counts(&sets, &name_of(&sets[0])), (6, 6));
+}
+
+/// `kubectl rollout undo` (1.20) writes the old ReplicaSet's template back with Go's empty
+/// values (`creationTimestamp: null`, `resources: {}`): the same template, so that
+/// ReplicaSet is restored rather than a new one made for it.
+#[test]
+fn undo_restores_the_old_replicaset_despite_empty_values() {
+    let mut sets = Vec::new();
+    let v1 = deployment(2, "app:1", json!({"type": "RollingUpdate"}));
+    roll(&v1, &mut sets, 0, 3);
+    let first = name_of(&sets[0]);
+    let mut v2 = deployment(2, "app:2", json!({"type": "RollingUpdate"}));
+    v2.spec.as_mut().unwrap().revision_history_limit = Some(10);
+    roll(&v2, &mut sets, 1, 3);
+    let mut undo: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": "default", "uid": "d-uid", "generation": 3},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "strategy": {"type": "RollingUpdate"}, "revisionHistoryLimit": 10,
+                 "template": {"metadata": {"creationTimestamp": null, "labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "app:1", "resources": {}}]}}}
+    }))
+    .unwrap();
+    let plan = deployment::plan(&undo, &sets, &at(300));
+    assert!(
+        plan.create.is_none(),
+        "a new ReplicaSet for an old template"
+    );
+    assert_eq!(plan.revision, "3");
+    assert_eq!(plan.set_revision, [(first.clone(), "3".to_string())]);
+    undo.status = Some(plan.status.clone());
+    roll(&undo, &mut sets, 1, 3);
+    assert_eq!(sets.len(), 2);
+    assert_eq!(counts(&sets, &first), (2, 2));
+}
+
+/// A rollout stuck on new pods that never get ready (maxSurge 1, maxUnavailable 0): resized
+/// up and down, each ReplicaSet gets kube's share, and the old ReplicaSet's last available
+/// pod is kept even while its status still counts the pods a resize removed.
+#[test]
+fn a_stuck_rollout_resized_keeps_its_available_pods() {
+    let strategy =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+    let mut sets = Vec::new();
+    roll(&deployment(2, "app:1", strategy.clone()), &mut sets, 0, 3);
+    let old = name_of(&sets[0]);
+    let broken = deployment(2, "app:2", strategy);
+    // One step: `apply` plus the new pods never becoming available.
+    let step = |d: &Deployment, sets: &mut Vec<ReplicaSet>, at_s: i64| {
+        let plan = deployment::plan(d, sets, &at(at_s));
+        apply(sets, &plan);
+        for rs in sets.iter_mut().filter(|r| name_of(r) != old) {
+            rs.status.as_mut().unwrap().available_replicas = Some(0);
+        }
+    };
+    for s in 0..6 {
+        step(&broken, &mut sets, s);
+    }
+    let new = name_of(sets.iter().find(|r| name_of(r) != old).unwrap());
+    let sizes = |sets: &[ReplicaSet]| (spec_of(sets, &old), spec_of(sets, &new));
+    assert_eq!(sizes(&sets), (2, 1));
+    let mut up = broken.clone();
+    up.spec.as_mut().unwrap().replicas = Some(4);
+    for s in 10..16 {
+        step(&up, &mut sets, s);
+    }
+    assert_eq!(sizes(&sets), (3, 2), "round(2·5/3), round(1·5/3)");
+
+    let mut down = up.clone();
+    down.spec.as_mut().unwrap().replicas = Some(1);
+    let stale = sets.clone();
+    let plan = deployment::plan(&down, &sets, &at(20));
+    apply(&mut sets, &plan);
+    assert_eq!(sizes(&sets), (1, 1));
+    // The statuses as they were before that resize (3 old pods available, 2 new not).
+    for (rs, before) in sets.iter_mut().zip(&stale) {
+        rs.status = before.status.clone();
+    }
+    let plan = deployment::plan(&down, &sets, &at(21));
+    assert!(plan.scale.is_empty(), "{:?}", plan.scale);
 }

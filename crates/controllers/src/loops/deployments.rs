@@ -110,7 +110,11 @@ async fn reconcile(
         }
     }
     for (rs, replicas) in &plan.scale {
-        let patch = json!({"spec": {"replicas": replicas}});
+        // The size annotations tell the next pass a resized Deployment from a sized one.
+        let patch = json!({
+            "metadata": {"annotations": plan.size_annotations},
+            "spec": {"replicas": replicas},
+        });
         rs_api
             .patch(rs, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;

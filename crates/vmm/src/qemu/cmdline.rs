@@ -282,7 +282,7 @@ mod tests {
             "{l}"
         );
         assert!(!l.contains("mitigations"));
-        let l = kernel_cmdline("true", "n1", None, "tcg,thread=multi", "").unwrap();
+        let l = kernel_cmdline("true", "n1", None, super::super::TCG, "").unwrap();
         assert!(l.contains(" mitigations=off "), "{l}");
         assert!(kernel_cmdline(&"x".repeat(3000), "n", None, "tcg", "").is_err());
     }

@@ -148,7 +148,18 @@ pub(crate) fn nonce() -> String {
     )
 }
 
-/// `kvm` only where the CPU has hardware virtualization and /dev/kvm answers; else multi-threaded TCG.
+/// TCG with every vCPU on one host thread (round robin), not QEMU's multi-threaded TCG. With a
+/// thread per vCPU, QEMU 7.2 (Debian 12's) can keep running a translated block after another
+/// vCPU rewrote the guest code under it: a store whose TLB entry was filled just before the
+/// other vCPU translated the page misses the invalidation. The Linux guest patches its own
+/// text at run time (static keys, through an int3 at each site, `text_poke_bp`); one vCPU
+/// kept executing the int3 its stale block holds while memory already had the new bytes, the
+/// kernel's int3 handler found no breakpoint there and sent it back to the same address, and
+/// the guest spun forever (about 1 boot in 300 with 2 vCPUs hung at `sched_clock: Marking
+/// stable`; evidence in docs/vm.md). One thread cannot race with itself.
+pub const TCG: &str = "tcg,thread=single";
+
+/// `kvm` only where the CPU has hardware virtualization and /dev/kvm answers; else [`TCG`].
 /// (A PVM-backed /dev/kvm without vmx/svm cannot run stock kernels.)
 pub fn choose_accel() -> String {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -159,7 +170,7 @@ pub fn choose_accel() -> String {
     if hw && kvm_works() {
         "kvm".to_string()
     } else {
-        "tcg,thread=multi".to_string()
+        TCG.to_string()
     }
 }
 

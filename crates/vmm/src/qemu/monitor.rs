@@ -11,7 +11,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -38,17 +38,28 @@ pub(crate) enum Note {
     Halted,
 }
 
+/// What the monitor last saw, for the error of a run that times out: a guest that never ends
+/// is otherwise a mystery (which vCPU spins where, and whether QEMU was told to shut down).
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// The vCPUs at the watch's last look (`#0 RIP=… HLT=0 IF=1`, one per vCPU).
+    pub cpus: String,
+    /// QEMU's SHUTDOWN event, if one came.
+    pub shutdown: Option<End>,
+}
+
 /// How often the halt watch looks, and after how long a quiet console.
 const POLL: Duration = Duration::from_millis(200);
 const QUIET: Duration = Duration::from_millis(1000);
 
 /// Follow the monitor on `stream` until QEMU closes it; returns the SHUTDOWN reason seen, if
 /// any. `last_output_ms` is when the console last had output (ms since `t0`); `notify` gets
-/// each [`Note`] and says whether the run still listens.
+/// each [`Note`] and says whether the run still listens; `seen` is kept up to date.
 pub(crate) fn watch(
     stream: UnixStream,
     t0: Instant,
     last_output_ms: Arc<AtomicU64>,
+    seen: Arc<Mutex<Seen>>,
     notify: impl Fn(Note) -> bool + Send + 'static,
 ) -> JoinHandle<Option<End>> {
     std::thread::spawn(move || {
@@ -85,6 +96,9 @@ pub(crate) fn watch(
                         Some("guest-panic") => End::Panic,
                         r => End::Other(r.unwrap_or("unknown").to_string()),
                     });
+                    if let Ok(mut seen) = seen.lock() {
+                        seen.shutdown = end.clone();
+                    }
                 }
                 continue;
             }
@@ -97,6 +111,9 @@ pub(crate) fn watch(
             }
             if msg.get("id").and_then(Value::as_str) == Some("halt") {
                 let text = msg.get("return").and_then(Value::as_str).unwrap_or("");
+                if let Ok(mut seen) = seen.lock() {
+                    seen.cpus = cpu_summary(text);
+                }
                 if all_halted(text) {
                     halted_twice += 1;
                 } else {
@@ -125,6 +142,36 @@ fn all_halted(text: &str) -> bool {
         }
     }
     cpus > 0
+}
+
+/// One short line of `info registers -a`: each vCPU's instruction pointer, whether it sits in
+/// `hlt`, and its interrupt flag.
+fn cpu_summary(text: &str) -> String {
+    text.lines()
+        .filter(|l| l.contains("HLT="))
+        .enumerate()
+        .map(|(i, line)| {
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key))
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            let ip = match field("RIP=").as_str() {
+                "?" => field("EIP="),
+                ip => ip.to_string(),
+            };
+            let flags = match field("RFL=").as_str() {
+                "?" => field("EFL="),
+                f => f.to_string(),
+            };
+            let interrupts = u64::from_str_radix(&flags, 16)
+                .map(|f| if f & 0x200 != 0 { "IF=1" } else { "IF=0" })
+                .unwrap_or("IF=?");
+            format!("#{i} IP={ip} HLT={} {interrupts}", field("HLT="))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// JSON lines off the monitor socket, with a partial line kept across read timeouts.
@@ -201,5 +248,9 @@ mod tests {
             "EIP=0000fff0 EFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=1"
         ));
         assert!(!all_halted(""));
+        assert_eq!(
+            cpu_summary(&two),
+            "#0 IP=ffffffff81000000 HLT=1 IF=0, #1 IP=ffffffff81000000 HLT=1 IF=1"
+        );
     }
 }

@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::confine::{MONITOR_FD, TAP_FD_BASE};
-use super::monitor::{self, End, Note};
+use super::monitor::{self, End, Note, Seen};
 use super::{
     boot_files, check_boot_file, check_size, choose_accel, find_qemu, guest_script, kernel_cmdline,
     machine_args, nonce, Devices, MachineArgs,
@@ -217,7 +217,8 @@ pub fn run_with(
     });
     let t0 = Instant::now();
     let last_output = Arc::new(AtomicU64::new(0));
-    let watch = monitor::watch(monitor, t0, last_output.clone(), move |n| {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watch = monitor::watch(monitor, t0, last_output.clone(), seen.clone(), move |n| {
         tx.send(Event::Monitor(n)).is_ok()
     });
 
@@ -230,8 +231,9 @@ pub fn run_with(
                 Ok(e) => e,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     bail!(
-                        "VM timed out after {:?} without the guest reporting",
-                        opts.timeout.unwrap()
+                        "VM timed out after {:?} without the guest reporting{}",
+                        opts.timeout.unwrap(),
+                        seen.lock().map(|s| timeout_detail(&s)).unwrap_or_default()
                     )
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break None,
@@ -295,6 +297,22 @@ pub fn run_with(
             format!(": {last}")
         }
     ))
+}
+
+/// What the monitor knew when the run timed out: ` (QEMU got SHUTDOWN …; vCPUs: …)`.
+fn timeout_detail(seen: &Seen) -> String {
+    let mut parts = Vec::new();
+    if let Some(end) = &seen.shutdown {
+        parts.push(format!("QEMU got SHUTDOWN ({end:?}) but did not exit"));
+    }
+    if !seen.cpus.is_empty() {
+        parts.push(format!("vCPUs: {}", seen.cpus));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
 }
 
 /// What the run waits for: console bytes, and notes from the VM's monitor.
