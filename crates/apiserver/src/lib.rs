@@ -15,6 +15,7 @@ mod event_ttl;
 mod limits;
 mod meta;
 mod patch;
+mod proto;
 mod resources;
 mod rest;
 mod router;

@@ -7,7 +7,8 @@ use yun_store::RangeRequest;
 
 use super::{decode, get_kv, object_response, selector};
 use crate::error::{ApiError, ApiResult};
-use crate::router::{json, json_bytes, Req, Target};
+use crate::proto::{Format, ListEncoder};
+use crate::router::{bytes_response, json_bytes, Req, Target};
 use crate::Api;
 
 pub async fn get(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
@@ -146,10 +147,21 @@ pub async fn list(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
     if req.wants_table() {
         let page = list_page(api, t, req).await?;
         let meta = meta(page.revision, &page.continue_token);
-        return Ok(json(
-            200,
-            &crate::table::table(&t.res, &page.items, req, meta),
-        ));
+        let table = crate::table::table(&t.res, &page.items, req, meta);
+        return Ok(crate::proto::respond(req.output, 200, &table));
+    }
+    if req.output.format == Format::Protobuf {
+        if let Some(mut enc) = ListEncoder::new(&t.res.api_version(), &t.res.kind) {
+            let (revision, token) = for_each_listed(api, t, req, |obj| {
+                enc.push(&obj)
+                    .map_err(|e| ApiError::internal(format!("encoding as protobuf: {e}")))
+            })
+            .await?;
+            let body = enc
+                .finish(&meta(revision, &token))
+                .map_err(|e| ApiError::internal(format!("encoding as protobuf: {e}")))?;
+            return Ok(bytes_response(200, crate::proto::MEDIA_TYPE, body));
+        }
     }
     // Each object is written out as soon as it is read, so the response is the only copy of
     // the list the server holds (not a tree of every object, and then a copy of that tree).
@@ -172,6 +184,11 @@ pub async fn list(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
     serde_json::to_writer(&mut body, &meta(revision, &token))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     body.push(b'}');
+    if req.output.format == Format::Yaml {
+        let v: Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(crate::proto::respond(req.output, 200, &v));
+    }
     Ok(json_bytes(200, body))
 }
 

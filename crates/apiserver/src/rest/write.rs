@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::meta::{meta_mut, name_suffix, new_uid, now_rfc3339, str_at, strings_at};
 use crate::patch::{self, PatchType};
 use crate::resources::{Resource, Schema};
-use crate::router::{json, Req, Target};
+use crate::router::{Req, Target};
 use crate::validation;
 use crate::Api;
 
@@ -349,7 +349,7 @@ fn delete_options(req: &Req) -> ApiResult<Value> {
 pub async fn delete(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
     let opts = delete_options(req)?;
     let out = delete_object(api, &t.res, t.ns.as_deref(), t.name(), &opts).await?;
-    Ok(json(200, &out))
+    Ok(crate::proto::respond(req.output, 200, &out))
 }
 
 /// Delete one object honouring finalizers, preconditions and the propagation policy.
@@ -476,7 +476,8 @@ pub async fn delete_collection(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResu
             Err(e) => return Err(e),
         }
     }
-    Ok(json(
+    Ok(crate::proto::respond(
+        req.output,
         200,
         &json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(),
                 "metadata": {"resourceVersion": page.revision.to_string()}, "items": deleted}),
