@@ -263,3 +263,22 @@ fn watch_frames_are_length_prefixed_watch_events() {
     };
     assert_eq!(decode_object(raw).unwrap(), obj);
 }
+
+#[test]
+fn deep_nesting_is_refused_not_a_stack_overflow() {
+    // JSONSchemaProps.not (tag 28) nested 2 000 deep: a 400, not a crash.
+    let mut props = Vec::new();
+    for _ in 0..2_000 {
+        let mut outer = Vec::new();
+        transcode::put_bytes(28, &props, &mut outer);
+        props = outer;
+    }
+    let e = decode_object(&envelope(
+        "apiextensions.k8s.io/v1",
+        "JSONSchemaProps",
+        &props,
+    ));
+    let e = e.map(|_| ()).unwrap_err();
+    assert_eq!(e.code, 400, "{}", e.message);
+    assert!(e.message.contains("nested"), "{}", e.message);
+}

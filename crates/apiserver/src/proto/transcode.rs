@@ -319,8 +319,19 @@ fn string_of(w: &Wire) -> Result<String> {
     String::from_utf8(bytes_of(w)?.to_vec()).map_err(|_| "a string is not UTF-8".into())
 }
 
+/// How deep messages may nest in a decoded body: JSON's own parser stops at 128 levels, and a
+/// recursive message (JSONSchemaProps) must not let a small body exhaust the stack.
+const MAX_DEPTH: usize = 100;
+
 /// Decode message `m`; `Value::Null` is a zero value its JSON form leaves out.
 pub fn decode(m: &'static Message, buf: &[u8]) -> Result<Value> {
+    decode_at(m, buf, 0)
+}
+
+fn decode_at(m: &'static Message, buf: &[u8], depth: usize) -> Result<Value> {
+    if depth > MAX_DEPTH {
+        return Err(format!("messages nested more than {MAX_DEPTH} deep"));
+    }
     let fs = fields(buf)?;
     let get = |tag: u32| fs.iter().rev().find(|(t, _)| *t == tag).map(|(_, w)| w);
     let all = |tag: u32| fs.iter().filter(move |(t, _)| *t == tag).map(|(_, w)| w);
@@ -332,12 +343,13 @@ pub fn decode(m: &'static Message, buf: &[u8]) -> Result<Value> {
                     continue;
                 };
                 if let (true, Ty::Message(i)) = (f.inline, f.ty) {
-                    if let Value::Object(inner) = decode(&MESSAGES[i as usize], bytes_of(w)?)? {
+                    let inner = decode_at(&MESSAGES[i as usize], bytes_of(w)?, depth + 1)?;
+                    if let Value::Object(inner) = inner {
                         obj.extend(inner);
                     }
                     continue;
                 }
-                decode_field(f, w, &mut obj).map_err(|e| format!("{}: {e}", f.json))?;
+                decode_field(f, w, &mut obj, depth).map_err(|e| format!("{}: {e}", f.json))?;
             }
             Ok(Value::Object(obj))
         }
@@ -386,14 +398,14 @@ pub fn decode(m: &'static Message, buf: &[u8]) -> Result<Value> {
                 let f = field(m, 2)?;
                 let mut obj = Map::new();
                 for w in list {
-                    decode_field(f, w, &mut obj)?;
+                    decode_field(f, w, &mut obj, depth)?;
                 }
                 return Ok(obj.remove(f.json).unwrap_or(Value::Array(vec![])));
             }
-            one_schema(m, 1, get(1))
+            one_schema(m, 1, get(1), depth)
         }
         Special::PropsOrBool => match get(2) {
-            Some(w) => one_schema(m, 2, Some(w)),
+            Some(w) => one_schema(m, 2, Some(w), depth),
             None => Ok(Value::Bool(
                 get(1).map(varint_of).transpose()?.unwrap_or(0) != 0,
             )),
@@ -401,16 +413,16 @@ pub fn decode(m: &'static Message, buf: &[u8]) -> Result<Value> {
     }
 }
 
-fn one_schema(m: &'static Message, tag: u32, w: Option<&Wire>) -> Result<Value> {
+fn one_schema(m: &'static Message, tag: u32, w: Option<&Wire>, depth: usize) -> Result<Value> {
     let f = field(m, tag)?;
     match (f.ty, w) {
-        (Ty::Message(i), Some(w)) => decode(&MESSAGES[i as usize], bytes_of(w)?),
+        (Ty::Message(i), Some(w)) => decode_at(&MESSAGES[i as usize], bytes_of(w)?, depth + 1),
         _ => Ok(Value::Null),
     }
 }
 
 /// Decode one occurrence of field `f` into `obj` (appending to a list, adding to a map).
-fn decode_field(f: &Field, w: &Wire, obj: &mut Map<String, Value>) -> Result<()> {
+fn decode_field(f: &Field, w: &Wire, obj: &mut Map<String, Value>, depth: usize) -> Result<()> {
     if let Ty::MapString | Ty::MapBytes | Ty::MapMessage(_) = f.ty {
         let entry = fields(bytes_of(w)?)?;
         let mut key = String::new();
@@ -422,7 +434,9 @@ fn decode_field(f: &Field, w: &Wire, obj: &mut Map<String, Value>) -> Result<()>
                     val = match f.ty {
                         Ty::MapString => Value::String(string_of(ew)?),
                         Ty::MapBytes => Value::String(b64().encode(bytes_of(ew)?)),
-                        Ty::MapMessage(i) => decode(&MESSAGES[i as usize], bytes_of(ew)?)?,
+                        Ty::MapMessage(i) => {
+                            decode_at(&MESSAGES[i as usize], bytes_of(ew)?, depth + 1)?
+                        }
                         _ => unreachable!(),
                     }
                 }
@@ -469,7 +483,7 @@ fn decode_field(f: &Field, w: &Wire, obj: &mut Map<String, Value>) -> Result<()>
             _ => return Err("expected a double".into()),
         },
         Ty::Bytes => Value::String(b64().encode(bytes_of(w)?)),
-        Ty::Message(i) => decode(&MESSAGES[i as usize], bytes_of(w)?)?,
+        Ty::Message(i) => decode_at(&MESSAGES[i as usize], bytes_of(w)?, depth + 1)?,
         Ty::MapString | Ty::MapBytes | Ty::MapMessage(_) => unreachable!(),
     };
     if f.repeated {
