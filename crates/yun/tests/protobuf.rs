@@ -414,6 +414,16 @@ fn curl_protobuf_lists_watches_and_negotiation() {
     let ext = fields(&ev[1].1);
     let (kind, _) = unwrap_envelope(&ext[0].1);
     assert_eq!(kind, "ConfigMap");
+    // Metadata clients get PartialObjectMetadataList.
+    let meta = "Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+    let (code, _, body) = srv.curl("GET", "/api/v1/namespaces/default/configmaps", &[meta], b"");
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (code, list["kind"].as_str()),
+        (200, Some("PartialObjectMetadataList"))
+    );
+    assert_eq!(list["items"][0]["metadata"]["name"], "one");
+    assert!(list["items"][0].get("data").is_none(), "{list}");
     // A protobuf body for a custom resource is 415 (custom resources are JSON only) …
     let crd = r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition","metadata":{"name":"widgets.example.com"},"spec":{"group":"example.com","scope":"Namespaced","names":{"plural":"widgets","kind":"Widget"},"versions":[{"name":"v1","served":true,"storage":true,"schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}"#;
     let (code, _, _) = srv.curl(

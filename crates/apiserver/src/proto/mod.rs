@@ -182,17 +182,29 @@ pub enum Format {
     Protobuf,
 }
 
-/// What the client's `Accept` asked for: a format, and whether as a `meta.k8s.io` Table.
+/// What the client's `Accept` asked for: a format, and whether as a `meta.k8s.io` Table or as
+/// `PartialObjectMetadata` (metadata clients: garbage collectors, kube-rs metadata watchers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Output {
     pub format: Format,
     pub table: bool,
+    pub metadata: bool,
+}
+
+/// An object as `PartialObjectMetadata`: its type and metadata only.
+pub fn partial(obj: &Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadata",
+        "metadata": obj.get("metadata").cloned().unwrap_or(Value::Null),
+    })
 }
 
 /// Pick the response encoding from `Accept` as kube-apiserver does: the first acceptable media
-/// range (by q, then order). Protobuf only when `protobuf_ok` (a built-in kind); a Table only as
-/// JSON or YAML (it has no protobuf message); other `as=` conversions are not served. Nothing
-/// acceptable is 406 naming what was asked and what is offered.
+/// range (by q, then order). Protobuf only when `protobuf_ok` (a built-in kind) or for
+/// `PartialObjectMetadata` (a meta message, whatever the kind); a Table only as JSON or YAML (it
+/// has no protobuf message); other `as=` conversions are not served. Nothing acceptable is 406
+/// naming what was asked and what is offered.
 pub fn negotiate(accept: &str, protobuf_ok: bool) -> ApiResult<Output> {
     let mut ranges: Vec<(f32, &str)> = accept
         .split(',')
@@ -215,25 +227,35 @@ pub fn negotiate(accept: &str, protobuf_ok: bool) -> ApiResult<Output> {
             .unwrap_or("")
             .trim()
             .to_ascii_lowercase();
+        let conversion = param(r, "as");
+        if conversion.is_some() {
+            let g_ok = param(r, "g").is_none_or(|g| g == "meta.k8s.io");
+            let v_ok = param(r, "v").is_none_or(|v| v == "v1" || v == "v1beta1");
+            if !g_ok || !v_ok {
+                continue;
+            }
+        }
+        let metadata = matches!(
+            conversion,
+            Some("PartialObjectMetadata" | "PartialObjectMetadataList")
+        );
         let format = match media.as_str() {
             "application/json" | "*/*" | "application/*" => Format::Json,
             "application/yaml" => Format::Yaml,
-            MEDIA_TYPE if protobuf_ok => Format::Protobuf,
+            MEDIA_TYPE if protobuf_ok || metadata => Format::Protobuf,
             _ => continue,
         };
-        let table = match param(r, "as") {
+        let table = match conversion {
             None => false,
-            Some("Table") => {
-                let g_ok = param(r, "g").is_none_or(|g| g == "meta.k8s.io");
-                let v_ok = param(r, "v").is_none_or(|v| v == "v1" || v == "v1beta1");
-                if !g_ok || !v_ok || format == Format::Protobuf {
-                    continue;
-                }
-                true
-            }
+            Some("Table") if format != Format::Protobuf => true,
+            Some(_) if metadata => false,
             Some(_) => continue,
         };
-        return Ok(Output { format, table });
+        return Ok(Output {
+            format,
+            table,
+            metadata,
+        });
     }
     Err(ApiError::not_acceptable(format!(
         "the server cannot serve {accept:?}: only the following media types are accepted: {OFFERED} (protobuf for built-in kinds only, Table as JSON or YAML)"

@@ -90,6 +90,10 @@ fn full<T: DeserializeOwned + Serialize>(api_version: &str, kind: &str) {
     let decoded = decode_object(&enc.finish(&list["metadata"]).unwrap()).unwrap();
     assert_eq!(decoded["items"].as_array().unwrap().len(), 2);
     assert_eq!(decoded["metadata"], list["metadata"]);
+    // Items of a protobuf list carry no type of their own (the list's says what they are).
+    let meta_list = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+        "metadata": {"resourceVersion": "12"}, "items": [{"metadata": partial(&known)["metadata"]}]});
+    assert_eq!(round_trip(&meta_list), meta_list);
 }
 
 /// The part of `a` that `b` also has (b dropped what its type does not know).
@@ -222,8 +226,15 @@ fn negotiation_as_kube_apiserver() {
     let pb_table =
         "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json";
     assert_eq!(pb(pb_table, true).unwrap(), (Json, false));
+    // Metadata clients get PartialObjectMetadata, in protobuf too, for any kind.
     let meta_only = "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io";
-    assert_eq!(negotiate(meta_only, true).unwrap_err().code, 406);
+    assert!(negotiate(meta_only, false).unwrap().metadata);
+    let meta_pb =
+        "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io";
+    let o = negotiate(meta_pb, false).unwrap();
+    assert_eq!((o.format, o.metadata), (Protobuf, true));
+    let other = "application/json;as=APIGroupDiscoveryList;v=v2;g=apidiscovery.k8s.io";
+    assert_eq!(negotiate(other, true).unwrap_err().code, 406);
     assert_eq!(
         pb(
             "application/json;q=0.5, application/vnd.kubernetes.protobuf",

@@ -233,6 +233,9 @@ pub fn object_response(t: &Target, req: &Req, code: u16, obj: Value) -> Response
         let table = crate::table::table(&t.res, &[obj], req, json!({"resourceVersion": rv}));
         return crate::proto::respond(req.output, code, &table);
     }
+    if req.output.metadata {
+        return crate::proto::respond(req.output, code, &crate::proto::partial(&obj));
+    }
     crate::proto::respond(req.output, code, &obj)
 }
 

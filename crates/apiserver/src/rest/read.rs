@@ -150,6 +150,13 @@ pub async fn list(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
         let table = crate::table::table(&t.res, &page.items, req, meta);
         return Ok(crate::proto::respond(req.output, 200, &table));
     }
+    if req.output.metadata {
+        let page = list_page(api, t, req).await?;
+        let items: Vec<Value> = page.items.iter().map(crate::proto::partial).collect();
+        let list = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": meta(page.revision, &page.continue_token), "items": items});
+        return Ok(crate::proto::respond(req.output, 200, &list));
+    }
     if req.output.format == Format::Protobuf {
         if let Some(mut enc) = ListEncoder::new(&t.res.api_version(), &t.res.kind) {
             let (revision, token) = for_each_listed(api, t, req, |obj| {

@@ -29,6 +29,7 @@ const TICK: Duration = Duration::from_secs(15);
 struct Encoder {
     res: Resource,
     table: bool,
+    metadata: bool,
     protobuf: bool,
     req_accept: String,
     include: Option<String>,
@@ -61,6 +62,8 @@ impl Encoder {
                 .cloned()
                 .unwrap_or(Value::Null);
             crate::table::table(&self.res, &[obj], &req, json!({"resourceVersion": rv}))
+        } else if self.metadata && kind != "ERROR" {
+            crate::proto::partial(&obj)
         } else {
             obj
         };
@@ -172,6 +175,7 @@ pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
     let enc = Encoder {
         res: t.res.clone(),
         table: req.output.table,
+        metadata: req.output.metadata,
         protobuf: req.output.format == crate::proto::Format::Protobuf,
         req_accept: req.header("accept").to_string(),
         include: req.q("includeObject").map(str::to_string),
