@@ -396,6 +396,24 @@ fn curl_protobuf_lists_watches_and_negotiation() {
     let items: Vec<_> = fields(&raw).into_iter().filter(|(t, _)| *t == 2).collect();
     assert_eq!(items.len(), 1);
     assert!(String::from_utf8_lossy(&items[0].1).contains("one"));
+    // One object in protobuf, transcoded from the stored text with its resourceVersion.
+    let (code, ctype, body) = srv.curl(
+        "GET",
+        "/api/v1/namespaces/default/configmaps/one",
+        &[&accept],
+        b"",
+    );
+    assert_eq!((code, ctype.as_str()), (200, PROTOBUF));
+    let (kind, raw) = unwrap_envelope(&body);
+    assert_eq!(kind, "ConfigMap");
+    let meta = fields(&fields(&raw).into_iter().find(|(t, _)| *t == 1).unwrap().1);
+    assert_eq!(meta.iter().find(|(t, _)| *t == 1).unwrap().1, b"one");
+    let rv = &meta
+        .iter()
+        .find(|(t, _)| *t == 6)
+        .expect("a resourceVersion")
+        .1;
+    assert!(String::from_utf8_lossy(rv).parse::<u64>().is_ok(), "{rv:?}");
     // A watch in protobuf: 4-byte length frames of WatchEvent{type, object{raw: envelope}}.
     let (code, ctype, body) = srv.curl(
         "GET",

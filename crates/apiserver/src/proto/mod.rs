@@ -9,6 +9,7 @@
 //! served as JSON only, and a protobuf body for one is a 415.
 
 pub mod schema;
+mod stream;
 mod time;
 pub mod transcode;
 
@@ -51,6 +52,22 @@ pub fn encode_object(v: &Value) -> Option<Result<Vec<u8>, String>> {
     let (m, av, kind) = message_of(v)?;
     let mut raw = Vec::new();
     Some(transcode::encode(m, v, &mut raw).map(|()| envelope(av, kind, &raw)))
+}
+
+/// Encode a stored object (its JSON text, without resourceVersion) of a built-in kind straight
+/// to the wire format, `resourceVersion` added; None for a kind without a message.
+pub fn encode_stored(
+    api_version: &str,
+    kind: &str,
+    text: &[u8],
+    resource_version: &str,
+) -> Option<Result<Vec<u8>, String>> {
+    let m = schema::find(api_version, kind)?;
+    let mut raw = Vec::with_capacity(text.len());
+    Some(
+        stream::encode_stored(m, text, Some(resource_version), &mut raw)
+            .map(|()| envelope(api_version, kind, &raw)),
+    )
 }
 
 /// Decode an enveloped object into its JSON form, apiVersion and kind included. A kind with
@@ -133,6 +150,14 @@ impl ListEncoder {
             kind: list_kind,
             body: Vec::new(),
         })
+    }
+
+    /// Add a stored object (JSON text without resourceVersion) without parsing it to a tree.
+    pub fn push_stored(&mut self, text: &[u8], resource_version: &str) -> Result<(), String> {
+        let mut raw = Vec::with_capacity(text.len());
+        stream::encode_stored(self.item, text, Some(resource_version), &mut raw)?;
+        put_bytes(self.items_tag, &raw, &mut self.body);
+        Ok(())
     }
 
     pub fn push(&mut self, obj: &Value) -> Result<(), String> {

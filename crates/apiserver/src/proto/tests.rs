@@ -293,3 +293,48 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
     assert_eq!(e.code, 400, "{}", e.message);
     assert!(e.message.contains("nested"), "{}", e.message);
 }
+
+#[test]
+fn stored_text_streams_to_the_same_message() {
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core};
+    fn same<T: DeserializeOwned + Serialize>(api_version: &str, kind: &str) {
+        let m = schema::find(api_version, kind).unwrap();
+        let mut obj = sample(m, 7);
+        obj["apiVersion"] = json!(api_version);
+        obj["kind"] = json!(kind);
+        let typed: T = serde_json::from_value(obj.clone()).unwrap();
+        let mut known = intersect(&obj, &serde_json::to_value(typed).unwrap());
+        known["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        let text = serde_json::to_vec(&known).unwrap();
+        let streamed = encode_stored(api_version, kind, &text, "77")
+            .unwrap()
+            .unwrap();
+        known["metadata"]["resourceVersion"] = json!("77");
+        assert_eq!(decode_object(&streamed).unwrap(), known, "{kind}");
+    }
+    same::<core::Pod>("v1", "Pod");
+    same::<core::Service>("v1", "Service");
+    same::<core::Secret>("v1", "Secret");
+    same::<core::Node>("v1", "Node");
+    same::<apps::Deployment>("apps/v1", "Deployment");
+    same::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+    );
+    // Text with escapes, nulls and a field the schema lacks.
+    let text = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a\"b","labels":null},"data":{"k\n":"v\u00e9"},"extra":[1,{"x":2}]}"#;
+    let v = decode_object(
+        &encode_stored("v1", "ConfigMap", text, "5")
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        v,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "a\"b", "resourceVersion": "5"}, "data": {"k\n": "vé"}})
+    );
+}

@@ -152,7 +152,7 @@ fn short(m: &Message) -> &str {
     m.name.rsplit("::").next().unwrap_or(m.name)
 }
 
-fn encode_field(f: &Field, v: &Value, out: &mut Vec<u8>) -> Result<()> {
+pub(super) fn encode_field(f: &Field, v: &Value, out: &mut Vec<u8>) -> Result<()> {
     match f.ty {
         Ty::MapString | Ty::MapBytes | Ty::MapMessage(_) => {
             let obj = v
@@ -199,7 +199,7 @@ fn encode_field(f: &Field, v: &Value, out: &mut Vec<u8>) -> Result<()> {
     }
 }
 
-fn encode_single(f: &Field, v: &Value, out: &mut Vec<u8>) -> Result<()> {
+pub(super) fn encode_single(f: &Field, v: &Value, out: &mut Vec<u8>) -> Result<()> {
     let int = || {
         v.as_i64()
             .or_else(|| v.as_f64().filter(|x| x.fract() == 0.0).map(|x| x as i64))
