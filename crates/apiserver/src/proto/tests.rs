@@ -171,6 +171,14 @@ fn special_types_round_trip() {
         "metadata": {"name": "l"}, "spec": {"holderIdentity": "a",
         "renewTime": "2024-05-01T10:00:00.250000Z", "leaseDurationSeconds": 15}});
     assert_eq!(round_trip(&lease), lease);
+    // The meta kinds under any built-in group version, as client-go sends a DeleteOptions body.
+    let opts = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+        "propagationPolicy": "Foreground", "preconditions": {"uid": "u1"}, "dryRun": ["All"]});
+    assert_eq!(round_trip(&opts), opts);
+    let status = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404,
+        "reason": "NotFound", "message": "pods \"x\" not found",
+        "details": {"name": "x", "kind": "pods"}, "metadata": {}});
+    assert_eq!(round_trip(&status), status);
 }
 
 #[test]
