@@ -42,11 +42,11 @@ pub use tls::Credentials;
 #[doc(hidden)]
 pub const BODY_CONTENT_TYPES: [&str; 6] = [
     "application/json",
-    "application/vnd.kubernetes.protobuf",
     "application/yaml",
     "application/merge-patch+json",
     "application/json-patch+json",
     "application/strategic-merge-patch+json",
+    "application/vnd.kubernetes.protobuf",
 ];
 
 /// What turns a request body into an object, by `content-type`: a PATCH type applies the body
