@@ -36,6 +36,28 @@ pub fn encode_stored(
     de.end().map_err(|e| e.to_string())
 }
 
+/// A special form whose JSON is one string or number: encoded from that scalar directly.
+fn scalar_special(m: &Message) -> bool {
+    matches!(
+        m.special,
+        Special::Time | Special::MicroTime | Special::Quantity | Special::IntOrString
+    )
+}
+
+impl FieldSeed<'_> {
+    /// A string or number for a message field of a scalar special type (a time, a quantity).
+    fn special_scalar<E: de::Error>(self, v: Value) -> Result<(), E> {
+        let i = match self.f.ty {
+            Ty::Message(i) | Ty::MapMessage(i) if scalar_special(&MESSAGES[i as usize]) => i,
+            _ => return Err(E::custom(format!("{}: unexpected {v}", self.f.json))),
+        };
+        let m = &MESSAGES[i as usize];
+        nested(self.f.tag, self.out, |out| {
+            super::transcode::encode(m, &v, out).map_err(E::custom)
+        })
+    }
+}
+
 /// Through a `Value`: the special forms, and messages with inline structs.
 fn slow(m: &Message) -> bool {
     m.special != Special::None || m.fields.iter().any(|f| f.inline)
@@ -119,7 +141,10 @@ impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         let target_slow = match self.f.ty {
-            Ty::Message(i) | Ty::MapMessage(i) => slow(&MESSAGES[i as usize]),
+            Ty::Message(i) | Ty::MapMessage(i) => {
+                let m = &MESSAGES[i as usize];
+                slow(m) && !scalar_special(m)
+            }
             _ => false,
         };
         if target_slow {
@@ -158,7 +183,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
                     .map_err(|e| E::custom(format!("{}: not base64: {e}", self.f.json)))?;
                 put_bytes(self.f.tag, &raw, self.out);
             }
-            _ => return Err(E::custom(format!("{}: unexpected string", self.f.json))),
+            _ => return self.special_scalar(Value::String(s.to_string())),
         }
         Ok(())
     }
@@ -167,7 +192,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
             Ty::Int32 => put_varint(self.f.tag, (v as i32) as i64 as u64, self.out),
             Ty::Int64 => put_varint(self.f.tag, v as u64, self.out),
             Ty::Double => self.visit_f64(v as f64)?,
-            _ => return Err(E::custom(format!("{}: unexpected number", self.f.json))),
+            _ => return self.special_scalar(Value::Number(v.into())),
         }
         Ok(())
     }
@@ -220,38 +245,34 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
         match self.f.ty {
             Ty::Message(i) => {
                 let m = &MESSAGES[i as usize];
-                let mut inner = Vec::new();
-                MsgSeed {
-                    m,
-                    out: &mut inner,
-                    rv: None,
-                }
-                .visit_map(map)?;
-                if let (Some(rv), Some(f)) = (
-                    self.rv,
-                    m.fields.iter().find(|f| f.json == "resourceVersion"),
-                ) {
-                    put_bytes(f.tag, rv.as_bytes(), &mut inner);
-                }
-                put_bytes(self.f.tag, &inner, self.out);
+                let rv = self.rv;
+                nested(self.f.tag, self.out, |out| {
+                    MsgSeed { m, out, rv: None }.visit_map(map)?;
+                    if let (Some(rv), Some(f)) =
+                        (rv, m.fields.iter().find(|f| f.json == "resourceVersion"))
+                    {
+                        put_bytes(f.tag, rv.as_bytes(), out);
+                    }
+                    Ok(())
+                })?;
             }
             Ty::MapString | Ty::MapBytes | Ty::MapMessage(_) => {
+                let value_field = match self.f.ty {
+                    Ty::MapString => &MAP_STRING,
+                    Ty::MapBytes => &MAP_BYTES,
+                    Ty::MapMessage(i) => map_message(i),
+                    _ => unreachable!(),
+                };
                 while let Some(Key(k)) = map.next_key()? {
-                    let mut entry = Vec::new();
-                    put_bytes(1, k.as_bytes(), &mut entry);
-                    let value_field = match self.f.ty {
-                        Ty::MapString => &MAP_STRING,
-                        Ty::MapBytes => &MAP_BYTES,
-                        Ty::MapMessage(i) => map_message(i),
-                        _ => unreachable!(),
-                    };
-                    map.next_value_seed(FieldSeed {
-                        f: value_field,
-                        out: &mut entry,
-                        rv: None,
-                        element: true,
+                    nested(self.f.tag, self.out, |entry| {
+                        put_bytes(1, k.as_bytes(), entry);
+                        map.next_value_seed(FieldSeed {
+                            f: value_field,
+                            out: entry,
+                            rv: None,
+                            element: true,
+                        })
                     })?;
-                    put_bytes(self.f.tag, &entry, self.out);
                 }
             }
             _ => {
@@ -263,6 +284,29 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
         }
         Ok(())
     }
+}
+
+/// Write field `tag` as a length-delimited message that `body` appends to `out` in place: a
+/// one-byte length is reserved and widened afterwards if the message is 128 bytes or more, so
+/// no message is built in a buffer of its own and copied into its parent.
+fn nested<E>(
+    tag: u32,
+    out: &mut Vec<u8>,
+    body: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+    let at = out.len();
+    out.push(0);
+    body(out)?;
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        prost::encoding::encode_varint(len as u64, &mut prefix);
+        out.splice(at..at + 1, prefix);
+    }
+    Ok(())
 }
 
 /// The value field (tag 2) of a map entry.
