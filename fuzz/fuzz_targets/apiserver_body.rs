@@ -4,6 +4,6 @@
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Some((&ct, body)) = data.split_first() {
         let _ =
-            yun_apiserver::decode_body(yun_apiserver::BODY_CONTENT_TYPES[ct as usize % 5], body);
+            yun_apiserver::decode_body(yun_apiserver::BODY_CONTENT_TYPES[ct as usize % yun_apiserver::BODY_CONTENT_TYPES.len()], body);
     }
 });

@@ -17,6 +17,7 @@ mod limits;
 mod meta;
 mod openapi;
 mod patch;
+mod proto;
 mod resources;
 mod rest;
 mod router;
@@ -41,12 +42,13 @@ pub use tls::Credentials;
 
 /// The content types [`decode_body`] tells apart (the fuzz target picks one by its first byte).
 #[doc(hidden)]
-pub const BODY_CONTENT_TYPES: [&str; 5] = [
+pub const BODY_CONTENT_TYPES: [&str; 6] = [
     "application/json",
     "application/yaml",
     "application/merge-patch+json",
     "application/json-patch+json",
     "application/strategic-merge-patch+json",
+    "application/vnd.kubernetes.protobuf",
 ];
 
 /// What turns a request body into an object, by `content-type`: a PATCH type applies the body
@@ -72,6 +74,13 @@ pub fn decode_body(
         }
         Err(_) => rest::decode_body(content_type, body).map_err(err),
     }
+}
+
+/// A built-in object (by its apiVersion and kind) in the Kubernetes protobuf wire format
+/// (`k8s\0` + runtime.Unknown); None for a kind without a message. For the benchmark client.
+#[doc(hidden)]
+pub fn encode_protobuf(obj: &serde_json::Value) -> Option<std::result::Result<Vec<u8>, String>> {
+    proto::encode_object(obj)
 }
 
 /// How to run the API server.

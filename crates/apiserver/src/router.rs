@@ -32,6 +32,8 @@ pub struct Req {
     pub user: String,
     /// The connection it came on (None for requests made up inside the server).
     pub conn: Option<crate::tls::Connection>,
+    /// The response encoding negotiated from `Accept` (set by the REST dispatcher).
+    pub output: crate::proto::Output,
 }
 
 impl Req {
@@ -52,10 +54,7 @@ impl Req {
     }
     /// The client asked for a `meta.k8s.io` Table (kubectl get).
     pub fn wants_table(&self) -> bool {
-        self.header("accept")
-            .split(',')
-            .next()
-            .is_some_and(|first| first.contains("as=Table"))
+        crate::proto::negotiate(self.header("accept"), true).is_ok_and(|o| o.table)
     }
 }
 
@@ -131,10 +130,15 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         body,
         user: user.unwrap_or("system:anonymous").to_string(),
         conn: parts.extensions.get::<crate::tls::Connection>().cloned(),
+        output: Default::default(),
     };
+    // An error is a Status in what the client accepts (protobuf for kubectl); a 406 is JSON,
+    // since what the client accepts is the problem.
+    let out = crate::proto::negotiate(req.header("accept"), true).unwrap_or_default();
     match route(&api, &path, req).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) if e.code == 406 => e.into_response(),
+        Err(e) => crate::proto::respond(out, e.code, &e.status()),
     }
 }
 
@@ -218,10 +222,15 @@ pub fn json(code: u16, value: &serde_json::Value) -> Response {
 
 /// A response whose body is JSON already serialized.
 pub fn json_bytes(code: u16, body: Vec<u8>) -> Response {
+    bytes_response(code, "application/json", body)
+}
+
+/// A response whose body is already encoded as `content_type`.
+pub fn bytes_response(code: u16, content_type: &str, body: Vec<u8>) -> Response {
     let code = axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::OK);
     Response::builder()
         .status(code)
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(Body::from(body))
         .unwrap_or_else(|_| ApiError::internal("building response").into_response())
 }

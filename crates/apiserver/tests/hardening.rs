@@ -275,7 +275,25 @@ async fn errors_name_their_cause() {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let port = server.addr.port();
 
-    // A protobuf body: 415 naming the media type (it used to be a 400 about invalid JSON).
+    // A body in a media type not served: 415 naming it.
+    let (code, status) = curl(
+        dir.path(),
+        port,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/cbor",
+        "cbor-bytes",
+    );
+    assert_eq!(code, 415, "{status}");
+    assert_eq!(status["reason"], "UnsupportedMediaType");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("application/cbor"),
+        "{status}"
+    );
+    // A protobuf body that is not one: 400 saying what is wrong with it.
     let (code, status) = curl(
         dir.path(),
         port,
@@ -284,13 +302,12 @@ async fn errors_name_their_cause() {
         "application/vnd.kubernetes.protobuf",
         "k8s-then-protobuf-bytes",
     );
-    assert_eq!(code, 415, "{status}");
-    assert_eq!(status["reason"], "UnsupportedMediaType");
+    assert_eq!(code, 400, "{status}");
     assert!(
         status["message"]
             .as_str()
             .unwrap()
-            .contains("application/vnd.kubernetes.protobuf"),
+            .contains("protobuf body is invalid"),
         "{status}"
     );
 

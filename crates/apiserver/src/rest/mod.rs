@@ -16,14 +16,17 @@ use yun_store::{KeyValue, Outcome};
 
 use crate::error::{ApiError, ApiResult};
 use crate::resources::Resource;
-use crate::router::{json, Req, Target};
+use crate::router::{Req, Target};
 use crate::selectors::Selector;
 use crate::Api;
 
 pub use write::ensure_default_namespaces;
 
-pub async fn dispatch(api: &Arc<Api>, t: Target, req: Req) -> ApiResult<Response> {
+pub async fn dispatch(api: &Arc<Api>, t: Target, mut req: Req) -> ApiResult<Response> {
     let sub = t.sub.clone();
+    if sub.as_deref() != Some("log") {
+        req.output = crate::proto::negotiate(req.header("accept"), builtin(&t.res))?;
+    }
     match (&req.method, t.name.is_some(), sub.as_deref()) {
         (&Method::GET, false, None) => {
             if req.flag("watch") {
@@ -77,16 +80,24 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, req: Req) -> ApiResult<Response
     }
 }
 
+/// A built-in kind with a protobuf message (custom resources are JSON only, as on Kubernetes).
+pub fn builtin(res: &Resource) -> bool {
+    matches!(res.schema, crate::resources::Schema::Builtin)
+        && crate::proto::schema::find(&res.api_version(), &res.kind).is_some()
+}
+
 /// How a request body is encoded, from its `Content-Type` (parameters such as `charset`
 /// ignored). Decoding dispatches on this, so another codec is one more arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyCodec {
     Json,
     Yaml,
+    Protobuf,
 }
 
 /// The media types a body may have, as kube-apiserver lists them in its 415.
-const ACCEPTED_MEDIA: &str = "application/json, application/yaml";
+const ACCEPTED_MEDIA: &str =
+    "application/json, application/yaml, application/vnd.kubernetes.protobuf";
 
 impl BodyCodec {
     pub fn from_content_type(ct: &str) -> ApiResult<Self> {
@@ -100,9 +111,7 @@ impl BodyCodec {
             // No Content-Type: JSON, which every client of this server sends.
             "" | "application/json" | "*/*" => Ok(BodyCodec::Json),
             "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(BodyCodec::Yaml),
-            "application/vnd.kubernetes.protobuf" => Err(ApiError::unsupported_media(format!(
-                "the body of the request was in an unsupported format: {base} is not supported by this server - accepted media types include: {ACCEPTED_MEDIA}"
-            ))),
+            crate::proto::MEDIA_TYPE => Ok(BodyCodec::Protobuf),
             other => Err(ApiError::unsupported_media(format!(
                 "the body of the request was in an unknown format ({other}) - accepted media types include: {ACCEPTED_MEDIA}"
             ))),
@@ -116,7 +125,7 @@ pub fn parse_body(req: &Req) -> ApiResult<Value> {
 }
 
 /// The body decoder behind [`parse_body`], by content type (also the fuzz targets' entry):
-/// JSON or YAML; any other media type is 415.
+/// JSON, YAML or protobuf (built-in kinds only); any other media type is 415.
 pub fn decode_body(ct: &str, body: &[u8]) -> ApiResult<Value> {
     let codec = BodyCodec::from_content_type(ct)?;
     if body.is_empty() {
@@ -130,6 +139,7 @@ pub fn decode_body(ct: &str, body: &[u8]) -> ApiResult<Value> {
                 "the request body is not valid JSON: {e} (content-type {ct:?})"
             ))
         })?,
+        BodyCodec::Protobuf => crate::proto::decode_object(body)?,
     };
     if !v.is_object() {
         return Err(ApiError::bad_request(
@@ -225,9 +235,12 @@ pub fn object_response(t: &Target, req: &Req, code: u16, obj: Value) -> Response
             .cloned()
             .unwrap_or(Value::Null);
         let table = crate::table::table(&t.res, &[obj], req, json!({"resourceVersion": rv}));
-        return json(code, &table);
+        return crate::proto::respond(req.output, code, &table);
     }
-    json(code, &obj)
+    if req.output.metadata {
+        return crate::proto::respond(req.output, code, &crate::proto::partial(&obj));
+    }
+    crate::proto::respond(req.output, code, &obj)
 }
 
 #[cfg(test)]
@@ -241,9 +254,8 @@ mod tests {
         assert_eq!(BodyCodec::from_content_type(json).unwrap(), BodyCodec::Json);
         let yaml = BodyCodec::from_content_type("application/yaml").unwrap();
         assert_eq!(yaml, BodyCodec::Yaml);
-        let e = BodyCodec::from_content_type("application/vnd.kubernetes.protobuf").unwrap_err();
-        assert_eq!((e.code, e.reason), (415, "UnsupportedMediaType"));
-        assert!(e.message.contains("application/vnd.kubernetes.protobuf"));
+        let pb = BodyCodec::from_content_type("application/vnd.kubernetes.protobuf").unwrap();
+        assert_eq!(pb, BodyCodec::Protobuf);
         let e = BodyCodec::from_content_type("text/plain").unwrap_err();
         assert!(e.code == 415 && e.message.contains("text/plain"), "{e:?}");
     }

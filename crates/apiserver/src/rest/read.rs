@@ -7,13 +7,27 @@ use yun_store::RangeRequest;
 
 use super::{decode, get_kv, object_response, selector};
 use crate::error::{ApiError, ApiResult};
-use crate::router::{json, json_bytes, Req, Target};
+use crate::proto::{Format, ListEncoder};
+use crate::router::{bytes_response, json_bytes, Req, Target};
 use crate::Api;
 
 pub async fn get(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
     let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
+    if plain_protobuf(req) {
+        let rv = kv.mod_revision.to_string();
+        let av = t.res.api_version();
+        if let Some(r) = crate::proto::encode_stored(&av, &t.res.kind, &kv.value, &rv) {
+            let body = r.map_err(|e| ApiError::internal(format!("encoding as protobuf: {e}")))?;
+            return Ok(bytes_response(200, crate::proto::MEDIA_TYPE, body));
+        }
+    }
     let obj = decode(&kv)?;
     Ok(object_response(t, req, 200, obj))
+}
+
+/// Objects in protobuf, not as a Table or metadata: transcoded from the stored text directly.
+fn plain_protobuf(req: &Req) -> bool {
+    req.output.format == Format::Protobuf && !req.output.table && !req.output.metadata
 }
 
 /// A continue token: the revision of the first page and the store's own token.
@@ -52,7 +66,24 @@ async fn for_each_listed(
     req: &Req,
     mut visit: impl FnMut(Value) -> ApiResult<()>,
 ) -> ApiResult<(i64, Option<String>)> {
+    for_each_listed_kv(api, t, req, false, |kv, obj| match obj {
+        Some(obj) => visit(obj),
+        None => visit(decode(kv)?),
+    })
+    .await
+}
+
+/// [`for_each_listed`] with the stored key-value too; with `text_ok` and no selector the
+/// object is not parsed (None), for a caller that works on the stored text.
+async fn for_each_listed_kv(
+    api: &Api,
+    t: &Target,
+    req: &Req,
+    text_ok: bool,
+    mut visit: impl FnMut(&yun_store::KeyValue, Option<Value>) -> ApiResult<()>,
+) -> ApiResult<(i64, Option<String>)> {
     let sel = selector(req)?;
+    let parse = !text_ok || !sel.is_empty();
     let limit: usize = match req.q("limit") {
         Some(l) => l
             .parse()
@@ -101,9 +132,14 @@ async fn for_each_listed(
             })?;
         revision = page.revision;
         for kv in &page.kvs {
+            if !parse {
+                visit(kv, None)?;
+                count += 1;
+                continue;
+            }
             let obj = decode(kv)?;
             if sel.matches(&obj) {
-                visit(obj)?;
+                visit(kv, Some(obj))?;
                 count += 1;
             }
         }
@@ -146,10 +182,31 @@ pub async fn list(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
     if req.wants_table() {
         let page = list_page(api, t, req).await?;
         let meta = meta(page.revision, &page.continue_token);
-        return Ok(json(
-            200,
-            &crate::table::table(&t.res, &page.items, req, meta),
-        ));
+        let table = crate::table::table(&t.res, &page.items, req, meta);
+        return Ok(crate::proto::respond(req.output, 200, &table));
+    }
+    if req.output.metadata {
+        let page = list_page(api, t, req).await?;
+        let items: Vec<Value> = page.items.iter().map(crate::proto::partial).collect();
+        let list = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": meta(page.revision, &page.continue_token), "items": items});
+        return Ok(crate::proto::respond(req.output, 200, &list));
+    }
+    if req.output.format == Format::Protobuf {
+        if let Some(mut enc) = ListEncoder::new(&t.res.api_version(), &t.res.kind) {
+            let (revision, token) = for_each_listed_kv(api, t, req, true, |kv, obj| {
+                let r = match obj {
+                    Some(obj) => enc.push(&obj),
+                    None => enc.push_stored(&kv.value, &kv.mod_revision.to_string()),
+                };
+                r.map_err(|e| ApiError::internal(format!("encoding as protobuf: {e}")))
+            })
+            .await?;
+            let body = enc
+                .finish(&meta(revision, &token))
+                .map_err(|e| ApiError::internal(format!("encoding as protobuf: {e}")))?;
+            return Ok(bytes_response(200, crate::proto::MEDIA_TYPE, body));
+        }
     }
     // Each object is written out as soon as it is read, so the response is the only copy of
     // the list the server holds (not a tree of every object, and then a copy of that tree).
@@ -172,6 +229,11 @@ pub async fn list(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
     serde_json::to_writer(&mut body, &meta(revision, &token))
         .map_err(|e| ApiError::internal(e.to_string()))?;
     body.push(b'}');
+    if req.output.format == Format::Yaml {
+        let v: Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(crate::proto::respond(req.output, 200, &v));
+    }
     Ok(json_bytes(200, body))
 }
 

@@ -10,7 +10,7 @@ use super::{decode, get_kv, parse_body, put};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::str_at;
 use crate::patch::{self, PatchType};
-use crate::router::{json, Req, Target};
+use crate::router::{Req, Target};
 use crate::selectors::label_selector_string;
 use crate::Api;
 
@@ -42,7 +42,7 @@ pub async fn scale(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
         let mut obj = decode(&kv)?;
         let current = scale_of(&obj);
         let wanted = match req.method {
-            Method::GET => return Ok(json(200, &current)),
+            Method::GET => return Ok(crate::proto::respond(req.output, 200, &current)),
             Method::PUT => parse_body(req)?,
             _ => {
                 let kind = PatchType::from_content_type(req.header("content-type"))?;
@@ -81,7 +81,7 @@ pub async fn scale(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
             obj["metadata"]["generation"] = json!(generation + 1);
         }
         if let Some(stored) = put(api, &t.key(), &obj, Some(kv.mod_revision)).await? {
-            return Ok(json(200, &scale_of(&stored)));
+            return Ok(crate::proto::respond(req.output, 200, &scale_of(&stored)));
         }
     }
     Err(ApiError::conflict(&t.res.qualified(), t.name()))
@@ -120,7 +120,8 @@ pub async fn binding(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Respons
     put(api, &t.key(), &pod, Some(kv.mod_revision))
         .await?
         .ok_or_else(|| ApiError::conflict("pods", t.name()))?;
-    Ok(json(
+    Ok(crate::proto::respond(
+        req.output,
         201,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))

@@ -29,6 +29,8 @@ const TICK: Duration = Duration::from_secs(15);
 struct Encoder {
     res: Resource,
     table: bool,
+    metadata: bool,
+    protobuf: bool,
     req_accept: String,
     include: Option<String>,
 }
@@ -53,15 +55,30 @@ impl Encoder {
                 body: Bytes::new(),
                 user: String::new(),
                 conn: None,
+                output: Default::default(),
             };
             let rv = obj
                 .pointer("/metadata/resourceVersion")
                 .cloned()
                 .unwrap_or(Value::Null);
             crate::table::table(&self.res, &[obj], &req, json!({"resourceVersion": rv}))
+        } else if self.metadata && kind != "ERROR" {
+            crate::proto::partial(&obj)
         } else {
             obj
         };
+        if self.protobuf {
+            return match crate::proto::watch_frame(kind, &object) {
+                Ok(frame) => Bytes::from(frame),
+                Err(e) => {
+                    // Not expected for a built-in kind (negotiation checked it has a message):
+                    // an ERROR frame says so rather than a silent gap in the stream.
+                    tracing::warn!("watch: encoding a {kind} event as protobuf: {e}");
+                    let status = ApiError::internal(format!("encoding the event: {e}")).status();
+                    Bytes::from(crate::proto::watch_frame("ERROR", &status).unwrap_or_default())
+                }
+            };
+        }
         let mut bytes =
             serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
         bytes.push(b'\n');
@@ -157,7 +174,9 @@ pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
     let prefix = t.res.prefix(t.ns.as_deref());
     let enc = Encoder {
         res: t.res.clone(),
-        table: req.wants_table(),
+        table: req.output.table,
+        metadata: req.output.metadata,
+        protobuf: req.output.format == crate::proto::Format::Protobuf,
         req_accept: req.header("accept").to_string(),
         include: req.q("includeObject").map(str::to_string),
     };
@@ -255,9 +274,14 @@ pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
+    let ctype = if req.output.format == crate::proto::Format::Protobuf {
+        crate::proto::WATCH_MEDIA_TYPE
+    } else {
+        "application/json"
+    };
     Response::builder()
         .status(200)
-        .header("content-type", "application/json")
+        .header("content-type", ctype)
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::internal(e.to_string()))
 }

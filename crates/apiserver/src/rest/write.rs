@@ -15,7 +15,7 @@ use crate::meta::{meta_mut, name_suffix, new_uid, now_rfc3339, str_at, strings_a
 use crate::openapi::fields;
 use crate::patch::{self, PatchType};
 use crate::resources::{Resource, Schema};
-use crate::router::{json, Req, Target};
+use crate::router::{Req, Target};
 use crate::validation;
 use crate::Api;
 
@@ -360,7 +360,7 @@ fn is_dry_run(opts: &Value) -> bool {
 pub async fn delete(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
     let opts = delete_options(req)?;
     let out = delete_object(api, &t.res, t.ns.as_deref(), t.name(), &opts).await?;
-    Ok(json(200, &out))
+    Ok(crate::proto::respond(req.output, 200, &out))
 }
 
 /// Delete one object honouring finalizers, preconditions and the propagation policy.
@@ -500,7 +500,8 @@ pub async fn delete_collection(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResu
             Err(e) => return Err(e),
         }
     }
-    Ok(json(
+    Ok(crate::proto::respond(
+        req.output,
         200,
         &json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(),
                 "metadata": {"resourceVersion": page.revision.to_string()}, "items": deleted}),
