@@ -253,6 +253,7 @@ impl Req {
             body: Bytes::new(),
             user: "test".into(),
             conn: None,
+            output: Default::default(),
         }
     }
 }
