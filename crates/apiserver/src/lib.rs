@@ -122,6 +122,8 @@ pub(crate) struct Api {
     pub service_range: ServiceRange,
     pub watch_limits: WatchLimits,
     pub watches: limits::WatchCounts,
+    /// Open exec/attach/port-forward sessions per user.
+    pub streams: limits::WatchCounts,
 }
 
 /// A server started with [`start`]; stops when [`Running::stop`] is called or it is dropped.
@@ -211,6 +213,7 @@ pub async fn start(config: Config) -> Result<Running> {
         service_range: config.service_cidr,
         watch_limits: config.watch,
         watches: Default::default(),
+        streams: Default::default(),
     });
     resources::load_crds(&api).await?;
     rest::ensure_default_namespaces(&api).await?;

@@ -32,6 +32,10 @@ pub struct Req {
     pub user: String,
     /// The connection it came on (None for requests made up inside the server).
     pub conn: Option<crate::tls::Connection>,
+    /// The query as sent (exec's repeated `command` parameters are forwarded as they are).
+    pub raw_query: String,
+    /// The connection's upgrade, for the streaming subresources (exec, attach, port-forward).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl Req {
@@ -111,7 +115,7 @@ fn decode_component(s: &str) -> String {
 }
 
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let user = auth::user(&parts.headers, &api.token);
     if !auth::is_public(&path) && user.is_none() {
@@ -131,6 +135,8 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         body,
         user: user.unwrap_or("system:anonymous").to_string(),
         conn: parts.extensions.get::<crate::tls::Connection>().cloned(),
+        raw_query: parts.uri.query().unwrap_or("").to_string(),
+        upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
     };
     match route(&api, &path, req).await {
         Ok(r) => r,

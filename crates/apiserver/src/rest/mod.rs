@@ -2,6 +2,7 @@
 
 mod logs;
 mod read;
+mod stream;
 mod sub;
 mod watch;
 mod write;
@@ -47,6 +48,9 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, req: Req) -> ApiResult<Response
             sub::scale(api, &t, &req).await
         }
         (&Method::GET, true, Some("log")) if t.res.binding => logs::log(api, &t, &req).await,
+        (&Method::GET | &Method::POST, true, Some("exec")) if t.res.binding => {
+            stream::exec(api, &t, req).await
+        }
         (&Method::POST, true, Some("binding")) if t.res.binding => {
             sub::binding(api, &t, &req).await
         }

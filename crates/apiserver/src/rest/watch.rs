@@ -53,6 +53,8 @@ impl Encoder {
                 body: Bytes::new(),
                 user: String::new(),
                 conn: None,
+                raw_query: String::new(),
+                upgrade: None,
             };
             let rv = obj
                 .pointer("/metadata/resourceVersion")

@@ -1,0 +1,240 @@
+//! One process run in a live container for `exec`: `yunc exec` (the agent is multi-threaded
+//! and must not fork the runtime itself) with the container's own process spec (env, user,
+//! cwd, capabilities) and the given command, joined to its namespaces and cgroup. With a tty
+//! the runtime hands the pty's master over a console socket, so resizes reach the pty
+//! itself; without, stdio are pipes. The process's host pid (from `--pid-file`) lets a
+//! session that ends early kill the process, not only `yunc`.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What the client asked to run, from the request's query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl ExecRequest {
+    /// Parse `command=…&command=…&stdin=true&stdout=true&stderr=true&tty=false` (the
+    /// repeated `command` parameters are the argv).
+    pub fn from_query(query: &str) -> Result<ExecRequest, String> {
+        let mut r = ExecRequest::default();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            let flag = matches!(v.as_ref(), "1" | "true" | "True");
+            match k.as_ref() {
+                "command" => r.command.push(v.into_owned()),
+                "stdin" | "input" => r.stdin = flag,
+                "stdout" | "output" => r.stdout = flag,
+                "stderr" | "error" => r.stderr = flag,
+                "tty" => r.tty = flag,
+                _ => {}
+            }
+        }
+        if r.command.is_empty() {
+            return Err("you must specify at least 1 command".into());
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err("you must specify at least 1 of stdin, stdout, stderr".into());
+        }
+        // A tty merges stderr into stdout, as the kubelet does.
+        if r.tty {
+            r.stderr = false;
+        }
+        Ok(r)
+    }
+}
+
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A running exec: its stdio for the session to pump, a resize handle, and the processes.
+pub struct Session {
+    child: tokio::process::Child,
+    dir: SessionDir,
+    pub stdin: Option<Writer>,
+    pub stdout: Option<Reader>,
+    pub stderr: Option<Reader>,
+    pty: Option<OwnedFd>,
+    exited: bool,
+}
+
+/// A directory of its own for the console socket and pid file (socket paths are short, so
+/// it lives in the temp dir, not the data dir); removed on drop.
+struct SessionDir(PathBuf);
+
+impl Drop for SessionDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn session_dir() -> Result<SessionDir> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("yun-exec-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(SessionDir(dir))
+}
+
+/// Start `req.command` in container `id` of the runtime at `runtime_root`.
+pub async fn start(
+    yun_exe: &Path,
+    runtime_root: &Path,
+    id: &str,
+    req: &ExecRequest,
+) -> Result<Session> {
+    let dir = session_dir()?;
+    let socket = dir.0.join("console.sock");
+    let mut cmd = tokio::process::Command::new(yun_exe);
+    cmd.arg0("yunc")
+        .arg("--root")
+        .arg(runtime_root)
+        .arg("exec")
+        .arg("--pid-file")
+        .arg(dir.0.join("pid"));
+    let listener = if req.tty {
+        cmd.arg("--tty").arg("--console-socket").arg(&socket);
+        Some(tokio::net::UnixListener::bind(&socket).context("console socket")?)
+    } else {
+        None
+    };
+    cmd.arg(id).arg("--").args(&req.command).kill_on_drop(true);
+    let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+    if req.tty {
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    } else {
+        cmd.stdin(piped(req.stdin)).stdout(piped(req.stdout));
+    }
+    // yunc's own errors (a container that stopped meanwhile) go where the process's would.
+    cmd.stderr(piped(req.stderr || req.tty));
+    let mut child = cmd.spawn().context("starting yunc exec")?;
+    let mut s = Session {
+        stdin: child.stdin.take().map(|w| Box::new(w) as Writer),
+        stdout: child.stdout.take().map(|r| Box::new(r) as Reader),
+        stderr: child.stderr.take().map(|r| Box::new(r) as Reader),
+        child,
+        dir,
+        pty: None,
+        exited: false,
+    };
+    if let Some(listener) = listener {
+        // The runtime connects once the process has its pty; yunc failing first ends it.
+        let accepted = tokio::select! {
+            a = tokio::time::timeout(Duration::from_secs(30), listener.accept()) => a,
+            status = s.child.wait() => {
+                s.exited = true;
+                let mut msg = String::new();
+                if let Some(mut e) = s.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = (&mut e).take(4096).read_to_string(&mut msg).await;
+                }
+                return Err(anyhow!("exec failed ({}): {}", status?, msg.trim()));
+            }
+        };
+        let (conn, _) = accepted
+            .map_err(|_| anyhow!("the runtime did not hand over the pty in 30 s"))?
+            .context("console socket")?;
+        let conn = conn.into_std()?;
+        conn.set_nonblocking(false)?;
+        let master =
+            tokio::task::spawn_blocking(move || yun_runtime::console::recv_fd(&conn)).await??;
+        let reader = std::fs::File::from(master.try_clone()?);
+        let writer = std::fs::File::from(master.try_clone()?);
+        s.stdout = Some(Box::new(tokio::fs::File::from_std(reader)));
+        if req.stdin {
+            s.stdin = Some(Box::new(tokio::fs::File::from_std(writer)));
+        }
+        s.pty = Some(master);
+    }
+    Ok(s)
+}
+
+impl Session {
+    /// Set the pty's size (no-op without a tty): the process gets SIGWINCH.
+    pub fn resize(&self, width: u16, height: u16) {
+        let Some(pty) = &self.pty else { return };
+        let ws = libc::winsize {
+            ws_row: height,
+            ws_col: width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives across the call;
+        // the fd is the pty master this session owns.
+        let rc = unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        if rc != 0 {
+            tracing::debug!("resize: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// Wait for the exec to end; its exit code (128+signal when killed, as a shell says).
+    pub async fn wait(&mut self) -> i32 {
+        let status = self.child.wait().await;
+        self.exited = true;
+        match status {
+            Ok(s) => s.code().unwrap_or_else(|| {
+                use std::os::unix::process::ExitStatusExt;
+                128 + s.signal().unwrap_or(0)
+            }),
+            Err(_) => -1,
+        }
+    }
+
+    /// End the process in the container (SIGKILL by its host pid) and yunc with it.
+    pub fn kill(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(self.dir.0.join("pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if !self.exited && !matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_the_argv_and_the_streams() {
+        let r = ExecRequest::from_query(
+            "command=sh&command=-c&command=exit+3&stdin=true&stdout=true&stderr=true&tty=false",
+        )
+        .unwrap();
+        assert_eq!(r.command, ["sh", "-c", "exit 3"]);
+        assert!(r.stdin && r.stdout && r.stderr && !r.tty);
+        let tty = ExecRequest::from_query("command=sh&stdin=true&stdout=true&stderr=true&tty=true")
+            .unwrap();
+        assert!(tty.tty && !tty.stderr);
+        assert!(ExecRequest::from_query("stdout=true")
+            .unwrap_err()
+            .contains("at least 1 command"));
+        assert!(ExecRequest::from_query("command=ls")
+            .unwrap_err()
+            .contains("stdin, stdout, stderr"));
+    }
+}

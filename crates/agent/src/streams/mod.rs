@@ -1,0 +1,281 @@
+//! The agent's streaming endpoints, which the API server proxies `kubectl exec` (and, as they
+//! land, attach and port-forward) to, as kube-apiserver does to the kubelet:
+//! `GET /exec/NAMESPACE/POD/CONTAINER?command=…&stdin=&stdout=&stderr=&tty=` upgraded to a
+//! WebSocket speaking `v5.channel.k8s.io` or `v4.channel.k8s.io` ([`channel`]). Requests
+//! carry the cluster's bearer token, like `/containerLogs`.
+//!
+//! Bounds: at most [`MAX_SESSIONS`] sessions at once on the node (429 beyond), messages of at
+//! most [`MAX_MESSAGE`] bytes, and a session with no traffic either way for [`IDLE_TIMEOUT`]
+//! is ended (the kubelet's streaming-connection-idle-timeout is 4 h). A session whose client
+//! goes away kills its process.
+
+pub mod channel;
+pub mod exec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::{SinkExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, Client};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::PodRuntime;
+use channel::Incoming;
+use exec::ExecRequest;
+
+pub const MAX_SESSIONS: usize = 64;
+pub const MAX_MESSAGE: usize = 1 << 20;
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
+/// After the process exits, how long output still held open (by a background child) is
+/// read before the status is sent anyway.
+const DRAIN: Duration = Duration::from_secs(2);
+
+pub struct StreamState {
+    rt: Arc<PodRuntime>,
+    client: Client,
+    token: String,
+    sessions: Arc<Semaphore>,
+}
+
+/// The streaming routes, for the agent's HTTP server.
+pub fn router(rt: Arc<PodRuntime>, client: Client, token: String) -> Router {
+    let state = Arc::new(StreamState {
+        rt,
+        client,
+        token,
+        sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
+    });
+    Router::new()
+        .route("/exec/{ns}/{pod}/{container}", get(exec).post(exec))
+        .with_state(state)
+}
+
+fn error(code: StatusCode, message: String) -> Response {
+    (code, message + "\n").into_response()
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        == Some(token)
+}
+
+/// The pod's uid, or the response to give.
+async fn pod_uid(state: &StreamState, ns: &str, pod: &str) -> Result<String, Response> {
+    match Api::<Pod>::namespaced(state.client.clone(), ns)
+        .get_opt(pod)
+        .await
+    {
+        Ok(Some(p)) => Ok(p.metadata.uid.unwrap_or_default()),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("pods \"{pod}\" not found"),
+        )),
+        Err(e) => Err(error(StatusCode::BAD_GATEWAY, format!("{e}"))),
+    }
+}
+
+async fn exec(
+    State(state): State<Arc<StreamState>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !authorized(&headers, &state.token) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+    }
+    let req = match ExecRequest::from_query(query.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "exec needs a WebSocket upgrade ({}): {e}",
+                    channel::PROTOCOLS.join(", ")
+                ),
+            )
+        }
+    };
+    let uid = match pod_uid(&state, &ns, &pod).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let (rt, uid2, c2) = (state.rt.clone(), uid.clone(), container.clone());
+    let id = match tokio::task::spawn_blocking(move || rt.running(&uid2, &c2)).await {
+        Ok(Ok((id, _pid))) => id,
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("this node already serves {MAX_SESSIONS} streaming sessions"),
+        );
+    };
+    let ws = ws
+        .protocols(channel::PROTOCOLS)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE);
+    let v5 = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some(p) => p == channel::PROTOCOLS[0],
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "none of the offered WebSocket subprotocols is served; want one of {}",
+                    channel::PROTOCOLS.join(", ")
+                ),
+            )
+        }
+    };
+    let cfg = state.rt.config().clone();
+    ws.on_upgrade(move |socket| async move {
+        let root = cfg.data_dir.join("runtime");
+        exec_session(socket, v5, &cfg.yun_exe, &root, &id, req, permit).await
+    })
+}
+
+/// Copy `reader` into messages on `channel` until it ends.
+fn pump(
+    mut reader: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    ch: u8,
+    tx: mpsc::Sender<Message>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                // A pty's master reads EIO once the process side is gone: its end of file.
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let m = Message::Binary(channel::frame(ch, &buf[..n]).into());
+                    if tx.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn exec_session(
+    socket: WebSocket,
+    v5: bool,
+    yun_exe: &std::path::Path,
+    root: &std::path::Path,
+    id: &str,
+    req: ExecRequest,
+    _permit: OwnedSemaphorePermit,
+) {
+    let (mut sink, mut incoming) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        // A normal close (1000): client-go reads the error channel to its end and takes a
+        // close without a code (1005) as a failure.
+        let close = CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(close))).await;
+        let _ = sink.close().await;
+    });
+    let status_message = |v: serde_json::Value| {
+        Message::Binary(channel::frame(channel::ERROR, v.to_string().as_bytes()).into())
+    };
+    let mut sess = match exec::start(yun_exe, root, id, &req).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx
+                .send(status_message(channel::failure_status(&format!("{e:#}"))))
+                .await;
+            drop(tx);
+            let _ = writer.await;
+            return;
+        }
+    };
+    let mut pumps = Vec::new();
+    if let Some(r) = sess.stdout.take() {
+        pumps.push(pump(r, channel::STDOUT, tx.clone()));
+    }
+    if let Some(r) = sess.stderr.take() {
+        pumps.push(pump(r, channel::STDERR, tx.clone()));
+    }
+    // Stdin in a task of its own: a process that does not read must not stall the session.
+    let mut stdin_tx = sess.stdin.take().map(|mut w| {
+        let (stx, mut srx) = mpsc::channel::<Vec<u8>>(8);
+        tokio::spawn(async move {
+            while let Some(data) = srx.recv().await {
+                if w.write_all(&data).await.is_err() || w.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+        stx
+    });
+    let code = loop {
+        tokio::select! {
+            code = sess.wait() => break Some(code),
+            msg = tokio::time::timeout(IDLE_TIMEOUT, incoming.next()) => match msg {
+                Ok(Some(Ok(Message::Binary(b)))) => match channel::decode(v5, &b) {
+                    Ok(Incoming::Stdin(d)) => {
+                        if let Some(s) = &stdin_tx {
+                            if s.send(d.to_vec()).await.is_err() {
+                                stdin_tx = None;
+                            }
+                        }
+                    }
+                    Ok(Incoming::Resize { width, height }) => sess.resize(width, height),
+                    Ok(Incoming::CloseStdin) => stdin_tx = None,
+                    Ok(Incoming::Ignored) => {}
+                    Err(e) => tracing::debug!("exec session: {e}"),
+                },
+                Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => break None,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    };
+    match code {
+        Some(code) => {
+            drop(stdin_tx);
+            for p in &mut pumps {
+                if tokio::time::timeout(DRAIN, &mut *p).await.is_err() {
+                    p.abort();
+                }
+            }
+            let _ = tx
+                .send(status_message(channel::exit_status(&req.command, code)))
+                .await;
+        }
+        None => {
+            // The client is gone (or idle too long): the process goes too.
+            sess.kill();
+            let _ = sess.wait().await;
+            pumps.iter().for_each(|p| p.abort());
+        }
+    }
+    drop(tx);
+    drop(sess);
+    let _ = writer.await;
+}

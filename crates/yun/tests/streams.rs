@@ -1,0 +1,185 @@
+//! The streaming subresources through `yun up` with today's kubectl (1.33, WebSocket
+//! `v5.channel.k8s.io`): exec's exit code, separate stdout and stderr, piped stdin, a tty
+//! with its size, `kubectl cp` both ways, kube's errors, and a client that goes away taking
+//! its process with it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::up::Up;
+
+const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+fn kubectl133(up: &Up, args: &[&str]) -> Command {
+    let mut c = Command::new(KUBECTL_133);
+    c.arg("--kubeconfig")
+        .arg(up.data.join("kubeconfig"))
+        .args(args);
+    c
+}
+
+fn run133(up: &Up, args: &[&str]) -> Output {
+    kubectl133(up, args).output().expect("run kubectl 1.33")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Host processes whose command line is exactly `argv`.
+fn processes(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .ok()
+                .as_deref()
+                == Some(&want[..])
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, secs: u64, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn kubectl_133_exec_cp_and_tty_over_websocket() {
+    assert!(Path::new(KUBECTL_133).exists(), "kubectl 1.33 is missing");
+    let up = Up::start("streams");
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    up.ok(&["run", "idle", "--image=busybox", "--", "sleep", "3600"]);
+    up.until(&["get", "pod", "idle"], 40, |o| o.contains("Running"));
+
+    // The exit code comes back through the status channel; stdout and stderr stay apart.
+    let out = run133(
+        &up,
+        &[
+            "exec",
+            "idle",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(
+        text(&out.stderr).starts_with("err\n"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Stdin is delivered and its end reaches the process (v5's close signal).
+    let mut child = kubectl133(&up, &["exec", "-i", "idle", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hi\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "hi\n");
+
+    // -it under a pty (script gives kubectl one): a tty inside, with kubectl's size.
+    let cmd = format!(
+        "stty cols 123 rows 45; {KUBECTL_133} --kubeconfig {} exec -it idle -- sh -c 'tty; stty size; exit 4'",
+        up.data.join("kubeconfig").display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{shown}");
+    assert!(shown.contains("/dev/pts/"), "{shown}");
+    assert!(shown.contains("45 123"), "{shown}");
+
+    // kubectl cp both ways (exec + tar).
+    let dir = TempDir(std::env::temp_dir().join(format!("yun-test-cp-{}", std::process::id())));
+    let src = dir.0.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(src.join("big.bin"), &big).unwrap();
+    std::fs::write(src.join("f.txt"), "payload\n").unwrap();
+    let out = run133(&up, &["cp", src.to_str().unwrap(), "idle:/tmp/dst"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run133(&up, &["exec", "idle", "--", "cat", "/tmp/dst/f.txt"]);
+    assert_eq!(text(&out.stdout), "payload\n");
+    let back = dir.0.join("back");
+    let out = run133(&up, &["cp", "idle:/tmp/dst", back.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(back.join("big.bin")).unwrap(), big);
+
+    // Kube's errors for a missing pod and a container the pod does not have.
+    let out = run133(&up, &["exec", "nope", "--", "true"]);
+    assert!(
+        text(&out.stderr).contains("pods \"nope\" not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run133(&up, &["exec", "idle", "-c", "bad", "--", "true"]);
+    assert!(
+        text(&out.stderr).contains("container bad is not valid for pod idle"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A client that goes away takes its process with it, with and without a tty.
+    let kubeconfig = up.data.join("kubeconfig");
+    for tty in [false, true] {
+        let secs = if tty { "1235" } else { "1234" };
+        // With a tty, kubectl needs one of its own: it runs under script.
+        let exec = format!(
+            "{KUBECTL_133} --kubeconfig {} exec {} idle -- sleep {secs}",
+            kubeconfig.display(),
+            if tty { "-it" } else { "" }
+        );
+        let mut wrapper = Command::new("script")
+            .args(["-qec", &exec, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the exec'd process starts", 20, || {
+            !processes(&["sleep", secs]).is_empty()
+        });
+        let pid = wrapper.id();
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        for kubectl in children.split_whitespace() {
+            let _ = Command::new("kill").args(["-9", kubectl]).status();
+        }
+        wrapper.wait().unwrap();
+        wait_until("the exec'd process is gone", 10, || {
+            processes(&["sleep", secs]).is_empty()
+        });
+    }
+}
