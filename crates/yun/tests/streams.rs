@@ -1,7 +1,7 @@
 //! The streaming subresources through `yun up` with today's kubectl (1.33, WebSocket
 //! `v5.channel.k8s.io`): exec's exit code, separate stdout and stderr, piped stdin, a tty
-//! with its size, `kubectl cp` both ways, kube's errors, and a client that goes away taking
-//! its process with it.
+//! with its size, `kubectl cp` both ways, kube's errors, `run -i --rm` (attach), and a
+//! client that goes away taking its process with it.
 
 mod common;
 
@@ -65,7 +65,7 @@ impl Drop for TempDir {
 }
 
 #[test]
-fn kubectl_133_exec_cp_and_tty_over_websocket() {
+fn kubectl_133_exec_attach_cp_and_tty_over_websocket() {
     assert!(Path::new(KUBECTL_133).exists(), "kubectl 1.33 is missing");
     let up = Up::start("streams");
     up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
@@ -151,6 +151,50 @@ fn kubectl_133_exec_cp_and_tty_over_websocket() {
         "{}",
         text(&out.stderr)
     );
+
+    // run -i --rm: attach delivers stdin to the main process (stdin: true, stdinOnce: its end
+    // is the container's end of file), its stdout and stderr come back apart, kubectl exits
+    // with the container's code and removes the pod.
+    let mut child = kubectl133(
+        &up,
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "--restart=Never",
+            "once",
+            "--image=busybox",
+            "--",
+            "sh",
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"echo from-stdin; echo to-stderr >&2; exit 5\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("from-stdin\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("to-stderr"),
+        "{}",
+        text(&out.stderr)
+    );
+    up.until(&["get", "pods", "-o", "name"], 30, |o| {
+        !o.contains("pod/once")
+    });
 
     // A client that goes away takes its process with it, with and without a tty.
     let kubeconfig = up.data.join("kubeconfig");

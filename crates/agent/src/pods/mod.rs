@@ -582,19 +582,14 @@ impl PodRuntime {
         Ok(self.engine.log_path(&pick.status.container))
     }
 
-    /// The engine id and host pid of the running attempt of `container` in pod `uid` (exec
-    /// joins it, port-forward the sandbox's network namespace); the error is the kubelet's
-    /// message for a container that is not running.
-    pub fn running(&self, uid: &str, container: &str) -> Result<(String, i32)> {
+    /// The engine's view of the running attempt of `container` in pod `uid` (exec joins it,
+    /// attach writes its stdin, port-forward joins the sandbox's network namespace); the
+    /// error is the kubelet's message for a container that is not running.
+    pub fn running(&self, uid: &str, container: &str) -> Result<yun_engine::ContainerStatus> {
         let attempts = self.attempts(uid);
-        let last = attempts.get(container).and_then(|l| l.last());
-        match last {
-            Some(a) if a.status.state == "running" => {
-                let pid = a
-                    .status
-                    .pid
-                    .ok_or_else(|| anyhow!("container not found ({container:?})"))?;
-                Ok((a.status.container.id.clone(), pid))
+        match attempts.get(container).and_then(|l| l.last()) {
+            Some(a) if a.status.state == "running" && a.status.pid.is_some() => {
+                Ok(a.status.clone())
             }
             _ => bail!("container not found ({container:?})"),
         }
@@ -602,7 +597,8 @@ impl PodRuntime {
 
     /// The sandbox's pid: its network namespace is the pod's.
     pub fn sandbox_pid(&self, uid: &str) -> Result<i32> {
-        self.running(uid, SANDBOX).map(|(_, pid)| pid)
+        self.running(uid, SANDBOX)
+            .map(|s| s.pid.expect("a running container has a pid"))
     }
 
     pub fn config(&self) -> &NodeConfig {

@@ -28,6 +28,11 @@ impl ExecRequest {
     /// Parse `command=…&command=…&stdin=true&stdout=true&stderr=true&tty=false` (the
     /// repeated `command` parameters are the argv).
     pub fn from_query(query: &str) -> Result<ExecRequest, String> {
+        Self::parse(query, true)
+    }
+
+    /// The same for attach, which runs no command.
+    pub fn parse(query: &str, command: bool) -> Result<ExecRequest, String> {
         let mut r = ExecRequest::default();
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             let flag = matches!(v.as_ref(), "1" | "true" | "True");
@@ -40,7 +45,7 @@ impl ExecRequest {
                 _ => {}
             }
         }
-        if r.command.is_empty() {
+        if command && r.command.is_empty() {
             return Err("you must specify at least 1 command".into());
         }
         if !(r.stdin || r.stdout || r.stderr) {

@@ -9,6 +9,7 @@
 //! is ended (the kubelet's streaming-connection-idle-timeout is 4 h). A session whose client
 //! goes away kills its process.
 
+pub mod attach;
 pub mod channel;
 pub mod exec;
 
@@ -56,6 +57,7 @@ pub fn router(rt: Arc<PodRuntime>, client: Client, token: String) -> Router {
     });
     Router::new()
         .route("/exec/{ns}/{pod}/{container}", get(exec).post(exec))
+        .route("/attach/{ns}/{pod}/{container}", get(attach).post(attach))
         .with_state(state)
 }
 
@@ -86,47 +88,53 @@ async fn pod_uid(state: &StreamState, ns: &str, pod: &str) -> Result<String, Res
     }
 }
 
-async fn exec(
-    State(state): State<Arc<StreamState>>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+/// What exec and attach check before upgrading: the token, the query, the upgrade, the pod
+/// and its running container, a free session slot and a served protocol.
+struct Checked {
+    req: ExecRequest,
+    ws: WebSocketUpgrade,
+    v5: bool,
+    container: yun_engine::ContainerStatus,
+    permit: OwnedSemaphorePermit,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn check(
+    state: &StreamState,
+    what: &str,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    query: Option<String>,
+    headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    if !authorized(&headers, &state.token) {
-        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+) -> Result<Checked, Response> {
+    if !authorized(headers, &state.token) {
+        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
     }
-    let req = match ExecRequest::from_query(query.as_deref().unwrap_or("")) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "exec needs a WebSocket upgrade ({}): {e}",
-                    channel::PROTOCOLS.join(", ")
-                ),
-            )
-        }
-    };
-    let uid = match pod_uid(&state, &ns, &pod).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let (rt, uid2, c2) = (state.rt.clone(), uid.clone(), container.clone());
-    let id = match tokio::task::spawn_blocking(move || rt.running(&uid2, &c2)).await {
-        Ok(Ok((id, _pid))) => id,
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let req = ExecRequest::parse(query.as_deref().unwrap_or(""), what == "exec")
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    let ws = ws.map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{what} needs a WebSocket upgrade ({}): {e}",
+                channel::PROTOCOLS.join(", ")
+            ),
+        )
+    })?;
+    let uid = pod_uid(state, ns, pod).await?;
+    let (rt, c2) = (state.rt.clone(), container.to_string());
+    let status = match tokio::task::spawn_blocking(move || rt.running(&uid, &c2)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(error(StatusCode::BAD_REQUEST, format!("{e:#}"))),
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
-        return error(
+        return Err(error(
             StatusCode::TOO_MANY_REQUESTS,
             format!("this node already serves {MAX_SESSIONS} streaming sessions"),
-        );
+        ));
     };
     let ws = ws
         .protocols(channel::PROTOCOLS)
@@ -135,17 +143,83 @@ async fn exec(
     let v5 = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
         Some(p) => p == channel::PROTOCOLS[0],
         None => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "none of the offered WebSocket subprotocols is served; want one of {}",
                     channel::PROTOCOLS.join(", ")
                 ),
+            ))
+        }
+    };
+    Ok(Checked {
+        req,
+        ws,
+        v5,
+        container: status,
+        permit,
+    })
+}
+
+async fn attach(
+    State(state): State<Arc<StreamState>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let c = match check(&state, "attach", &ns, &pod, &container, query, &headers, ws).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if c.req.tty {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "attach with a tty is not supported: pods run without one".into(),
+        );
+    }
+    let engine = state.rt.engine();
+    let stdin = match (c.req.stdin, c.container.container.stdin_open) {
+        (false, _) => None,
+        (true, true) => Some(engine.attach_socket(&c.container.container)),
+        (true, false) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("container {container} was not started with stdin: true: its stdin cannot be attached"),
             )
         }
     };
+    let rt = state.rt.clone();
+    let record = c.container.container.clone();
+    let log = engine.log_path(&record);
+    let log2 = log.clone();
+    let a = attach::Attach {
+        req: c.req,
+        log,
+        stdin,
+        // Until the monitor records the exit, which it does after the logger wrote the last
+        // record (or the container is removed).
+        running: Box::new(move || rt.engine().finished_at(&record).is_none() && log2.exists()),
+    };
+    let v5 = c.v5;
+    c.ws.on_upgrade(move |socket| attach::session(socket, v5, a, c.permit))
+}
+
+async fn exec(
+    State(state): State<Arc<StreamState>>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let c = match check(&state, "exec", &ns, &pod, &container, query, &headers, ws).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let cfg = state.rt.config().clone();
-    ws.on_upgrade(move |socket| async move {
+    let id = c.container.container.id;
+    let (req, v5, permit) = (c.req, c.v5, c.permit);
+    c.ws.on_upgrade(move |socket| async move {
         let root = cfg.data_dir.join("runtime");
         exec_session(socket, v5, &cfg.yun_exe, &root, &id, req, permit).await
     })
@@ -183,23 +257,8 @@ async fn exec_session(
     req: ExecRequest,
     _permit: OwnedSemaphorePermit,
 ) {
-    let (mut sink, mut incoming) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(16);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            if sink.send(m).await.is_err() {
-                return;
-            }
-        }
-        // A normal close (1000): client-go reads the error channel to its end and takes a
-        // close without a code (1005) as a failure.
-        let close = CloseFrame {
-            code: axum::extract::ws::close_code::NORMAL,
-            reason: "".into(),
-        };
-        let _ = sink.send(Message::Close(Some(close))).await;
-        let _ = sink.close().await;
-    });
+    let (sink, mut incoming) = socket.split();
+    let (tx, writer) = spawn_writer(sink);
     let status_message = |v: serde_json::Value| {
         Message::Binary(channel::frame(channel::ERROR, v.to_string().as_bytes()).into())
     };
@@ -278,4 +337,28 @@ async fn exec_session(
     drop(tx);
     drop(sess);
     let _ = writer.await;
+}
+
+/// The session's sending half: messages queued on the returned sender go out in order; when
+/// every sender is gone the socket is closed normally.
+fn spawn_writer(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Message>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        // A normal close (1000): client-go reads the error channel to its end and takes a
+        // close without a code (1005) as a failure.
+        let close = CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(close))).await;
+        let _ = sink.close().await;
+    });
+    (tx, writer)
 }

@@ -48,8 +48,9 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, req: Req) -> ApiResult<Response
             sub::scale(api, &t, &req).await
         }
         (&Method::GET, true, Some("log")) if t.res.binding => logs::log(api, &t, &req).await,
-        (&Method::GET | &Method::POST, true, Some("exec")) if t.res.binding => {
-            stream::exec(api, &t, req).await
+        (&Method::GET | &Method::POST, true, Some(s @ ("exec" | "attach"))) if t.res.binding => {
+            let s = s.to_string();
+            stream::exec_or_attach(api, &t, req, &s).await
         }
         (&Method::POST, true, Some("binding")) if t.res.binding => {
             sub::binding(api, &t, &req).await

@@ -1,4 +1,4 @@
-//! `pods/NAME/exec` (and the other streaming subresources as they land): the client's
+//! `pods/NAME/exec` and `pods/NAME/attach` (and port-forward as it lands): the client's
 //! upgrade request is proxied to the agent of the pod's node, authenticated there with the
 //! cluster token, and once the agent answers 101 the two connections are spliced byte for
 //! byte — as kube-apiserver's upgrade-aware proxy does to the kubelet, so WebSocket and SPDY
@@ -39,20 +39,30 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
         && headers.contains_key(header::UPGRADE)
 }
 
-/// POST/GET pods/NAME/exec.
-pub async fn exec(api: &Arc<Api>, t: &Target, mut req: Req) -> ApiResult<Response> {
+/// POST/GET pods/NAME/exec and pods/NAME/attach (`sub`).
+pub async fn exec_or_attach(
+    api: &Arc<Api>,
+    t: &Target,
+    mut req: Req,
+    sub: &str,
+) -> ApiResult<Response> {
     let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
     let pod = decode(&kv)?;
     let name = t.name();
     let container = pick_container(&pod, name, &req)?;
     if let Some(phase @ ("Succeeded" | "Failed")) = str_at(&pod, "/status/phase") {
+        let verb = if sub == "exec" {
+            "exec into"
+        } else {
+            "attach to"
+        };
         return Err(ApiError::bad_request(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
+            "cannot {verb} a container in a completed pod; current phase is {phase}"
         )));
     }
     let (node, address, port) = node_endpoint(api, &pod, name, &container).await?;
     let ns = t.ns.as_deref().unwrap_or("default");
-    let path = format!("/exec/{ns}/{name}/{container}");
+    let path = format!("/{sub}/{ns}/{name}/{container}");
     proxy_upgrade(api, &mut req, &node, &address, port, &path).await
 }
 
