@@ -1,7 +1,8 @@
 //! The streaming subresources through `yun up` with today's kubectl (1.33, WebSocket
 //! `v5.channel.k8s.io`): exec's exit code, separate stdout and stderr, piped stdin, a tty
 //! with its size, `kubectl cp` both ways, kube's errors, `run -i --rm` (attach), and a
-//! client that goes away taking its process with it.
+//! client that goes away taking its process with it; port-forward with kubectl 1.33 (SPDY
+//! tunneled in a WebSocket), 1.27 and 1.20 (SPDY).
 
 mod common;
 
@@ -12,6 +13,31 @@ use std::time::{Duration, Instant};
 use common::up::Up;
 
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+
+/// A kubectl port-forward, killed on drop.
+struct Forward(std::process::Child);
+
+impl Forward {
+    /// What it wrote on stderr (after it ended).
+    fn stderr_text(&mut self) -> String {
+        use std::io::Read;
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let mut s = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 fn kubectl133(up: &Up, args: &[&str]) -> Command {
     let mut c = Command::new(KUBECTL_133);
@@ -65,7 +91,7 @@ impl Drop for TempDir {
 }
 
 #[test]
-fn kubectl_133_exec_attach_cp_and_tty_over_websocket() {
+fn kubectl_exec_attach_cp_tty_and_port_forward() {
     assert!(Path::new(KUBECTL_133).exists(), "kubectl 1.33 is missing");
     let up = Up::start("streams");
     up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
@@ -195,6 +221,66 @@ fn kubectl_133_exec_attach_cp_and_tty_over_websocket() {
     up.until(&["get", "pods", "-o", "name"], 30, |o| {
         !o.contains("pod/once")
     });
+
+    // port-forward to a server bound to the pod's loopback: kubectl 1.33 tunnels SPDY in a
+    // WebSocket, 1.27 and 1.20 speak SPDY; curl goes through each. A closed port is reported.
+    up.ok(&[
+        "run",
+        "web",
+        "--image=busybox",
+        "--",
+        "sh",
+        "-c",
+        "mkdir /www && echo hello-pf > /www/index.html && httpd -f -p 127.0.0.1:8080 -h /www",
+    ]);
+    up.until(&["get", "pod", "web"], 40, |o| o.contains("Running"));
+    for kubectl in [KUBECTL_133, KUBECTL_127, common::kubectl::KUBECTL] {
+        let local = common::free_port();
+        let mut pf = Forward(
+            Command::new(kubectl)
+                .arg("--kubeconfig")
+                .arg(up.data.join("kubeconfig"))
+                .args(["port-forward", "pod/web", &format!("{local}:8080")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        common::wait_for_port(&format!("127.0.0.1:{local}"), "kubectl port-forward");
+        let url = format!("http://127.0.0.1:{local}/");
+        for _ in 0..2 {
+            let out = Command::new("curl")
+                .args(["-s", "--max-time", "10", &url])
+                .output()
+                .unwrap();
+            assert_eq!(text(&out.stdout), "hello-pf\n", "{kubectl}");
+        }
+        let _ = pf.0.kill();
+    }
+    let local = common::free_port();
+    let mut pf = Forward(
+        kubectl133(&up, &["port-forward", "pod/web", &format!("{local}:9999")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_for_port(&format!("127.0.0.1:{local}"), "kubectl port-forward");
+    let _ = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{local}/"),
+        ])
+        .output();
+    // kubectl ≥ 1.29 ends a port-forward whose remote side failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pf.0.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = pf.stderr_text();
+    assert!(out.contains("dial tcp4 127.0.0.1:9999"), "{out}");
 
     // A client that goes away takes its process with it, with and without a tty.
     let kubeconfig = up.data.join("kubeconfig");

@@ -12,6 +12,8 @@
 pub mod attach;
 pub mod channel;
 pub mod exec;
+pub mod portforward;
+pub mod spdy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +60,10 @@ pub fn router(rt: Arc<PodRuntime>, client: Client, token: String) -> Router {
     Router::new()
         .route("/exec/{ns}/{pod}/{container}", get(exec).post(exec))
         .route("/attach/{ns}/{pod}/{container}", get(attach).post(attach))
+        .route(
+            "/portForward/{ns}/{pod}",
+            get(port_forward).post(port_forward),
+        )
         .with_state(state)
 }
 
@@ -159,6 +165,100 @@ async fn check(
         container: status,
         permit,
     })
+}
+
+/// Whether the request asks for an upgrade to `proto` (case-insensitive).
+fn upgrade_to(headers: &HeaderMap, proto: &str) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(proto))
+}
+
+/// The 101 answer to a SPDY/3.1 upgrade speaking `protocol` (X-Stream-Protocol-Version).
+fn spdy_switch(protocol: &str) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "Upgrade")
+        .header("upgrade", "SPDY/3.1")
+        .header("x-stream-protocol-version", protocol)
+        .body(axum::body::Body::empty())
+        .expect("valid response")
+}
+
+async fn port_forward(
+    State(state): State<Arc<StreamState>>,
+    Path((ns, pod)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    let (mut parts, _) = request.into_parts();
+    if !authorized(&parts.headers, &state.token) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
+    }
+    let uid = match pod_uid(&state, &ns, &pod).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let rt = state.rt.clone();
+    let pid = match tokio::task::spawn_blocking(move || rt.sandbox_pid(&uid)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("pod {pod} has no running sandbox: its network namespace is gone"),
+            )
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let Ok(permit) = state.sessions.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("this node already serves {MAX_SESSIONS} streaming sessions"),
+        );
+    };
+    let name = format!("{ns}/{pod}");
+    if upgrade_to(&parts.headers, "websocket") {
+        use axum::extract::FromRequestParts;
+        let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(ws) => ws,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let ws = ws
+            .protocols([portforward::TUNNEL_PROTOCOL])
+            .max_message_size(MAX_MESSAGE)
+            .max_frame_size(MAX_MESSAGE);
+        if ws.selected_protocol().is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "port-forward over WebSocket needs the subprotocol {}",
+                    portforward::TUNNEL_PROTOCOL
+                ),
+            );
+        }
+        return ws.on_upgrade(move |socket| {
+            portforward::serve(portforward::tunnel(socket), pid, name, permit)
+        });
+    }
+    if !upgrade_to(&parts.headers, "SPDY/3.1") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "port-forward needs an upgrade to SPDY/3.1 or a WebSocket".into(),
+        );
+    }
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the connection cannot be upgraded".into(),
+        );
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(io) => portforward::serve(hyper_util::rt::TokioIo::new(io), pid, name, permit).await,
+            Err(e) => tracing::debug!("port-forward upgrade: {e}"),
+        }
+    });
+    spdy_switch(portforward::PROTOCOL)
 }
 
 async fn attach(

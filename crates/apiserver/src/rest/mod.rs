@@ -52,6 +52,9 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, req: Req) -> ApiResult<Response
             let s = s.to_string();
             stream::exec_or_attach(api, &t, req, &s).await
         }
+        (&Method::GET | &Method::POST, true, Some("portforward")) if t.res.binding => {
+            stream::port_forward(api, &t, req).await
+        }
         (&Method::POST, true, Some("binding")) if t.res.binding => {
             sub::binding(api, &t, &req).await
         }

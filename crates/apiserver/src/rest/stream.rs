@@ -1,4 +1,4 @@
-//! `pods/NAME/exec` and `pods/NAME/attach` (and port-forward as it lands): the client's
+//! `pods/NAME/exec`, `pods/NAME/attach` and `pods/NAME/portforward`: the client's
 //! upgrade request is proxied to the agent of the pod's node, authenticated there with the
 //! cluster token, and once the agent answers 101 the two connections are spliced byte for
 //! byte — as kube-apiserver's upgrade-aware proxy does to the kubelet, so WebSocket and SPDY
@@ -63,6 +63,23 @@ pub async fn exec_or_attach(
     let (node, address, port) = node_endpoint(api, &pod, name, &container).await?;
     let ns = t.ns.as_deref().unwrap_or("default");
     let path = format!("/{sub}/{ns}/{name}/{container}");
+    proxy_upgrade(api, &mut req, &node, &address, port, &path).await
+}
+
+/// GET/POST pods/NAME/portforward: to the agent's /portForward (SPDY, or SPDY tunneled in a
+/// WebSocket; the ports are in the streams' headers or the query, passed on as they are).
+pub async fn port_forward(api: &Arc<Api>, t: &Target, mut req: Req) -> ApiResult<Response> {
+    let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
+    let pod = decode(&kv)?;
+    let name = t.name();
+    if let Some(phase @ ("Succeeded" | "Failed")) = str_at(&pod, "/status/phase") {
+        return Err(ApiError::bad_request(format!(
+            "cannot port-forward to a completed pod; current phase is {phase}"
+        )));
+    }
+    let (node, address, port) = node_endpoint(api, &pod, name, "").await?;
+    let ns = t.ns.as_deref().unwrap_or("default");
+    let path = format!("/portForward/{ns}/{name}");
     proxy_upgrade(api, &mut req, &node, &address, port, &path).await
 }
 
