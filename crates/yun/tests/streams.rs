@@ -2,7 +2,7 @@
 //! `v5.channel.k8s.io`): exec's exit code, separate stdout and stderr, piped stdin, a tty
 //! with its size, `kubectl cp` both ways, kube's errors, `run -i --rm` (attach), and a
 //! client that goes away taking its process with it; port-forward with kubectl 1.33 (SPDY
-//! tunneled in a WebSocket), 1.27 and 1.20 (SPDY).
+//! tunneled in a WebSocket), 1.27 and 1.20 (SPDY); exec over SPDY with 1.27 and 1.20.
 
 mod common;
 
@@ -133,20 +133,67 @@ fn kubectl_exec_attach_cp_tty_and_port_forward() {
     assert!(out.status.success());
     assert_eq!(text(&out.stdout), "hi\n");
 
-    // -it under a pty (script gives kubectl one): a tty inside, with kubectl's size.
-    let cmd = format!(
-        "stty cols 123 rows 45; {KUBECTL_133} --kubeconfig {} exec -it idle -- sh -c 'tty; stty size; exit 4'",
-        up.data.join("kubeconfig").display()
-    );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let shown = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(4), "{shown}");
-    assert!(shown.contains("/dev/pts/"), "{shown}");
-    assert!(shown.contains("45 123"), "{shown}");
+    // -it under a pty (script gives kubectl one): a tty inside, with kubectl's size (sent
+    // on the resize channel once the session is up, hence the pause).
+    for kubectl in [KUBECTL_133, KUBECTL_127, common::kubectl::KUBECTL] {
+        let cmd = format!(
+            "stty cols 123 rows 45; {kubectl} --kubeconfig {} exec -it idle -- sh -c 'tty; sleep 0.5; stty size; exit 4'",
+            up.data.join("kubeconfig").display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let shown = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(4), "{kubectl}: {shown}");
+        assert!(shown.contains("/dev/pts/"), "{kubectl}: {shown}");
+        assert!(shown.contains("45 123"), "{kubectl}: {shown}");
+    }
+
+    // kubectl 1.27 and 1.20 exec over SPDY/3.1 (v4.channel.k8s.io): the same exit code,
+    // separate streams and stdin.
+    for kubectl in [KUBECTL_127, common::kubectl::KUBECTL] {
+        let mut c = Command::new(kubectl);
+        c.arg("--kubeconfig").arg(up.data.join("kubeconfig"));
+        let out = c
+            .args([
+                "exec",
+                "idle",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{kubectl}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "out\n", "{kubectl}");
+        assert!(
+            text(&out.stderr).starts_with("err\n"),
+            "{kubectl}: {}",
+            text(&out.stderr)
+        );
+        let mut child = Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(up.data.join("kubeconfig"))
+            .args(["exec", "-i", "idle", "--", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"spdy-in\n").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(text(&out.stdout), "spdy-in\n", "{kubectl}");
+    }
 
     // kubectl cp both ways (exec + tar).
     let dir = TempDir(std::env::temp_dir().join(format!("yun-test-cp-{}", std::process::id())));

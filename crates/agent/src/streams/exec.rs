@@ -6,6 +6,7 @@
 //! session that ends early kill the process, not only `yunc`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,7 +89,11 @@ fn session_dir() -> Result<SessionDir> {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("yun-exec-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // 0700: the console socket hands over a pty master; nobody but root may connect to it.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     Ok(SessionDir(dir))
 }
 
@@ -154,11 +159,10 @@ pub async fn start(
         conn.set_nonblocking(false)?;
         let master =
             tokio::task::spawn_blocking(move || yun_runtime::console::recv_fd(&conn)).await??;
-        let reader = std::fs::File::from(master.try_clone()?);
-        let writer = std::fs::File::from(master.try_clone()?);
-        s.stdout = Some(Box::new(tokio::fs::File::from_std(reader)));
+        let pty = Pty::new(master.try_clone()?)?;
+        s.stdout = Some(Box::new(pty.clone()));
         if req.stdin {
-            s.stdin = Some(Box::new(tokio::fs::File::from_std(writer)));
+            s.stdin = Some(Box::new(pty));
         }
         s.pty = Some(master);
     }
@@ -196,13 +200,28 @@ impl Session {
         }
     }
 
-    /// End the process in the container (SIGKILL by its host pid) and yunc with it.
-    pub fn kill(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(self.dir.0.join("pid"))
+    fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir.0.join("pid"))
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
             .filter(|p| *p > 1)
-        {
+    }
+
+    /// End the process in the container (SIGKILL by its host pid) and yunc with it. yunc
+    /// writes the pid file just after the process starts: a session ended in between waits
+    /// for it (killing yunc alone would leave the process running).
+    pub async fn kill(&mut self) {
+        for _ in 0..100 {
+            if self.pid().is_some() || matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(pid) = self.pid() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -212,10 +231,108 @@ impl Session {
     }
 }
 
+/// The pty master, non-blocking and driven by the reactor: a blocking read would hold a
+/// pooled thread (and the runtime's shutdown) until the process side closes.
+#[derive(Clone)]
+struct Pty(std::sync::Arc<tokio::io::unix::AsyncFd<OwnedFd>>);
+
+impl Pty {
+    fn new(fd: OwnedFd) -> Result<Pty> {
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        // SAFETY: the OwnedFd is moved into the AsyncFd, stays open and is the same file for
+        // its whole life (nothing else owns or closes it).
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
+        Ok(Pty(std::sync::Arc::new(fd)))
+    }
+}
+
+impl AsyncRead for Pty {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            let mut guard = match self.0.poll_read_ready(cx) {
+                Poll::Ready(g) => g?,
+                Poll::Pending => return Poll::Pending,
+            };
+            let unfilled = buf.initialize_unfilled();
+            let read = guard.try_io(|fd| {
+                // SAFETY: reads into the unfilled part of the buffer, whose length is passed.
+                let n = unsafe {
+                    libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match read {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // EIO: the process side of the pty is closed, the master's end of file.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Poll::Ready(Ok(())),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Pty {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        loop {
+            let mut guard = match self.0.poll_write_ready(cx) {
+                Poll::Ready(g) => g?,
+                Poll::Pending => return Poll::Pending,
+            };
+            let written = guard.try_io(|fd| {
+                // SAFETY: writes from a slice whose length is passed.
+                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match written {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         if !self.exited && !matches!(self.child.try_wait(), Ok(Some(_))) {
-            self.kill();
+            self.kill_now();
         }
     }
 }

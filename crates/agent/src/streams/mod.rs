@@ -14,6 +14,7 @@ pub mod channel;
 pub mod exec;
 pub mod portforward;
 pub mod spdy;
+pub mod spdy_exec;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +99,8 @@ async fn pod_uid(state: &StreamState, ns: &str, pod: &str) -> Result<String, Res
 /// and its running container, a free session slot and a served protocol.
 struct Checked {
     req: ExecRequest,
-    ws: WebSocketUpgrade,
+    /// None for SPDY.
+    ws: Option<WebSocketUpgrade>,
     v5: bool,
     container: yun_engine::ContainerStatus,
     permit: OwnedSemaphorePermit,
@@ -113,18 +115,18 @@ async fn check(
     container: &str,
     query: Option<String>,
     headers: &HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Option<Result<WebSocketUpgrade, WebSocketUpgradeRejection>>,
 ) -> Result<Checked, Response> {
     if !authorized(headers, &state.token) {
         return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
     }
     let req = ExecRequest::parse(query.as_deref().unwrap_or(""), what == "exec")
         .map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
-    let ws = ws.map_err(|e| {
+    let ws = ws.transpose().map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             format!(
-                "{what} needs a WebSocket upgrade ({}): {e}",
+                "{what} needs a WebSocket ({}) or SPDY/3.1 upgrade: {e}",
                 channel::PROTOCOLS.join(", ")
             ),
         )
@@ -141,6 +143,15 @@ async fn check(
             StatusCode::TOO_MANY_REQUESTS,
             format!("this node already serves {MAX_SESSIONS} streaming sessions"),
         ));
+    };
+    let Some(ws) = ws else {
+        return Ok(Checked {
+            req,
+            ws: None,
+            v5: false,
+            container: status,
+            permit,
+        });
     };
     let ws = ws
         .protocols(channel::PROTOCOLS)
@@ -160,7 +171,7 @@ async fn check(
     };
     Ok(Checked {
         req,
-        ws,
+        ws: Some(ws),
         v5,
         container: status,
         permit,
@@ -268,7 +279,18 @@ async fn attach(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let c = match check(&state, "attach", &ns, &pod, &container, query, &headers, ws).await {
+    let c = match check(
+        &state,
+        "attach",
+        &ns,
+        &pod,
+        &container,
+        query,
+        &headers,
+        Some(ws),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -301,25 +323,84 @@ async fn attach(
         // record (or the container is removed).
         running: Box::new(move || rt.engine().finished_at(&record).is_none() && log2.exists()),
     };
-    let v5 = c.v5;
-    c.ws.on_upgrade(move |socket| attach::session(socket, v5, a, c.permit))
+    let (v5, permit) = (c.v5, c.permit);
+    let ws = c.ws.expect("attach is WebSocket only");
+    ws.on_upgrade(move |socket| attach::session(socket, v5, a, permit))
+}
+
+/// The SPDY exec protocol the client offers that is served: v4 (its status is the JSON
+/// Status the WebSocket protocols carry too).
+fn spdy_exec_protocol(headers: &HeaderMap) -> Option<&'static str> {
+    headers
+        .get_all("x-stream-protocol-version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim() == spdy_exec::PROTOCOL)
+        .then_some(spdy_exec::PROTOCOL)
 }
 
 async fn exec(
     State(state): State<Arc<StreamState>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: axum::extract::Request,
 ) -> Response {
-    let c = match check(&state, "exec", &ns, &pod, &container, query, &headers, ws).await {
+    use axum::extract::FromRequestParts;
+    let (mut parts, _) = request.into_parts();
+    let spdy = upgrade_to(&parts.headers, "SPDY/3.1");
+    let ws = if spdy {
+        None
+    } else {
+        Some(WebSocketUpgrade::from_request_parts(&mut parts, &()).await)
+    };
+    let c = match check(
+        &state,
+        "exec",
+        &ns,
+        &pod,
+        &container,
+        query,
+        &parts.headers,
+        ws,
+    )
+    .await
+    {
         Ok(c) => c,
         Err(r) => return r,
     };
     let cfg = state.rt.config().clone();
     let id = c.container.container.id;
     let (req, v5, permit) = (c.req, c.v5, c.permit);
-    c.ws.on_upgrade(move |socket| async move {
+    let Some(ws) = c.ws else {
+        let Some(protocol) = spdy_exec_protocol(&parts.headers) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "exec over SPDY needs X-Stream-Protocol-Version {}",
+                    spdy_exec::PROTOCOL
+                ),
+            );
+        };
+        let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the connection cannot be upgraded".into(),
+            );
+        };
+        tokio::spawn(async move {
+            let root = cfg.data_dir.join("runtime");
+            match on_upgrade.await {
+                Ok(io) => {
+                    let io = hyper_util::rt::TokioIo::new(io);
+                    spdy_exec::session(io, &cfg.yun_exe, &root, &id, req, permit).await
+                }
+                Err(e) => tracing::debug!("exec upgrade: {e}"),
+            }
+        });
+        return spdy_switch(protocol);
+    };
+    ws.on_upgrade(move |socket| async move {
         let root = cfg.data_dir.join("runtime");
         exec_session(socket, v5, &cfg.yun_exe, &root, &id, req, permit).await
     })
@@ -429,7 +510,7 @@ async fn exec_session(
         }
         None => {
             // The client is gone (or idle too long): the process goes too.
-            sess.kill();
+            sess.kill().await;
             let _ = sess.wait().await;
             pumps.iter().for_each(|p| p.abort());
         }
