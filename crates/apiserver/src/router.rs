@@ -158,6 +158,15 @@ async fn route(api: &Arc<Api>, path: &str, mut req: Req) -> ApiResult<Response> 
         ["apis", group, version] if get => return discovery::resource_list(api, group, version),
         _ => {}
     }
+    if let ["api", "v1", "namespaces", ns, kind @ ("pods" | "services"), spec, "proxy", rest @ ..] =
+        segs.as_slice()
+    {
+        let mut to = format!("/{}", rest.join("/"));
+        if path.ends_with('/') && !rest.is_empty() {
+            to.push('/');
+        }
+        return rest::proxy::proxy(api, ns, kind, spec, &to, req).await;
+    }
     let (group, version, rest) = match segs.as_slice() {
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),

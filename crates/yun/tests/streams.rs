@@ -360,3 +360,59 @@ fn kubectl_exec_attach_cp_tty_and_port_forward() {
         });
     }
 }
+
+#[test]
+fn pods_and_services_proxy_http() {
+    let up = Up::start("proxy");
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    up.ok(&[
+        "run",
+        "site",
+        "--image=busybox",
+        "--port=8080",
+        "--",
+        "sh",
+        "-c",
+        "mkdir /www && echo hello-proxy > /www/index.html && httpd -f -p 8080 -h /www",
+    ]);
+    up.until(&["get", "pod", "site"], 40, |o| o.contains("Running"));
+    up.ok(&["expose", "pod", "site", "--port=80", "--target-port=8080"]);
+    // The server needs a moment after Running; the endpoint a moment after the Service.
+    let get = |path: &str| up.until(&["get", "--raw", path], 30, |o| o.contains("hello-proxy"));
+    get("/api/v1/namespaces/default/pods/site:8080/proxy/");
+    get("/api/v1/namespaces/default/pods/site:8080/proxy/index.html");
+    get("/api/v1/namespaces/default/services/site/proxy/");
+    get("/api/v1/namespaces/default/services/site:80/proxy/index.html");
+    // kubectl 1.33's own verb on top of it.
+    let out = run133(
+        &up,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods/site:8080/proxy/",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "hello-proxy\n", "{}", text(&out.stderr));
+    // A missing pod is 404; a closed port is 503 naming the pod.
+    let out = up.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/nope/proxy/",
+    ]);
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = up.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/site:9999/proxy/",
+    ]);
+    assert!(
+        text(&out.stderr).contains("ServiceUnavailable")
+            || text(&out.stderr).contains("error trying to reach pods/site"),
+        "{}",
+        text(&out.stderr)
+    );
+}

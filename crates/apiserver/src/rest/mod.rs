@@ -1,6 +1,7 @@
 //! The generic REST verbs over stored JSON objects.
 
 mod logs;
+pub mod proxy;
 mod read;
 mod stream;
 mod sub;
