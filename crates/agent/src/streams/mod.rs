@@ -126,8 +126,9 @@ async fn check(
         error(
             StatusCode::BAD_REQUEST,
             format!(
-                "{what} needs a WebSocket ({}) or SPDY/3.1 upgrade: {e}",
-                channel::PROTOCOLS.join(", ")
+                "{what} needs a WebSocket upgrade ({}){}: {e}",
+                channel::PROTOCOLS.join(", "),
+                if what == "exec" { " or SPDY/3.1" } else { "" }
             ),
         )
     })?;
