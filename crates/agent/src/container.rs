@@ -329,7 +329,10 @@ pub fn run_options(
     Ok(RunOptions {
         name: Some(name),
         detach: true,
-        // A pod's stdio goes to its log; `tty` and `stdin` (attach) are not offered.
+        // A pod's output goes to its log; `stdin: true` keeps stdin open for attach (a tty
+        // for attach is not offered).
+        interactive: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
         env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         volumes: mounts,
         workdir: c.working_dir.clone().filter(|w| !w.is_empty()),

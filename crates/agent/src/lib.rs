@@ -21,6 +21,7 @@ pub mod quantity;
 pub mod record;
 mod services;
 mod status;
+pub mod streams;
 mod volumes;
 
 use std::collections::{BTreeMap, HashMap};

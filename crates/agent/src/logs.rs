@@ -61,18 +61,20 @@ impl LogQuery {
     }
 }
 
-/// Serve container logs on `listener` until the process ends. Requests must carry
-/// `Authorization: Bearer TOKEN`.
+/// Serve container logs (and the streams of [`crate::streams`]) on `listener` until the
+/// process ends. Requests must carry `Authorization: Bearer TOKEN`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     rt: Arc<PodRuntime>,
     client: Client,
     token: String,
 ) -> anyhow::Result<()> {
+    let streams = crate::streams::router(rt.clone(), client.clone(), token.clone());
     let state = Arc::new(LogState { rt, client, token });
     let app = Router::new()
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs))
-        .with_state(state);
+        .with_state(state)
+        .merge(streams);
     axum::serve(listener, app).await?;
     Ok(())
 }

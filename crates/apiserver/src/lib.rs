@@ -135,6 +135,8 @@ pub(crate) struct Api {
     pub watches: limits::WatchCounts,
     /// Serialized OpenAPI documents, valid while the registry's generation stays.
     pub openapi: openapi::Cache,
+    /// Open exec/attach/port-forward sessions per user.
+    pub streams: limits::WatchCounts,
 }
 
 /// A server started with [`start`]; stops when [`Running::stop`] is called or it is dropped.
@@ -225,6 +227,7 @@ pub async fn start(config: Config) -> Result<Running> {
         watch_limits: config.watch,
         watches: Default::default(),
         openapi: Default::default(),
+        streams: Default::default(),
     });
     resources::load_crds(&api).await?;
     rest::ensure_default_namespaces(&api).await?;

@@ -53,15 +53,24 @@ pub struct WatchSlot {
 impl WatchCounts {
     /// Count a new watch for `user`, or 429 TooManyRequests when it already has `max`.
     pub fn acquire(&self, user: &str, max: usize) -> Result<WatchSlot, ApiError> {
+        self.take(user, max, "watches", " (--max-watches-per-user)")
+    }
+
+    /// The same count for streaming sessions (exec, attach, port-forward): `what` names them.
+    pub fn take(
+        &self,
+        user: &str,
+        max: usize,
+        what: &str,
+        flag: &str,
+    ) -> Result<WatchSlot, ApiError> {
         let mut open = self.open.lock().expect("watch counts");
         let n = open.entry(user.to_string()).or_insert(0);
         if *n >= max {
             let mut e = ApiError::new(
                 429,
                 "TooManyRequests",
-                format!(
-                    "too many watches: user {user:?} has {n} open, the limit is {max} (--max-watches-per-user)"
-                ),
+                format!("too many {what}: user {user:?} has {n} open, the limit is {max}{flag}"),
             );
             e.details = Some(json!({"retryAfterSeconds": 1}));
             return Err(e);

@@ -34,6 +34,10 @@ pub struct Req {
     pub conn: Option<crate::tls::Connection>,
     /// The response encoding negotiated from `Accept` (set by the REST dispatcher).
     pub output: crate::proto::Output,
+    /// The query as sent (exec's repeated `command` parameters are forwarded as they are).
+    pub raw_query: String,
+    /// The connection's upgrade, for the streaming subresources (exec, attach, port-forward).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl Req {
@@ -110,7 +114,7 @@ fn decode_component(s: &str) -> String {
 }
 
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let user = auth::user(&parts.headers, &api.token);
     if !auth::is_public(&path) && user.is_none() {
@@ -131,6 +135,8 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         user: user.unwrap_or("system:anonymous").to_string(),
         conn: parts.extensions.get::<crate::tls::Connection>().cloned(),
         output: Default::default(),
+        raw_query: parts.uri.query().unwrap_or("").to_string(),
+        upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
     };
     // An error is a Status in what the client accepts (protobuf for kubectl); a 406 is JSON,
     // since what the client accepts is the problem.
@@ -162,6 +168,15 @@ async fn route(api: &Arc<Api>, path: &str, mut req: Req) -> ApiResult<Response> 
         ["apis", group] if get => return discovery::group(api, group),
         ["apis", group, version] if get => return discovery::resource_list(api, group, version),
         _ => {}
+    }
+    if let ["api", "v1", "namespaces", ns, kind @ ("pods" | "services"), spec, "proxy", rest @ ..] =
+        segs.as_slice()
+    {
+        let mut to = format!("/{}", rest.join("/"));
+        if path.ends_with('/') && !rest.is_empty() {
+            to.push('/');
+        }
+        return rest::proxy::proxy(api, ns, kind, spec, &to, req).await;
     }
     let (group, version, rest) = match segs.as_slice() {
         ["api", "v1", rest @ ..] => ("", "v1", rest),

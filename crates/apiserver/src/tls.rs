@@ -221,7 +221,9 @@ pub async fn serve(
             });
             let service = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                // exec, attach and port-forward take the connection over.
+                .with_upgrades();
             tokio::select! {
                 r = conn => if let Err(e) = r {
                     tracing::debug!("connection: {e}");

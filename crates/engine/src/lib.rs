@@ -7,6 +7,7 @@
 //! with its output going to `ctr.log`, waits for it, records the exit code, and removes it
 //! when `--rm` was given. Calls that fork (run, exec) must come from a single-threaded process.
 
+pub mod attach;
 pub mod build;
 pub mod ctrlog;
 pub mod distribution;
@@ -134,6 +135,8 @@ impl Engine {
             detached: opts.detach,
             auto_remove: opts.auto_remove,
             tty: opts.tty,
+            stdin_open: opts.detach && opts.interactive,
+            stdin_once: opts.detach && opts.interactive && opts.stdin_once,
             labels: opts.labels.clone(),
             log_rotation: opts.log_rotation.unwrap_or_default(),
         };
@@ -242,6 +245,11 @@ impl Engine {
     /// Where a detached container's output goes.
     pub fn log_path(&self, c: &Container) -> PathBuf {
         self.layout.log(&c.id)
+    }
+
+    /// Where attach writes the stdin of a container run with `stdin_open` (see [`attach`]).
+    pub fn attach_socket(&self, c: &Container) -> PathBuf {
+        self.layout.attach_socket(&c.id)
     }
 
     /// When the container exited (when its monitor recorded the exit code).

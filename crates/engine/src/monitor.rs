@@ -96,13 +96,26 @@ impl Engine {
             // SAFETY: dup2 of a valid fd onto our stdio numbers.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
+        // Stdin for attach: forked before the logger, so the relay holds no output pipe.
+        let (stdin, relay) = if c.stdin_open {
+            let socket = self.layout.attach_socket(&c.id);
+            let (r, pid) = crate::attach::spawn_stdin_relay(&socket, c.stdin_once)?;
+            (r, Some(pid))
+        } else {
+            (devnull()?, None)
+        };
         // The container writes into pipes; the logger turns them into timestamped records.
         let (stdout, stderr, logger) = crate::ctrlog::spawn_logger(log)?;
         let opts = CreateOptions {
-            stdio: Some([devnull()?, stdout, stderr]),
+            stdio: Some([stdin, stdout, stderr]),
             ..Default::default()
         };
         let result = self.run_to_end(c, opts);
+        if let Some(pid) = relay {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            let _ = fs::remove_file(self.layout.attach_socket(&c.id));
+        }
         // The pipes are closed now (the container and all it started are gone): the logger
         // ends once it wrote the last record, before the exit is recorded.
         let _ = nix::sys::wait::waitpid(logger, None);

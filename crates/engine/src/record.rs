@@ -22,6 +22,12 @@ pub struct Container {
     pub detached: bool,
     pub auto_remove: bool,
     pub tty: bool,
+    /// A detached container whose stdin stays open for attach (a pod's `stdin: true`), and
+    /// closed after the first attach ends (`stdinOnce`).
+    #[serde(default)]
+    pub stdin_open: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
     /// Caller's labels (the node agent finds a pod's containers by them).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
@@ -49,6 +55,11 @@ impl Layout {
 
     pub fn bundle(&self, id: &str) -> PathBuf {
         self.dir(id).join("bundle")
+    }
+
+    /// The socket attach writes a detached container's stdin to (see `attach`).
+    pub fn attach_socket(&self, id: &str) -> PathBuf {
+        self.dir(id).join("attach.sock")
     }
 
     pub fn log(&self, id: &str) -> PathBuf {

@@ -18,6 +18,9 @@ pub struct RunOptions {
     pub auto_remove: bool,
     pub tty: bool,
     pub interactive: bool,
+    /// With `detach` and `interactive`: stdin stays open for attach; closed after the first
+    /// attach ends.
+    pub stdin_once: bool,
     pub env: Vec<String>,
     /// HOST:CTR[:ro] or NAME:CTR[:ro] (a named volume under the data dir).
     pub volumes: Vec<String>,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 use yun_engine::{Engine, RunOptions};
 use yun_net::{BridgeNetwork, Ipv4Cidr};
@@ -583,6 +583,29 @@ impl PodRuntime {
             list.last().expect("non-empty")
         };
         Ok(self.engine.log_path(&pick.status.container))
+    }
+
+    /// The engine's view of the running attempt of `container` in pod `uid` (exec joins it,
+    /// attach writes its stdin, port-forward joins the sandbox's network namespace); the
+    /// error is the kubelet's message for a container that is not running.
+    pub fn running(&self, uid: &str, container: &str) -> Result<yun_engine::ContainerStatus> {
+        let attempts = self.attempts(uid);
+        match attempts.get(container).and_then(|l| l.last()) {
+            Some(a) if a.status.state == "running" && a.status.pid.is_some() => {
+                Ok(a.status.clone())
+            }
+            _ => bail!("container not found ({container:?})"),
+        }
+    }
+
+    /// The sandbox's pid: its network namespace is the pod's.
+    pub fn sandbox_pid(&self, uid: &str) -> Result<i32> {
+        self.running(uid, SANDBOX)
+            .map(|s| s.pid.expect("a running container has a pid"))
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
     }
 
     /// Whether container `container` of pod `uid` is running now.

@@ -6,7 +6,7 @@
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{etagged, served, subresources, verbs};
+use super::{discovered_subresources, etagged, served, verbs};
 use crate::router::Req;
 use crate::Api;
 
@@ -95,7 +95,7 @@ pub fn document(api: &Api, core: bool) -> Value {
                             if r.in_all {
                                 v["categories"] = json!(["all"]);
                             }
-                            let subs: Vec<Value> = subresources(r)
+                            let subs: Vec<Value> = discovered_subresources(r)
                                 .into_iter()
                                 .map(|(name, sg, sv, kind, verbs)| {
                                     json!({"subresource": name,

@@ -141,6 +141,43 @@ pub fn subresources(
     out
 }
 
+/// What discovery lists: the subresources above plus the connect ones kube-apiserver lists
+/// (`pods/exec`, `attach`, `portforward`, `proxy`; `services/proxy`), which take query
+/// parameters rather than a body and so have no schema in OpenAPI's paths.
+pub fn discovered_subresources(
+    r: &Resource,
+) -> Vec<(&'static str, String, String, String, Vec<&'static str>)> {
+    let mut out = subresources(r);
+    if !r.group.is_empty() {
+        return out;
+    }
+    let proxy = vec!["create", "delete", "get", "patch", "update"];
+    let connect = |name, kind: &str, verbs: Vec<&'static str>| {
+        (
+            name,
+            String::new(),
+            "v1".to_string(),
+            kind.to_string(),
+            verbs,
+        )
+    };
+    match r.kind.as_str() {
+        "Pod" => {
+            out.push(connect("attach", "PodAttachOptions", vec!["create", "get"]));
+            out.push(connect("exec", "PodExecOptions", vec!["create", "get"]));
+            out.push(connect(
+                "portforward",
+                "PodPortForwardOptions",
+                vec!["create", "get"],
+            ));
+            out.push(connect("proxy", "PodProxyOptions", proxy));
+        }
+        "Service" => out.push(connect("proxy", "ServiceProxyOptions", proxy)),
+        _ => {}
+    }
+    out
+}
+
 /// The verbs of a resource, as Kubernetes lists them (namespaces have no deletecollection).
 pub fn verbs(r: &Resource) -> Vec<&'static str> {
     let mut v = vec![
@@ -276,7 +313,7 @@ pub fn resource_list(api: &Api, group: &str, version: &str) -> ApiResult<Respons
             continue;
         }
         list.push(resource_json(&r));
-        for (name, g, v, kind, verbs) in subresources(&r) {
+        for (name, g, v, kind, verbs) in discovered_subresources(&r) {
             let mut s = json!({"name": format!("{}/{name}", r.plural), "singularName": "",
                    "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
             if g != r.group || v != r.version {

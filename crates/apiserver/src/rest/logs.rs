@@ -23,19 +23,16 @@ fn container_names(pod: &Value) -> Vec<String> {
         .collect()
 }
 
-pub async fn log(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
-    let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
-    let pod = decode(&kv)?;
-    let name = t.name();
-    let names = container_names(&pod);
-    let container = match req.q("container") {
-        Some(c) if names.iter().any(|n| n == c) => c.to_string(),
-        Some(c) => {
-            return Err(ApiError::bad_request(format!(
-                "container {c} is not valid for pod {name}"
-            )))
-        }
-        None if names.len() == 1 => names[0].clone(),
+/// The container a pod subresource names with `?container=` (or the pod's only one), with
+/// kube's messages for a wrong or missing name.
+pub(super) fn pick_container(pod: &Value, name: &str, req: &Req) -> ApiResult<String> {
+    let names = container_names(pod);
+    match req.q("container") {
+        Some(c) if names.iter().any(|n| n == c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None if names.len() == 1 => Ok(names[0].clone()),
         None => {
             let app: Vec<&str> = pod
                 .pointer("/spec/containers")
@@ -44,13 +41,22 @@ pub async fn log(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
                 .flatten()
                 .filter_map(|c| c.get("name").and_then(Value::as_str))
                 .collect();
-            return Err(ApiError::bad_request(format!(
+            Err(ApiError::bad_request(format!(
                 "a container name must be specified for pod {name}, choose one of: [{}]",
                 app.join(" ")
-            )));
+            )))
         }
-    };
-    let Some(node_name) = str_at(&pod, "/spec/nodeName").filter(|n| !n.is_empty()) else {
+    }
+}
+
+/// The agent endpoint (InternalIP, kubeletEndpoint port) of the node `pod` is bound to.
+pub(super) async fn node_endpoint(
+    api: &Arc<Api>,
+    pod: &Value,
+    name: &str,
+    container: &str,
+) -> ApiResult<(String, String, u16)> {
+    let Some(node_name) = str_at(pod, "/spec/nodeName").filter(|n| !n.is_empty()) else {
         return Err(ApiError::bad_request(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start: the pod is not scheduled yet"
         )));
@@ -71,12 +77,22 @@ pub async fn log(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_i64)
+        .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p > 0);
     let (Some(address), Some(port)) = (address, port) else {
         return Err(ApiError::bad_request(format!(
-            "node {node_name} does not serve container logs"
+            "node {node_name} does not serve container logs or streams"
         )));
     };
+    Ok((node_name.to_string(), address, port))
+}
+
+pub async fn log(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
+    let pod = decode(&kv)?;
+    let name = t.name();
+    let container = pick_container(&pod, name, req)?;
+    let (node_name, address, port) = node_endpoint(api, &pod, name, &container).await?;
     let ns = t.ns.as_deref().unwrap_or("default");
     let url = format!("http://{address}:{port}/containerLogs/{ns}/{name}/{container}");
     let mut query: Vec<(&str, &str)> = Vec::new();

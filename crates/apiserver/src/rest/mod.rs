@@ -2,7 +2,9 @@
 
 mod logs;
 mod namespaces;
+pub mod proxy;
 mod read;
+mod stream;
 mod sub;
 mod watch;
 mod write;
@@ -51,6 +53,13 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, mut req: Req) -> ApiResult<Resp
             sub::scale(api, &t, &req).await
         }
         (&Method::GET, true, Some("log")) if t.res.binding => logs::log(api, &t, &req).await,
+        (&Method::GET | &Method::POST, true, Some(s @ ("exec" | "attach"))) if t.res.binding => {
+            let s = s.to_string();
+            stream::exec_or_attach(api, &t, req, &s).await
+        }
+        (&Method::GET | &Method::POST, true, Some("portforward")) if t.res.binding => {
+            stream::port_forward(api, &t, req).await
+        }
         (&Method::POST, true, Some("binding")) if t.res.binding => {
             sub::binding(api, &t, &req).await
         }

@@ -56,6 +56,8 @@ impl Encoder {
                 user: String::new(),
                 conn: None,
                 output: Default::default(),
+                raw_query: String::new(),
+                upgrade: None,
             };
             let rv = obj
                 .pointer("/metadata/resourceVersion")

@@ -1,0 +1,204 @@
+//! `attach`: the container's main process's stdio. Its output is its log followed from the
+//! moment of attaching (the CRI records keep stdout and stderr apart); its stdin, for a
+//! container started with `stdin: true`, is the engine's attach socket (see
+//! `yun_engine::attach`), whose relay ends the container's stdin after the first attach when
+//! the pod says `stdinOnce`. The session ends when the container does (Success on the error
+//! channel, as the kubelet's) or when the client goes away.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::channel::{self, Incoming};
+use super::exec::ExecRequest;
+use super::IDLE_TIMEOUT;
+
+/// One complete CRI log line: its stream and content (a partial record's content has no
+/// newline; a full one gets it back).
+pub fn parse_record(line: &[u8]) -> Option<(u8, Vec<u8>)> {
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let _time = parts.next()?;
+    let stream = match parts.next()? {
+        b"stdout" => channel::STDOUT,
+        b"stderr" => channel::STDERR,
+        _ => return None,
+    };
+    let tag = parts.next()?;
+    let mut content = parts.next().unwrap_or_default().to_vec();
+    if tag.first() == Some(&b'F') {
+        content.push(b'\n');
+    }
+    Some((stream, content))
+}
+
+pub struct Attach {
+    pub req: ExecRequest,
+    pub log: PathBuf,
+    /// The attach socket, when stdin was asked for.
+    pub stdin: Option<PathBuf>,
+    /// Whether the container still runs.
+    pub running: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// Read what was appended to `log` since `offset`; the new offset and the data.
+async fn read_from(log: PathBuf, offset: u64) -> (u64, Vec<u8>) {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&log) {
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = f.read_to_end(&mut buf);
+            }
+        }
+        (offset + buf.len() as u64, buf)
+    })
+    .await
+    .unwrap_or((offset, Vec::new()))
+}
+
+pub async fn session(socket: WebSocket, v5: bool, a: Attach, _permit: OwnedSemaphorePermit) {
+    let (sink, mut incoming) = socket.split();
+    let (tx, writer) = super::spawn_writer(sink);
+    let stdin = match &a.stdin {
+        Some(path) => match connect(path).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let status = channel::failure_status(&format!("attaching stdin: {e}"));
+                let _ = tx
+                    .send(Message::Binary(
+                        channel::frame(channel::ERROR, status.to_string().as_bytes()).into(),
+                    ))
+                    .await;
+                drop(tx);
+                let _ = writer.await;
+                return;
+            }
+        },
+        None => None,
+    };
+    let (stdin_tx, mut stdin_rx) = mpsc::channel::<Vec<u8>>(8);
+    let mut stdin_tx = Some(stdin_tx);
+    if let Some(mut s) = stdin {
+        tokio::spawn(async move {
+            while let Some(d) = stdin_rx.recv().await {
+                if s.write_all(&d).await.is_err() {
+                    return;
+                }
+            }
+            let _ = s.shutdown().await;
+        });
+    }
+    let start = tokio::fs::metadata(&a.log)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let output = tokio::spawn(follow(
+        a.log.clone(),
+        start,
+        a.req.clone(),
+        a.running,
+        tx.clone(),
+    ));
+    let ended = loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)), if output.is_finished() => break true,
+            msg = tokio::time::timeout(IDLE_TIMEOUT, incoming.next()) => match msg {
+                Ok(Some(Ok(Message::Binary(b)))) => match channel::decode(v5, &b) {
+                    Ok(Incoming::Stdin(d)) => {
+                        if let Some(s) = &stdin_tx {
+                            if s.send(d.to_vec()).await.is_err() {
+                                stdin_tx = None;
+                            }
+                        }
+                    }
+                    Ok(Incoming::CloseStdin) => stdin_tx = None,
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("attach session: {e}"),
+                },
+                Ok(Some(Ok(Message::Close(_)) | Err(_)) | None) | Err(_) => break false,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    };
+    drop(stdin_tx);
+    if ended {
+        let _ = output.await;
+        let ok = channel::exit_status(&[], 0);
+        let _ = tx
+            .send(Message::Binary(
+                channel::frame(channel::ERROR, ok.to_string().as_bytes()).into(),
+            ))
+            .await;
+    } else {
+        output.abort();
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn connect(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+    let dir = std::fs::File::open(path.parent().unwrap_or(path))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    // The container dir's full path may be too long for a socket address.
+    tokio::net::UnixStream::connect(yun_engine::attach::short_path(&dir, name)).await
+}
+
+/// Send the log's new records as the streams asked for, until the container has ended and
+/// everything it wrote is sent.
+async fn follow(
+    log: PathBuf,
+    mut offset: u64,
+    req: ExecRequest,
+    running: Box<dyn Fn() -> bool + Send + Sync>,
+    tx: mpsc::Sender<Message>,
+) {
+    let running = std::sync::Arc::new(running);
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let r = running.clone();
+        let alive = tokio::task::spawn_blocking(move || r())
+            .await
+            .unwrap_or(false);
+        let (next, data) = read_from(log.clone(), offset).await;
+        offset = next;
+        partial.extend_from_slice(&data);
+        while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=nl).collect();
+            let Some((ch, content)) = parse_record(&line[..line.len() - 1]) else {
+                continue;
+            };
+            let wanted =
+                (ch == channel::STDOUT && req.stdout) || (ch == channel::STDERR && req.stderr);
+            if wanted && !content.is_empty() {
+                let m = Message::Binary(channel::frame(ch, &content).into());
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if !alive && data.is_empty() {
+            return;
+        }
+        tokio::time::sleep(yun_engine::ctrlog::FOLLOW_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_keep_their_stream() {
+        let out = parse_record(b"2026-01-01T00:00:00.000000000Z stdout F hello world").unwrap();
+        assert_eq!(out, (channel::STDOUT, b"hello world\n".to_vec()));
+        let err = parse_record(b"2026-01-01T00:00:00.000000000Z stderr P part").unwrap();
+        assert_eq!(err, (channel::STDERR, b"part".to_vec()));
+        assert!(parse_record(b"garbage").is_none());
+    }
+}
