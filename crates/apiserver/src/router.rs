@@ -269,6 +269,8 @@ impl Req {
             user: "test".into(),
             conn: None,
             output: Default::default(),
+            raw_query: String::new(),
+            upgrade: None,
         }
     }
 }
