@@ -1,5 +1,6 @@
 //! The generic REST verbs over stored JSON objects.
 
+mod apply;
 mod logs;
 mod read;
 mod sub;

@@ -19,9 +19,10 @@ use crate::validation;
 use crate::Api;
 
 pub async fn create(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
-    let obj = parse_body(req)?;
+    let mut obj = parse_body(req)?;
     let warnings = fields::check(&t.res, req, &obj, None)?;
-    let dry_run = req.q("dryRun").is_some();
+    let dry_run = dry_run(req)?;
+    crate::apply::track_update(&t.res, None, &mut obj, &crate::apply::manager(req)?, "")?;
     let out = create_object(api, &t.res, t.ns.as_deref(), obj, dry_run).await?;
     Ok(fields::with_warnings(
         object_response(t, req, 201, out),
@@ -118,6 +119,27 @@ pub async fn create_object(
     Ok(stored)
 }
 
+/// `?dryRun=All`: check everything a write would, store nothing. Any other value is refused,
+/// as Kubernetes does.
+pub(super) fn dry_run(req: &Req) -> ApiResult<bool> {
+    match req.q("dryRun") {
+        None => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+        ))),
+    }
+}
+
+/// The subresource a write is recorded under in managedFields.
+fn subresource(status: bool) -> &'static str {
+    if status {
+        "status"
+    } else {
+        ""
+    }
+}
+
 /// Server-set fields a new object gets.
 fn defaults(res: &Resource, obj: &mut Value) {
     if !res.group.is_empty() && res.kind != "CustomResourceDefinition" {
@@ -160,7 +182,7 @@ fn is_service(res: &Resource) -> bool {
 
 /// Write-time conversions: a Secret's `stringData` is merged into `data` (base64), as the
 /// API does; it is never stored.
-fn normalize(res: &Resource, obj: &mut Value) {
+pub(super) fn normalize(res: &Resource, obj: &mut Value) {
     if res.kind != "Secret" || !res.group.is_empty() {
         return;
     }
@@ -195,7 +217,12 @@ fn spec_part(v: &Value) -> Value {
 
 /// Merge a client's new version with the stored one: the server owns identity fields, and
 /// the main resource and the status subresource each change only their own part.
-fn merge_update(res: &Resource, cur: &Value, new: Value, status_only: bool) -> ApiResult<Value> {
+pub(super) fn merge_update(
+    res: &Resource,
+    cur: &Value,
+    new: Value,
+    status_only: bool,
+) -> ApiResult<Value> {
     let mut out = if status_only {
         let mut o = cur.clone();
         o["status"] = new.get("status").cloned().unwrap_or(Value::Null);
@@ -253,7 +280,7 @@ fn merge_update(res: &Resource, cur: &Value, new: Value, status_only: bool) -> A
 
 /// Write an updated object with CAS on `cur_rev`; an object being deleted whose last finalizer
 /// is gone is removed instead. Returns None on a lost race.
-async fn commit_update(
+pub(super) async fn commit_update(
     api: &Api,
     t: &Target,
     out: Value,
@@ -292,9 +319,11 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
         }
     }
     let mut out = merge_update(&t.res, &cur, new, status)?;
+    let manager = crate::apply::manager(req)?;
+    crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
     normalize(&t.res, &mut out);
     validation::validate(&t.res, &out)?;
-    if req.q("dryRun").is_some() {
+    if dry_run(req)? {
         return Ok(fields::with_warnings(
             object_response(t, req, 200, out),
             &warnings,
@@ -310,6 +339,11 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
 }
 
 pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiResult<Response> {
+    if crate::apply::is_apply(req.header("content-type")) {
+        return super::apply::apply_patch(api, t, req, status).await;
+    }
+    let manager = crate::apply::manager(req)?;
+    let dry = dry_run(req)?;
     let mut kind = PatchType::from_content_type(req.header("content-type"))?;
     if kind == PatchType::Strategic && matches!(t.res.schema, Schema::Custom(_)) {
         // Custom resources have no patch strategies: a plain merge is what applies.
@@ -328,9 +362,10 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
             return Err(ApiError::conflict(&t.res.qualified(), t.name()));
         }
         let mut out = merge_update(&t.res, &cur, new, status)?;
+        crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
         normalize(&t.res, &mut out);
         validation::validate(&t.res, &out)?;
-        if req.q("dryRun").is_some() {
+        if dry {
             return Ok(fields::with_warnings(
                 object_response(t, req, 200, out),
                 &warnings,
@@ -362,8 +397,8 @@ fn delete_options(req: &Req) -> ApiResult<Value> {
     if opts.get("orphanDependents") == Some(&Value::Bool(true)) {
         opts["propagationPolicy"] = "Orphan".into();
     }
-    if let Some(d) = req.q("dryRun") {
-        opts["dryRun"] = json!([d]);
+    if dry_run(req)? {
+        opts["dryRun"] = json!(["All"]);
     }
     Ok(opts)
 }
