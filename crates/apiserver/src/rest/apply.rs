@@ -7,7 +7,9 @@ use std::sync::Arc;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::write::{commit_update, create_object, dry_run, merge_update, normalize};
+use super::write::{
+    commit_update, create_object, dry_run, merge_update, normalize, options_invalid,
+};
 use super::{check_type_meta, decode, object_response};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::str_at;
@@ -23,14 +25,11 @@ pub async fn apply_patch(
     status: bool,
 ) -> ApiResult<Response> {
     if req.q("fieldManager").is_none() {
-        return Err(ApiError::invalid(
-            "PatchOptions",
-            "",
-            "meta.k8s.io",
-            vec![crate::error::Cause::required("fieldManager")],
-        )
-        .with_message(
-            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        return Err(options_invalid(
+            req,
+            "fieldManager",
+            "FieldValueRequired",
+            "Required value: is required for apply patch".into(),
         ));
     }
     let manager = crate::apply::manager(req)?;
@@ -86,7 +85,9 @@ pub async fn apply_patch(
         let mut out = merge_update(&t.res, &cur, new, status)?;
         normalize(&t.res, &mut out);
         validation::validate(&t.res, &out)?;
-        if dry {
+        if dry || out == cur {
+            // A dry run, or an apply that changes nothing: nothing to write (Kubernetes'
+            // storage skips identical writes too, so the resourceVersion stays).
             return Ok(fields::with_warnings(
                 object_response(t, req, 200, out),
                 &warnings,

@@ -119,16 +119,42 @@ pub async fn create_object(
     Ok(stored)
 }
 
-/// `?dryRun=All`: check everything a write would, store nothing. Any other value is refused,
-/// as Kubernetes does.
+/// `?dryRun=All`: check everything a write would, store nothing. Any other value is refused
+/// as Kubernetes refuses it: 422 on the request's options.
 pub(super) fn dry_run(req: &Req) -> ApiResult<bool> {
     match req.q("dryRun") {
         None => Ok(false),
         Some("All") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "dryRun: Unsupported value: {other:?}: supported values: \"All\""
-        ))),
+        Some(other) => Err(options_invalid(
+            req,
+            "dryRun",
+            "FieldValueNotSupported",
+            format!("Unsupported value: {other:?}: supported values: \"All\""),
+        )),
     }
+}
+
+/// Kubernetes' 422 for bad request options (`PatchOptions.meta.k8s.io "" is invalid: …`).
+pub(super) fn options_invalid(
+    req: &Req,
+    field: &str,
+    reason: &'static str,
+    message: String,
+) -> ApiError {
+    let kind = match req.method.as_str() {
+        "POST" => "CreateOptions",
+        "PUT" => "UpdateOptions",
+        "DELETE" => "DeleteOptions",
+        _ => "PatchOptions",
+    };
+    let cause = crate::error::Cause {
+        field: field.into(),
+        kind: reason,
+        message: message.clone(),
+    };
+    ApiError::invalid(kind, "", "meta.k8s.io", vec![cause]).with_message(format!(
+        "{kind}.meta.k8s.io \"\" is invalid: {field}: {message}"
+    ))
 }
 
 /// The subresource a write is recorded under in managedFields.
@@ -341,6 +367,14 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
 pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiResult<Response> {
     if crate::apply::is_apply(req.header("content-type")) {
         return super::apply::apply_patch(api, t, req, status).await;
+    }
+    if req.q("force").is_some() {
+        return Err(options_invalid(
+            req,
+            "force",
+            "FieldValueForbidden",
+            "Forbidden: may not be specified for non-apply patch".into(),
+        ));
     }
     let manager = crate::apply::manager(req)?;
     let dry = dry_run(req)?;
