@@ -284,10 +284,9 @@ fn client_side_apply_migrates_to_server_side() {
         ],
     );
     assert!(managers(&p, bin, "csa").is_empty());
-    // kubectl edit-style writes record their manager: here `kubectl-label` from ?fieldManager.
+    // Later writes record their manager again: kubectl label sends ?fieldManager=kubectl-label.
     ok(&p, bin, &["label", "deploy", "csa", "extra=1"]);
-    let m = managers(&p, bin, "csa");
-    assert!(m.iter().any(|m| m.ends_with("/Update")), "{m:?}");
+    assert_eq!(managers(&p, bin, "csa"), ["kubectl-label/Update"]);
 }
 
 /// A directory for PYTHONPATH from which the Python `kubernetes` client (PyPI) imports: when
