@@ -200,3 +200,63 @@ fn status_writes_own_only_status_and_update_entries_are_capped() {
     assert!(entries.iter().any(|e| e["manager"] == managed::ANCIENT));
     assert!(entries.iter().any(|e| e["manager"] == "m14"));
 }
+
+#[test]
+fn custom_resources_follow_their_structural_schema() {
+    let mut res = Registry::new().crd_resource();
+    res.group = "example.com".into();
+    res.version = "v1".into();
+    res.kind = "Widget".into();
+    res.status = false;
+    res.schema = crate::resources::Schema::Custom(Some(std::sync::Arc::new(json!({
+        "type": "object",
+        "properties": {"spec": {"type": "object", "properties": {
+            "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                      "x-kubernetes-list-map-keys": ["port", "protocol"],
+                      "items": {"type": "object", "properties": {
+                          "port": {"type": "integer"}, "protocol": {"type": "string"},
+                          "name": {"type": "string"}}}},
+            "tags": {"type": "array", "x-kubernetes-list-type": "set",
+                     "items": {"type": "string"}},
+            "args": {"type": "array", "items": {"type": "string"}},
+            "sel": {"type": "object", "x-kubernetes-map-type": "atomic",
+                    "properties": {"a": {"type": "string"}, "b": {"type": "string"}}},
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}
+    }))));
+    let cr = |spec: Value| {
+        json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                                   "metadata": {"name": "w"}, "spec": spec})
+    };
+    let first = cr(
+        json!({"ports": [{"port": 80, "protocol": "TCP", "name": "http"}],
+        "tags": ["a"], "args": ["x"], "sel": {"a": "1"}, "free": {"k": {"n": 1}}}),
+    );
+    let live = apply(&res, None, &first, "one", false, "").unwrap();
+    let f = &live["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"];
+    assert_eq!(
+        f["f:ports"],
+        json!({"k:{\"port\":80,\"protocol\":\"TCP\"}": {
+            ".": {}, "f:name": {}, "f:port": {}, "f:protocol": {}}})
+    );
+    assert_eq!(f["f:tags"], json!({"v:\"a\"": {}}));
+    assert_eq!(f["f:args"], json!({}));
+    assert_eq!(f["f:sel"], json!({}));
+    assert_eq!(f["f:free"], json!({"f:k": {".": {}, "f:n": {}}}));
+
+    // A second manager adds its own items; lists merge by key or value, atomic ones are
+    // replaced (and conflict when they differ).
+    let second = cr(
+        json!({"ports": [{"port": 81, "protocol": "TCP"}], "tags": ["b"],
+        "sel": {"b": "2"}, "free": {"k": {"m": 2}}}),
+    );
+    let err = apply(&res, Some(&live), &second, "two", false, "").unwrap_err();
+    assert!(err.message.contains(".spec.sel"), "{}", err.message);
+    let merged = apply(&res, Some(&live), &second, "two", true, "").unwrap();
+    assert_eq!(
+        merged["spec"],
+        json!({"ports": [{"port": 80, "protocol": "TCP", "name": "http"},
+                         {"port": 81, "protocol": "TCP"}],
+               "tags": ["a", "b"], "args": ["x"], "sel": {"b": "2"},
+               "free": {"k": {"n": 1, "m": 2}}})
+    );
+}
