@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 use common::plane::Plane;
 use serde_json::Value;
 
+const KUBECTL_1_20: &str = common::kubectl::KUBECTL;
 const KUBECTL_1_27: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 const KUBECTL_1_33: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 
@@ -211,6 +212,16 @@ fn kubectl_server_side_apply_conflicts_and_force() {
         let hidden = ok(&p, bin, &["get", "deploy", &name, "-o", "yaml"]);
         assert!(!hidden.contains("managedFields"), "{bin}: {hidden}");
 
+        // `diff --server-side` is a dry-run apply: it shows the change and stores nothing.
+        let out = run(
+            &p,
+            bin,
+            &["diff", "--server-side", "--force-conflicts", "-f", &three],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{bin}: {text}");
+        assert!(text.contains("+  replicas: 3"), "{bin}: {text}");
+
         // A server-side dry run reports the change and stores nothing.
         let out = ok(
             &p,
@@ -232,6 +243,52 @@ fn kubectl_server_side_apply_conflicts_and_force() {
         );
         assert_eq!(replicas, "2", "{bin}");
     }
+}
+
+/// Debian's kubectl 1.20 speaks the same apply protocol (it has no --show-managed-fields).
+#[test]
+fn kubectl_1_20_server_side_apply() {
+    let p = Plane::server("ssa-1-20");
+    let manifest = DEPLOYMENT.replace("NAME", "old");
+    let file = write(&p, "d.yaml", &manifest);
+    for _ in 0..2 {
+        let out = ok(&p, KUBECTL_1_20, &["apply", "--server-side", "-f", &file]);
+        assert!(out.contains("serverside-applied"), "{out}");
+    }
+    let three = write(
+        &p,
+        "d3.yaml",
+        &manifest.replace("replicas: 2", "replicas: 3"),
+    );
+    let args = [
+        "apply",
+        "--server-side",
+        "--field-manager=other",
+        "-f",
+        &three,
+    ];
+    let err = fails(&p, KUBECTL_1_20, &args);
+    assert!(
+        err.contains(r#"conflict with "kubectl": .spec.replicas"#),
+        "{err}"
+    );
+    let forced = [&args[..], &["--force-conflicts"]].concat();
+    ok(&p, KUBECTL_1_20, &forced);
+    let v: Value = serde_json::from_str(&ok(
+        &p,
+        KUBECTL_1_20,
+        &["get", "deploy", "old", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(v["spec"]["replicas"], 3);
+    let owners: Vec<&str> = v["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["fieldsV1"].pointer("/f:spec/f:replicas").is_some())
+        .map(|e| e["manager"].as_str().unwrap())
+        .collect();
+    assert_eq!(owners, ["other"]);
 }
 
 #[test]
