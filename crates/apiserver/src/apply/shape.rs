@@ -259,14 +259,13 @@ pub fn merge(node: Node, live: &Value, config: &Value) -> Value {
             let items = node.items();
             let mut out = l.clone();
             for (i, citem) in c.iter().enumerate() {
+                // Items without any key field are matched by position (so a re-apply does
+                // not append them again).
                 let pe = item_pe(&keys, citem, i);
-                let found = (!matches!(pe, Pe::Index(_)))
-                    .then(|| {
-                        out.iter()
-                            .enumerate()
-                            .position(|(j, li)| item_pe(&keys, li, j) == pe)
-                    })
-                    .flatten();
+                let found = out
+                    .iter()
+                    .enumerate()
+                    .position(|(j, li)| item_pe(&keys, li, j) == pe);
                 match found {
                     Some(j) => out[j] = merge(items, &out[j], citem),
                     None => out.push(citem.clone()),
@@ -347,6 +346,10 @@ mod tests {
                     {"name": "b", "image": "b:2"},
                     {"name": "c", "image": "c:1"}]}}}})
         );
+        // Items without their key merge by position: applying them again adds nothing.
+        let keyless = json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}});
+        let once = merge(node, &json!({}), &keyless);
+        assert_eq!(merge(node, &once, &keyless), keyless);
         let mut o = out;
         let item = Pe::key(&[("name".into(), json!("b"))]);
         let path = [
