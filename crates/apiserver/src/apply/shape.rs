@@ -310,7 +310,7 @@ mod tests {
             [
                 ".metadata.labels.app",
                 ".spec.replicas",
-                ".spec.selector.matchLabels.app",
+                ".spec.selector",
                 r#".spec.template.spec.containers[name="nginx"]"#,
                 r#".spec.template.spec.containers[name="nginx"].args"#,
                 r#".spec.template.spec.containers[name="nginx"].image"#,
