@@ -151,6 +151,28 @@ async fn kube_rs_server_side_apply() {
     assert!(!labels.contains_key("tier"), "{labels:?}");
     assert_eq!(out.spec.unwrap().replicas, Some(3), "still the other's");
 
+    // A status write records its manager with `subresource: status`, owning only status.
+    let st = deploys
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"observedGeneration": 1}})),
+        )
+        .await
+        .unwrap();
+    let entry = st
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|e| e.subresource.as_deref() == Some("status"))
+        .expect("a status entry");
+    assert_eq!(entry.operation.as_deref(), Some("Update"));
+    assert_eq!(
+        serde_json::to_value(&entry.fields_v1).unwrap(),
+        json!({"f:status": {"f:observedGeneration": {}}})
+    );
+
     // An ordinary write records an Update entry for its manager.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let cm: ConfigMap =
