@@ -260,3 +260,17 @@ fn custom_resources_follow_their_structural_schema() {
                "free": {"k": {"n": 1, "m": 2}}})
     );
 }
+
+#[test]
+fn the_manager_is_the_field_manager_or_the_user_agent_product() {
+    let ua = (
+        "user-agent",
+        "kubectl.1.33/v1.33.1 (linux/amd64) kubernetes/8adc0f0",
+    );
+    assert_eq!(manager(&Req::for_test(&[], &[ua])).unwrap(), "kubectl.1.33");
+    let named = Req::for_test(&[("fieldManager", "kubectl-edit")], &[ua]);
+    assert_eq!(manager(&named).unwrap(), "kubectl-edit");
+    let long = "m".repeat(129);
+    let e = manager(&Req::for_test(&[("fieldManager", &long)], &[])).unwrap_err();
+    assert!(e.code == 400 && e.message.contains("fieldManager"), "{e:?}");
+}

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::write::{
-    commit_update, create_object, dry_run, merge_update, normalize, options_invalid,
-};
+use super::options::{dry_run, options_invalid};
+use super::write::{commit_update, create_object, merge_update, normalize};
 use super::{check_type_meta, decode, object_response};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::str_at;

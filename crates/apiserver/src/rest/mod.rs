@@ -2,6 +2,7 @@
 
 mod apply;
 mod logs;
+mod options;
 mod read;
 mod sub;
 mod watch;

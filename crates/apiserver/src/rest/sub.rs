@@ -39,7 +39,7 @@ fn scale_of(obj: &Value) -> Value {
 pub async fn scale(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
     let writes = req.method != Method::GET;
     let manager = crate::apply::manager(req)?;
-    let dry = writes && super::write::dry_run(req)?;
+    let dry = writes && super::options::dry_run(req)?;
     for _ in 0..8 {
         let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
         let mut obj = decode(&kv)?;
@@ -97,7 +97,7 @@ pub async fn scale(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
 
 /// POST pods/NAME/binding: assign the pod to a node once (the scheduler's write).
 pub async fn binding(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
-    let dry = super::write::dry_run(req)?;
+    let dry = super::options::dry_run(req)?;
     let body = parse_body(req)?;
     let node = body
         .pointer("/target/name")

@@ -8,6 +8,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use yun_store::Outcome;
 
+use super::options::{dry_run, options_invalid};
 use super::{check_type_meta, decode, get_kv, object_response, parse_body, put};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::{meta_mut, name_suffix, new_uid, now_rfc3339, str_at, strings_at};
@@ -117,44 +118,6 @@ pub async fn create_object(
         api.registry.register_crd(&stored);
     }
     Ok(stored)
-}
-
-/// `?dryRun=All`: check everything a write would, store nothing. Any other value is refused
-/// as Kubernetes refuses it: 422 on the request's options.
-pub(super) fn dry_run(req: &Req) -> ApiResult<bool> {
-    match req.q("dryRun") {
-        None => Ok(false),
-        Some("All") => Ok(true),
-        Some(other) => Err(options_invalid(
-            req,
-            "dryRun",
-            "FieldValueNotSupported",
-            format!("Unsupported value: {other:?}: supported values: \"All\""),
-        )),
-    }
-}
-
-/// Kubernetes' 422 for bad request options (`PatchOptions.meta.k8s.io "" is invalid: …`).
-pub(super) fn options_invalid(
-    req: &Req,
-    field: &str,
-    reason: &'static str,
-    message: String,
-) -> ApiError {
-    let kind = match req.method.as_str() {
-        "POST" => "CreateOptions",
-        "PUT" => "UpdateOptions",
-        "DELETE" => "DeleteOptions",
-        _ => "PatchOptions",
-    };
-    let cause = crate::error::Cause {
-        field: field.into(),
-        kind: reason,
-        message: message.clone(),
-    };
-    ApiError::invalid(kind, "", "meta.k8s.io", vec![cause]).with_message(format!(
-        "{kind}.meta.k8s.io \"\" is invalid: {field}: {message}"
-    ))
 }
 
 /// The subresource a write is recorded under in managedFields.
