@@ -424,3 +424,24 @@ fn python_client_server_side_apply() {
         ]
     );
 }
+
+/// yun's own clients name themselves in their User-Agent, so their writes are recorded under
+/// a manager of their own (as `kube-controller-manager`'s are on Kubernetes).
+#[test]
+fn controller_writes_are_recorded_under_the_controller_manager() {
+    let p = Plane::with_controller_manager("ssa-cm");
+    let file = write(&p, "d.yaml", &DEPLOYMENT.replace("NAME", "ctl"));
+    ok(&p, KUBECTL_1_33, &["apply", "--server-side", "-f", &file]);
+    let rs = p.until(&["get", "rs", "-l", "app=web", "-o", "json"], 30, |out| {
+        serde_json::from_str::<Value>(out)
+            .is_ok_and(|v| v["items"].as_array().is_some_and(|a| !a.is_empty()))
+    });
+    let v: Value = serde_json::from_str(&rs).unwrap();
+    let managers: Vec<&str> = v["items"][0]["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["manager"].as_str().unwrap())
+        .collect();
+    assert!(managers.contains(&"yun-controller-manager"), "{managers:?}");
+}
