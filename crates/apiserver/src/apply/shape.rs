@@ -115,11 +115,18 @@ impl<'a> Node<'a> {
 }
 
 /// The element naming item `i` of a list-map with `keys`: by its key fields, or by position
-/// when it carries none of them.
+/// when it carries none of them. A port's `protocol` key counts as `TCP` when absent:
+/// Kubernetes defaults it before computing ownership (yun stores what clients send), so the
+/// same port is one item whether or not a client spelled out TCP.
 pub fn item_pe(keys: &[String], item: &Value, i: usize) -> Pe {
+    let is_port = item.get("containerPort").is_some() || item.get("port").is_some();
     let fields: Vec<(String, Value)> = keys
         .iter()
-        .filter_map(|k| item.get(k).map(|v| (k.clone(), v.clone())))
+        .filter_map(|k| match item.get(k) {
+            Some(v) => Some((k.clone(), v.clone())),
+            None if k == "protocol" && is_port => Some((k.clone(), Value::from("TCP"))),
+            None => None,
+        })
         .collect();
     if fields.is_empty() {
         Pe::Index(i)
@@ -303,7 +310,7 @@ mod tests {
         let d = json!({"metadata": {"labels": {"app": "web"}},
             "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
               "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1",
-                 "args": ["a", "b"], "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}}}});
+                 "args": ["a", "b"], "ports": [{"containerPort": 80}]}]}}}});
         let got = paths(&fields(node, &d));
         assert_eq!(
             got,
@@ -317,8 +324,16 @@ mod tests {
                 r#".spec.template.spec.containers[name="nginx"].name"#,
                 r#".spec.template.spec.containers[name="nginx"].ports[containerPort=80,protocol="TCP"]"#,
                 r#".spec.template.spec.containers[name="nginx"].ports[containerPort=80,protocol="TCP"].containerPort"#,
-                r#".spec.template.spec.containers[name="nginx"].ports[containerPort=80,protocol="TCP"].protocol"#,
             ]
+        );
+        // A port spelled with its default protocol is the same item.
+        let spelled = json!({"spec": {"template": {"spec": {"containers": [{"name": "nginx",
+            "ports": [{"containerPort": 80, "protocol": "TCP", "name": "http"}]}]}}}});
+        let merged = merge(node, &d, &spelled);
+        let ports = &merged["spec"]["template"]["spec"]["containers"][0]["ports"];
+        assert_eq!(
+            ports,
+            &json!([{"containerPort": 80, "protocol": "TCP", "name": "http"}])
         );
     }
 
