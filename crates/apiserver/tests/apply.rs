@@ -226,6 +226,25 @@ async fn apply_and_dry_run_refuse_bad_options() {
     let (code, _) = raw_patch(&client, &ok, "application/apply-patch+yaml", with_mf).await;
     assert_eq!(code, 400);
 
+    // So does a DeleteOptions body with another dryRun value (it used to mean a dry run).
+    let req = Request::delete(path)
+        .header("content-type", "application/json")
+        .body(br#"{"dryRun":["Bogus"]}"#.to_vec())
+        .unwrap();
+    match client.request_text(req).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422);
+            assert!(
+                s.message.starts_with("DeleteOptions.meta.k8s.io"),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.get("x").await.expect("still there");
+
     // The scale subresource honours dryRun.
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
     deploys

@@ -397,6 +397,18 @@ fn delete_options(req: &Req) -> ApiResult<Value> {
     if dry_run(req)? {
         opts["dryRun"] = json!(["All"]);
     }
+    if let Some(bad) = opts
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|v| v.as_str() != Some("All")))
+    {
+        return Err(options_invalid(
+            req,
+            "dryRun",
+            "FieldValueNotSupported",
+            format!("Unsupported value: {bad}: supported values: \"All\""),
+        ));
+    }
     Ok(opts)
 }
 
