@@ -156,6 +156,12 @@ impl ApiError {
         e
     }
 
+    /// The same error with another message (keeping code, reason and details).
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     pub fn status(&self) -> Value {
         let mut v = json!({
             "kind": "Status",

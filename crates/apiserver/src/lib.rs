@@ -5,6 +5,7 @@
 //! collection's prefix. Objects are handled generically as JSON; the k8s-openapi types are used
 //! to check that a built-in kind's body has the right shape. See docs/apiserver.md.
 
+mod apply;
 mod auth;
 mod cascade;
 mod compaction;

@@ -264,7 +264,15 @@ fn api_resources_from_aggregated_discovery() {
         .collect();
     assert_eq!(
         subs,
-        ["status", "binding", "log", "attach", "exec", "portforward", "proxy"]
+        [
+            "status",
+            "binding",
+            "log",
+            "attach",
+            "exec",
+            "portforward",
+            "proxy"
+        ]
     );
     for bin in [KUBECTL_1_33, KUBECTL_1_27, KUBECTL_1_20] {
         srv.ok(bin, &["get", "all", "-A"]);

@@ -31,7 +31,7 @@ pub fn directive(req: &Req) -> ApiResult<Directive> {
 }
 
 /// Follow `$ref` (also wrapped in a one-element `allOf`) to the schema it names.
-fn resolve<'a>(defs: &'a Map<String, Value>, mut s: &'a Value) -> &'a Value {
+pub fn resolve<'a>(defs: &'a Map<String, Value>, mut s: &'a Value) -> &'a Value {
     for _ in 0..16 {
         let r = s.get("$ref").or_else(|| {
             s.get("allOf")

@@ -316,8 +316,26 @@ fn set(schemas: &mut Map<String, Value>, e: Entry) {
     }
 }
 
+/// Structs Kubernetes marks `+structType=atomic` (`x-kubernetes-map-type: atomic`): a selector
+/// or reference is replaced whole by server-side apply and owned as one field.
+const ATOMIC_STRUCTS: &[&str] = &[
+    "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector",
+    "io.k8s.api.core.v1.LocalObjectReference",
+    "io.k8s.api.core.v1.ObjectReference",
+    "io.k8s.api.core.v1.ConfigMapKeySelector",
+    "io.k8s.api.core.v1.SecretKeySelector",
+    "io.k8s.api.core.v1.ObjectFieldSelector",
+    "io.k8s.api.core.v1.ResourceFieldSelector",
+    "io.k8s.api.core.v1.NodeSelector",
+];
+
 /// Add the list semantics to the definitions present (others are left alone).
 pub fn annotate(schemas: &mut Map<String, Value>) {
+    for name in ATOMIC_STRUCTS {
+        if let Some(s) = schemas.get_mut(*name).and_then(Value::as_object_mut) {
+            s.insert("x-kubernetes-map-type".into(), "atomic".into());
+        }
+    }
     for e in ENTRIES {
         set(schemas, *e);
     }

@@ -251,6 +251,8 @@ mod tests {
             .contains("container"));
         let apps = builtin("apps", "v1").unwrap();
         assert!(apps.schemas.contains_key("io.k8s.api.autoscaling.v1.Scale"));
+        let selector = &apps.schemas["io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"];
+        assert_eq!(selector["x-kubernetes-map-type"], "atomic");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The generic REST verbs over stored JSON objects.
 
+mod apply;
 mod logs;
 mod namespaces;
+mod options;
 pub mod proxy;
 mod read;
 mod stream;

@@ -37,6 +37,9 @@ fn scale_of(obj: &Value) -> Value {
 }
 
 pub async fn scale(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let writes = req.method != Method::GET;
+    let manager = crate::apply::manager(req)?;
+    let dry = writes && super::options::dry_run(req)?;
     for _ in 0..8 {
         let kv = get_kv(api, &t.res, &t.key(), t.name()).await?;
         let mut obj = decode(&kv)?;
@@ -72,6 +75,7 @@ pub async fn scale(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
                 ))
             }
         };
+        let before = obj.clone();
         obj["spec"]["replicas"] = json!(replicas);
         if obj.pointer("/spec/replicas") != current.pointer("/spec/replicas") {
             let generation = obj
@@ -79,6 +83,10 @@ pub async fn scale(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
             obj["metadata"]["generation"] = json!(generation + 1);
+        }
+        crate::apply::track_update(&t.res, Some(&before), &mut obj, &manager, "scale")?;
+        if dry {
+            return Ok(crate::proto::respond(req.output, 200, &scale_of(&obj)));
         }
         if let Some(stored) = put(api, &t.key(), &obj, Some(kv.mod_revision)).await? {
             return Ok(crate::proto::respond(req.output, 200, &scale_of(&stored)));
@@ -89,6 +97,7 @@ pub async fn scale(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
 
 /// POST pods/NAME/binding: assign the pod to a node once (the scheduler's write).
 pub async fn binding(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
+    let dry = super::options::dry_run(req)?;
     let body = parse_body(req)?;
     let node = body
         .pointer("/target/name")
@@ -117,6 +126,13 @@ pub async fn binding(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Respons
         ));
     }
     pod["spec"]["nodeName"] = Value::String(node);
+    if dry {
+        return Ok(crate::proto::respond(
+            req.output,
+            201,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ));
+    }
     put(api, &t.key(), &pod, Some(kv.mod_revision))
         .await?
         .ok_or_else(|| ApiError::conflict("pods", t.name()))?;

@@ -8,6 +8,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use yun_store::Outcome;
 
+use super::options::{dry_run, options_invalid};
 use super::{check_type_meta, decode, get_kv, object_response, parse_body, put};
 use crate::defaults::{self, Write};
 use crate::error::{ApiError, ApiResult};
@@ -20,9 +21,10 @@ use crate::validation;
 use crate::Api;
 
 pub async fn create(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
-    let obj = parse_body(req)?;
+    let mut obj = parse_body(req)?;
     let warnings = fields::check(&t.res, req, &obj, None)?;
-    let dry_run = req.q("dryRun").is_some();
+    let dry_run = dry_run(req)?;
+    crate::apply::track_update(&t.res, None, &mut obj, &crate::apply::manager(req)?, "")?;
     let out = create_object(api, &t.res, t.ns.as_deref(), obj, dry_run).await?;
     Ok(fields::with_warnings(
         object_response(t, req, 201, out),
@@ -116,13 +118,22 @@ pub async fn create_object(
     Ok(stored)
 }
 
+/// The subresource a write is recorded under in managedFields.
+fn subresource(status: bool) -> &'static str {
+    if status {
+        "status"
+    } else {
+        ""
+    }
+}
+
 fn is_service(res: &Resource) -> bool {
     res.kind == "Service" && res.group.is_empty()
 }
 
 /// Write-time conversions: a Secret's `stringData` is merged into `data` (base64), as the
 /// API does; it is never stored.
-fn normalize(res: &Resource, obj: &mut Value) {
+pub(super) fn normalize(res: &Resource, obj: &mut Value) {
     if res.kind != "Secret" || !res.group.is_empty() {
         return;
     }
@@ -157,7 +168,12 @@ fn spec_part(v: &Value) -> Value {
 
 /// Merge a client's new version with the stored one: the server owns identity fields, and
 /// the main resource and the status subresource each change only their own part.
-fn merge_update(res: &Resource, cur: &Value, new: Value, status_only: bool) -> ApiResult<Value> {
+pub(super) fn merge_update(
+    res: &Resource,
+    cur: &Value,
+    new: Value,
+    status_only: bool,
+) -> ApiResult<Value> {
     let mut out = if status_only {
         let mut o = cur.clone();
         o["status"] = new.get("status").cloned().unwrap_or(Value::Null);
@@ -274,9 +290,11 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
         }
     }
     let mut out = merge_update(&t.res, &cur, new, status)?;
+    let manager = crate::apply::manager(req)?;
+    crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
     normalize(&t.res, &mut out);
     validation::validate(&t.res, &out)?;
-    if req.q("dryRun").is_some() {
+    if dry_run(req)? {
         return Ok(fields::with_warnings(
             object_response(t, req, 200, out),
             &warnings,
@@ -292,6 +310,19 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
 }
 
 pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiResult<Response> {
+    if crate::apply::is_apply(req.header("content-type")) {
+        return super::apply::apply_patch(api, t, req, status).await;
+    }
+    if req.q("force").is_some() {
+        return Err(options_invalid(
+            req,
+            "force",
+            "FieldValueForbidden",
+            "Forbidden: may not be specified for non-apply patch".into(),
+        ));
+    }
+    let manager = crate::apply::manager(req)?;
+    let dry = dry_run(req)?;
     let mut kind = PatchType::from_content_type(req.header("content-type"))?;
     if kind == PatchType::Strategic && matches!(t.res.schema, Schema::Custom(_)) {
         // Custom resources have no patch strategies: a plain merge is what applies.
@@ -310,9 +341,10 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
             return Err(ApiError::conflict(&t.res.qualified(), t.name()));
         }
         let mut out = merge_update(&t.res, &cur, new, status)?;
+        crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
         normalize(&t.res, &mut out);
         validation::validate(&t.res, &out)?;
-        if req.q("dryRun").is_some() {
+        if dry {
             return Ok(fields::with_warnings(
                 object_response(t, req, 200, out),
                 &warnings,
@@ -344,8 +376,20 @@ fn delete_options(req: &Req) -> ApiResult<Value> {
     if opts.get("orphanDependents") == Some(&Value::Bool(true)) {
         opts["propagationPolicy"] = "Orphan".into();
     }
-    if let Some(d) = req.q("dryRun") {
-        opts["dryRun"] = json!([d]);
+    if dry_run(req)? {
+        opts["dryRun"] = json!(["All"]);
+    }
+    if let Some(bad) = opts
+        .get("dryRun")
+        .and_then(Value::as_array)
+        .and_then(|a| a.iter().find(|v| v.as_str() != Some("All")))
+    {
+        return Err(options_invalid(
+            req,
+            "dryRun",
+            "FieldValueNotSupported",
+            format!("Unsupported value: {bad}: supported values: \"All\""),
+        ));
     }
     Ok(opts)
 }

@@ -224,7 +224,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
         } => {
             let tokio = tokio::runtime::Runtime::new()?;
             tokio.block_on(async {
-                let client = client(&kubeconfig, server.as_deref()).await?;
+                let client = client(&kubeconfig, server.as_deref(), CONTROLLER_MANAGER).await?;
                 tokio::select! {
                     _ = yun_controllers::manager::run(client, identity(), lifecycle.timing()) => {}
                     _ = shutdown_signal() => {}
@@ -240,7 +240,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             let (record, cfg) = node.start(data_dir)?;
             let tokio = tokio::runtime::Runtime::new()?;
             tokio.block_on(async {
-                let client = client(&kubeconfig, server.as_deref()).await?;
+                let client = client(&kubeconfig, server.as_deref(), AGENT).await?;
                 let rt = open_runtime(cfg).await?;
                 eprintln!("yun agent: node {} joined", record.name);
                 let agent = agent_config(&record, &node, &kubeconfig)?;
@@ -254,7 +254,13 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
     }
 }
 
-async fn client(kubeconfig: &Path, server: Option<&str>) -> Result<kube::Client> {
+/// The User-Agent products yun's own API clients send: the API server records each one's
+/// writes in `metadata.managedFields` under this name, as Kubernetes does for
+/// `kube-controller-manager` and `kubelet`.
+const CONTROLLER_MANAGER: &str = "yun-controller-manager";
+const AGENT: &str = "yun-agent";
+
+async fn client(kubeconfig: &Path, server: Option<&str>, product: &str) -> Result<kube::Client> {
     let kc = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("--kubeconfig {}", kubeconfig.display()))?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -263,6 +269,11 @@ async fn client(kubeconfig: &Path, server: Option<&str>) -> Result<kube::Client>
     if let Some(url) = server {
         config.cluster_url = url.parse().with_context(|| format!("--server {url}"))?;
     }
+    let agent = format!("{product}/v{}", env!("CARGO_PKG_VERSION"));
+    config.headers.push((
+        reqwest::header::USER_AGENT,
+        reqwest::header::HeaderValue::from_str(&agent)?,
+    ));
     Ok(kube::Client::try_from(config)?)
 }
 
@@ -327,9 +338,9 @@ async fn up(
     };
     plane.api.apply(&mut config);
     let server = yun_apiserver::start(config).await?;
-    let client = client(&server.kubeconfig, None).await?;
+    let client = client(&server.kubeconfig, None, CONTROLLER_MANAGER).await?;
     let controllers = tokio::spawn(yun_controllers::manager::run(
-        client.clone(),
+        client,
         identity(),
         plane.nodes,
     ));
@@ -341,7 +352,7 @@ async fn up(
         Some((record, cfg)) => {
             let rt = open_runtime(cfg).await?;
             Some(tokio::spawn(yun_agent::node::run(
-                client,
+                self::client(&server.kubeconfig, None, AGENT).await?,
                 agent_config(&record, node, &server.kubeconfig)?,
                 rt,
             )))
