@@ -274,10 +274,21 @@ fn workflow(kubectl: &str, protobuf: bool) {
         ]),
         "2"
     );
-    // Delete sends DeleteOptions; the namespace goes with what is in it.
+    // Delete sends DeleteOptions. With no controller manager here the namespace stays
+    // Terminating (its content is the namespace loop's to delete), so kubectl does not wait.
     k(&["-n", "yunpb", "delete", "configmap", "cfg"]);
-    k(&["delete", "namespace", "yunpb"]);
-    let out = srv.kubectl(kubectl, &["get", "namespace", "yunpb"]);
+    k(&["delete", "namespace", "yunpb", "--wait=false"]);
+    assert_eq!(
+        k(&[
+            "get",
+            "namespace",
+            "yunpb",
+            "-o",
+            "jsonpath={.status.phase}"
+        ]),
+        "Terminating"
+    );
+    let out = srv.kubectl(kubectl, &["-n", "yunpb", "get", "configmap", "cfg"]);
     assert!(!out.status.success());
     // A Status error in protobuf is still read as one by kubectl.
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
