@@ -5,66 +5,33 @@
 //! Each test runs `yun server` on a free loopback port with its own data dir; a guard kills
 //! the server and removes the dir on drop, also when an assertion fails.
 
+mod common;
+
+use common::plane::Plane;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const YUN: &str = env!("CARGO_BIN_EXE_yun");
 const KUBECTL_1_20: &str = "/var/cache/yun-kubectl/usr/bin/kubectl";
 const KUBECTL_1_27: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 const KUBECTL_1_33: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-static N: AtomicUsize = AtomicUsize::new(0);
-
+/// `yun server` (the shared harness) with a scratch dir for kubectl caches and files.
 struct Server {
-    child: Child,
+    plane: Plane,
     dir: PathBuf,
     port: u16,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 impl Server {
     fn start(name: &str) -> Server {
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let dir = PathBuf::from(format!(
-            "/tmp/yun-test-disco-{name}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let plane = Plane::server(&format!("disco-{name}"));
+        let dir = plane.data.join("scratch");
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(YUN)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["server", "--addr", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn yun server");
-        let server = Server { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(server.dir.join("data/kubeconfig").exists()
-            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-        {
-            assert!(Instant::now() < deadline, "yun server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        let port = plane.port();
+        Server { plane, dir, port }
     }
 
     /// kubectl `bin` with its own discovery cache (one per binary, kept between calls as a
@@ -75,7 +42,7 @@ impl Server {
             bin.rsplit('/').next().unwrap_or("kubectl")
         ));
         Command::new(bin)
-            .env("KUBECONFIG", self.dir.join("data/kubeconfig"))
+            .env("KUBECONFIG", self.plane.kubeconfig())
             .env("HOME", &self.dir)
             .arg("--cache-dir")
             .arg(cache)
@@ -112,10 +79,10 @@ impl Server {
 
     /// GET `path` with curl and the admin token; returns (code, headers, body).
     fn get(&self, path: &str, headers: &[&str]) -> (u16, String, String) {
-        let token = std::fs::read_to_string(self.dir.join("data/pki/token")).unwrap();
+        let token = std::fs::read_to_string(self.plane.data.join("pki/token")).unwrap();
         let mut c = Command::new("curl");
         c.args(["-s", "-D", "-", "--cacert"])
-            .arg(self.dir.join("data/pki/ca.crt"))
+            .arg(self.plane.data.join("pki/ca.crt"))
             .args(["-H", &format!("Authorization: Bearer {}", token.trim())]);
         for h in headers {
             c.args(["-H", h]);

@@ -5,69 +5,41 @@
 //! Each test runs the built binary on a free loopback port with its own data dir; a guard
 //! kills the server and removes the dir on drop, also when an assertion fails.
 
+mod common;
+
+use common::plane::Plane;
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const YUN: &str = env!("CARGO_BIN_EXE_yun");
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 
+/// Scratch file names for curl.
 static N: AtomicUsize = AtomicUsize::new(0);
 
+/// `yun server` (the shared harness) with a scratch dir for kubectl caches and files.
 struct Server {
-    child: Child,
+    plane: Plane,
     dir: PathBuf,
     port: u16,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 impl Server {
     fn start(name: &str) -> Server {
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let dir = PathBuf::from(format!(
-            "/tmp/yun-test-pb-{name}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let plane = Plane::server(&format!("pb-{name}"));
+        let dir = plane.data.join("scratch");
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(YUN)
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["server", "--addr", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn yun server");
-        let server = Server { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(server.dir.join("data/kubeconfig").exists()
-            && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
-        {
-            assert!(Instant::now() < deadline, "yun server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        let port = plane.port();
+        Server { plane, dir, port }
     }
 
     fn kubectl_cmd(&self, kubectl: &str, args: &[&str]) -> Command {
         let mut c = Command::new(kubectl);
-        c.env("KUBECONFIG", self.dir.join("data/kubeconfig"))
+        c.env("KUBECONFIG", self.plane.kubeconfig())
             .env("HOME", &self.dir)
             .arg("--cache-dir")
             .arg(self.dir.join("kube-cache"))
@@ -104,7 +76,7 @@ impl Server {
         let body_file = self.dir.join(format!("body-{n}"));
         let head_file = self.dir.join(format!("head-{n}"));
         std::fs::write(&body_file, body).unwrap();
-        let token = std::fs::read_to_string(self.dir.join("data/pki/token")).unwrap();
+        let token = std::fs::read_to_string(self.plane.data.join("pki/token")).unwrap();
         let mut c = Command::new("curl");
         c.args(["-sk", "--max-time", "5", "-X", method, "-D"])
             .arg(&head_file)

@@ -18,7 +18,9 @@ pub struct Plane {
 impl Plane {
     /// `yun server` alone.
     pub fn server(name: &str) -> Plane {
-        let data = PathBuf::from(format!("/tmp/yun-test-{name}-{}", std::process::id()));
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let data = PathBuf::from(format!("/tmp/yun-test-{name}-{}-{seq}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         let addr = format!("127.0.0.1:{}", super::free_port());
         let server = Command::new(super::YUN)
@@ -70,6 +72,11 @@ impl Plane {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
