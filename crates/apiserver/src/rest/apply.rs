@@ -8,7 +8,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::options::{dry_run, options_invalid};
-use super::write::{commit, create_object, merge_update, normalize};
+use super::write::{create_object, merge_update, normalize, write_back};
 use super::{check_type_meta, decode, object_response};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::str_at;
@@ -84,19 +84,11 @@ pub async fn apply_patch(
         let mut out = merge_update(&t.res, &cur, new, status)?;
         normalize(&t.res, &mut out);
         validation::validate(&t.res, &out)?;
-        if dry || out == cur {
-            // A dry run, or an apply that changes nothing: nothing to write (Kubernetes'
-            // storage skips identical writes too, so the resourceVersion stays).
-            return Ok(fields::with_warnings(
-                object_response(t, req, 200, out),
-                &warnings,
-            ));
-        }
-        if let Some(stored) = commit(api, t, out, kv.mod_revision).await? {
-            return Ok(fields::with_warnings(
-                object_response(t, req, 200, stored),
-                &warnings,
-            ));
+        // An apply that changes nothing writes nothing (Kubernetes' storage skips identical
+        // writes too, so the resourceVersion stays).
+        let skip = dry || out == cur;
+        if let Some(r) = write_back(api, t, req, out, kv.mod_revision, skip, &warnings).await? {
+            return Ok(r);
         }
     }
     Err(ApiError::conflict(&t.res.qualified(), t.name()))

@@ -344,20 +344,30 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
         crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
         normalize(&t.res, &mut out);
         validation::validate(&t.res, &out)?;
-        if dry {
-            return Ok(fields::with_warnings(
-                object_response(t, req, 200, out),
-                &warnings,
-            ));
-        }
-        if let Some(stored) = commit(api, t, out, kv.mod_revision).await? {
-            return Ok(fields::with_warnings(
-                object_response(t, req, 200, stored),
-                &warnings,
-            ));
+        if let Some(r) = write_back(api, t, req, out, kv.mod_revision, dry, &warnings).await? {
+            return Ok(r);
         }
     }
     Err(ApiError::conflict(&t.res.qualified(), t.name()))
+}
+
+/// The end of a patch or apply: the object as it would be when nothing is to be written
+/// (`skip`: a dry run, or an apply that changes nothing), else the CAS write of `out` over
+/// revision `rev`. None when a concurrent write won the race (the caller reads again).
+pub(super) async fn write_back(
+    api: &Api,
+    t: &Target,
+    req: &Req,
+    out: Value,
+    rev: i64,
+    skip: bool,
+    warnings: &[String],
+) -> ApiResult<Option<Response>> {
+    let done = |obj| fields::with_warnings(object_response(t, req, 200, obj), warnings);
+    if skip {
+        return Ok(Some(done(out)));
+    }
+    Ok(commit(api, t, out, rev).await?.map(done))
 }
 
 /// DeleteOptions from the body (kubectl sends one) or the query.
