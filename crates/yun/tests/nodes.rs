@@ -455,6 +455,38 @@ fn a_paused_agent_gets_its_node_ready_again_when_it_resumes() {
     assert_eq!(ready_and_taints(&c.plane, &node).trim(), "True");
 }
 
+/// A node whose agent stopped after registering but before its first Lease (here: a Node
+/// posted Ready with no agent at all) still goes Unknown and tainted once its Ready heartbeat
+/// is older than the grace period. Before, a node without a Lease was skipped and stayed
+/// Ready forever, which is how an agent paused at the wrong moment kept its node Ready.
+#[test]
+fn a_node_that_never_renewed_a_lease_goes_unknown() {
+    let tag = format!("nl{:x}", std::process::id() & 0xffff);
+    let lan = Lan::new(&tag, 0, 236);
+    let plane = ControlPlane::start(&lan);
+    let name = format!("{}-ghost", lan.bridge);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let stamp = k8s_openapi::jiff::Timestamp::from_second(now as i64).unwrap();
+    let node = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+        "status": {"conditions": [{
+            "type": "Ready", "status": "True", "reason": "KubeletReady",
+            "lastHeartbeatTime": stamp.to_string(), "lastTransitionTime": stamp.to_string(),
+        }]},
+    });
+    let file = plane.data.join("ghost-node.json");
+    std::fs::write(&file, node.to_string()).unwrap();
+    plane.ok(&["create", "-f", file.to_str().unwrap()]);
+    // Grace 3 s, checked every 1.5 s.
+    plane.until(&["get", "node", &name], 20, |o| o.contains("NotReady"));
+    let state = ready_and_taints(&plane, &name);
+    assert_eq!(state, "Unknown node.kubernetes.io/unreachable", "{state}");
+    plane.ok(&["delete", "node", &name, "--wait=false"]);
+}
+
 /// GET a URL from inside node `i`'s namespace with curl (retrying while the server starts).
 fn curl_in(lan: &Lan, i: usize, url: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -81,17 +81,11 @@ pub async fn run(client: Client, timing: Timing, shared: super::Shared) {
         let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
         for node in nodes.list() {
             let name = node.metadata.name.clone().unwrap_or_default();
-            let renewed = leases
-                .get(&format!("kube-node-lease/{name}"))
-                .and_then(|l| {
-                    l.spec
-                        .as_ref()?
-                        .renew_time
-                        .as_ref()
-                        .map(|t| t.0.as_millisecond())
-                });
-            let Some(renewed) = renewed else { continue };
-            let silent = now - renewed;
+            let lease = leases.get(&format!("kube-node-lease/{name}"));
+            let Some(heard) = last_heard_from(&node, lease.as_deref()) else {
+                continue;
+            };
+            let silent = now - heard;
             if let Err(e) = reconcile(&client, &timing, (*node).clone(), silent).await {
                 tracing::warn!("node {name}: {e:#}");
             }
@@ -101,6 +95,31 @@ pub async fn run(client: Client, timing: Timing, shared: super::Shared) {
             _ = renewed.notified() => {}
         }
     }
+}
+
+/// When the node's agent was last heard from, in Unix milliseconds: its Lease's renewal or
+/// the heartbeat of the Ready condition it posted, whichever is later. An agent stopped
+/// between registering (Ready) and creating its Lease leaves no Lease at all; without the
+/// heartbeat (or, failing that, the node's creation) such a node would stay Ready forever.
+/// The heartbeat this loop writes itself is none (see `set_ready`), so an Unknown it set does
+/// not count as a sign of life.
+fn last_heard_from(node: &Node, lease: Option<&Lease>) -> Option<i64> {
+    let renewed = lease
+        .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
+        .map(|t| t.0.as_millisecond());
+    let heartbeat = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_heartbeat_time.as_ref())
+        .map(|t| t.0.as_millisecond());
+    let created = node
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_millisecond());
+    renewed.max(heartbeat).or(created)
 }
 
 /// Whether the node carries a taint this loop manages.
@@ -271,4 +290,55 @@ async fn evict(client: &Client, node: &str) -> anyhow::Result<()> {
             .await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(created_ms: i64, heartbeat_ms: Option<i64>) -> Node {
+        let time = |ms: i64| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_millisecond(ms).unwrap(),
+            )
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": "n1", "creationTimestamp": time(created_ms)},
+            "status": {"conditions": [{
+                "type": "Ready",
+                "status": if heartbeat_ms.is_some() { "True" } else { "Unknown" },
+                "lastHeartbeatTime": heartbeat_ms.map(time),
+            }]},
+        }))
+        .unwrap()
+    }
+
+    fn lease(renewed_ms: i64) -> Lease {
+        let t = k8s_openapi::jiff::Timestamp::from_millisecond(renewed_ms).unwrap();
+        serde_json::from_value(json!({
+            "metadata": {"name": "n1", "namespace": "kube-node-lease"},
+            "spec": {"renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(t)},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_agent_is_heard_from_by_its_lease_or_its_ready_heartbeat() {
+        // The later of the two counts.
+        assert_eq!(
+            last_heard_from(&node(1_000, Some(5_000)), Some(&lease(9_000))),
+            Some(9_000)
+        );
+        assert_eq!(
+            last_heard_from(&node(1_000, Some(9_000)), Some(&lease(5_000))),
+            Some(9_000)
+        );
+        // Stopped before its first Lease: the Ready it posted at registration still ages.
+        assert_eq!(
+            last_heard_from(&node(1_000, Some(2_000)), None),
+            Some(2_000)
+        );
+        // Marked Unknown by this loop (no heartbeat) and no Lease: its creation.
+        assert_eq!(last_heard_from(&node(1_000, None), None), Some(1_000));
+    }
 }
