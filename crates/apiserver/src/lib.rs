@@ -6,6 +6,8 @@
 //! to check that a built-in kind's body has the right shape. See docs/apiserver.md.
 
 mod auth;
+mod batch;
+mod batch_table;
 mod cascade;
 mod compaction;
 mod defaults;

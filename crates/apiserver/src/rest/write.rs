@@ -179,6 +179,9 @@ fn merge_update(res: &Resource, cur: &Value, new: Value, status_only: bool) -> A
     if is_service(res) && !status_only {
         crate::services::keep_ip(cur, &mut out)?;
     }
+    if res.group == "batch" && res.kind == "Job" && !status_only {
+        crate::batch::keep_generated(cur, &mut out);
+    }
     if !status_only {
         // Defaults first, so a client that leaves them out changes nothing (and the
         // generation stays); an object stored before a default existed is compared with
@@ -276,6 +279,9 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
     let mut out = merge_update(&t.res, &cur, new, status)?;
     normalize(&t.res, &mut out);
     validation::validate(&t.res, &out)?;
+    if !status {
+        validation::validate_update(&t.res, &cur, &out)?;
+    }
     if req.q("dryRun").is_some() {
         return Ok(fields::with_warnings(
             object_response(t, req, 200, out),
@@ -312,6 +318,9 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
         let mut out = merge_update(&t.res, &cur, new, status)?;
         normalize(&t.res, &mut out);
         validation::validate(&t.res, &out)?;
+        if !status {
+            validation::validate_update(&t.res, &cur, &out)?;
+        }
         if req.q("dryRun").is_some() {
             return Ok(fields::with_warnings(
                 object_response(t, req, 200, out),
