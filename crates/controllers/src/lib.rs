@@ -4,8 +4,10 @@
 //! API and carry out their actions sit on top.
 
 pub mod cached;
+pub mod cronjob;
 pub mod deployment;
 pub mod garbage;
+pub mod job;
 pub mod loops;
 pub mod manager;
 pub mod namespace;
@@ -15,5 +17,9 @@ pub mod runtime;
 pub mod scheduler;
 pub mod selector;
 
+#[cfg(test)]
+mod cronjob_tests;
+#[cfg(test)]
+mod job_tests;
 #[cfg(test)]
 mod rollout_tests;
