@@ -194,6 +194,28 @@ fn jobs_complete_index_fail_suspend_expire_and_refuse_bad_specs() {
         |o| o.trim().is_empty(),
     );
 
+    // Finished pods keep no sandbox: no veth is left on the node's bridge (the node agent
+    // gives their addresses back, as the kubelet does), while their logs stay readable.
+    let bridge = up.node_flags[1].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "master", &bridge])
+            .output()
+            .unwrap();
+        let links = String::from_utf8_lossy(&out.stdout).into_owned();
+        if links.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "finished pods still attached to {bridge}: {links}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let first = names.split_whitespace().next().unwrap();
+    assert!(up.ok(&["logs", first]).contains("index="));
+
     // Bad specs: 422 naming the fields, nothing stored.
     let bad = job("bad", "  completions: -1\n  parallelism: -2\n", "true")
         .replace("restartPolicy: Never", "restartPolicy: Always");

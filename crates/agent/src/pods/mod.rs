@@ -17,6 +17,7 @@ use crate::probes::{Prober, Verdict};
 use crate::status::{self, Attempt, View};
 use crate::{container, volumes, PodInputs};
 
+mod finished;
 mod start;
 
 /// Labels on the engine's containers that tie them to a pod.
@@ -194,6 +195,9 @@ impl PodRuntime {
             .spec
             .as_ref()
             .ok_or_else(|| anyhow!("pod has no spec"))?;
+        if finished::is_finished(pod) {
+            return self.release_finished(pod, &uid);
+        }
         let mut attempts = self.attempts(&uid);
         let (sandbox_pid, pod_ip) = self.ensure_sandbox(pod, &uid, &mut attempts)?;
         let ev = &self.events;
