@@ -364,6 +364,10 @@ mod tests {
             .unwrap_err()
             .contains("unknown time zone"));
         assert!(time_zone("Local").is_err());
+        // A name is looked up in the zone database, never used as a path.
+        for name in ["../../../etc/passwd", "/etc/localtime", "Europe/../../../etc/hostname"] {
+            assert!(time_zone(name).is_err(), "{name}");
+        }
     }
 
     #[test]
