@@ -238,6 +238,11 @@ impl Engine {
         self.layout.all()
     }
 
+    /// The containers whose names start with `prefix` (reads only their records).
+    pub fn containers_named(&self, prefix: &str) -> Vec<Container> {
+        self.layout.with_name_prefix(prefix)
+    }
+
     pub fn find(&self, key: &str) -> Result<Container> {
         self.layout.find(key)
     }

@@ -143,6 +143,23 @@ impl Layout {
         out
     }
 
+    /// The containers whose names start with `prefix`, oldest first: found through the
+    /// name links, so only those records are read (not every container's).
+    pub fn with_name_prefix(&self, prefix: &str) -> Vec<Container> {
+        let Ok(entries) = fs::read_dir(self.names()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Container> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix))
+            .filter_map(|n| self.id_of_name(&n))
+            .filter_map(|id| self.load(&id).ok())
+            .collect();
+        out.sort_by(|a, b| a.created.cmp(&b.created));
+        out
+    }
+
     /// A container by name, full id, or unique id prefix (like docker).
     pub fn find(&self, key: &str) -> Result<Container> {
         if let Some(id) = self.id_of_name(key) {
@@ -217,5 +234,30 @@ mod claim_tests {
             .claim_name("yunpod_x_c_0", "third", Duration::ZERO)
             .unwrap_err();
         assert!(e.to_string().contains("already in use by new"), "{e}");
+    }
+
+    #[test]
+    fn containers_are_found_by_name_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        for (id, name) in [
+            ("1", "yunpod_a_c_0"),
+            ("2", "yunpod_b_c_0"),
+            ("3", "yunpod_a_POD_0"),
+        ] {
+            layout.claim_name(name, id, Duration::from_secs(5)).unwrap();
+            let c: Container = serde_json::from_value(serde_json::json!({
+                "id": id, "name": name, "image": "busybox", "image_id": "x", "command": [],
+                "created": format!("2026-01-01T00:00:0{id}Z"), "detached": true,
+                "auto_remove": false, "tty": false}))
+            .unwrap();
+            layout.save(&c).unwrap();
+        }
+        let ids: Vec<String> = layout
+            .with_name_prefix("yunpod_a_")
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["1", "3"]);
     }
 }

@@ -134,6 +134,12 @@ fn jobs_complete_index_fail_suspend_expire_and_refuse_bad_specs() {
         "{table}"
     );
 
+    let described = other_kubectl(KUBECTL_133, &up, &["describe", "job", "twenty"]);
+    assert!(
+        described.contains("Completions:      20") && described.contains("/ 20 Succeeded /"),
+        "{described}"
+    );
+
     // Indexed: each pod sees its index, named and hosted as NAME-INDEX.
     wait_condition(&up, "indexed", "Complete", 30);
     assert_eq!(
@@ -312,6 +318,11 @@ fn cronjobs_fire_keep_their_history_and_forbid_overlap() {
         &(cron("tick", "Allow", "true") + &cron("solo", "Forbid", "sleep 1000")),
     );
     assert!(out.contains("cronjob.batch/tick created"), "{out}");
+    let described = other_kubectl(KUBECTL_133, &up, &["describe", "cronjob", "solo"]);
+    assert!(
+        described.contains("*/1 * * * *") && described.contains("Forbid"),
+        "{described}"
+    );
     let table = other_kubectl(KUBECTL_133, &up, &["get", "cronjobs"]);
     assert!(
         table.contains("SCHEDULE")

@@ -20,6 +20,12 @@ impl PodRuntime {
     /// Stop the sandbox of finished pod `uid` and release its network; its status stays
     /// what was reported (its IP included, as the kubelet keeps it). Idempotent.
     pub(super) fn release_finished(&self, pod: &Pod, uid: &str) -> Result<PodStatus> {
+        let status = pod.status.clone().unwrap_or_default();
+        // The address goes last: without one, the sandbox is stopped already, and the
+        // periodic resync of a node's many finished pods costs no container scan.
+        if self.net.address_of(uid)?.is_none() {
+            return Ok(status);
+        }
         let attempts = self.attempts(uid);
         for a in attempts.get(SANDBOX).into_iter().flatten() {
             if a.running() {
@@ -27,9 +33,7 @@ impl PodRuntime {
                     .stop(&a.status.container.id, std::time::Duration::ZERO)?;
             }
         }
-        if self.net.address_of(uid)?.is_some() {
-            self.net.detach(uid)?;
-        }
-        Ok(pod.status.clone().unwrap_or_default())
+        self.net.detach(uid)?;
+        Ok(status)
     }
 }

@@ -155,7 +155,9 @@ impl PodRuntime {
         let mut out: Attempts = BTreeMap::new();
         // The runtime's state is read only for this pod's containers: a sync runs for every
         // pod every second, and the node may hold many.
-        for c in self.engine.containers() {
+        // Only this pod's records are read (by their names): a node keeps the exited
+        // containers of every finished pod, and a sync runs for every pod every second.
+        for c in self.engine.containers_named(&format!("yunpod_{uid}_")) {
             let labels = &c.labels;
             if labels.get(LABEL_POD_UID).map(String::as_str) != Some(uid) {
                 continue;
