@@ -1,5 +1,5 @@
-//! yun's control loops: the scheduler, ReplicaSet and Deployment controllers, garbage
-//! collection, node lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
+//! yun's control loops: the scheduler, ReplicaSet, Deployment, Job and CronJob controllers,
+//! TTL after finished, garbage collection, node lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
 //! objects (desired vs actual → actions), tested on its own; the loops that feed them from the
 //! API and carry out their actions sit on top.
 

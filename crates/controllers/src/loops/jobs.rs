@@ -323,10 +323,8 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
     let mut counted = plan.countable.clone();
     if !plan.remove_finalizer.is_empty() {
         if current.status.as_ref() != Some(&status) {
-            current = match write_status(&api, &current, &status).await {
-                Ok(j) => j,
-                Err(e) => return Err(e),
-            };
+            // Recorded before any finalizer comes off: a crash after this loses nothing.
+            current = write_status(&api, &current, &status).await?;
         }
         let mut m_backoff = backoff.clone();
         if plan.newly_succeeded > 0 {
