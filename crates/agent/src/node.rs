@@ -328,6 +328,10 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
     // Pods being stopped: each on a task of its own, so one pod's grace period holds up no
     // other pod.
     let terminating: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+    // Finished pods whose sandbox is released: nothing of them changes any more, so the
+    // periodic pass skips them (only a change of the pod itself syncs one again). A node keeps
+    // every finished Job pod; resyncing them all each second delayed the live ones.
+    let released: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     loop {
         let full = last_full.elapsed() >= cfg.sync_period;
         if full {
@@ -348,6 +352,9 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
             }
             None => Vec::new(),
         };
+        if let Some(live) = &live {
+            released.lock().expect("lock").retain(|u| live.contains(u));
+        }
         let live = live.unwrap_or_default();
         for uid in known.into_iter().filter(|u| !live.contains(u)) {
             if terminating.lock().expect("lock").insert(uid.clone()) {
@@ -381,6 +388,14 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
         }
         for pod in to_sync {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let finished = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded") | Some("Failed")
+            );
+            if finished && !changed.contains(&uid) && released.lock().expect("lock").contains(&uid)
+            {
+                continue;
+            }
             let slots = if changed.contains(&uid) {
                 workers.changed_slots.clone()
             } else {
@@ -391,18 +406,23 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 workers.again.lock().expect("lock").insert(uid);
                 continue;
             }
-            let (client, rt, host_ip, last_status, workers, node_pods) = (
+            let (client, rt, host_ip, last_status, workers, node_pods, released) = (
                 client.clone(),
                 rt.clone(),
                 host_ip.clone(),
                 last_status.clone(),
                 workers.clone(),
                 node_pods.clone(),
+                released.clone(),
             );
             tokio::spawn(async move {
                 if let Ok(_slot) = slots.acquire_owned().await {
-                    if let Err(e) = sync_one(&client, &rt, pod, &host_ip, &last_status).await {
-                        tracing::warn!("{e:#}");
+                    match sync_one(&client, &rt, pod, &host_ip, &last_status).await {
+                        Ok(()) if finished => {
+                            released.lock().expect("lock").insert(uid.clone());
+                        }
+                        Ok(()) => {}
+                        Err(e) => tracing::warn!("{e:#}"),
                     }
                 }
                 workers.in_flight.lock().expect("lock").remove(&uid);

@@ -7,6 +7,8 @@
 
 mod apply;
 mod auth;
+mod batch;
+mod batch_table;
 mod cascade;
 mod compaction;
 mod defaults;

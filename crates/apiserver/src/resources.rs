@@ -166,6 +166,17 @@ fn builtins() -> Vec<Resource> {
             true,
             true,
         ),
+        builtin("batch", "Job", "jobs", &[], true, true, true, false),
+        builtin(
+            "batch",
+            "CronJob",
+            "cronjobs",
+            &["cj"],
+            true,
+            true,
+            true,
+            false,
+        ),
         builtin(
             "coordination.k8s.io",
             "Lease",

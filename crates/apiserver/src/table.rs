@@ -89,6 +89,28 @@ fn columns(kind: &str) -> Vec<Col> {
         ],
         "Endpoints" => vec![c("Name"), c("Endpoints"), c("Age")],
         "ServiceAccount" => vec![c("Name"), c("Secrets"), c("Age")],
+        "Job" => vec![
+            c("Name"),
+            c("Status"),
+            c("Completions"),
+            c("Duration"),
+            c("Age"),
+            w("Containers"),
+            w("Images"),
+            w("Selector"),
+        ],
+        "CronJob" => vec![
+            c("Name"),
+            c("Schedule"),
+            c("Timezone"),
+            c("Suspend"),
+            c("Active"),
+            c("Last Schedule"),
+            c("Age"),
+            w("Containers"),
+            w("Images"),
+            w("Selector"),
+        ],
         "Lease" => vec![c("Name"), c("Holder"), c("Age")],
         "RuntimeClass" => vec![c("Name"), c("Handler"), c("Age")],
         "CustomResourceDefinition" => vec![c("Name"), c("Created At")],
@@ -371,6 +393,9 @@ fn event_source(o: &Value) -> String {
 
 fn cell(kind: &str, col: &str, o: &Value) -> Value {
     let created = str_at(o, "/metadata/creationTimestamp");
+    if let Some(v) = crate::batch_table::cell(kind, col, o) {
+        return v;
+    }
     match (kind, col) {
         (_, "Name") => json!(s(o, "/metadata/name")),
         (_, "Age") => json!(age(created)),

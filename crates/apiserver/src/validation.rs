@@ -1,7 +1,7 @@
 //! Write-time checks: names (DNS-1123), the shape of built-in kinds (through their k8s-openapi
 //! types), kind-specific required fields, and the basics of a CRD's openAPIV3Schema.
 
-use k8s_openapi::api::{apps, coordination, core, node};
+use k8s_openapi::api::{apps, batch, coordination, core, node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -66,6 +66,8 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "ServiceAccount" => typed::<core::v1::ServiceAccount>(obj),
         "ReplicaSet" => typed::<apps::v1::ReplicaSet>(obj),
         "Deployment" => typed::<apps::v1::Deployment>(obj),
+        "Job" => typed::<batch::v1::Job>(obj),
+        "CronJob" => typed::<batch::v1::CronJob>(obj),
         "Lease" => typed::<coordination::v1::Lease>(obj),
         "RuntimeClass" => typed::<node::v1::RuntimeClass>(obj),
         "CustomResourceDefinition" => typed::<CustomResourceDefinition>(obj),
@@ -73,7 +75,7 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
     }
 }
 
-fn check_containers(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
+pub(crate) fn check_containers(obj: &Value, path: &str, causes: &mut Vec<Cause>) {
     let pointer = format!("/{}", path.replace('.', "/"));
     match obj.pointer(&pointer).and_then(Value::as_array) {
         Some(list) if !list.is_empty() => {
@@ -249,6 +251,8 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
             check_pod_ids(obj, &mut causes);
         }
         "Deployment" | "ReplicaSet" => check_workload(obj, &mut causes),
+        "Job" if res.group == "batch" => crate::batch::validate_job(obj, &mut causes),
+        "CronJob" if res.group == "batch" => crate::batch::validate_cronjob(obj, &mut causes),
         "CustomResourceDefinition" => {
             let group = obj.pointer("/spec/group").and_then(Value::as_str);
             let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str);
@@ -333,6 +337,22 @@ pub fn validate(res: &Resource, obj: &Value) -> ApiResult<()> {
     } else {
         Err(ApiError::invalid(&res.kind, name, &res.group, causes))
     }
+}
+
+/// Check what an update may not change (both sides defaulted), after `validate`.
+pub fn validate_update(res: &Resource, cur: &Value, new: &Value) -> ApiResult<()> {
+    let mut causes = Vec::new();
+    if matches!(res.schema, Schema::Builtin) && res.group == "batch" && res.kind == "Job" {
+        crate::batch::job_update(cur, new, &mut causes);
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Err(ApiError::invalid(&res.kind, name, &res.group, causes))
 }
 
 /// The basics of structural-schema validation: type, required, properties, items, enum.

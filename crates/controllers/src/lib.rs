@@ -1,11 +1,13 @@
-//! yun's control loops: the scheduler, ReplicaSet and Deployment controllers, garbage
-//! collection, node lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
+//! yun's control loops: the scheduler, ReplicaSet, Deployment, Job and CronJob controllers,
+//! TTL after finished, garbage collection, node lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
 //! objects (desired vs actual → actions), tested on its own; the loops that feed them from the
 //! API and carry out their actions sit on top.
 
 pub mod cached;
+pub mod cronjob;
 pub mod deployment;
 pub mod garbage;
+pub mod job;
 pub mod loops;
 pub mod manager;
 pub mod namespace;
@@ -15,5 +17,9 @@ pub mod runtime;
 pub mod scheduler;
 pub mod selector;
 
+#[cfg(test)]
+mod cronjob_tests;
+#[cfg(test)]
+mod job_tests;
 #[cfg(test)]
 mod rollout_tests;

@@ -37,6 +37,12 @@ pub async fn run(client: Client, identity: String, nodes: loops::nodes::Timing) 
             tokio::spawn(loops::scheduler::run(client.clone(), shared.clone())),
             tokio::spawn(loops::replicasets::run(client.clone(), 2, shared.clone())),
             tokio::spawn(loops::deployments::run(client.clone(), 2, shared.clone())),
+            tokio::spawn(loops::jobs::run(client.clone(), 2, shared.clone())),
+            tokio::spawn(loops::cronjobs::run(client.clone(), 1, shared.clone())),
+            tokio::spawn(loops::ttl_after_finished::run(
+                client.clone(),
+                shared.clone(),
+            )),
             tokio::spawn(loops::endpoints::run(client.clone(), shared.clone())),
             tokio::spawn(loops::gc::run(client.clone(), 2)),
             tokio::spawn(loops::namespaces::run(client.clone(), 2)),

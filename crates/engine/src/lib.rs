@@ -104,7 +104,10 @@ impl Engine {
             }
             None => format!("yun-{}", &id[..12]),
         };
-        self.layout.claim_name(&name, &id)?;
+        if let Some(stale) = self.layout.claim_name(&name, &id, STALE_CLAIM)? {
+            let _ = self.images.remove_rootfs(&stale);
+            let _ = fs::remove_dir_all(self.layout.dir(&stale));
+        }
         let mut guard = Cleanup {
             engine: self,
             id: id.clone(),
@@ -236,6 +239,11 @@ impl Engine {
     /// (callers that only need some of them ask [`Engine::status`] for those).
     pub fn containers(&self) -> Vec<Container> {
         self.layout.all()
+    }
+
+    /// The containers whose names start with `prefix` (reads only their records).
+    pub fn containers_named(&self, prefix: &str) -> Vec<Container> {
+        self.layout.with_name_prefix(prefix)
     }
 
     pub fn find(&self, key: &str) -> Result<Container> {
@@ -459,6 +467,10 @@ impl Engine {
         self.images.save(image, path, format)
     }
 }
+
+/// A name claimed this long ago by a create that never recorded its container belongs to a
+/// process that died mid-create (a create records within milliseconds).
+const STALE_CLAIM: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Undo a half-made container (name, rootfs, directory) when `run` fails before it starts.
 struct Cleanup<'a> {

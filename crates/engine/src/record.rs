@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -78,15 +79,35 @@ impl Layout {
         self.containers.join("names")
     }
 
-    /// Claim `name` for `id`; fails if another container has it.
-    pub fn claim_name(&self, name: &str, id: &str) -> Result<()> {
+    /// Claim `name` for `id`; fails if another container has it. A claim older than
+    /// `stale_after` whose container was never recorded was left by a process killed between
+    /// claiming and saving (`yun up` SIGKILLed mid-create): it is taken over, and the id it
+    /// named is returned so the caller can remove what that attempt left.
+    pub fn claim_name(
+        &self,
+        name: &str,
+        id: &str,
+        stale_after: Duration,
+    ) -> Result<Option<String>> {
         fs::create_dir_all(self.names())?;
-        match std::os::unix::fs::symlink(id, self.names().join(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
-                "the container name \"{name}\" is already in use by {}",
-                self.id_of_name(name).unwrap_or_default()
-            ),
+        let link = self.names().join(name);
+        match std::os::unix::fs::symlink(id, &link) {
+            Ok(()) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = self.id_of_name(name).unwrap_or_default();
+                let unrecorded = !self.dir(&holder).join("container.json").exists();
+                let age = fs::symlink_metadata(&link)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .unwrap_or_default();
+                if !holder.is_empty() && unrecorded && age >= stale_after {
+                    fs::remove_file(&link).context("remove a stale container name")?;
+                    std::os::unix::fs::symlink(id, &link).context("claim container name")?;
+                    return Ok(Some(holder));
+                }
+                bail!("the container name \"{name}\" is already in use by {holder}")
+            }
             Err(e) => Err(e).context("claim container name"),
         }
     }
@@ -133,6 +154,23 @@ impl Layout {
         out
     }
 
+    /// The containers whose names start with `prefix`, oldest first: found through the
+    /// name links, so only those records are read (not every container's).
+    pub fn with_name_prefix(&self, prefix: &str) -> Vec<Container> {
+        let Ok(entries) = fs::read_dir(self.names()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Container> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix))
+            .filter_map(|n| self.id_of_name(&n))
+            .filter_map(|id| self.load(&id).ok())
+            .collect();
+        out.sort_by(|a, b| a.created.cmp(&b.created));
+        out
+    }
+
     /// A container by name, full id, or unique id prefix (like docker).
     pub fn find(&self, key: &str) -> Result<Container> {
         if let Some(id) = self.id_of_name(key) {
@@ -170,5 +208,67 @@ impl Layout {
         fs::write(&tmp, code.to_string())?;
         fs::rename(&tmp, self.exit_file(id))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_left_by_a_killed_create_is_taken_over_once_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        // Claimed, never recorded (the process died before saving).
+        assert_eq!(
+            layout
+                .claim_name("yunpod_x_c_0", "dead", Duration::ZERO)
+                .unwrap(),
+            None
+        );
+        // Fresh claims are left alone (a create may be under way)...
+        let e = layout
+            .claim_name("yunpod_x_c_0", "new", Duration::from_secs(3600))
+            .unwrap_err();
+        assert!(e.to_string().contains("already in use by dead"), "{e}");
+        // ...stale ones are taken over.
+        assert_eq!(
+            layout
+                .claim_name("yunpod_x_c_0", "new", Duration::ZERO)
+                .unwrap(),
+            Some("dead".to_string())
+        );
+        // A recorded container's name is never taken.
+        fs::create_dir_all(layout.dir("new")).unwrap();
+        fs::write(layout.dir("new").join("container.json"), "{}").unwrap();
+        let e = layout
+            .claim_name("yunpod_x_c_0", "third", Duration::ZERO)
+            .unwrap_err();
+        assert!(e.to_string().contains("already in use by new"), "{e}");
+    }
+
+    #[test]
+    fn containers_are_found_by_name_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        for (id, name) in [
+            ("1", "yunpod_a_c_0"),
+            ("2", "yunpod_b_c_0"),
+            ("3", "yunpod_a_POD_0"),
+        ] {
+            layout.claim_name(name, id, Duration::from_secs(5)).unwrap();
+            let c: Container = serde_json::from_value(serde_json::json!({
+                "id": id, "name": name, "image": "busybox", "image_id": "x", "command": [],
+                "created": format!("2026-01-01T00:00:0{id}Z"), "detached": true,
+                "auto_remove": false, "tty": false}))
+            .unwrap();
+            layout.save(&c).unwrap();
+        }
+        let ids: Vec<String> = layout
+            .with_name_prefix("yunpod_a_")
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["1", "3"]);
     }
 }

@@ -17,6 +17,7 @@ use crate::probes::{Prober, Verdict};
 use crate::status::{self, Attempt, View};
 use crate::{container, volumes, PodInputs};
 
+mod finished;
 mod start;
 
 /// Labels on the engine's containers that tie them to a pod.
@@ -154,7 +155,9 @@ impl PodRuntime {
         let mut out: Attempts = BTreeMap::new();
         // The runtime's state is read only for this pod's containers: a sync runs for every
         // pod every second, and the node may hold many.
-        for c in self.engine.containers() {
+        // Only this pod's records are read (by their names): a node keeps the exited
+        // containers of every finished pod, and a sync runs for every pod every second.
+        for c in self.engine.containers_named(&format!("yunpod_{uid}_")) {
             let labels = &c.labels;
             if labels.get(LABEL_POD_UID).map(String::as_str) != Some(uid) {
                 continue;
@@ -194,6 +197,9 @@ impl PodRuntime {
             .spec
             .as_ref()
             .ok_or_else(|| anyhow!("pod has no spec"))?;
+        if finished::is_finished(pod) {
+            return self.release_finished(pod, &uid);
+        }
         let mut attempts = self.attempts(&uid);
         let (sandbox_pid, pod_ip) = self.ensure_sandbox(pod, &uid, &mut attempts)?;
         let ev = &self.events;

@@ -6,6 +6,7 @@
 //! idempotent, so re-defaulting a stored object on update changes nothing. Server-set status
 //! (a new pod's phase and QoS class, a namespace's phase, a CRD's conditions) is set on create.
 
+mod batch;
 mod pod;
 
 use serde_json::{json, Value};
@@ -74,6 +75,8 @@ pub fn apply(res: &Resource, obj: &mut Value, write: Write) {
             fill(s, "progressDeadlineSeconds", json!(600));
         }
         ("apps", "ReplicaSet") => workload(obj),
+        ("batch", "Job") => batch::job(obj, write),
+        ("batch", "CronJob") => batch::cronjob(obj),
         ("apiextensions.k8s.io", "CustomResourceDefinition") if write == Write::Create => {
             crd_status(obj)
         }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::api::{apps, autoscaling, coordination, core, node};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -67,6 +67,10 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
             b.add::<apps::v1::ReplicaSet>();
             b.add::<autoscaling::v1::Scale>();
         }
+        ("batch", "v1") => {
+            b.add::<batch::v1::Job>();
+            b.add::<batch::v1::CronJob>();
+        }
         ("coordination.k8s.io", "v1") => b.add::<coordination::v1::Lease>(),
         ("node.k8s.io", "v1") => b.add::<node::v1::RuntimeClass>(),
         ("apiextensions.k8s.io", "v1") => b.add::<apiext::CustomResourceDefinition>(),
@@ -92,9 +96,10 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
 }
 
 /// The built-in group-versions, in the order documents list them.
-pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 5] = [
+pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 6] = [
     ("", "v1"),
     ("apps", "v1"),
+    ("batch", "v1"),
     ("coordination.k8s.io", "v1"),
     ("node.k8s.io", "v1"),
     ("apiextensions.k8s.io", "v1"),

@@ -8,13 +8,12 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::options::{dry_run, options_invalid};
-use super::write::{create_object, merge_update, normalize, write_back};
+use super::write::{create_object, merge_update, normalize, validate_change, write_back};
 use super::{check_type_meta, decode, object_response};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::str_at;
 use crate::openapi::fields;
 use crate::router::{Req, Target};
-use crate::validation;
 use crate::Api;
 
 pub async fn apply_patch(
@@ -83,7 +82,7 @@ pub async fn apply_patch(
         let new = crate::apply::apply(&t.res, Some(&cur), &config, &manager, force, sub)?;
         let mut out = merge_update(&t.res, &cur, new, status)?;
         normalize(&t.res, &mut out);
-        validation::validate(&t.res, &out)?;
+        validate_change(&t.res, &cur, &out, status)?;
         // An apply that changes nothing writes nothing (Kubernetes' storage skips identical
         // writes too, so the resourceVersion stays).
         let skip = dry || out == cur;

@@ -195,6 +195,9 @@ pub(super) fn merge_update(
     if is_service(res) && !status_only {
         crate::services::keep_ip(cur, &mut out)?;
     }
+    if res.group == "batch" && res.kind == "Job" && !status_only {
+        crate::batch::keep_generated(cur, &mut out);
+    }
     if !status_only {
         // Defaults first, so a client that leaves them out changes nothing (and the
         // generation stays); an object stored before a default existed is compared with
@@ -278,6 +281,22 @@ pub(super) async fn commit(
     Ok(stored)
 }
 
+/// Validate an object an update or patch (or apply) produced from `cur`: the object on its
+/// own, and, for a write of the main resource, the rules on what may change (immutable
+/// fields); a status write cannot touch the spec, so those do not apply to it.
+pub(super) fn validate_change(
+    res: &Resource,
+    cur: &Value,
+    out: &Value,
+    status: bool,
+) -> Result<(), ApiError> {
+    validation::validate(res, out)?;
+    if !status {
+        validation::validate_update(res, cur, out)?;
+    }
+    Ok(())
+}
+
 pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiResult<Response> {
     let mut new = parse_body(req)?;
     check_type_meta(&t.res, &mut new)?;
@@ -293,7 +312,7 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
     let manager = crate::apply::manager(req)?;
     crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
     normalize(&t.res, &mut out);
-    validation::validate(&t.res, &out)?;
+    validate_change(&t.res, &cur, &out, status)?;
     if dry_run(req)? {
         return Ok(fields::with_warnings(
             object_response(t, req, 200, out),
@@ -343,7 +362,7 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
         let mut out = merge_update(&t.res, &cur, new, status)?;
         crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
         normalize(&t.res, &mut out);
-        validation::validate(&t.res, &out)?;
+        validate_change(&t.res, &cur, &out, status)?;
         if let Some(r) = write_back(api, t, req, out, kv.mod_revision, dry, &warnings).await? {
             return Ok(r);
         }

@@ -1,19 +1,23 @@
 //! The control loops: each feeds a pure decision (see the crate's other modules) from
 //! informers and carries out its actions through the API.
 
+pub mod cronjobs;
 pub mod deployments;
 pub mod endpoints;
 pub mod gc;
+pub mod jobs;
 pub mod namespaces;
 pub mod nodes;
 pub mod replicasets;
 pub mod scheduler;
+pub mod ttl_after_finished;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::WatchParams;
 use kube::{Api, Client};
@@ -28,6 +32,7 @@ pub struct Shared {
     pub pods: Arc<Informer<Pod>>,
     pub nodes: Arc<Informer<Node>>,
     pub replicasets: Arc<Informer<ReplicaSet>>,
+    pub jobs: Arc<Informer<Job>>,
 }
 
 impl Shared {
@@ -53,6 +58,7 @@ impl Shared {
             pods: cache(Api::all(client.clone()), 600),
             nodes: cache(Api::all(client.clone()), 300),
             replicasets: cache(Api::all(client.clone()), 60),
+            jobs: cache(Api::all(client.clone()), 60),
         }
     }
 }

@@ -71,6 +71,15 @@ impl Up {
         super::wait_for_port(&self.addr, "yun up after a restart");
     }
 
+    /// Kill `yun up` outright (SIGKILL: no clean shutdown, as a crash) and start it again on
+    /// the same data dir and address.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.data, &self.addr, &self.node_flags, &self.up_flags);
+        super::wait_for_port(&self.addr, "yun up after a kill");
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Output {
         super::kubectl::run(&self.data.join("kubeconfig"), args)
     }
