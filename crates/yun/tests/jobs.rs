@@ -310,8 +310,11 @@ fn a_job_survives_yun_up_being_killed_mid_way() {
 fn cronjobs_fire_keep_their_history_and_forbid_overlap() {
     let up = Up::start("cron");
     ready(&up);
+    // `solo` starts suspended: a minute boundary during the steps below would otherwise let it
+    // fire before its running Job exists (its controller still tracks that Job's activity).
     let cron = |name: &str, policy: &str, command: &str| {
-        format!("apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: {name}}}\nspec:\n  schedule: \"*/1 * * * *\"\n  concurrencyPolicy: {policy}\n  successfulJobsHistoryLimit: 1\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          terminationGracePeriodSeconds: 1\n          containers: [{{name: c, image: busybox, command: [\"sh\", \"-c\", \"{command}\"]}}]\n---\n")
+        let suspend = name == "solo";
+        format!("apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: {name}}}\nspec:\n  schedule: \"*/1 * * * *\"\n  suspend: {suspend}\n  concurrencyPolicy: {policy}\n  successfulJobsHistoryLimit: 1\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: OnFailure\n          terminationGracePeriodSeconds: 1\n          containers: [{{name: c, image: busybox, command: [\"sh\", \"-c\", \"{command}\"]}}]\n---\n")
     };
     let out = apply(
         &up,
@@ -368,6 +371,14 @@ fn cronjobs_fire_keep_their_history_and_forbid_overlap() {
         20,
         |o| o.contains("solo-running"),
     );
+    up.ok(&[
+        "patch",
+        "cronjob",
+        "solo",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
 
     // The next minute: tick fires (NAME-<minute>), solo does not while its Job runs.
     let jobs = up.until(&["get", "jobs", "-o", "name"], 75, |o| {
