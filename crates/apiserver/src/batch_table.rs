@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::meta::{age, parse_rfc3339, str_at, unix_now};
+use crate::table::{containers, selector};
 
 fn has_condition(o: &Value, kind: &str) -> bool {
     o.pointer("/status/conditions")
@@ -24,25 +25,6 @@ fn human(secs: i64) -> String {
         _ if h < 48 => format!("{h}h"),
         _ if h < 24 * 8 && h % 24 != 0 => format!("{}d{}h", h / 24, h % 24),
         _ => format!("{}d", h / 24),
-    }
-}
-
-fn containers(spec: Option<&Value>, field: &str) -> String {
-    spec.and_then(|s| s.get("containers"))
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .map(|c| c.get(field).and_then(Value::as_str).unwrap_or(""))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
-}
-
-fn selector(sel: Option<&Value>) -> String {
-    match sel.map(crate::selectors::label_selector_string) {
-        Some(s) if !s.is_empty() => s,
-        _ => "<none>".into(),
     }
 }
 

@@ -211,8 +211,10 @@ fn len_of(v: &Value, p: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn containers(o: &Value, field: &str) -> String {
-    o.pointer("/spec/template/spec/containers")
+/// The containers' `field` (name or image) of a pod spec, comma-separated.
+pub(crate) fn containers(pod_spec: Option<&Value>, field: &str) -> String {
+    pod_spec
+        .and_then(|s| s.get("containers"))
         .and_then(Value::as_array)
         .map(|cs| {
             cs.iter()
@@ -223,10 +225,10 @@ fn containers(o: &Value, field: &str) -> String {
         .unwrap_or_default()
 }
 
-fn selector(o: &Value) -> String {
+/// A label selector as kubectl prints it, `<none>` when empty.
+pub(crate) fn selector(sel: Option<&Value>) -> String {
     none_if_empty(
-        o.pointer("/spec/selector")
-            .map(crate::selectors::label_selector_string)
+        sel.map(crate::selectors::label_selector_string)
             .unwrap_or_default(),
     )
 }
@@ -437,8 +439,8 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
         }
         ("ReplicaSet", "Current") => json!(i(o, "/status/replicas")),
         ("ReplicaSet", "Ready") => json!(i(o, "/status/readyReplicas")),
-        (_, "Containers") => json!(containers(o, "name")),
-        (_, "Images") => json!(containers(o, "image")),
+        (_, "Containers") => json!(containers(o.pointer("/spec/template/spec"), "name")),
+        (_, "Images") => json!(containers(o.pointer("/spec/template/spec"), "image")),
         ("Service", "Selector") => {
             let sel = o
                 .pointer("/spec/selector")
@@ -452,7 +454,7 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
                 .unwrap_or_default();
             json!(none_if_empty(sel))
         }
-        (_, "Selector") => json!(selector(o)),
+        (_, "Selector") => json!(selector(o.pointer("/spec/selector"))),
         ("Service", "Type") => json!(match s(o, "/spec/type") {
             "" => "ClusterIP",
             t => t,
