@@ -9,6 +9,7 @@
 
 mod container;
 pub mod events;
+mod exits;
 mod heartbeat;
 mod images;
 pub mod logs;

@@ -332,6 +332,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
     // periodic pass skips them (only a change of the pod itself syncs one again). A node keeps
     // every finished Job pod; resyncing them all each second delayed the live ones.
     let released: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let exits: Arc<crate::exits::ExitWatch> = Arc::default();
     loop {
         let full = last_full.elapsed() >= cfg.sync_period;
         if full {
@@ -406,7 +407,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 workers.again.lock().expect("lock").insert(uid);
                 continue;
             }
-            let (client, rt, host_ip, last_status, workers, node_pods, released) = (
+            let (client, rt, host_ip, last_status, workers, node_pods, released, exits) = (
                 client.clone(),
                 rt.clone(),
                 host_ip.clone(),
@@ -414,10 +415,20 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 workers.clone(),
                 node_pods.clone(),
                 released.clone(),
+                exits.clone(),
             );
             tokio::spawn(async move {
                 if let Ok(_slot) = slots.acquire_owned().await {
-                    match sync_one(&client, &rt, pod, &host_ip, &last_status).await {
+                    let synced = sync_one(
+                        &client,
+                        &rt,
+                        pod,
+                        &host_ip,
+                        &last_status,
+                        &exits,
+                        &node_pods,
+                    );
+                    match synced.await {
                         Ok(()) if finished => {
                             released.lock().expect("lock").insert(uid.clone());
                         }
@@ -492,6 +503,8 @@ async fn sync_one(
     pod: Pod,
     host_ip: &str,
     last_status: &std::sync::Mutex<HashMap<String, serde_json::Value>>,
+    exits: &Arc<crate::exits::ExitWatch>,
+    node_pods: &Arc<crate::podwatch::NodePods>,
 ) -> anyhow::Result<()> {
     let ns = pod
         .metadata
@@ -502,9 +515,20 @@ async fn sync_one(
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let api = Api::<Pod>::namespaced(client.clone(), &ns);
     let inputs = inputs_for(client, &pod, host_ip).await;
-    let rt2 = rt.clone();
-    let pod2 = pod.clone();
-    let status = tokio::task::spawn_blocking(move || rt2.sync(&pod2, &inputs)).await?;
+    let (rt2, pod2, uid2) = (rt.clone(), pod.clone(), uid.clone());
+    let (status, running) = tokio::task::spawn_blocking(move || {
+        let status = rt2.sync(&pod2, &inputs);
+        // What runs now is waited on, so its exit syncs the pod at once.
+        let running = match &status {
+            Ok(s) if !matches!(s.phase.as_deref(), Some("Succeeded") | Some("Failed")) => {
+                rt2.running_containers(&uid2)
+            }
+            _ => Vec::new(),
+        };
+        (status, running)
+    })
+    .await?;
+    exits.watch(rt, node_pods, &uid, running);
     let mut status = match status {
         Ok(s) => s,
         Err(e) => {

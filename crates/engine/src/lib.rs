@@ -210,6 +210,12 @@ impl Engine {
         Ok(())
     }
 
+    /// The exit code its monitor recorded, once the container has ended (the monitor writes
+    /// it after the last log record, so a caller that sees it sees the whole log).
+    pub fn exit_code(&self, c: &Container) -> Option<i32> {
+        self.layout.exit_code(&c.id)
+    }
+
     pub fn status(&self, c: &Container) -> ContainerStatus {
         let exit_code = self.layout.exit_code(&c.id);
         let (state, pid) = match self.runtime.state(&c.id) {

@@ -248,6 +248,38 @@ fn kubectl_runs_a_deployment_on_yun_up() {
     });
 }
 
+/// A container's exit syncs its pod at once: with the periodic pass an hour away, a pod whose
+/// only container exits still ends Failed with its exit code (the agent waits on each
+/// container's process; before, only the periodic pass noticed an exit).
+#[test]
+fn a_container_exit_is_reported_without_the_periodic_pass() {
+    let up = Up::start_with("exit", &["--sync-frequency", "1h"]);
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    // Long enough for the status echo of its start to have been synced first.
+    up.ok(&[
+        "run",
+        "brief",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "sleep 3; exit 7",
+    ]);
+    let state = up.until(
+        &[
+            "get",
+            "pod",
+            "brief",
+            "-o",
+            "jsonpath={.status.phase} {.status.containerStatuses[0].state.terminated.exitCode}",
+        ],
+        40,
+        |o| o.starts_with("Failed"),
+    );
+    assert_eq!(state.trim(), "Failed 7");
+}
+
 #[test]
 fn bad_pods_say_why() {
     let up = Up::start("bad");

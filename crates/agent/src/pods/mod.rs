@@ -604,6 +604,20 @@ impl PodRuntime {
         }
     }
 
+    /// The running containers of pod `uid` (its latest attempts, not the sandbox) with their
+    /// pids, for the node agent to wait on their exits.
+    pub fn running_containers(&self, uid: &str) -> Vec<(i32, yun_engine::Container)> {
+        self.attempts(uid)
+            .into_iter()
+            .filter(|(name, _)| name != SANDBOX)
+            .filter_map(|(_, attempts)| {
+                let a = attempts.into_iter().max_by_key(|a| a.number)?;
+                let pid = a.status.pid.filter(|_| a.status.state == "running")?;
+                Some((pid, a.status.container))
+            })
+            .collect()
+    }
+
     /// The sandbox's pid: its network namespace is the pod's.
     pub fn sandbox_pid(&self, uid: &str) -> Result<i32> {
         self.running(uid, SANDBOX)

@@ -110,6 +110,11 @@ pub struct NodeFlags {
     /// How long the node's Lease is valid; it is renewed every quarter of that.
     #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
     node_lease_duration: Duration,
+    /// How often the node agent syncs every pod without a change to it (the kubelet's
+    /// --sync-frequency): the pass that runs probes and catches what no event reports.
+    /// Container exits and pod changes sync a pod at once, whatever this is.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    sync_frequency: Duration,
     /// Rotate a container's log when it reaches this size (the kubelet's
     /// containerLogMaxSize), e.g. 10Mi.
     #[arg(long, default_value = "10Mi", value_parser = yun_engine::logfile::parse_size)]
@@ -293,6 +298,7 @@ fn kubeconfig_token(kubeconfig: &Path) -> Result<String> {
 fn agent_config(record: &NodeRecord, node: &NodeFlags, kubeconfig: &Path) -> Result<AgentConfig> {
     let mut cfg = AgentConfig::new(&record.name);
     cfg.lease_duration = node.node_lease_duration;
+    cfg.sync_period = node.sync_frequency;
     cfg.logs = Some((0, kubeconfig_token(kubeconfig)?));
     Ok(cfg)
 }
