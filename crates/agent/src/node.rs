@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
-    PodStatus, Secret,
+    PodStatus, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -178,7 +178,12 @@ pub async fn register(
 }
 
 /// The ConfigMaps and Secrets a pod refers to, read from the API.
-async fn inputs_for(client: &Client, pod: &Pod, host_ip: &str) -> PodInputs {
+async fn inputs_for(
+    client: &Client,
+    identity: &crate::identity::Identity,
+    pod: &Pod,
+    host_ip: &str,
+) -> anyhow::Result<PodInputs> {
     let ns = pod
         .metadata
         .namespace
@@ -219,8 +224,21 @@ async fn inputs_for(client: &Client, pod: &Pod, host_ip: &str) -> PodInputs {
             }
         }
     }
+    for v in spec.volumes.iter().flatten() {
+        let sources = v.projected.as_ref().and_then(|p| p.sources.as_ref());
+        for src in sources.into_iter().flatten() {
+            if let Some(c) = &src.config_map {
+                cm_names.push(c.name.clone());
+            }
+            if let Some(s) = &src.secret {
+                secret_names.push(s.name.clone());
+            }
+        }
+    }
     let mut inputs = PodInputs {
         host_ip: Some(host_ip.to_string()),
+        tokens: identity.tokens.for_pod(client, pod).await?,
+        service_env: identity.env_for(pod),
         ..Default::default()
     };
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
@@ -253,7 +271,7 @@ async fn inputs_for(client: &Client, pod: &Pod, host_ip: &str) -> PodInputs {
             inputs.secrets.insert(name, data);
         }
     }
-    inputs
+    Ok(inputs)
 }
 
 /// A condition's lastTransitionTime is when its status last changed: keep the recorded one
@@ -310,6 +328,14 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
         client.clone(),
         rt.network().bridge().to_string(),
     )));
+    let (services, _services_watch) =
+        crate::services::reflect::<Service>(client.clone(), Arc::new(tokio::sync::Notify::new()));
+    // Containers start with the service variables: know the Services first.
+    let _ = tokio::time::timeout(Duration::from_secs(10), services.wait_until_ready()).await;
+    let identity = Arc::new(crate::identity::Identity {
+        tokens: Default::default(),
+        services,
+    });
     let pods_api = Api::<Pod>::all(client.clone());
     let selector = format!("spec.nodeName={}", cfg.node_name);
     // A watch on this node's pods wakes the sync loop at once for the pods that changed, so
@@ -406,6 +432,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 workers.again.lock().expect("lock").insert(uid);
                 continue;
             }
+            let identity = identity.clone();
             let (client, rt, host_ip, last_status, workers, node_pods, released) = (
                 client.clone(),
                 rt.clone(),
@@ -417,7 +444,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
             );
             tokio::spawn(async move {
                 if let Ok(_slot) = slots.acquire_owned().await {
-                    match sync_one(&client, &rt, pod, &host_ip, &last_status).await {
+                    match sync_one(&client, &identity, &rt, pod, &host_ip, &last_status).await {
                         Ok(()) if finished => {
                             released.lock().expect("lock").insert(uid.clone());
                         }
@@ -488,6 +515,7 @@ async fn terminate(client: &Client, rt: &Arc<PodRuntime>, pod: &Pod) -> anyhow::
 
 async fn sync_one(
     client: &Client,
+    identity: &crate::identity::Identity,
     rt: &Arc<PodRuntime>,
     pod: Pod,
     host_ip: &str,
@@ -501,7 +529,14 @@ async fn sync_one(
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let api = Api::<Pod>::namespaced(client.clone(), &ns);
-    let inputs = inputs_for(client, &pod, host_ip).await;
+    let inputs = match inputs_for(client, identity, &pod, host_ip).await {
+        Ok(i) => i,
+        Err(e) => {
+            // The next sync tries again (a TokenRequest the server refused, for now).
+            tracing::warn!("pod {ns}/{name}: {e:#}");
+            return Ok(());
+        }
+    };
     let rt2 = rt.clone();
     let pod2 = pod.clone();
     let status = tokio::task::spawn_blocking(move || rt2.sync(&pod2, &inputs)).await?;

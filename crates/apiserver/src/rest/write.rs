@@ -96,6 +96,11 @@ pub async fn create_object(
         }
     }
     defaults::apply(res, &mut obj, Write::Create);
+    if let (Some(ns), "Pod", "") = (&ns, res.kind.as_str(), res.group.as_str()) {
+        // The namespace first: a pod in a missing namespace is a 404, not a missing account.
+        super::namespaces::admit_create(api, res, ns, &name).await?;
+        defaults::serviceaccount::admit(api, ns, &name, &mut obj).await?;
+    }
     normalize(res, &mut obj);
     validation::validate(res, &obj)?;
     super::encode(&obj)?;
@@ -114,6 +119,11 @@ pub async fn create_object(
         .ok_or_else(|| ApiError::already_exists(&res.qualified(), &name))?;
     if res.kind == "CustomResourceDefinition" {
         api.registry.register_crd(&stored);
+    }
+    if res.kind == "Namespace" && res.group.is_empty() {
+        // Seed the namespace's `default` ServiceAccount at once, so a pod created right after
+        // the namespace is admitted; the controllers' loop keeps it (recreates it if deleted).
+        default_service_account(api, &name).await?;
     }
     Ok(stored)
 }
@@ -582,6 +592,20 @@ pub async fn delete_collection(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResu
 }
 
 /// `default`, `kube-system`, `kube-public` and `kube-node-lease` exist from the first start.
+/// Create the `default` ServiceAccount in `ns` unless it exists.
+async fn default_service_account(api: &Api, ns: &str) -> ApiResult<()> {
+    let Some(res) = api.registry.find("", "v1", "serviceaccounts") else {
+        return Ok(());
+    };
+    let obj = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                     "metadata": {"name": "default", "namespace": ns}});
+    match Box::pin(create_object(api, &res, Some(ns), obj, false)).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 pub async fn ensure_default_namespaces(api: &Api) -> anyhow::Result<()> {
     let Some(res) = api.registry.find("", "v1", "namespaces") else {
         return Ok(());
@@ -590,7 +614,10 @@ pub async fn ensure_default_namespaces(api: &Api) -> anyhow::Result<()> {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match create_object(api, &res, None, obj, false).await {
             Ok(_) => {}
-            Err(e) if e.code == 409 => {}
+            // An existing namespace from an older version may lack its account.
+            Err(e) if e.code == 409 => default_service_account(api, ns)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating {ns}/default: {}", e.message))?,
             Err(e) => anyhow::bail!("creating namespace {ns}: {}", e.message),
         }
     }
