@@ -57,6 +57,28 @@ pub async fn admit(api: &Api, ns: &str, name: &str, pod: &mut Value) -> ApiResul
     Ok(())
 }
 
+/// Create the `default` ServiceAccount in `ns` unless it exists.
+pub async fn seed_default(api: &Api, ns: &str) -> ApiResult<()> {
+    let Some(res) = api.registry.find("", "v1", "serviceaccounts") else {
+        return Ok(());
+    };
+    let obj = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                     "metadata": {"name": "default", "namespace": ns}});
+    match Box::pin(crate::rest::write::create_object(
+        api,
+        &res,
+        Some(ns),
+        obj,
+        false,
+    ))
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 async fn lookup(api: &Api, ns: &str, account: &str) -> ApiResult<Option<Value>> {
     let Some(res) = api.registry.find("", "v1", "serviceaccounts") else {
         return Ok(None);

@@ -123,7 +123,7 @@ pub async fn create_object(
     if res.kind == "Namespace" && res.group.is_empty() {
         // Seed the namespace's `default` ServiceAccount at once, so a pod created right after
         // the namespace is admitted; the controllers' loop keeps it (recreates it if deleted).
-        default_service_account(api, &name).await?;
+        defaults::serviceaccount::seed_default(api, &name).await?;
     }
     Ok(stored)
 }
@@ -592,20 +592,6 @@ pub async fn delete_collection(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResu
 }
 
 /// `default`, `kube-system`, `kube-public` and `kube-node-lease` exist from the first start.
-/// Create the `default` ServiceAccount in `ns` unless it exists.
-async fn default_service_account(api: &Api, ns: &str) -> ApiResult<()> {
-    let Some(res) = api.registry.find("", "v1", "serviceaccounts") else {
-        return Ok(());
-    };
-    let obj = json!({"apiVersion": "v1", "kind": "ServiceAccount",
-                     "metadata": {"name": "default", "namespace": ns}});
-    match Box::pin(create_object(api, &res, Some(ns), obj, false)).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 409 => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 pub async fn ensure_default_namespaces(api: &Api) -> anyhow::Result<()> {
     let Some(res) = api.registry.find("", "v1", "namespaces") else {
         return Ok(());
@@ -615,7 +601,7 @@ pub async fn ensure_default_namespaces(api: &Api) -> anyhow::Result<()> {
         match create_object(api, &res, None, obj, false).await {
             Ok(_) => {}
             // An existing namespace from an older version may lack its account.
-            Err(e) if e.code == 409 => default_service_account(api, ns)
+            Err(e) if e.code == 409 => defaults::serviceaccount::seed_default(api, ns)
                 .await
                 .map_err(|e| anyhow::anyhow!("creating {ns}/default: {}", e.message))?,
             Err(e) => anyhow::bail!("creating namespace {ns}: {}", e.message),
