@@ -358,3 +358,54 @@ fn project(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kube_api_access() -> ProjectedVolumeSource {
+        serde_json::from_value(serde_json::json!({"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace",
+                "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_projected_volume_gathers_token_ca_and_namespace() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "team"}}))
+        .unwrap();
+        let mut inputs = PodInputs::default();
+        inputs
+            .tokens
+            .insert("kube-api-access-x/token".into(), b"jwt".to_vec());
+        let cm = BTreeMap::from([("ca.crt".to_string(), b"PEM".to_vec())]);
+        inputs.config_maps.insert("kube-root-ca.crt".into(), cm);
+        let files = projected(&pod, "kube-api-access-x", &kube_api_access(), &inputs).unwrap();
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(names, ["ca.crt", "namespace", "token"]);
+        assert_eq!(files["namespace"], b"team");
+        assert_eq!(files["token"], b"jwt");
+
+        // Written the kubelet's way: 0644 files behind `..data`, in a directory any user reads.
+        let dir = tempfile::tempdir().unwrap();
+        project(dir.path(), &files, None, Some(0o644)).unwrap();
+        assert_eq!(fs::read(dir.path().join("token")).unwrap(), b"jwt");
+        let data = dir.path().join("..data");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data.join("token")), 0o644);
+        assert_eq!(mode(&data), 0o755);
+
+        // Without the token (not issued yet) or the CA (not published yet) it is not ready.
+        let mut no_token = inputs.clone();
+        no_token.tokens.clear();
+        let e = projected(&pod, "kube-api-access-x", &kube_api_access(), &no_token);
+        assert!(e.unwrap_err().to_string().contains("token"));
+        let mut no_ca = inputs;
+        no_ca.config_maps.clear();
+        let e = projected(&pod, "kube-api-access-x", &kube_api_access(), &no_ca);
+        assert!(e.unwrap_err().to_string().contains("kube-root-ca.crt"));
+    }
+}
