@@ -14,6 +14,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::plane::Plane;
 use common::up::Up;
 
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
@@ -408,4 +409,35 @@ fn pods_get_credentials_reach_the_api_and_are_admitted_by_their_account() {
         );
         assert_eq!(text(&seen.stdout).trim(), "absent", "{pod}");
     }
+}
+
+#[test]
+fn the_kubernetes_service_is_kept_and_points_at_the_advertised_address() {
+    let plane = Plane::server_with("saadv", &["--advertise-address", "192.0.2.10:6443"]);
+    let ep = plane.json(&["get", "endpoints", "kubernetes"]);
+    assert_eq!(ep["subsets"][0]["addresses"][0]["ip"], "192.0.2.10", "{ep}");
+    assert_eq!(ep["subsets"][0]["ports"][0]["port"], 6443, "{ep}");
+    let svc = plane.json(&["get", "service", "kubernetes"]);
+    assert_eq!(svc["spec"]["clusterIP"], "10.43.0.1", "{svc}");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 443, "{svc}");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 6443, "{svc}");
+    // The serving certificate names what pods dial.
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(plane.data.join("pki/server.crt"))
+        .output()
+        .unwrap();
+    let sans = text(&out.stdout);
+    for san in [
+        "IP Address:10.43.0.1",
+        "DNS:kubernetes.default.svc",
+        "IP Address:192.0.2.10",
+    ] {
+        assert!(sans.contains(san), "{san} missing: {sans}");
+    }
+    // The server keeps it: deleted, it comes back.
+    plane.ok(&["delete", "service", "kubernetes"]);
+    plane.until(&["get", "service", "kubernetes", "-o", "name"], 25, |o| {
+        o.contains("service/kubernetes")
+    });
 }
