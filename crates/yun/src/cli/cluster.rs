@@ -389,7 +389,11 @@ async fn up(
         ),
         None => None,
     };
-    let (advertise, relay_at) = pod_route_to_api(plane.addr, gateway);
+    // An address given by hand wins, and then no relay is needed.
+    let (advertise, relay_at) = match plane.api.advertise() {
+        Some(a) => (Some(a), None),
+        None => pod_route_to_api(plane.addr, gateway),
+    };
     let mut config = yun_apiserver::Config {
         addr: plane.addr,
         data_dir: data_dir.to_path_buf(),

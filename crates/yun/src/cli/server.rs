@@ -48,6 +48,11 @@ pub struct ApiFlags {
 }
 
 impl ApiFlags {
+    /// The address given with --advertise-address.
+    pub fn advertise(&self) -> Option<SocketAddr> {
+        self.advertise_address
+    }
+
     /// Apply the flags to a server configuration.
     pub fn apply(&self, config: &mut yun_apiserver::Config) {
         config.encryption_key_file = self.encryption_key_file.clone();
