@@ -56,6 +56,10 @@ fn environment(pod: &Pod, c: &Container, inputs: &PodInputs) -> Result<Vec<(Stri
         out.retain(|(n, _)| *n != name);
         out.push((name, value));
     };
+    // Service variables come first: the pod's own may override or refer to them.
+    for (name, value) in &inputs.service_env {
+        set(name.clone(), value.clone(), &mut vars);
+    }
     for (name, value) in env_from(c, inputs)?.vars {
         set(name, value, &mut vars);
     }

@@ -11,6 +11,7 @@ mod container;
 pub mod events;
 mod exits;
 mod heartbeat;
+mod identity;
 mod images;
 pub mod logs;
 pub mod node;
@@ -20,6 +21,7 @@ mod podwatch;
 mod probes;
 pub mod quantity;
 pub mod record;
+pub mod relay;
 mod services;
 mod status;
 pub mod streams;
@@ -30,7 +32,8 @@ use std::collections::{BTreeMap, HashMap};
 pub use pods::{NodeConfig, PodRuntime};
 
 /// What the agent resolved from the API for one pod: the ConfigMaps and Secrets its volumes
-/// and env refer to (by name, decoded), and the node's address.
+/// and env refer to (by name, decoded), the node's address, the pod's service-account
+/// tokens and its service variables.
 #[derive(Debug, Clone, Default)]
 pub struct PodInputs {
     pub config_maps: HashMap<String, BTreeMap<String, Vec<u8>>>,
@@ -38,4 +41,8 @@ pub struct PodInputs {
     pub host_ip: Option<String>,
     /// Filled in by the runtime once the sandbox has its address.
     pub pod_ip: Option<String>,
+    /// Service-account tokens for projected volumes, by `VOLUME/PATH`.
+    pub tokens: HashMap<String, Vec<u8>>,
+    /// The service variables every container starts with (`KUBERNETES_SERVICE_HOST`, …).
+    pub service_env: Vec<(String, String)>,
 }

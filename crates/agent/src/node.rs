@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Pod,
-    PodStatus, Secret,
+    PodStatus, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -178,7 +178,12 @@ pub async fn register(
 }
 
 /// The ConfigMaps and Secrets a pod refers to, read from the API.
-async fn inputs_for(client: &Client, pod: &Pod, host_ip: &str) -> PodInputs {
+async fn inputs_for(
+    client: &Client,
+    identity: &crate::identity::Identity,
+    pod: &Pod,
+    host_ip: &str,
+) -> anyhow::Result<PodInputs> {
     let ns = pod
         .metadata
         .namespace
@@ -219,8 +224,21 @@ async fn inputs_for(client: &Client, pod: &Pod, host_ip: &str) -> PodInputs {
             }
         }
     }
+    for v in spec.volumes.iter().flatten() {
+        let sources = v.projected.as_ref().and_then(|p| p.sources.as_ref());
+        for src in sources.into_iter().flatten() {
+            if let Some(c) = &src.config_map {
+                cm_names.push(c.name.clone());
+            }
+            if let Some(s) = &src.secret {
+                secret_names.push(s.name.clone());
+            }
+        }
+    }
     let mut inputs = PodInputs {
         host_ip: Some(host_ip.to_string()),
+        tokens: identity.tokens.for_pod(client, pod).await?,
+        service_env: identity.env_for(pod),
         ..Default::default()
     };
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
@@ -253,7 +271,7 @@ async fn inputs_for(client: &Client, pod: &Pod, host_ip: &str) -> PodInputs {
             inputs.secrets.insert(name, data);
         }
     }
-    inputs
+    Ok(inputs)
 }
 
 /// A condition's lastTransitionTime is when its status last changed: keep the recorded one
@@ -310,6 +328,14 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
         client.clone(),
         rt.network().bridge().to_string(),
     )));
+    let (services, _services_watch) =
+        crate::services::reflect::<Service>(client.clone(), Arc::new(tokio::sync::Notify::new()));
+    // Containers start with the service variables: know the Services first.
+    let _ = tokio::time::timeout(Duration::from_secs(10), services.wait_until_ready()).await;
+    let identity = Arc::new(crate::identity::Identity {
+        tokens: Default::default(),
+        services,
+    });
     let pods_api = Api::<Pod>::all(client.clone());
     let selector = format!("spec.nodeName={}", cfg.node_name);
     // A watch on this node's pods wakes the sync loop at once for the pods that changed, so
@@ -332,7 +358,15 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
     // periodic pass skips them (only a change of the pod itself syncs one again). A node keeps
     // every finished Job pod; resyncing them all each second delayed the live ones.
     let released: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
-    let exits: Arc<crate::exits::ExitWatch> = Arc::default();
+    let syncer = PodSyncer {
+        client: client.clone(),
+        identity,
+        rt: rt.clone(),
+        host_ip: host_ip.clone(),
+        last_status: last_status.clone(),
+        exits: Arc::default(),
+        node_pods: node_pods.clone(),
+    };
     loop {
         let full = last_full.elapsed() >= cfg.sync_period;
         if full {
@@ -407,28 +441,15 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 workers.again.lock().expect("lock").insert(uid);
                 continue;
             }
-            let (client, rt, host_ip, last_status, workers, node_pods, released, exits) = (
-                client.clone(),
-                rt.clone(),
-                host_ip.clone(),
-                last_status.clone(),
+            let (syncer, workers, node_pods, released) = (
+                syncer.clone(),
                 workers.clone(),
                 node_pods.clone(),
                 released.clone(),
-                exits.clone(),
             );
             tokio::spawn(async move {
                 if let Ok(_slot) = slots.acquire_owned().await {
-                    let synced = sync_one(
-                        &client,
-                        &rt,
-                        pod,
-                        &host_ip,
-                        &last_status,
-                        &exits,
-                        &node_pods,
-                    );
-                    match synced.await {
+                    match syncer.sync_one(pod).await {
                         Ok(()) if finished => {
                             released.lock().expect("lock").insert(uid.clone());
                         }
@@ -497,59 +518,83 @@ async fn terminate(client: &Client, rt: &Arc<PodRuntime>, pod: &Pod) -> anyhow::
     }
 }
 
-async fn sync_one(
-    client: &Client,
-    rt: &Arc<PodRuntime>,
-    pod: Pod,
-    host_ip: &str,
-    last_status: &std::sync::Mutex<HashMap<String, serde_json::Value>>,
-    exits: &Arc<crate::exits::ExitWatch>,
-    node_pods: &Arc<crate::podwatch::NodePods>,
-) -> anyhow::Result<()> {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let api = Api::<Pod>::namespaced(client.clone(), &ns);
-    let inputs = inputs_for(client, &pod, host_ip).await;
-    let (rt2, pod2, uid2) = (rt.clone(), pod.clone(), uid.clone());
-    let (status, running) = tokio::task::spawn_blocking(move || {
-        let status = rt2.sync(&pod2, &inputs);
-        // What runs now is waited on, so its exit syncs the pod at once.
-        let running = match &status {
-            Ok(s) if !matches!(s.phase.as_deref(), Some("Succeeded") | Some("Failed")) => {
-                rt2.running_containers(&uid2)
+/// What every pod sync shares: the API client, the runtime, the pods' identities (tokens,
+/// service variables), the last status written per pod, and the exit waits.
+#[derive(Clone)]
+struct PodSyncer {
+    client: Client,
+    identity: Arc<crate::identity::Identity>,
+    rt: Arc<PodRuntime>,
+    host_ip: String,
+    last_status: Arc<std::sync::Mutex<HashMap<String, serde_json::Value>>>,
+    exits: Arc<crate::exits::ExitWatch>,
+    node_pods: Arc<crate::podwatch::NodePods>,
+}
+
+impl PodSyncer {
+    /// One reconcile step for one pod, and its status written if it changed.
+    async fn sync_one(&self, pod: Pod) -> anyhow::Result<()> {
+        let PodSyncer {
+            client,
+            identity,
+            rt,
+            host_ip,
+            last_status,
+            exits,
+            node_pods,
+        } = self;
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let api = Api::<Pod>::namespaced(client.clone(), &ns);
+        let inputs = match inputs_for(client, identity, &pod, host_ip).await {
+            Ok(i) => i,
+            Err(e) => {
+                // The next sync tries again (a TokenRequest the server refused, for now).
+                tracing::warn!("pod {ns}/{name}: {e:#}");
+                return Ok(());
             }
-            _ => Vec::new(),
         };
-        (status, running)
-    })
-    .await?;
-    exits.watch(rt, node_pods, &uid, running);
-    let mut status = match status {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("pod {ns}/{name}: {e:#}");
-            return Ok(());
+        let (rt2, pod2, uid2) = (rt.clone(), pod.clone(), uid.clone());
+        let (status, running) = tokio::task::spawn_blocking(move || {
+            let status = rt2.sync(&pod2, &inputs);
+            // What runs now is waited on, so its exit syncs the pod at once.
+            let running = match &status {
+                Ok(s) if !matches!(s.phase.as_deref(), Some("Succeeded") | Some("Failed")) => {
+                    rt2.running_containers(&uid2)
+                }
+                _ => Vec::new(),
+            };
+            (status, running)
+        })
+        .await?;
+        exits.watch(rt, node_pods, &uid, running);
+        let mut status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("pod {ns}/{name}: {e:#}");
+                return Ok(());
+            }
+        };
+        keep_transition_times(pod.status.as_ref(), &mut status);
+        // The QoS class is the API server's (computed at create); the node reports it unchanged
+        // so the status it compares with the stored one is the same when nothing moved.
+        status.qos_class = pod.status.as_ref().and_then(|s| s.qos_class.clone());
+        let now = serde_json::to_value(&status)?;
+        let was = pod.status.as_ref().map(serde_json::to_value).transpose()?;
+        // `last_status` guards against a server that stores the status slightly differently
+        // from how we sent it: the same status is never written twice in a row.
+        let repeat = last_status.lock().expect("lock").get(&uid) == Some(&now);
+        if was.as_ref() != Some(&now) && !repeat {
+            let patch = json!({"status": status});
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            last_status.lock().expect("lock").insert(uid, now);
         }
-    };
-    keep_transition_times(pod.status.as_ref(), &mut status);
-    // The QoS class is the API server's (computed at create); the node reports it unchanged
-    // so the status it compares with the stored one is the same when nothing moved.
-    status.qos_class = pod.status.as_ref().and_then(|s| s.qos_class.clone());
-    let now = serde_json::to_value(&status)?;
-    let was = pod.status.as_ref().map(serde_json::to_value).transpose()?;
-    // `last_status` guards against a server that stores the status slightly differently
-    // from how we sent it: the same status is never written twice in a row.
-    let repeat = last_status.lock().expect("lock").get(&uid) == Some(&now);
-    if was.as_ref() != Some(&now) && !repeat {
-        let patch = json!({"status": status});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        last_status.lock().expect("lock").insert(uid, now);
+        Ok(())
     }
-    Ok(())
 }

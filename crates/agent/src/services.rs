@@ -58,7 +58,7 @@ pub async fn run(client: Client, bridge: String) {
 
 /// A reflector store for kind K that pokes `changed` on every event; the watch ends with
 /// the returned handle.
-fn reflect<K>(
+pub(crate) fn reflect<K>(
     client: Client,
     changed: Arc<Notify>,
 ) -> (Store<K>, tokio_util::task::AbortOnDropHandle<()>)

@@ -8,7 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource, Volume,
+};
 
 use crate::PodInputs;
 
@@ -23,7 +25,7 @@ impl PodVolumes {
         self.paths.get(name).map(|(p, _)| p.as_path())
     }
 
-    /// ConfigMap, Secret and downward API volumes are always mounted read-only.
+    /// ConfigMap, Secret, downward API and projected volumes are always mounted read-only.
     pub fn read_only(&self, name: &str) -> bool {
         self.paths.get(name).is_some_and(|(_, ro)| *ro)
     }
@@ -123,30 +125,103 @@ fn prepare_one(
         (dir, true)
     } else if let Some(d) = &v.downward_api {
         let mut files = BTreeMap::new();
-        for item in d.items.iter().flatten() {
-            let Some(f) = &item.field_ref else { continue };
-            let render = |m: &Option<BTreeMap<String, String>>| {
-                m.iter()
-                    .flatten()
-                    .map(|(k, v)| format!("{k}=\"{v}\"\n"))
-                    .collect::<String>()
-            };
-            let value = match f.field_path.as_str() {
-                "metadata.labels" => render(&pod.metadata.labels),
-                "metadata.annotations" => render(&pod.metadata.annotations),
-                "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
-                "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
-                "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
-                other => bail!("downwardAPI fieldRef {other:?} is not supported"),
-            };
-            files.insert(item.path.clone(), value.into_bytes());
-        }
+        downward(pod, d.items.as_deref().unwrap_or(&[]), &mut files)?;
         project(&dir, &files, None, None)?;
         (dir, true)
+    } else if let Some(p) = &v.projected {
+        // It may hold a token or a Secret: memory only, like a secret volume.
+        mount_tmpfs(&dir)?;
+        let files = projected(pod, &v.name, p, inputs)?;
+        project(&dir, &files, None, p.default_mode.or(Some(0o644)))?;
+        (dir, true)
     } else {
-        bail!("only emptyDir, hostPath, configMap, secret and downwardAPI volumes are supported");
+        bail!("only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported");
     };
     Ok(entry)
+}
+
+/// The downward API files `items` name, into `files`.
+fn downward(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+    files: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
+    for item in items {
+        let Some(f) = &item.field_ref else { continue };
+        let render = |m: &Option<BTreeMap<String, String>>| {
+            m.iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}=\"{v}\"\n"))
+                .collect::<String>()
+        };
+        let value = match f.field_path.as_str() {
+            "metadata.labels" => render(&pod.metadata.labels),
+            "metadata.annotations" => render(&pod.metadata.annotations),
+            "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
+            "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
+            "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
+            other => bail!("downwardAPI fieldRef {other:?} is not supported"),
+        };
+        files.insert(item.path.clone(), value.into_bytes());
+    }
+    Ok(())
+}
+
+/// The keys of `data` that `items` picks (at their paths), or all of them.
+fn pick(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    files: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
+    match items {
+        Some(items) => {
+            for it in items {
+                let v = data
+                    .get(&it.key)
+                    .ok_or_else(|| anyhow!("key {:?} not found", it.key))?;
+                files.insert(it.path.clone(), v.clone());
+            }
+        }
+        None => files.extend(data.iter().map(|(k, v)| (k.clone(), v.clone()))),
+    }
+    Ok(())
+}
+
+/// A projected volume's files: service-account tokens (the agent requested them), ConfigMap
+/// and Secret keys, downward API fields, all in one directory.
+fn projected(
+    pod: &Pod,
+    volume: &str,
+    p: &ProjectedVolumeSource,
+    inputs: &PodInputs,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut files = BTreeMap::new();
+    for src in p.sources.iter().flatten() {
+        if let Some(t) = &src.service_account_token {
+            let token = inputs
+                .tokens
+                .get(&format!("{volume}/{}", t.path))
+                .ok_or_else(|| anyhow!("no service-account token for {:?} yet", t.path))?;
+            files.insert(t.path.clone(), token.clone());
+        } else if let Some(c) = &src.config_map {
+            match inputs.config_maps.get(&c.name) {
+                Some(data) => pick(data, c.items.as_deref(), &mut files)?,
+                None if c.optional == Some(true) => {}
+                None => bail!("configmap {:?} not found", c.name),
+            }
+        } else if let Some(s) = &src.secret {
+            match inputs.secrets.get(&s.name) {
+                Some(data) => pick(data, s.items.as_deref(), &mut files)?,
+                None if s.optional == Some(true) => {}
+                None => bail!("secret {:?} not found", s.name),
+            }
+        } else if let Some(d) = &src.downward_api {
+            downward(pod, d.items.as_deref().unwrap_or(&[]), &mut files)?;
+        } else {
+            bail!("projected sources: only serviceAccountToken, configMap, secret and downwardAPI are supported");
+        }
+    }
+    Ok(files)
 }
 
 /// Secret volumes: a tmpfs per volume. The API caps a Secret at 1 MiB; the rest is room for
@@ -282,4 +357,55 @@ fn project(
         let _ = fs::remove_dir_all(dir.join(old));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kube_api_access() -> ProjectedVolumeSource {
+        serde_json::from_value(serde_json::json!({"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace",
+                "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_projected_volume_gathers_token_ca_and_namespace() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "team"}}))
+        .unwrap();
+        let mut inputs = PodInputs::default();
+        inputs
+            .tokens
+            .insert("kube-api-access-x/token".into(), b"jwt".to_vec());
+        let cm = BTreeMap::from([("ca.crt".to_string(), b"PEM".to_vec())]);
+        inputs.config_maps.insert("kube-root-ca.crt".into(), cm);
+        let files = projected(&pod, "kube-api-access-x", &kube_api_access(), &inputs).unwrap();
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(names, ["ca.crt", "namespace", "token"]);
+        assert_eq!(files["namespace"], b"team");
+        assert_eq!(files["token"], b"jwt");
+
+        // Written the kubelet's way: 0644 files behind `..data`, in a directory any user reads.
+        let dir = tempfile::tempdir().unwrap();
+        project(dir.path(), &files, None, Some(0o644)).unwrap();
+        assert_eq!(fs::read(dir.path().join("token")).unwrap(), b"jwt");
+        let data = dir.path().join("..data");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data.join("token")), 0o644);
+        assert_eq!(mode(&data), 0o755);
+
+        // Without the token (not issued yet) or the CA (not published yet) it is not ready.
+        let mut no_token = inputs.clone();
+        no_token.tokens.clear();
+        let e = projected(&pod, "kube-api-access-x", &kube_api_access(), &no_token);
+        assert!(e.unwrap_err().to_string().contains("token"));
+        let mut no_ca = inputs;
+        no_ca.config_maps.clear();
+        let e = projected(&pod, "kube-api-access-x", &kube_api_access(), &no_ca);
+        assert!(e.unwrap_err().to_string().contains("kube-root-ca.crt"));
+    }
 }

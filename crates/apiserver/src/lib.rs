@@ -16,6 +16,7 @@ mod discovery;
 mod encryption;
 mod error;
 mod event_ttl;
+mod kubernetes_service;
 mod limits;
 mod meta;
 mod openapi;
@@ -107,6 +108,9 @@ pub struct Config {
     pub watch: WatchLimits,
     /// Encrypt Secrets at rest with the AES-256 key in this file (32 bytes, base64).
     pub encryption_key_file: Option<PathBuf>,
+    /// Where pods reach this server (the `default/kubernetes` Endpoints); None: the bound
+    /// address, if it is one a pod can route to.
+    pub advertise: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -120,6 +124,7 @@ impl Default for Config {
             event_ttl: DEFAULT_EVENT_TTL,
             watch: WatchLimits::default(),
             encryption_key_file: None,
+            advertise: None,
         }
     }
 }
@@ -132,6 +137,8 @@ pub(crate) struct Api {
     pub store: Arc<dyn Store>,
     pub registry: resources::Registry,
     pub token: String,
+    /// Signs and verifies service-account tokens.
+    pub sa_keys: Arc<auth::serviceaccount::Keys>,
     pub addr: SocketAddr,
     pub service_range: ServiceRange,
     pub watch_limits: WatchLimits,
@@ -153,6 +160,7 @@ pub struct Running {
     serve_task: Option<tokio::task::JoinHandle<()>>,
     compaction_task: Option<tokio::task::JoinHandle<()>>,
     event_ttl_task: Option<tokio::task::JoinHandle<()>>,
+    kubernetes_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -161,9 +169,13 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.store.take();
         let _ = self.shutdown.send(true);
-        for t in [self.compaction_task.take(), self.event_ttl_task.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.compaction_task.take(),
+            self.event_ttl_task.take(),
+            self.kubernetes_task.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t.abort();
             let _ = t.await;
@@ -192,9 +204,13 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        for t in [self.compaction_task.take(), self.event_ttl_task.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.compaction_task.take(),
+            self.event_ttl_task.take(),
+            self.kubernetes_task.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t.abort();
         }
@@ -218,13 +234,27 @@ pub async fn start(config: Config) -> Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
-    let creds = tls::Credentials::load_or_create(&config.data_dir, addr)?;
+    // What pods dial: the `kubernetes` Service by IP or name, or the advertised address.
+    let mut sans: Vec<String> = [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(String::from)
+    .to_vec();
+    sans.push(config.service_cidr.first_host().to_string());
+    sans.extend(config.advertise.map(|a| a.ip().to_string()));
+    let creds = tls::Credentials::load_or_create_with(&config.data_dir, addr, &sans)?;
     let kubeconfig = creds.write_kubeconfig(&config.data_dir, addr)?;
     let registry = resources::Registry::new();
     let api = Arc::new(Api {
         store: store.clone(),
         registry,
         token: creds.token.clone(),
+        sa_keys: Arc::new(auth::serviceaccount::Keys::load_or_create(
+            &config.data_dir.join("pki"),
+        )?),
         addr,
         service_range: config.service_cidr,
         watch_limits: config.watch,
@@ -234,6 +264,10 @@ pub async fn start(config: Config) -> Result<Running> {
     });
     resources::load_crds(&api).await?;
     rest::ensure_default_namespaces(&api).await?;
+    kubernetes_service::ensure(&api, config.advertise)
+        .await
+        .map_err(|e| anyhow::anyhow!("the kubernetes service: {}", e.message))?;
+    let kubernetes_task = tokio::spawn(kubernetes_service::run(api.clone(), config.advertise));
     let acceptor = creds.acceptor()?;
     let app = router::app(api.clone());
     let (shutdown, stop) = tokio::sync::watch::channel(false);
@@ -251,6 +285,7 @@ pub async fn start(config: Config) -> Result<Running> {
         serve_task: Some(serve_task),
         compaction_task,
         event_ttl_task,
+        kubernetes_task: Some(kubernetes_task),
     })
 }
 

@@ -116,7 +116,14 @@ fn decode_component(s: &str) -> String {
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
-    let user = auth::user(&parts.headers, &api.token);
+    let mut user = auth::user(&parts.headers, &api.token).map(str::to_string);
+    if user.is_none() {
+        if let Some(token) = auth::bearer(&parts.headers) {
+            // Service accounts act as the admin until authorization arrives (RBAC).
+            let sa = auth::serviceaccount::authenticate(&api, token).await;
+            user = sa.map(|id| id.name);
+        }
+    }
     if !auth::is_public(&path) && user.is_none() {
         return ApiError::unauthorized().into_response();
     }
@@ -132,7 +139,7 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
         query: parse_query(parts.uri.query()),
         headers: parts.headers,
         body,
-        user: user.unwrap_or("system:anonymous").to_string(),
+        user: user.unwrap_or_else(|| "system:anonymous".to_string()),
         conn: parts.extensions.get::<crate::tls::Connection>().cloned(),
         output: Default::default(),
         raw_query: parts.uri.query().unwrap_or("").to_string(),
@@ -153,6 +160,13 @@ async fn route(api: &Arc<Api>, path: &str, mut req: Req) -> ApiResult<Response> 
     let get = req.method == Method::GET;
     match segs.as_slice() {
         ["healthz" | "livez" | "readyz"] => return Ok("ok".into_response()),
+        [".well-known", "openid-configuration"] if get => {
+            return Ok(rest::tokens::openid_configuration(api))
+        }
+        ["openid", "v1", "jwks"] if get => return Ok(rest::tokens::jwks(api)),
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] if req.method == Method::POST => {
+            return rest::tokens::token_review(api, &req).await
+        }
         ["version"] if get => return Ok(discovery::version()),
         ["openapi", "v2"] if get => return Ok(openapi::v2(api, &req)),
         ["openapi", "v3"] if get => return Ok(openapi::v3_index(api, &req)),

@@ -72,6 +72,11 @@ impl ServiceRange {
         u32::from(ip).wrapping_sub(self.network) < self.size()
     }
 
+    /// The first host address, the `kubernetes` Service's.
+    pub fn first_host(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.network + 1)
+    }
+
     /// Assignable addresses: not the network, not the broadcast, and not the first host,
     /// which Kubernetes keeps for the `kubernetes` Service.
     fn assignable(&self, ip: Ipv4Addr) -> bool {
@@ -164,7 +169,9 @@ pub async fn allocate(api: &Api, key: &str, obj: &mut Value) -> ApiResult<()> {
                     format!("{s:?}: must be a valid IPv4 address"),
                 )
             })?;
-            if !range.assignable(ip) {
+            let reserved =
+                key == "/registry/core/services/default/kubernetes" && ip == range.first_host();
+            if !range.assignable(ip) && !reserved {
                 return Err(invalid(
                     obj,
                     "spec.clusterIP",

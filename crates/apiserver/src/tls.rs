@@ -45,6 +45,16 @@ fn ca_params() -> Result<CertificateParams> {
 
 impl Credentials {
     pub fn load_or_create(data_dir: &Path, addr: SocketAddr) -> Result<Self> {
+        Self::load_or_create_with(data_dir, addr, &[])
+    }
+
+    /// [`Credentials::load_or_create`], the serving certificate also naming `extra_sans`
+    /// (the `kubernetes` Service's IP and DNS names, the address advertised to pods).
+    pub fn load_or_create_with(
+        data_dir: &Path,
+        addr: SocketAddr,
+        extra_sans: &[String],
+    ) -> Result<Self> {
         let pki = data_dir.join("pki");
         std::fs::create_dir_all(&pki).with_context(|| format!("creating {}", pki.display()))?;
         std::fs::set_permissions(&pki, std::fs::Permissions::from_mode(0o700))?;
@@ -82,6 +92,11 @@ impl Credentials {
         let host = addr.ip();
         if !host.is_unspecified() && !host.is_loopback() {
             sans.push(host.to_string());
+        }
+        for san in extra_sans {
+            if !sans.contains(san) {
+                sans.push(san.clone());
+            }
         }
         let mut params = CertificateParams::new(sans)?;
         params
@@ -136,7 +151,7 @@ impl Credentials {
 }
 
 /// Write a file readable by its owner only, atomically (temp + fsync + rename).
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::OpenOptions::new()

@@ -14,8 +14,9 @@ use crate::runtime::LeaderElection;
 pub const LEASE_NAME: &str = "yun-controller-manager";
 
 /// Run the scheduler and the controllers for as long as this process leads; `identity` names
-/// this process in the Lease (e.g. "HOST_PID"); `nodes` times the node lifecycle.
-pub async fn run(client: Client, identity: String, nodes: loops::nodes::Timing) {
+/// this process in the Lease (e.g. "HOST_PID"); `nodes` times the node lifecycle; `root_ca`
+/// (PEM) is what every namespace's `kube-root-ca.crt` publishes.
+pub async fn run(client: Client, identity: String, nodes: loops::nodes::Timing, root_ca: String) {
     let (tx, mut leading) = watch::channel(false);
     let election = LeaderElection {
         api: Api::<Lease>::namespaced(client.clone(), "kube-system"),
@@ -46,6 +47,7 @@ pub async fn run(client: Client, identity: String, nodes: loops::nodes::Timing) 
             tokio::spawn(loops::endpoints::run(client.clone(), shared.clone())),
             tokio::spawn(loops::gc::run(client.clone(), 2)),
             tokio::spawn(loops::namespaces::run(client.clone(), 2)),
+            tokio::spawn(loops::serviceaccounts::run(client.clone(), root_ca.clone())),
             tokio::spawn(loops::nodes::run(client.clone(), nodes, shared)),
         ];
         let _ = leading.wait_for(|l| !*l).await;

@@ -108,6 +108,7 @@ async fn a_deployment_runs_scales_rolls_and_goes() {
         client.clone(),
         "test".into(),
         Default::default(),
+        std::fs::read_to_string(data.join("server/pki/ca.crt")).unwrap(),
     ));
     tokio::spawn(yun_agent::node::run(
         client.clone(),

@@ -8,6 +8,7 @@
 
 mod batch;
 mod pod;
+pub mod serviceaccount;
 
 use serde_json::{json, Value};
 

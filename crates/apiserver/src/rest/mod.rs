@@ -8,8 +8,9 @@ pub mod proxy;
 mod read;
 mod stream;
 mod sub;
+pub mod tokens;
 mod watch;
-mod write;
+pub mod write;
 
 use std::sync::Arc;
 
@@ -64,6 +65,9 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, mut req: Req) -> ApiResult<Resp
         }
         (&Method::POST, true, Some("binding")) if t.res.binding => {
             sub::binding(api, &t, &req).await
+        }
+        (&Method::POST, true, Some("token")) if t.res.kind == "ServiceAccount" => {
+            tokens::token_request(api, &t, &req).await
         }
         (&Method::POST, false, None) => write::create(api, &t, &req).await,
         (&Method::PUT, true, None) => write::update(api, &t, &req, false).await,

@@ -96,6 +96,11 @@ pub async fn create_object(
         }
     }
     defaults::apply(res, &mut obj, Write::Create);
+    if let (Some(ns), "Pod", "") = (&ns, res.kind.as_str(), res.group.as_str()) {
+        // The namespace first: a pod in a missing namespace is a 404, not a missing account.
+        super::namespaces::admit_create(api, res, ns, &name).await?;
+        defaults::serviceaccount::admit(api, ns, &name, &mut obj).await?;
+    }
     normalize(res, &mut obj);
     validation::validate(res, &obj)?;
     super::encode(&obj)?;
@@ -114,6 +119,11 @@ pub async fn create_object(
         .ok_or_else(|| ApiError::already_exists(&res.qualified(), &name))?;
     if res.kind == "CustomResourceDefinition" {
         api.registry.register_crd(&stored);
+    }
+    if res.kind == "Namespace" && res.group.is_empty() {
+        // Seed the namespace's `default` ServiceAccount at once, so a pod created right after
+        // the namespace is admitted; the controllers' loop keeps it (recreates it if deleted).
+        defaults::serviceaccount::seed_default(api, &name).await?;
     }
     Ok(stored)
 }
@@ -590,7 +600,10 @@ pub async fn ensure_default_namespaces(api: &Api) -> anyhow::Result<()> {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match create_object(api, &res, None, obj, false).await {
             Ok(_) => {}
-            Err(e) if e.code == 409 => {}
+            // An existing namespace from an older version may lack its account.
+            Err(e) if e.code == 409 => defaults::serviceaccount::seed_default(api, ns)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating {ns}/default: {}", e.message))?,
             Err(e) => anyhow::bail!("creating namespace {ns}: {}", e.message),
         }
     }

@@ -10,6 +10,7 @@ pub mod namespaces;
 pub mod nodes;
 pub mod replicasets;
 pub mod scheduler;
+pub mod serviceaccounts;
 pub mod ttl_after_finished;
 
 use std::future::Future;

@@ -231,7 +231,12 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             tokio.block_on(async {
                 let client = client(&kubeconfig, server.as_deref(), CONTROLLER_MANAGER).await?;
                 tokio::select! {
-                    _ = yun_controllers::manager::run(client, identity(), lifecycle.timing()) => {}
+                    _ = yun_controllers::manager::run(
+                        client,
+                        identity(),
+                        lifecycle.timing(),
+                        kubeconfig_ca(&kubeconfig)?,
+                    ) => {}
                     _ = shutdown_signal() => {}
                 }
                 Ok(0)
@@ -295,6 +300,50 @@ fn kubeconfig_token(kubeconfig: &Path) -> Result<String> {
         .with_context(|| format!("{}: no users[0].user.token", kubeconfig.display()))
 }
 
+/// The cluster CA (PEM) from a kubeconfig's first cluster: what the controllers publish as
+/// every namespace's `kube-root-ca.crt`.
+fn kubeconfig_ca(kubeconfig: &Path) -> Result<String> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&text)
+        .with_context(|| format!("{}: not YAML", kubeconfig.display()))?;
+    let cluster = &v["clusters"][0]["cluster"];
+    if let Some(data) = cluster["certificate-authority-data"].as_str() {
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .with_context(|| format!("{}: certificate-authority-data", kubeconfig.display()))?;
+        return String::from_utf8(pem)
+            .with_context(|| format!("{}: certificate-authority-data", kubeconfig.display()));
+    }
+    let file = cluster["certificate-authority"]
+        .as_str()
+        .with_context(|| format!("{}: the first cluster names no CA", kubeconfig.display()))?;
+    std::fs::read_to_string(file).with_context(|| format!("reading {file}"))
+}
+
+/// Where pods reach an API server bound to `addr` on a node whose bridge gateway is
+/// `gateway`: (the address advertised, where a relay must listen). Pods route to the server's
+/// own address when it is a real one (advertised as bound), to the gateway when the server
+/// listens on every address, and when it listens on loopback only, to a relay on the gateway
+/// (port 0 is not advertised: the port is not known before binding).
+fn pod_route_to_api(
+    addr: SocketAddr,
+    gateway: Option<std::net::Ipv4Addr>,
+) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let (ip, port) = (addr.ip(), addr.port());
+    match gateway {
+        Some(gw) if port != 0 && ip.is_loopback() => {
+            let at = SocketAddr::new(gw.into(), port);
+            (Some(at), Some(at))
+        }
+        Some(gw) if port != 0 && ip.is_unspecified() => {
+            (Some(SocketAddr::new(gw.into(), port)), None)
+        }
+        _ => (None, None),
+    }
+}
+
 fn agent_config(record: &NodeRecord, node: &NodeFlags, kubeconfig: &Path) -> Result<AgentConfig> {
     let mut cfg = AgentConfig::new(&record.name);
     cfg.lease_duration = node.node_lease_duration;
@@ -334,12 +383,30 @@ async fn up(
     node: &NodeFlags,
     agent: Option<(NodeRecord, NodeConfig)>,
 ) -> Result<i32> {
+    // Pods reach the API server through the node's bridge gateway (see pod_route_to_api).
+    let gateway = match &agent {
+        Some((record, _)) => Some(
+            record
+                .pod_cidr
+                .parse::<yun_net::Ipv4Cidr>()
+                .ok()
+                .and_then(|c| c.nth(1))
+                .with_context(|| format!("the node's pod CIDR {:?}", record.pod_cidr))?,
+        ),
+        None => None,
+    };
+    // An address given by hand wins, and then no relay is needed.
+    let (advertise, relay_at) = match plane.api.advertise() {
+        Some(a) => (Some(a), None),
+        None => pod_route_to_api(plane.addr, gateway),
+    };
     let mut config = yun_apiserver::Config {
         addr: plane.addr,
         data_dir: data_dir.to_path_buf(),
         store: plane.store,
         compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
         service_cidr: plane.service_cidr,
+        advertise,
         ..Default::default()
     };
     plane.api.apply(&mut config);
@@ -349,14 +416,20 @@ async fn up(
         client,
         identity(),
         plane.nodes,
+        kubeconfig_ca(&server.kubeconfig)?,
     ));
     let joined = match &agent {
         Some((record, _)) => format!(", node {}", record.name),
         None => String::new(),
     };
+    let mut relay = None;
     let agent = match agent {
         Some((record, cfg)) => {
             let rt = open_runtime(cfg).await?;
+            if let Some(at) = relay_at {
+                let listener = yun_agent::relay::bind(at).await?;
+                relay = Some(tokio::spawn(yun_agent::relay::serve(listener, server.addr)));
+            }
             Some(tokio::spawn(yun_agent::node::run(
                 self::client(&server.kubeconfig, None, AGENT).await?,
                 agent_config(&record, node, &server.kubeconfig)?,
@@ -384,6 +457,9 @@ async fn up(
         None => shutdown_signal().await,
     }
     controllers.abort();
+    if let Some(r) = relay {
+        r.abort();
+    }
     // Pods keep running: the next `yun up` on this data dir adopts them (`yun down` stops them).
     server.shutdown().await;
     Ok(0)

@@ -40,14 +40,27 @@ pub struct ApiFlags {
     /// them.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     event_ttl: std::time::Duration,
+    /// IP:PORT pods reach this server at: the `default/kubernetes` Endpoints
+    /// (kube-apiserver's --advertise-address with the secure port). Default: the address
+    /// served when pods can route to it (`yun up`: the node's bridge gateway).
+    #[arg(long, value_name = "IP:PORT")]
+    advertise_address: Option<SocketAddr>,
 }
 
 impl ApiFlags {
+    /// The address given with --advertise-address.
+    pub fn advertise(&self) -> Option<SocketAddr> {
+        self.advertise_address
+    }
+
     /// Apply the flags to a server configuration.
     pub fn apply(&self, config: &mut yun_apiserver::Config) {
         config.encryption_key_file = self.encryption_key_file.clone();
         config.watch.per_user = self.max_watches_per_user as usize;
         config.event_ttl = self.event_ttl;
+        if self.advertise_address.is_some() {
+            config.advertise = self.advertise_address;
+        }
     }
 }
 

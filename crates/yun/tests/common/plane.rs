@@ -18,6 +18,11 @@ pub struct Plane {
 impl Plane {
     /// `yun server` alone.
     pub fn server(name: &str) -> Plane {
+        Self::server_with(name, &[])
+    }
+
+    /// `yun server` alone, with more flags.
+    pub fn server_with(name: &str, flags: &[&str]) -> Plane {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let data = PathBuf::from(format!("/tmp/yun-test-{name}-{}-{seq}", std::process::id()));
@@ -27,6 +32,7 @@ impl Plane {
             .arg("--data-dir")
             .arg(&data)
             .args(["server", "--addr", &addr])
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

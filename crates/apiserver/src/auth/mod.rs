@@ -2,14 +2,36 @@
 
 use axum::http::HeaderMap;
 
+pub mod serviceaccount;
+
 /// Paths a load balancer or supervisor may probe without credentials.
 pub fn is_public(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz")
+    matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/.well-known/openid-configuration" | "/openid/v1/jwks"
+    )
 }
 
 /// The user a request authenticates as: the admin token is the one user there is.
 pub fn user(headers: &HeaderMap, token: &str) -> Option<&'static str> {
     authorized(headers, token).then_some("admin")
+}
+
+/// The bearer token a request carries, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// Whether `given` is the admin token.
+pub fn authorized_token(given: &str, token: &str) -> bool {
+    constant_time_eq(given.as_bytes(), token.as_bytes())
 }
 
 /// Whether the request carries `Authorization: Bearer TOKEN` with the admin token.
