@@ -21,6 +21,7 @@ mod meta;
 mod openapi;
 mod patch;
 mod proto;
+mod rbac;
 mod resources;
 mod rest;
 mod router;
@@ -41,7 +42,7 @@ use yun_store::Store;
 pub use event_ttl::DEFAULT_EVENT_TTL;
 pub use limits::{WatchLimits, DEFAULT_MAX_WATCHES_PER_USER};
 pub use services::{ServiceRange, DEFAULT_SERVICE_CIDR};
-pub use tls::Credentials;
+pub use tls::{user_kubeconfig, Credentials};
 
 /// The content types [`decode_body`] tells apart (the fuzz target picks one by its first byte).
 #[doc(hidden)]
@@ -132,6 +133,10 @@ pub(crate) struct Api {
     pub store: Arc<dyn Store>,
     pub registry: resources::Registry,
     pub token: String,
+    /// Checks credentials: client certificates and bearer tokens.
+    pub authn: auth::Authenticator,
+    /// The RBAC authorizer and its index of the store's roles and bindings.
+    pub authz: Arc<rbac::Authorizer>,
     pub addr: SocketAddr,
     pub service_range: ServiceRange,
     pub watch_limits: WatchLimits,
@@ -153,6 +158,7 @@ pub struct Running {
     serve_task: Option<tokio::task::JoinHandle<()>>,
     compaction_task: Option<tokio::task::JoinHandle<()>>,
     event_ttl_task: Option<tokio::task::JoinHandle<()>>,
+    rbac_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -161,9 +167,13 @@ impl Running {
     pub async fn shutdown(mut self) {
         self.store.take();
         let _ = self.shutdown.send(true);
-        for t in [self.compaction_task.take(), self.event_ttl_task.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.compaction_task.take(),
+            self.event_ttl_task.take(),
+            self.rbac_task.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t.abort();
             let _ = t.await;
@@ -192,9 +202,13 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        for t in [self.compaction_task.take(), self.event_ttl_task.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.compaction_task.take(),
+            self.event_ttl_task.take(),
+            self.rbac_task.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             t.abort();
         }
@@ -225,6 +239,11 @@ pub async fn start(config: Config) -> Result<Running> {
         store: store.clone(),
         registry,
         token: creds.token.clone(),
+        authn: auth::Authenticator {
+            token: creds.token.clone(),
+            client_ca: creds.client_verifier()?,
+        },
+        authz: Default::default(),
         addr,
         service_range: config.service_cidr,
         watch_limits: config.watch,
@@ -234,6 +253,9 @@ pub async fn start(config: Config) -> Result<Running> {
     });
     resources::load_crds(&api).await?;
     rest::ensure_default_namespaces(&api).await?;
+    rbac::bootstrap::ensure(&api).await?;
+    let rbac_rev = api.authz.load(store.as_ref()).await?;
+    let rbac_task = tokio::spawn(api.authz.clone().run(store.clone(), rbac_rev));
     let acceptor = creds.acceptor()?;
     let app = router::app(api.clone());
     let (shutdown, stop) = tokio::sync::watch::channel(false);
@@ -251,6 +273,7 @@ pub async fn start(config: Config) -> Result<Running> {
         serve_task: Some(serve_task),
         compaction_task,
         event_ttl_task,
+        rbac_task: Some(rbac_task),
     })
 }
 
