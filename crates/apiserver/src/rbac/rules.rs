@@ -270,7 +270,7 @@ mod tests {
         )];
         assert!(covers(
             &sub,
-            &vec![rule(
+            &[rule(
                 json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods/log"]})
             )]
         ));
@@ -279,13 +279,13 @@ mod tests {
         )];
         assert!(covers(
             &urls,
-            &vec![rule(
+            &[rule(
                 json!({"verbs": ["get"], "nonResourceURLs": ["/apis/apps"]})
             )]
         ));
         assert!(!covers(
             &urls,
-            &vec![rule(json!({"verbs": ["get"], "nonResourceURLs": ["*"]}))]
+            &[rule(json!({"verbs": ["get"], "nonResourceURLs": ["*"]}))]
         ));
     }
 }
