@@ -201,8 +201,6 @@ impl Index {
 #[derive(Default)]
 pub struct Authorizer {
     index: RwLock<Index>,
-    /// Set once the first listing is in: until then only `system:masters` gets through.
-    ready: std::sync::atomic::AtomicBool,
 }
 
 impl Authorizer {
@@ -252,7 +250,6 @@ impl Authorizer {
             .filter_map(|kv| Some((kv.key, serde_json::from_slice(&kv.value).ok()?)))
             .collect();
         self.replace(objects);
-        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(list.revision)
     }
 
