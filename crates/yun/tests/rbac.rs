@@ -208,6 +208,44 @@ fn roles_bindings_reviews_and_impersonation() {
         "{list}"
     );
 
+    // Streams are checked as kube does: reading pods does not open exec (the pod stays
+    // Pending: there is no node).
+    ok(
+        KUBECTL_1_33,
+        &admin,
+        &[
+            "run",
+            "web",
+            "-n",
+            "default",
+            "--image=busybox",
+            "--restart=Never",
+        ],
+    );
+    fails(
+        KUBECTL_1_33,
+        &alice,
+        &["exec", "-n", "default", "web", "--", "true"],
+        r#"resource "pods/exec""#,
+    );
+    // A SubjectAccessReview asks about someone else (the admin may; alice may not).
+    let sar = p.data.join("sar.json");
+    std::fs::write(&sar, r#"{"apiVersion":"authorization.k8s.io/v1","kind":"SubjectAccessReview",
+        "spec":{"user":"alice","resourceAttributes":{"namespace":"default","verb":"list","resource":"pods"}}}"#).unwrap();
+    let path = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    let answer = ok(
+        KUBECTL_1_33,
+        &admin,
+        &["create", "--raw", path, "-f", sar.to_str().unwrap()],
+    );
+    assert!(answer.contains(r#""allowed":true"#), "{answer}");
+    fails(
+        KUBECTL_1_33,
+        &alice,
+        &["create", "--raw", path, "-f", sar.to_str().unwrap()],
+        "Forbidden",
+    );
+
     // Impersonation: the admin may act as alice (and gets alice's answers); alice may not act
     // as anyone.
     ok(

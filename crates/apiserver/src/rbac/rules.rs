@@ -60,16 +60,21 @@ impl Rule {
         if !has(&self.api_groups, &a.api_group) {
             return false;
         }
-        let combined = match &a.subresource {
-            s if s.is_empty() => a.resource.clone(),
-            s => format!("{}/{s}", a.resource),
-        };
+        // `pods`, `pods/log`, `*`, `*/log` or `pods/*`, compared without building strings:
+        // this runs for every rule on every checked request.
+        let sub = a.subresource.as_str();
         let resource_ok = self.resources.iter().any(|r| {
-            r == "*"
-                || *r == combined
-                || (!a.subresource.is_empty() && *r == format!("*/{}", a.subresource))
-                || r.strip_suffix("/*")
-                    .is_some_and(|base| base == a.resource && !a.subresource.is_empty())
+            if r == "*" {
+                return true;
+            }
+            match r.split_once('/') {
+                None => sub.is_empty() && *r == a.resource,
+                Some((base, rs)) => {
+                    !sub.is_empty()
+                        && (base == a.resource || base == "*")
+                        && (rs == sub || rs == "*" && base == a.resource)
+                }
+            }
         });
         resource_ok
             && (self.resource_names.is_empty()
