@@ -130,6 +130,20 @@ fn roles_bindings_reviews_and_impersonation() {
             r#"pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "default""#,
         );
     }
+    // yun's own client presents the certificate too.
+    let yun_get = Command::new(common::YUN)
+        .arg("--data-dir")
+        .arg(&p.data)
+        .args(["get", "pods", "--kubeconfig"])
+        .arg(&alice)
+        .output()
+        .unwrap();
+    assert!(!yun_get.status.success());
+    assert!(
+        text(&yun_get).contains(r#"User "alice" cannot list resource "pods""#),
+        "{}",
+        text(&yun_get)
+    );
     for bin in [KUBECTL_1_33, KUBECTL_1_27] {
         let who = ok(bin, &alice, &["auth", "whoami"]);
         assert!(
