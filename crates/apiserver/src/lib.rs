@@ -22,6 +22,7 @@ mod meta;
 mod openapi;
 mod patch;
 mod proto;
+mod rbac;
 mod resources;
 mod rest;
 mod router;
@@ -42,7 +43,7 @@ use yun_store::Store;
 pub use event_ttl::DEFAULT_EVENT_TTL;
 pub use limits::{WatchLimits, DEFAULT_MAX_WATCHES_PER_USER};
 pub use services::{ServiceRange, DEFAULT_SERVICE_CIDR};
-pub use tls::Credentials;
+pub use tls::{user_kubeconfig, Credentials};
 
 /// The content types [`decode_body`] tells apart (the fuzz target picks one by its first byte).
 #[doc(hidden)]
@@ -139,6 +140,10 @@ pub(crate) struct Api {
     pub token: String,
     /// Signs and verifies service-account tokens.
     pub sa_keys: Arc<auth::serviceaccount::Keys>,
+    /// Checks credentials: client certificates and bearer tokens.
+    pub authn: auth::Authenticator,
+    /// The RBAC authorizer and its index of the store's roles and bindings.
+    pub authz: Arc<rbac::Authorizer>,
     pub addr: SocketAddr,
     pub service_range: ServiceRange,
     pub watch_limits: WatchLimits,
@@ -161,6 +166,7 @@ pub struct Running {
     compaction_task: Option<tokio::task::JoinHandle<()>>,
     event_ttl_task: Option<tokio::task::JoinHandle<()>>,
     kubernetes_task: Option<tokio::task::JoinHandle<()>>,
+    rbac_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -173,6 +179,7 @@ impl Running {
             self.compaction_task.take(),
             self.event_ttl_task.take(),
             self.kubernetes_task.take(),
+            self.rbac_task.take(),
         ]
         .into_iter()
         .flatten()
@@ -208,6 +215,7 @@ impl Drop for Running {
             self.compaction_task.take(),
             self.event_ttl_task.take(),
             self.kubernetes_task.take(),
+            self.rbac_task.take(),
         ]
         .into_iter()
         .flatten()
@@ -255,6 +263,11 @@ pub async fn start(config: Config) -> Result<Running> {
         sa_keys: Arc::new(auth::serviceaccount::Keys::load_or_create(
             &config.data_dir.join("pki"),
         )?),
+        authn: auth::Authenticator {
+            token: creds.token.clone(),
+            client_ca: creds.client_verifier()?,
+        },
+        authz: Default::default(),
         addr,
         service_range: config.service_cidr,
         watch_limits: config.watch,
@@ -268,6 +281,9 @@ pub async fn start(config: Config) -> Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("the kubernetes service: {}", e.message))?;
     let kubernetes_task = tokio::spawn(kubernetes_service::run(api.clone(), config.advertise));
+    rbac::bootstrap::ensure(&api).await?;
+    let rbac_rev = api.authz.load(store.as_ref()).await?;
+    let rbac_task = tokio::spawn(api.authz.clone().run(store.clone(), rbac_rev));
     let acceptor = creds.acceptor()?;
     let app = router::app(api.clone());
     let (shutdown, stop) = tokio::sync::watch::channel(false);
@@ -286,6 +302,7 @@ pub async fn start(config: Config) -> Result<Running> {
         compaction_task,
         event_ttl_task,
         kubernetes_task: Some(kubernetes_task),
+        rbac_task: Some(rbac_task),
     })
 }
 

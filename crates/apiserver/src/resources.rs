@@ -100,6 +100,7 @@ fn builtin(
 }
 
 fn builtins() -> Vec<Resource> {
+    let rbac = crate::rbac::GROUP;
     vec![
         builtin(
             "",
@@ -191,6 +192,37 @@ fn builtins() -> Vec<Resource> {
             "node.k8s.io",
             "RuntimeClass",
             "runtimeclasses",
+            &[],
+            false,
+            false,
+            false,
+            false,
+        ),
+        builtin(rbac, "Role", "roles", &[], true, false, false, false),
+        builtin(
+            rbac,
+            "ClusterRole",
+            "clusterroles",
+            &[],
+            false,
+            false,
+            false,
+            false,
+        ),
+        builtin(
+            rbac,
+            "RoleBinding",
+            "rolebindings",
+            &[],
+            true,
+            false,
+            false,
+            false,
+        ),
+        builtin(
+            rbac,
+            "ClusterRoleBinding",
+            "clusterrolebindings",
             &[],
             false,
             false,

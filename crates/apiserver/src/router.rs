@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
+use crate::auth::UserInfo;
 use crate::error::{ApiError, ApiResult};
+use crate::rbac::attributes;
 use crate::resources::Resource;
 use crate::{auth, discovery, openapi, rest, Api};
 
@@ -28,8 +30,8 @@ pub struct Req {
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
     pub body: Bytes,
-    /// Who sent the request: what per-client limits count against.
-    pub user: String,
+    /// Who the request is served as (after impersonation); per-user limits key on its name.
+    pub user: UserInfo,
     /// The connection it came on (None for requests made up inside the server).
     pub conn: Option<crate::tls::Connection>,
     /// The response encoding negotiated from `Accept` (set by the REST dispatcher).
@@ -116,17 +118,13 @@ fn decode_component(s: &str) -> String {
 async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
-    let mut user = auth::user(&parts.headers, &api.token).map(str::to_string);
-    if user.is_none() {
-        if let Some(token) = auth::bearer(&parts.headers) {
-            // Service accounts act as the admin until authorization arrives (RBAC).
-            let sa = auth::serviceaccount::authenticate(&api, token).await;
-            user = sa.map(|id| id.name);
-        }
-    }
-    if !auth::is_public(&path) && user.is_none() {
-        return ApiError::unauthorized().into_response();
-    }
+    let out = crate::proto::negotiate(header(&parts.headers, "accept"), true).unwrap_or_default();
+    let query = parse_query(parts.uri.query());
+    let user = match identify(&api, &parts, &path, &query).await {
+        Ok(u) => u,
+        Err(e) if e.code == 401 => return e.into_response(),
+        Err(e) => return crate::proto::respond(out, e.code, &e.status()),
+    };
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -136,10 +134,10 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
     };
     let req = Req {
         method: parts.method,
-        query: parse_query(parts.uri.query()),
+        query,
         headers: parts.headers,
         body,
-        user: user.unwrap_or_else(|| "system:anonymous".to_string()),
+        user: user.clone(),
         conn: parts.extensions.get::<crate::tls::Connection>().cloned(),
         output: Default::default(),
         raw_query: parts.uri.query().unwrap_or("").to_string(),
@@ -147,12 +145,81 @@ async fn handle(State(api): State<Arc<Api>>, request: Request) -> Response {
     };
     // An error is a Status in what the client accepts (protobuf for kubectl); a 406 is JSON,
     // since what the client accepts is the problem.
-    let out = crate::proto::negotiate(req.header("accept"), true).unwrap_or_default();
-    match route(&api, &path, req).await {
+    // The writer of RBAC objects, for the escalation checks deep in the write path.
+    let requester = (user, api.authz.clone());
+    let routed = crate::rbac::escalation::REQUESTER.scope(requester, route(&api, &path, req));
+    match routed.await {
         Ok(r) => r,
         Err(e) if e.code == 406 => e.into_response(),
         Err(e) => crate::proto::respond(out, e.code, &e.status()),
     }
+}
+
+fn header<'a>(h: &'a HeaderMap, k: &str) -> &'a str {
+    h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Authenticate (401 for credentials that do not check out; none is `system:anonymous`),
+/// apply impersonation, and authorize the request: the identity it is served as, or the error.
+async fn identify(
+    api: &Api,
+    parts: &axum::http::request::Parts,
+    path: &str,
+    query: &HashMap<String, String>,
+) -> ApiResult<UserInfo> {
+    let peer = parts.extensions.get::<auth::PeerCerts>();
+    let mut user = api.authn.authenticate(&parts.headers, peer);
+    if user.is_none() && peer.is_none_or(|p| p.is_empty()) {
+        if let Some(token) = auth::bearer(&parts.headers) {
+            user = auth::serviceaccount::authenticate(api, token)
+                .await
+                .map(|sa| sa.user_info());
+        }
+    }
+    let user = match user {
+        Some(u) => u,
+        None if auth::has_credentials(&parts.headers, peer) => return Err(ApiError::unauthorized()),
+        None => UserInfo::anonymous(),
+    };
+    let user = auth::impersonate::apply(&api.authz, user, &parts.headers)?;
+    let mut attrs = attributes::of_request(&user, &parts.method, path, query);
+    let mut allowed = api.authz.allows(&attrs);
+    // A websocket (GET) into exec/attach/port-forward/proxy opens the same stream as the
+    // SPDY POST does: it needs `create` as well, as kube checks it since 1.30.
+    if allowed && attrs.verb == "get" && attributes::is_stream(&attrs.subresource) {
+        attrs.verb = "create".into();
+        allowed = api.authz.allows(&attrs);
+    }
+    if allowed {
+        Ok(user)
+    } else {
+        Err(forbidden(&attrs))
+    }
+}
+
+/// kube's 403: `pods is forbidden: User "alice" cannot list resource "pods" in API group ""
+/// in the namespace "default"`.
+pub fn forbidden(a: &crate::rbac::rules::Attributes) -> ApiError {
+    if !a.resource_request {
+        return ApiError::new(403, "Forbidden", format!("forbidden: {}", a.denial()));
+    }
+    let qualified = if a.api_group.is_empty() {
+        a.resource.clone()
+    } else {
+        format!("{}.{}", a.resource, a.api_group)
+    };
+    let subject = if a.name.is_empty() {
+        qualified
+    } else {
+        format!("{qualified} {:?}", a.name)
+    };
+    let mut e = ApiError::new(
+        403,
+        "Forbidden",
+        format!("{subject} is forbidden: {}", a.denial()),
+    );
+    e.details = Some(serde_json::json!({"name": a.name, "group": a.api_group, "kind": a.resource}));
+    e
 }
 
 async fn route(api: &Arc<Api>, path: &str, mut req: Req) -> ApiResult<Response> {
@@ -197,6 +264,11 @@ async fn route(api: &Arc<Api>, path: &str, mut req: Req) -> ApiResult<Response> 
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(ApiError::path_not_found(path)),
     };
+    if let [plural] = rest {
+        if let Some(r) = crate::rbac::reviews::handle(api, group, version, plural, &req) {
+            return r;
+        }
+    }
     let mut rest = rest;
     if let ["watch", r @ ..] = rest {
         // The old watch paths (/api/v1/watch/...) still used by some clients.
@@ -280,7 +352,7 @@ impl Req {
                 .collect(),
             headers: h,
             body: Bytes::new(),
-            user: "test".into(),
+            user: UserInfo::admin(),
             conn: None,
             output: Default::default(),
             raw_query: String::new(),

@@ -14,7 +14,11 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -23,6 +27,7 @@ use tower::ServiceExt;
 pub struct Credentials {
     pub ca_pem: String,
     pub token: String,
+    ca_key: KeyPair,
     cert_der: Vec<u8>,
     key_der: Vec<u8>,
 }
@@ -112,12 +117,16 @@ impl Credentials {
         Ok(Credentials {
             ca_pem,
             token,
+            ca_key,
             cert_der: cert.der().to_vec(),
             key_der: key.serialize_der(),
         })
     }
 
-    /// Write `DATA_DIR/kubeconfig` (mode 0600) pointing at `addr` with the admin token.
+    /// Write `DATA_DIR/kubeconfig` (mode 0600) pointing at `addr` with a client certificate
+    /// for `yun-admin` in `system:masters`. The admin token rides along: the controller manager
+    /// and agents `yun up` starts from this file take it for the agent's log endpoint, and the
+    /// server checks the certificate first, so both name the same user.
     pub fn write_kubeconfig(&self, data_dir: &Path, addr: SocketAddr) -> Result<PathBuf> {
         let ip = if addr.ip().is_unspecified() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -125,21 +134,37 @@ impl Credentials {
             addr.ip()
         };
         let server = format!("https://{}", SocketAddr::new(ip, addr.port()));
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: yun\ncontexts:\n- context:\n    cluster: yun\n    user: admin\n  name: yun\ncurrent-context: yun\nusers:\n- name: admin\n  user:\n    token: {}\npreferences: {{}}\n",
-            self.token
+        let groups = [crate::auth::MASTERS.to_string()];
+        // A year, renewed on every start.
+        let valid = std::time::Duration::from_secs(365 * 24 * 3600);
+        let (cert, key) = mint_client(&self.ca_key, crate::auth::ADMIN, &groups, valid)?;
+        let mut text = kubeconfig_text(&server, &self.ca_pem, crate::auth::ADMIN, &cert, &key);
+        text = text.replace(
+            "    client-key-data:",
+            &format!("    token: {}\n    client-key-data:", self.token),
         );
         let path = data_dir.join("kubeconfig");
         write_private(&path, text.as_bytes())?;
         Ok(path)
     }
 
+    /// The verifier of client certificates signed by the CA (checked per connection by
+    /// `auth::Authenticator`, so a bad one is a 401 rather than a failed handshake).
+    pub fn client_verifier(&self) -> Result<Arc<dyn ClientCertVerifier>> {
+        let mut roots = rustls::RootCertStore::empty();
+        let der = rustls_pemfile::certs(&mut self.ca_pem.as_bytes())
+            .next()
+            .context("CA certificate PEM")??;
+        roots.add(der)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?)
+    }
+
     pub fn acceptor(&self) -> Result<TlsAcceptor> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+            .with_client_cert_verifier(Arc::new(OptionalClientCert(provider.clone())))
             .with_single_cert(
                 vec![CertificateDer::from(self.cert_der.clone())],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone())),
@@ -148,6 +173,134 @@ impl Credentials {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
+}
+
+/// The handshake's side of client certificates: asked for, optional, and any chain accepted as
+/// long as the client proves it holds the key (the handshake signature is checked here). Whether
+/// the chain is the CA's and unexpired is the authenticator's call, so that a bad certificate
+/// gets kube's 401 instead of a TLS alert the client reports as a network error.
+#[derive(Debug)]
+struct OptionalClientCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ClientCertVerifier for OptionalClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: Go clients (kubectl) send their certificate only if it matches a hint, and
+        // a certificate from another CA must arrive to be refused with a 401.
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client certificate (PEM) and its key (PEM) for `user` in `groups`, signed by the CA,
+/// valid from a few minutes ago (clock skew) for `valid`.
+fn mint_client(
+    ca_key: &KeyPair,
+    user: &str,
+    groups: &[String],
+    valid: std::time::Duration,
+) -> Result<(String, String)> {
+    let ca_cert = ca_params()?.self_signed(ca_key)?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name.push(DnType::CommonName, user);
+    for g in groups {
+        p.distinguished_name
+            .push(DnType::OrganizationName, g.as_str());
+    }
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::minutes(5);
+    p.not_after = now + valid;
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, &ca_cert, ca_key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn kubeconfig_text(server: &str, ca_pem: &str, user: &str, cert: &str, key: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {}\n    server: {server}\n  name: yun\ncontexts:\n- context:\n    cluster: yun\n    user: {user}\n  name: yun\ncurrent-context: yun\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\npreferences: {{}}\n",
+        b64(ca_pem),
+        b64(cert),
+        b64(key)
+    )
+}
+
+/// A kubeconfig for `user` in `groups` with a client certificate signed by the CA in
+/// `DATA_DIR/pki` (root only), valid for `valid`, for the server `DATA_DIR/kubeconfig` names.
+pub fn user_kubeconfig(
+    data_dir: &Path,
+    user: &str,
+    groups: &[String],
+    valid: std::time::Duration,
+) -> Result<String> {
+    let key_path = data_dir.join("pki/ca.key");
+    let pem = std::fs::read_to_string(&key_path).with_context(|| {
+        format!(
+            "reading {} (run as root on the server host)",
+            key_path.display()
+        )
+    })?;
+    let ca_key =
+        KeyPair::from_pem(&pem).with_context(|| format!("parsing {}", key_path.display()))?;
+    let admin = data_dir.join("kubeconfig");
+    let text = std::fs::read_to_string(&admin)
+        .with_context(|| format!("reading {} (has `yun up` run?)", admin.display()))?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(str::to_string))
+            .with_context(|| format!("{}: no {name}", admin.display()))
+    };
+    // The server and the CA that vouches for it, as the admin kubeconfig has them.
+    let server = field("server: ")?;
+    let ca_b64 = field("certificate-authority-data: ")?;
+    let ca_pem =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ca_b64.trim())?)
+            .with_context(|| format!("{}: certificate-authority-data", admin.display()))?;
+    let (cert, key) = mint_client(&ca_key, user, groups, valid)?;
+    Ok(kubeconfig_text(&server, &ca_pem, user, &cert, &key))
 }
 
 /// Write a file readable by its owner only, atomically (temp + fsync + rename).
@@ -228,10 +381,16 @@ pub async fn serve(
             let Ok(Ok(stream)) = handshake.await else {
                 return;
             };
+            let peer = stream.get_ref().1.peer_certificates().map(|c| {
+                crate::auth::PeerCerts::new(c.iter().map(|d| d.clone().into_owned()).collect())
+            });
             let handle = Connection::default();
             let kill = handle.0.clone();
             let app = app.map_request(move |mut req: axum::http::Request<_>| {
                 req.extensions_mut().insert(handle.clone());
+                if let Some(p) = &peer {
+                    req.extensions_mut().insert(p.clone());
+                }
                 req
             });
             let service = hyper_util::service::TowerToHyperService::new(app);

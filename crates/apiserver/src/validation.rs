@@ -1,7 +1,7 @@
 //! Write-time checks: names (DNS-1123), the shape of built-in kinds (through their k8s-openapi
 //! types), kind-specific required fields, and the basics of a CRD's openAPIV3Schema.
 
-use k8s_openapi::api::{apps, batch, coordination, core, node};
+use k8s_openapi::api::{apps, batch, coordination, core, node, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -28,6 +28,16 @@ fn needs_label(res: &Resource) -> bool {
 }
 
 pub fn check_name(res: &Resource, name: &str) -> Option<Cause> {
+    if res.group == crate::rbac::GROUP && matches!(res.schema, Schema::Builtin) {
+        // RBAC names are path segments (`system:basic-user`), as kube validates them.
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '%']) {
+            return Some(Cause::invalid(
+                "metadata.name",
+                format!("Invalid value: {name:?}: may not be '.' or '..' and may not contain '/' or '%'"),
+            ));
+        }
+        return None;
+    }
     if needs_label(res) {
         if !dns_label_ok(name) {
             return Some(Cause::invalid(
@@ -70,6 +80,10 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "CronJob" => typed::<batch::v1::CronJob>(obj),
         "Lease" => typed::<coordination::v1::Lease>(obj),
         "RuntimeClass" => typed::<node::v1::RuntimeClass>(obj),
+        "Role" => typed::<rbac::v1::Role>(obj),
+        "ClusterRole" => typed::<rbac::v1::ClusterRole>(obj),
+        "RoleBinding" => typed::<rbac::v1::RoleBinding>(obj),
+        "ClusterRoleBinding" => typed::<rbac::v1::ClusterRoleBinding>(obj),
         "CustomResourceDefinition" => typed::<CustomResourceDefinition>(obj),
         _ => Ok(()),
     }
@@ -253,6 +267,9 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
         "Deployment" | "ReplicaSet" => check_workload(obj, &mut causes),
         "Job" if res.group == "batch" => crate::batch::validate_job(obj, &mut causes),
         "CronJob" if res.group == "batch" => crate::batch::validate_cronjob(obj, &mut causes),
+        _ if res.group == crate::rbac::GROUP => {
+            crate::rbac::validation::validate(res, obj, &mut causes)
+        }
         "CustomResourceDefinition" => {
             let group = obj.pointer("/spec/group").and_then(Value::as_str);
             let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str);
@@ -344,6 +361,15 @@ pub fn validate_update(res: &Resource, cur: &Value, new: &Value) -> ApiResult<()
     let mut causes = Vec::new();
     if matches!(res.schema, Schema::Builtin) && res.group == "batch" && res.kind == "Job" {
         crate::batch::job_update(cur, new, &mut causes);
+    }
+    if res.group == crate::rbac::GROUP && cur.get("roleRef") != new.get("roleRef") {
+        causes.push(Cause::invalid(
+            "roleRef",
+            format!(
+                "Invalid value: {}: cannot change roleRef",
+                new.get("roleRef").cloned().unwrap_or_default()
+            ),
+        ));
     }
     if causes.is_empty() {
         return Ok(());

@@ -181,6 +181,9 @@ async fn unauthorized_without_token() {
     let mut kc = Kubeconfig::read_from(&server.kubeconfig).unwrap();
     for u in &mut kc.auth_infos {
         if let Some(a) = u.auth_info.as_mut() {
+            // A token that is not the admin's, and no client certificate to fall back on.
+            a.client_certificate_data = None;
+            a.client_key_data = None;
             a.token = Some("wrong".to_string().into());
         }
     }

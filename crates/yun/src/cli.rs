@@ -3,6 +3,7 @@
 mod cluster;
 mod containers;
 mod kube;
+mod kubeconfig;
 mod server;
 mod vm;
 
@@ -59,6 +60,9 @@ enum Cmd {
     Kube(kube::Cmd),
     /// The Kubernetes-compatible API server (writes DATA_DIR/kubeconfig for kubectl).
     Server(server::ServerArgs),
+    /// Mint a kubeconfig with a client certificate for a user (and groups), signed by the
+    /// API server's CA in DATA_DIR/pki.
+    Kubeconfig(kubeconfig::Args),
     /// An OCI distribution registry server.
     Registry {
         #[command(subcommand)]
@@ -136,6 +140,7 @@ fn run(cli: Yun) -> Result<i32> {
         Cmd::Vm { cmd } => vm::run(&cli.data_dir, cmd),
         Cmd::Kube(cmd) => kube::run(&cli.data_dir, cmd),
         Cmd::Server(args) => server::run(&cli.data_dir, args),
+        Cmd::Kubeconfig(args) => kubeconfig::run(&cli.data_dir, args),
         Cmd::Registry {
             cmd:
                 RegistryCmd::Serve {

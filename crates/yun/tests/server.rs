@@ -463,12 +463,20 @@ fn kubectl_custom_resources() {
 }
 
 #[test]
-fn anonymous_curl_gets_401() {
+fn anonymous_curl_is_forbidden() {
+    // As kube-apiserver: no credentials is system:anonymous, which RBAC's defaults let see
+    // /healthz and /version only.
     let srv = Server::start("anon");
     let (code, body) = srv.curl("GET", "/api/v1/namespaces", "application/json", b"", false);
-    assert_eq!(code, 401);
+    assert_eq!(code, 403);
     assert_eq!(body["kind"], "Status");
-    assert_eq!(body["reason"], "Unauthorized");
+    assert_eq!(body["reason"], "Forbidden");
+    assert_eq!(
+        body["message"],
+        "namespaces is forbidden: User \"system:anonymous\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"
+    );
+    let (code, _) = srv.curl("GET", "/version", "application/json", b"", false);
+    assert_eq!(code, 200);
     let (code, _) = srv.curl("GET", "/api/v1/namespaces", "application/json", b"", true);
     assert_eq!(code, 200);
 }

@@ -91,7 +91,9 @@ fn status_with(up: &Up, token: &str) -> u16 {
     curl(
         up,
         "GET",
-        "/api/v1/namespaces/default/configmaps",
+        // Discovery: open to every authenticated user, so 200 means "authenticated" and 401
+        // "not", whatever RBAC grants the account.
+        "/api",
         Some(token),
         None,
     )
@@ -150,11 +152,21 @@ fn tokens_authenticate_verify_with_the_jwks_and_stop_when_they_should() {
     assert_eq!(status_with(&up, &token), 200, "a fresh token authenticates");
     assert_eq!(status_with(&up, "not-a-token"), 401);
 
-    // OIDC discovery is public; PyJWT verifies the token with the JWKS alone.
-    let (code, discovery) = curl(&up, "GET", "/.well-known/openid-configuration", None, None);
+    // OIDC discovery is open to every service account (kube's
+    // system:service-account-issuer-discovery), not to anonymous users; PyJWT verifies the
+    // token with the JWKS alone.
+    let (code, _) = curl(&up, "GET", "/openid/v1/jwks", None, None);
+    assert_eq!(code, 403, "anonymous");
+    let (code, discovery) = curl(
+        &up,
+        "GET",
+        "/.well-known/openid-configuration",
+        Some(&token),
+        None,
+    );
     assert_eq!(code, 200, "{discovery}");
     assert!(discovery.contains("/openid/v1/jwks"), "{discovery}");
-    let (code, jwks) = curl(&up, "GET", "/openid/v1/jwks", None, None);
+    let (code, jwks) = curl(&up, "GET", "/openid/v1/jwks", Some(&token), None);
     assert_eq!(code, 200, "{jwks}");
     let verified = python(
         "import jwt, json, sys\n\
@@ -334,12 +346,46 @@ fn pods_get_credentials_reach_the_api_and_are_admitted_by_their_account() {
          -sS --max-time 10 --cacert {SA_DIR}/ca.crt -H \"Authorization: Bearer $(cat {SA_DIR}/token)\" \
          https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/$(cat {SA_DIR}/namespace)/pods"
     );
-    let got = sh("caller", &call);
-    let body = text(&got.stdout);
+    // Without a grant the account may not list pods: kube's 403 naming it.
+    let body = text(&sh("caller", &call).stdout);
+    assert!(
+        body.contains("\"code\":403")
+            && body.contains(
+                "User \\\"system:serviceaccount:apps:default\\\" cannot list resource \\\"pods\\\""
+            ),
+        "{body}"
+    );
+    // A Role and a RoleBinding to the account allow it.
+    up.ok(&[
+        "create",
+        "role",
+        "pod-reader",
+        "-n",
+        "apps",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    up.ok(&[
+        "create",
+        "rolebinding",
+        "pod-reader",
+        "-n",
+        "apps",
+        "--role=pod-reader",
+        "--serviceaccount=apps:default",
+    ]);
+    let mut body = String::new();
+    for _ in 0..50 {
+        let got = sh("caller", &call);
+        body = text(&got.stdout) + &text(&got.stderr);
+        if body.contains("\"kind\":\"PodList\"") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(
         body.contains("\"kind\":\"PodList\"") && body.contains("\"caller\""),
-        "{body}{}",
-        text(&got.stderr)
+        "{body}"
     );
 
     // The pod's token is bound to the pod: it authenticates, and stops when the pod goes.

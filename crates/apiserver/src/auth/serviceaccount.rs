@@ -186,6 +186,32 @@ pub struct Identity {
     pub claims: Claims,
 }
 
+impl Identity {
+    /// The identity RBAC sees: `system:serviceaccount:NS:NAME` in `system:serviceaccounts`,
+    /// `system:serviceaccounts:NS` and `system:authenticated`, with the bound pod (if any) in
+    /// `extra` as kube puts it.
+    pub fn user_info(&self) -> super::UserInfo {
+        let mut extra = std::collections::BTreeMap::new();
+        if let Some(p) = &self.claims.kubernetes.pod {
+            extra.insert(
+                "authentication.kubernetes.io/pod-name".to_string(),
+                vec![p.name.clone()],
+            );
+            extra.insert(
+                "authentication.kubernetes.io/pod-uid".to_string(),
+                vec![p.uid.clone()],
+            );
+        }
+        super::UserInfo {
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            groups: self.groups.clone(),
+            extra,
+        }
+        .authenticated()
+    }
+}
+
 /// Check a token's signature, issuer, that `audience` is one of its audiences, and that `now`
 /// (unix seconds) lies in [nbf, exp); None for anything else, including tokens not meant
 /// for service accounts (another issuer, an opaque string).

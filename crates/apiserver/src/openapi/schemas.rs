@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -73,6 +73,12 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
         }
         ("coordination.k8s.io", "v1") => b.add::<coordination::v1::Lease>(),
         ("node.k8s.io", "v1") => b.add::<node::v1::RuntimeClass>(),
+        ("rbac.authorization.k8s.io", "v1") => {
+            b.add::<rbac::v1::Role>();
+            b.add::<rbac::v1::ClusterRole>();
+            b.add::<rbac::v1::RoleBinding>();
+            b.add::<rbac::v1::ClusterRoleBinding>();
+        }
         ("apiextensions.k8s.io", "v1") => b.add::<apiext::CustomResourceDefinition>(),
         _ => return None,
     }
@@ -96,12 +102,13 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
 }
 
 /// The built-in group-versions, in the order documents list them.
-pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 6] = [
+pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 7] = [
     ("", "v1"),
     ("apps", "v1"),
     ("batch", "v1"),
     ("coordination.k8s.io", "v1"),
     ("node.k8s.io", "v1"),
+    ("rbac.authorization.k8s.io", "v1"),
     ("apiextensions.k8s.io", "v1"),
 ];
 

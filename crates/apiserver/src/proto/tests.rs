@@ -75,9 +75,12 @@ fn full<T: DeserializeOwned + Serialize>(api_version: &str, kind: &str) {
     assert_eq!(round_trip(&known), known, "{kind}");
     let list = json!({"apiVersion": api_version, "kind": format!("{kind}List"),
         "metadata": {"resourceVersion": "12", "continue": "c"}, "items": [known.clone(), known]});
-    // Every kind but a subresource's (Scale) has a list.
+    // Every kind but a subresource's (Scale) and the never-stored reviews has a list.
     let Some(mut enc) = ListEncoder::new(api_version, kind) else {
-        assert_eq!(kind, "Scale");
+        assert!(
+            kind == "Scale" || kind.ends_with("Review"),
+            "{kind} has no list"
+        );
         return;
     };
     for i in list["items"].as_array().unwrap() {
@@ -132,6 +135,24 @@ fn every_served_builtin_kind_round_trips() {
     full::<k8s_openapi::api::autoscaling::v1::Scale>("autoscaling/v1", "Scale");
     full::<k8s_openapi::api::batch::v1::Job>("batch/v1", "Job");
     full::<k8s_openapi::api::rbac::v1::Role>("rbac.authorization.k8s.io/v1", "Role");
+    full::<k8s_openapi::api::rbac::v1::ClusterRole>("rbac.authorization.k8s.io/v1", "ClusterRole");
+    full::<k8s_openapi::api::rbac::v1::RoleBinding>("rbac.authorization.k8s.io/v1", "RoleBinding");
+    full::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+    );
+    full::<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview>(
+        "authorization.k8s.io/v1",
+        "SelfSubjectAccessReview",
+    );
+    full::<k8s_openapi::api::authorization::v1::SelfSubjectRulesReview>(
+        "authorization.k8s.io/v1",
+        "SelfSubjectRulesReview",
+    );
+    full::<k8s_openapi::api::authentication::v1::SelfSubjectReview>(
+        "authentication.k8s.io/v1",
+        "SelfSubjectReview",
+    );
     full::<k8s_openapi::api::discovery::v1::EndpointSlice>("discovery.k8s.io/v1", "EndpointSlice");
     full::<k8s_openapi::api::events::v1::Event>("events.k8s.io/v1", "Event");
 }

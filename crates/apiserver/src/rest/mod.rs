@@ -25,7 +25,7 @@ use crate::router::{Req, Target};
 use crate::selectors::Selector;
 use crate::Api;
 
-pub use write::ensure_default_namespaces;
+pub use write::{create_object, ensure_default_namespaces};
 
 pub async fn dispatch(api: &Arc<Api>, t: Target, mut req: Req) -> ApiResult<Response> {
     let sub = t.sub.clone();

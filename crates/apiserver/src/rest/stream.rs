@@ -99,9 +99,12 @@ async fn proxy_upgrade(
     let Some(client_upgrade) = req.upgrade.take() else {
         return Err(ApiError::bad_request("Upgrade request required"));
     };
-    let slot = api
-        .streams
-        .take(&req.user, MAX_SESSIONS_PER_USER, "streaming sessions", "")?;
+    let slot = api.streams.take(
+        &req.user.name,
+        MAX_SESSIONS_PER_USER,
+        "streaming sessions",
+        "",
+    )?;
     let unreachable =
         |e: String| ApiError::internal(format!("reaching the agent of node {node}: {e}"));
     let tcp = tokio::time::timeout(

@@ -53,7 +53,7 @@ impl Encoder {
                     h
                 },
                 body: Bytes::new(),
-                user: String::new(),
+                user: Default::default(),
                 conn: None,
                 output: Default::default(),
                 raw_query: String::new(),
@@ -172,7 +172,9 @@ impl Sink {
 
 pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
     let sel = selector(req)?;
-    let slot = api.watches.acquire(&req.user, api.watch_limits.per_user)?;
+    let slot = api
+        .watches
+        .acquire(&req.user.name, api.watch_limits.per_user)?;
     let prefix = t.res.prefix(t.ns.as_deref());
     let enc = Encoder {
         res: t.res.clone(),

@@ -103,6 +103,7 @@ pub async fn create_object(
     }
     normalize(res, &mut obj);
     validation::validate(res, &obj)?;
+    crate::rbac::escalation::check(res, &obj)?;
     super::encode(&obj)?;
     if let Some(ns) = &ns {
         super::namespaces::admit_create(api, res, ns, &name).await?;
@@ -303,6 +304,7 @@ pub(super) fn validate_change(
     validation::validate(res, out)?;
     if !status {
         validation::validate_update(res, cur, out)?;
+        crate::rbac::escalation::check(res, out)?;
     }
     Ok(())
 }

@@ -257,6 +257,23 @@ impl Client {
                 .context("kubeconfig: certificate-authority-data is not base64")?;
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
         }
+        // A client certificate (what `yun up` and `yun kubeconfig` write) is the identity; a
+        // token, when there is one, goes along as the server checks certificates first.
+        let b64 = |field: &str| -> Result<Option<Vec<u8>>> {
+            user["user"][field]
+                .as_str()
+                .map(|d| base64::engine::general_purpose::STANDARD.decode(d))
+                .transpose()
+                .with_context(|| format!("kubeconfig: {field} is not base64"))
+        };
+        if let (Some(mut cert), Some(key)) =
+            (b64("client-certificate-data")?, b64("client-key-data")?)
+        {
+            cert.extend_from_slice(&key);
+            builder = builder.identity(
+                reqwest::Identity::from_pem(&cert).context("kubeconfig: client certificate")?,
+            );
+        }
         let token = user["user"]["token"].as_str().unwrap_or("").to_string();
         let mut client = Client {
             http: builder.build()?,
@@ -277,11 +294,10 @@ impl Client {
         body: Option<(&str, Value)>,
         accept: &str,
     ) -> Result<(reqwest::StatusCode, Value)> {
-        let mut req = self
-            .http
-            .request(method, url)
-            .bearer_auth(&self.token)
-            .header("accept", accept);
+        let mut req = self.http.request(method, url).header("accept", accept);
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
         if let Some((ct, v)) = body {
             req = req.header("content-type", ct).body(serde_json::to_vec(&v)?);
         }
