@@ -20,25 +20,8 @@ if [ -z "${YUN:-}" ]; then
     YUN=$TARGET/release/yun
     BENCH=$TARGET/release/examples/bench_protobuf
 fi
-work=$(mktemp -d /tmp/yun-bench-protobuf-XXXXXX)
-pid=
-cleanup() {
-    if [ -n "$pid" ]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-port=$(python3 -c 'import socket
-s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$YUN" --data-dir "$work/data" server --addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
-pid=$!
-for _ in $(seq 200); do
-    [ -f "$work/data/kubeconfig" ] && python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null && break
-    sleep 0.05
-done
+. bench/lib/server.sh
+start_yun_server protobuf
 out=$("$BENCH" "https://127.0.0.1:$port" "$work/data/pki/token" "$work/data/pki/ca.crt" "$PODS" "$CLIENTS" "$LISTS")
 echo "$out" >&2
 row() { echo "$out" | awk -v c="$1" '$1 == c {print $2, $3, $4}'; }

@@ -17,25 +17,8 @@ if [ -z "${YUN:-}" ]; then
     cargo build --release -q -p yun --bin yun
     YUN=$TARGET/release/yun
 fi
-work=$(mktemp -d /tmp/yun-bench-rbac-XXXXXX)
-pid=
-cleanup() {
-    if [ -n "$pid" ]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-port=$(python3 -c 'import socket
-s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$YUN" --data-dir "$work/data" server --addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
-pid=$!
-for _ in $(seq 200); do
-    [ -f "$work/data/kubeconfig" ] && python3 -c "import socket; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null && break
-    sleep 0.05
-done
+. bench/lib/server.sh
+start_yun_server rbac
 KUBECTL=/usr/lib/google-cloud-sdk/bin/kubectl.1.33
 admin=$work/data/kubeconfig
 "$YUN" --data-dir "$work/data" kubeconfig --user alice -o "$work/alice"
