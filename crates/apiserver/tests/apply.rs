@@ -3,36 +3,15 @@
 //! force, dry runs on apply and the scale subresource, and the 422s Kubernetes gives a missing
 //! `fieldManager`, an unknown `dryRun` value and `force` on a non-apply patch.
 
-use std::path::Path;
-
 use axum::http::Request;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 use serde_json::{json, Value};
 
-async fn start(dir: &Path) -> yun_apiserver::Running {
-    yun_apiserver::start(yun_apiserver::Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        store: "embedded".into(),
-        compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
-        service_cidr: Default::default(),
-        ..Default::default()
-    })
-    .await
-    .expect("server starts")
-}
-
-async fn connect(running: &yun_apiserver::Running) -> Client {
-    let kc = Kubeconfig::read_from(&running.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
+mod common;
+use common::{connect, start};
 
 fn deployment(replicas: i32, labels: Value) -> Deployment {
     serde_json::from_value(json!({

@@ -10,43 +10,16 @@ use base64::Engine;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, VersionMatch, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::Client;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod common;
+use common::{api_status, connect, start_with};
 
 // The allocator of the yun binary: the memory figures below are the server's as it runs there
 // (glibc's per-thread arenas would add the store's blocking-pool threads' to them).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-async fn start_with(
-    dir: &Path,
-    f: impl FnOnce(&mut yun_apiserver::Config),
-) -> yun_apiserver::Running {
-    let mut config = yun_apiserver::Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        ..Default::default()
-    };
-    f(&mut config);
-    yun_apiserver::start(config).await.expect("server starts")
-}
-
-async fn connect(running: &yun_apiserver::Running) -> Client {
-    let kc = Kubeconfig::read_from(&running.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
-
-fn api_status(e: kube::Error) -> kube::core::Status {
-    match e {
-        kube::Error::Api(s) => *s,
-        other => panic!("expected an API error, got {other}"),
-    }
-}
 
 fn dir() -> tempfile::TempDir {
     tempfile::Builder::new()

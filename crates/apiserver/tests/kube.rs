@@ -1,6 +1,5 @@
 //! kube-rs against an in-process `yun_apiserver` on a free loopback port.
 
-use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -10,31 +9,13 @@ use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent,
     WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::Client;
 use serde_json::json;
 
-async fn start(dir: &Path) -> yun_apiserver::Running {
-    yun_apiserver::start(yun_apiserver::Config {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_path_buf(),
-        store: "embedded".into(),
-        compaction_interval: yun_apiserver::DEFAULT_COMPACTION_INTERVAL,
-        service_cidr: Default::default(),
-        ..Default::default()
-    })
-    .await
-    .expect("server starts")
-}
-
-async fn connect(running: &yun_apiserver::Running) -> Client {
-    let kc = Kubeconfig::read_from(&running.kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
+mod common;
+use common::{connect, start};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
 fn pod(name: &str, labels: serde_json::Value) -> Pod {
     serde_json::from_value(json!({
