@@ -28,19 +28,6 @@ pub struct ExitWatch {
 }
 
 impl ExitWatch {
-    /// Whether `status` shows a running container (`containerID` `yun://ID`) that no wait
-    /// covers yet.
-    pub fn has_unwatched(&self, status: &k8s_openapi::api::core::v1::PodStatus) -> bool {
-        let watched = self.watched.lock().expect("lock");
-        status
-            .container_statuses
-            .iter()
-            .flatten()
-            .filter(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
-            .filter_map(|c| c.container_id.as_deref()?.strip_prefix("yun://"))
-            .any(|id| !watched.contains(id))
-    }
-
     /// Wait on each of `running` (pid, container) of pod `uid` not yet waited on; when one
     /// exits, mark the pod changed so the sync loop picks it up at once.
     pub fn watch(
@@ -108,25 +95,5 @@ async fn wait_for_record(rt: &Arc<PodRuntime>, container: &yun_engine::Container
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_running_container_without_a_wait_needs_the_records_read() {
-        let status = |state: &str| -> k8s_openapi::api::core::v1::PodStatus {
-            serde_json::from_value(serde_json::json!({"containerStatuses": [
-                {"name": "c", "image": "busybox", "imageID": "", "ready": true, "restartCount": 0,
-                 "containerID": "yun://abc", "state": {state: {}}}]}))
-            .unwrap()
-        };
-        let w = ExitWatch::default();
-        assert!(w.has_unwatched(&status("running")));
-        assert!(!w.has_unwatched(&status("terminated")));
-        w.watched.lock().unwrap().insert("abc".into());
-        assert!(!w.has_unwatched(&status("running")));
     }
 }

@@ -559,14 +559,14 @@ impl PodSyncer {
                 return Ok(());
             }
         };
-        let (rt2, pod2, uid2, exits2) = (rt.clone(), pod.clone(), uid.clone(), exits.clone());
+        let (rt2, pod2, uid2) = (rt.clone(), pod.clone(), uid.clone());
         let (status, running) = tokio::task::spawn_blocking(move || {
             let status = rt2.sync(&pod2, &inputs);
-            // What runs now is waited on, so its exit syncs the pod at once. The records are
-            // read again only when the status shows a running container not yet waited on
-            // (the periodic pass over a settled pod reads nothing more).
+            // What runs now is waited on, so its exit syncs the pod at once.
             let running = match &status {
-                Ok(s) if exits2.has_unwatched(s) => rt2.running_containers(&uid2),
+                Ok(s) if !matches!(s.phase.as_deref(), Some("Succeeded") | Some("Failed")) => {
+                    rt2.running_containers(&uid2)
+                }
                 _ => Vec::new(),
             };
             (status, running)
