@@ -245,17 +245,19 @@ pub fn make_dirs(
                 on_new(&parent, &dir)
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-            // Another container's delete removed the shared parent (/yun) between our
-            // mkdirs: start the chain again.
-            Err(e) if e.kind() == ErrorKind::NotFound && retries < 5 => {
-                retries += 1;
-                parent = h.mountpoint.clone();
-                dirs = chain(&h.mountpoint, &h.dir);
-                i = 0;
-                continue;
-            }
             Err(e) => Err(anyhow!("create cgroup {}: {e}", dir.display())),
         };
+        // Another container's delete removed a shared parent (/yun) under us: either before
+        // our mkdir of its child, or right after we made it empty and before we filled it in
+        // (an empty /yun is removed with the last container). Start the chain again.
+        if result.is_err() && retries < MAKE_DIRS_RETRIES && !parent_chain_intact(&dirs[..=i]) {
+            retries += 1;
+            h.created.retain(|made| made.is_dir());
+            parent = h.mountpoint.clone();
+            dirs = chain(&h.mountpoint, &h.dir);
+            i = 0;
+            continue;
+        }
         if let Err(e) = result {
             for made in h.created.drain(..).rev() {
                 let _ = fs::remove_dir(&made);
@@ -266,6 +268,14 @@ pub fn make_dirs(
         i += 1;
     }
     Ok(())
+}
+
+/// How often `make_dirs` starts again after a concurrent delete took a directory of its chain.
+const MAKE_DIRS_RETRIES: u32 = 20;
+
+/// Do all of `dirs` (a prefix of the chain, the last one just handled) still exist?
+fn parent_chain_intact(dirs: &[PathBuf]) -> bool {
+    dirs.iter().all(|d| d.is_dir())
 }
 
 /// Child cgroup directories of `dir`, deepest first (so they can be removed in order).
@@ -453,5 +463,38 @@ mod tests {
     fn chain_lists_each_level() {
         let c = chain(Path::new("/m"), Path::new("/m/a/b"));
         assert_eq!(c, [PathBuf::from("/m/a"), PathBuf::from("/m/a/b")]);
+    }
+
+    /// A concurrent delete that removes the shared parent right after this create made it
+    /// (empty, before its child exists) must not fail the create: it starts the chain again.
+    #[test]
+    fn make_dirs_survives_its_new_parent_being_removed_under_it() {
+        let root = std::env::temp_dir().join(format!("yun-test-make-dirs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir(&root).unwrap();
+        let mut h = HierarchyState {
+            name: "cpuset".into(),
+            kind: super::super::Kind::V1,
+            controllers: vec!["cpuset".into()],
+            options: "cpuset".into(),
+            mountpoint: root.clone(),
+            dir: root.join("yun/c1"),
+            created: Vec::new(),
+        };
+        let mut removed_once = false;
+        let result = make_dirs(&mut h, |_parent, dir| {
+            if dir.ends_with("yun") && !removed_once {
+                removed_once = true;
+                // The other container's delete: its last child is gone, so /yun goes too.
+                fs::remove_dir(dir).unwrap();
+                fs::write(dir.join("cpuset.cpus"), "0")?;
+            }
+            Ok(())
+        });
+        let made = h.created.clone();
+        let _ = fs::remove_dir_all(&root);
+        result.unwrap();
+        assert!(removed_once);
+        assert_eq!(made, [root.join("yun"), root.join("yun/c1")]);
     }
 }
