@@ -2,7 +2,8 @@
 //! `v5.channel.k8s.io`): exec's exit code, separate stdout and stderr, piped stdin, a tty
 //! with its size, `kubectl cp` both ways, kube's errors, `run -i --rm` (attach), and a
 //! client that goes away taking its process with it; port-forward with kubectl 1.33 (SPDY
-//! tunneled in a WebSocket), 1.27 and 1.20 (SPDY); exec over SPDY with 1.27 and 1.20.
+//! tunneled in a WebSocket), 1.27 and 1.20 (SPDY); exec and attach over SPDY with 1.27 and
+//! 1.20.
 
 mod common;
 
@@ -227,47 +228,39 @@ fn kubectl_exec_attach_cp_tty_and_port_forward() {
 
     // run -i --rm: attach delivers stdin to the main process (stdin: true, stdinOnce: its end
     // is the container's end of file), its stdout and stderr come back apart, kubectl exits
-    // with the container's code and removes the pod.
-    let mut child = kubectl133(
-        &up,
-        &[
-            "run",
-            "-i",
-            "--rm",
-            "--restart=Never",
-            "once",
-            "--image=busybox",
-            "--",
-            "sh",
-        ],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(b"echo from-stdin; echo to-stderr >&2; exit 5\n")
+    // with the container's code and removes the pod. 1.33 attaches over WebSocket, 1.27 and
+    // 1.20 over SPDY.
+    for (kubectl, pod) in [
+        (KUBECTL_133, "once-133"),
+        (KUBECTL_127, "once-127"),
+        (common::kubectl::KUBECTL, "once-120"),
+    ] {
+        let mut child = Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(up.data.join("kubeconfig"))
+            .args(["run", "-i", "--rm", "--restart=Never", pod])
+            .args(["--image=busybox", "--", "sh"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(b"echo from-stdin; echo to-stderr >&2; exit 5\n")
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let said = format!("{kubectl}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(5), "{said}");
+        assert!(text(&out.stdout).starts_with("from-stdin\n"), "{said}");
+        assert!(text(&out.stderr).contains("to-stderr"), "{said}");
+        up.until(&["get", "pods", "-o", "name"], 30, |o| {
+            !o.contains(&format!("pod/{pod}\n"))
+        });
     }
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).starts_with("from-stdin\n"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert!(
-        text(&out.stderr).contains("to-stderr"),
-        "{}",
-        text(&out.stderr)
-    );
-    up.until(&["get", "pods", "-o", "name"], 30, |o| {
-        !o.contains("pod/once")
-    });
 
     // port-forward to a server bound to the pod's loopback: kubectl 1.33 tunnels SPDY in a
     // WebSocket, 1.27 and 1.20 speak SPDY; curl goes through each. A closed port is reported.
@@ -339,16 +332,28 @@ fn kubectl_exec_attach_cp_tty_and_port_forward() {
             kubeconfig.display(),
             if tty { "-it" } else { "" }
         );
+        // What kubectl prints (through script's pty) is kept, to say why if it never starts.
+        let transcript = up.data.join(format!("exec-{secs}.out"));
         let mut wrapper = Command::new("script")
             .args(["-qec", &exec, "/dev/null"])
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&transcript).unwrap())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        wait_until("the exec'd process starts", 20, || {
-            !processes(&["sleep", secs]).is_empty()
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while processes(&["sleep", secs]).is_empty() {
+            if Instant::now() > deadline || wrapper.try_wait().unwrap().is_some() {
+                let _ = wrapper.kill();
+                let ended = wrapper.wait().unwrap();
+                panic!(
+                    "the exec'd process (tty {tty}) did not start within 30 s; kubectl {ended}, \
+                     printed: {:?}",
+                    std::fs::read_to_string(&transcript).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let pid = wrapper.id();
         let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
         for kubectl in children.split_whitespace() {

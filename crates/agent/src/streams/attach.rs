@@ -95,12 +95,24 @@ pub async fn session(socket: WebSocket, v5: bool, a: Attach, _permit: OwnedSemap
         .await
         .map(|m| m.len())
         .unwrap_or(0);
+    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
+    let framer = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some((ch, data)) = out_rx.recv().await {
+                let m = Message::Binary(channel::frame(ch, &data).into());
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
     let output = tokio::spawn(follow(
         a.log.clone(),
         start,
         a.req.clone(),
         a.running,
-        tx.clone(),
+        out_tx,
     ));
     let ended = loop {
         tokio::select! {
@@ -126,6 +138,7 @@ pub async fn session(socket: WebSocket, v5: bool, a: Attach, _permit: OwnedSemap
     drop(stdin_tx);
     if ended {
         let _ = output.await;
+        let _ = framer.await;
         let ok = channel::exit_status(&[], 0);
         let _ = tx
             .send(Message::Binary(
@@ -134,12 +147,14 @@ pub async fn session(socket: WebSocket, v5: bool, a: Attach, _permit: OwnedSemap
             .await;
     } else {
         output.abort();
+        framer.abort();
     }
     drop(tx);
     let _ = writer.await;
 }
 
-async fn connect(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
+/// Connect to the container's attach socket (its stdin).
+pub(super) async fn connect(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStream> {
     let dir = std::fs::File::open(path.parent().unwrap_or(path))?;
     let name = path
         .file_name()
@@ -149,14 +164,14 @@ async fn connect(path: &std::path::Path) -> std::io::Result<tokio::net::UnixStre
     tokio::net::UnixStream::connect(yun_engine::attach::short_path(&dir, name)).await
 }
 
-/// Send the log's new records as the streams asked for, until the container has ended and
-/// everything it wrote is sent.
-async fn follow(
+/// Send the log's new records, as (channel, data), for the streams asked for, until the
+/// container has ended and everything it wrote is sent.
+pub(super) async fn follow(
     log: PathBuf,
     mut offset: u64,
     req: ExecRequest,
     running: Box<dyn Fn() -> bool + Send + Sync>,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<(u8, Vec<u8>)>,
 ) {
     let running = std::sync::Arc::new(running);
     let mut partial: Vec<u8> = Vec::new();
@@ -175,11 +190,8 @@ async fn follow(
             };
             let wanted =
                 (ch == channel::STDOUT && req.stdout) || (ch == channel::STDERR && req.stderr);
-            if wanted && !content.is_empty() {
-                let m = Message::Binary(channel::frame(ch, &content).into());
-                if tx.send(m).await.is_err() {
-                    return;
-                }
+            if wanted && !content.is_empty() && tx.send((ch, content)).await.is_err() {
+                return;
             }
         }
         if !alive && data.is_empty() {

@@ -1,5 +1,5 @@
-//! The agent's streaming endpoints, which the API server proxies `kubectl exec` (and, as they
-//! land, attach and port-forward) to, as kube-apiserver does to the kubelet:
+//! The agent's streaming endpoints, which the API server proxies `kubectl exec`, attach and
+//! port-forward to, as kube-apiserver does to the kubelet:
 //! `GET /exec/NAMESPACE/POD/CONTAINER?command=…&stdin=&stdout=&stderr=&tty=` upgraded to a
 //! WebSocket speaking `v5.channel.k8s.io` or `v4.channel.k8s.io` ([`channel`]). Requests
 //! carry the cluster's bearer token, like `/containerLogs`.
@@ -14,6 +14,7 @@ pub mod channel;
 pub mod exec;
 pub mod portforward;
 pub mod spdy;
+pub mod spdy_attach;
 pub mod spdy_exec;
 
 use std::sync::Arc;
@@ -126,9 +127,8 @@ async fn check(
         error(
             StatusCode::BAD_REQUEST,
             format!(
-                "{what} needs a WebSocket upgrade ({}){}: {e}",
+                "{what} needs a WebSocket upgrade ({}) or SPDY/3.1: {e}",
                 channel::PROTOCOLS.join(", "),
-                if what == "exec" { " or SPDY/3.1" } else { "" }
             ),
         )
     })?;
@@ -277,9 +277,9 @@ async fn attach(
     State(state): State<Arc<StreamState>>,
     Path((ns, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: axum::extract::Request,
 ) -> Response {
+    let (mut parts, ws) = upgrade_parts(request).await;
     let c = match check(
         &state,
         "attach",
@@ -287,8 +287,8 @@ async fn attach(
         &pod,
         &container,
         query,
-        &headers,
-        Some(ws),
+        &parts.headers,
+        ws,
     )
     .await
     {
@@ -325,8 +325,64 @@ async fn attach(
         running: Box::new(move || rt.engine().finished_at(&record).is_none() && log2.exists()),
     };
     let (v5, permit) = (c.v5, c.permit);
-    let ws = c.ws.expect("attach is WebSocket only");
-    ws.on_upgrade(move |socket| attach::session(socket, v5, a, permit))
+    match c.ws {
+        Some(ws) => ws.on_upgrade(move |socket| attach::session(socket, v5, a, permit)),
+        None => spdy_upgrade(&mut parts, "attach", move |io| {
+            spdy_attach::session(io, a, permit)
+        }),
+    }
+}
+
+/// The request's parts, and its WebSocket upgrade unless it asks for SPDY (None then).
+async fn upgrade_parts(
+    request: axum::extract::Request,
+) -> (
+    axum::http::request::Parts,
+    Option<Result<WebSocketUpgrade, WebSocketUpgradeRejection>>,
+) {
+    use axum::extract::FromRequestParts;
+    let (mut parts, _) = request.into_parts();
+    let ws = if upgrade_to(&parts.headers, "SPDY/3.1") {
+        None
+    } else {
+        Some(WebSocketUpgrade::from_request_parts(&mut parts, &()).await)
+    };
+    (parts, ws)
+}
+
+/// Take the connection over as SPDY/3.1 speaking the exec/attach protocol the client offers,
+/// and run `session` on it once switched.
+fn spdy_upgrade<F>(
+    parts: &mut axum::http::request::Parts,
+    what: &str,
+    session: impl FnOnce(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>) -> F + Send + 'static,
+) -> Response
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(protocol) = spdy_exec_protocol(&parts.headers) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{what} over SPDY needs X-Stream-Protocol-Version {}",
+                spdy_exec::PROTOCOL
+            ),
+        );
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the connection cannot be upgraded".into(),
+        );
+    };
+    let what = what.to_string();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(io) => session(hyper_util::rt::TokioIo::new(io)).await,
+            Err(e) => tracing::debug!("{what} upgrade: {e}"),
+        }
+    });
+    spdy_switch(protocol)
 }
 
 /// The SPDY exec protocol the client offers that is served: v4 (its status is the JSON
@@ -347,14 +403,7 @@ async fn exec(
     RawQuery(query): RawQuery,
     request: axum::extract::Request,
 ) -> Response {
-    use axum::extract::FromRequestParts;
-    let (mut parts, _) = request.into_parts();
-    let spdy = upgrade_to(&parts.headers, "SPDY/3.1");
-    let ws = if spdy {
-        None
-    } else {
-        Some(WebSocketUpgrade::from_request_parts(&mut parts, &()).await)
-    };
+    let (mut parts, ws) = upgrade_parts(request).await;
     let c = match check(
         &state,
         "exec",
@@ -374,32 +423,10 @@ async fn exec(
     let id = c.container.container.id;
     let (req, v5, permit) = (c.req, c.v5, c.permit);
     let Some(ws) = c.ws else {
-        let Some(protocol) = spdy_exec_protocol(&parts.headers) else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "exec over SPDY needs X-Stream-Protocol-Version {}",
-                    spdy_exec::PROTOCOL
-                ),
-            );
-        };
-        let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "the connection cannot be upgraded".into(),
-            );
-        };
-        tokio::spawn(async move {
+        return spdy_upgrade(&mut parts, "exec", move |io| async move {
             let root = cfg.data_dir.join("runtime");
-            match on_upgrade.await {
-                Ok(io) => {
-                    let io = hyper_util::rt::TokioIo::new(io);
-                    spdy_exec::session(io, &cfg.yun_exe, &root, &id, req, permit).await
-                }
-                Err(e) => tracing::debug!("exec upgrade: {e}"),
-            }
+            spdy_exec::session(io, &cfg.yun_exe, &root, &id, req, permit).await
         });
-        return spdy_switch(protocol);
     };
     ws.on_upgrade(move |socket| async move {
         let root = cfg.data_dir.join("runtime");

@@ -24,13 +24,15 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// The streams of one exec, by type.
 #[derive(Default)]
-struct Streams {
-    ids: HashMap<String, u32>,
-    stdin: Option<mpsc::Receiver<Vec<u8>>>,
-    resize: Option<mpsc::Receiver<Vec<u8>>>,
+pub(super) struct Streams {
+    pub ids: HashMap<String, u32>,
+    pub stdin: Option<mpsc::Receiver<Vec<u8>>>,
+    pub resize: Option<mpsc::Receiver<Vec<u8>>>,
 }
 
-async fn collect(
+/// Accept the streams the client opens for `req` (error, then stdin/stdout/stderr/resize as
+/// asked), within [`STREAMS_TIMEOUT`].
+pub(super) async fn collect(
     h: &Handle,
     srx: &mut mpsc::Receiver<Stream>,
     req: &ExecRequest,

@@ -1,0 +1,114 @@
+//! attach over SPDY/3.1 with `v4.channel.k8s.io` (kubectl 1.20–1.29 `attach` and `run -i`):
+//! the same streams as exec over SPDY ([`super::spdy_exec`]), fed as the WebSocket attach
+//! is ([`super::attach`]): output is the container's log followed from now, stdin goes to
+//! the engine's attach socket, and the Success status follows once the container has ended.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::attach::{self, Attach};
+use super::channel;
+use super::spdy::{self, Stream};
+use super::spdy_exec::collect;
+
+/// After the status is sent, how long the client has to close the connection.
+const DRAIN: Duration = Duration::from_secs(2);
+
+pub async fn session(
+    io: impl AsyncRead + AsyncWrite + Send + 'static,
+    a: Attach,
+    _permit: OwnedSemaphorePermit,
+) {
+    let (stx, mut srx) = mpsc::channel::<Stream>(16);
+    let (h, mut conn) = spdy::serve(io, stx);
+    let mut streams = match collect(&h, &mut srx, &a.req).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("attach over SPDY: {e}");
+            conn.abort();
+            return;
+        }
+    };
+    let error_id = streams.ids["error"];
+    let status = |v: serde_json::Value| {
+        let h = h.clone();
+        async move {
+            let _ = h.data(error_id, v.to_string().as_bytes(), true).await;
+        }
+    };
+    if let Some(path) = &a.stdin {
+        match attach::connect(path).await {
+            Ok(mut socket) => {
+                if let Some(mut rx) = streams.stdin.take() {
+                    // The client's end of stdin (FIN) is the socket's: with stdinOnce the
+                    // engine's relay then closes the container's stdin.
+                    tokio::spawn(async move {
+                        while let Some(d) = rx.recv().await {
+                            if socket.write_all(&d).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = socket.shutdown().await;
+                    });
+                }
+            }
+            Err(e) => {
+                status(channel::failure_status(&format!("attaching stdin: {e}"))).await;
+                let _ = tokio::time::timeout(DRAIN, &mut conn).await;
+                conn.abort();
+                return;
+            }
+        }
+    }
+    let start = tokio::fs::metadata(&a.log)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let (out_tx, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
+    let output = tokio::spawn(attach::follow(
+        a.log.clone(),
+        start,
+        a.req,
+        a.running,
+        out_tx,
+    ));
+    let stream_of = |ch: u8| {
+        let kind = if ch == channel::STDOUT {
+            "stdout"
+        } else {
+            "stderr"
+        };
+        streams.ids.get(kind).copied()
+    };
+    let ended = loop {
+        tokio::select! {
+            next = out_rx.recv() => match next {
+                Some((ch, data)) => {
+                    if let Some(id) = stream_of(ch) {
+                        if h.data(id, &data, false).await.is_err() {
+                            break false;
+                        }
+                    }
+                }
+                // The container ended and all it wrote is sent.
+                None => break true,
+            },
+            _ = &mut conn => break false,
+        }
+    };
+    if ended {
+        for kind in ["stdout", "stderr"] {
+            if let Some(id) = streams.ids.get(kind) {
+                let _ = h.data(*id, &[], true).await;
+            }
+        }
+        status(channel::exit_status(&[], 0)).await;
+        // The client closes the connection once it has read everything.
+        let _ = tokio::time::timeout(DRAIN, &mut conn).await;
+    } else {
+        output.abort();
+    }
+    conn.abort();
+}
