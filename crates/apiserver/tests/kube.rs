@@ -594,6 +594,114 @@ async fn kube_runtime_watcher_sees_changes() {
     server.shutdown().await;
 }
 
+/// Watch-list (`sendInitialEvents=true`, kube-rs' streaming lists): the selected objects as
+/// ADDED, a bookmark annotated as the end of the initial events at the snapshot's revision,
+/// then changes; kube-rs' watcher builds its initial state from it without a list.
+#[tokio::test]
+async fn watch_list_streams_the_initial_state_then_changes() {
+    use kube::runtime::watcher::{self, Event};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = connect(&server).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let labelled = |name: &str, app: &str| {
+        let mut c = cm(name);
+        c.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+        c
+    };
+    for (name, app) in [("wl-a", "x"), ("wl-b", "y"), ("wl-c", "x")] {
+        cms.create(&PostParams::default(), &labelled(name, app))
+            .await
+            .unwrap();
+    }
+    let params = WatchParams::streaming_lists().labels("app=x");
+    let mut stream = cms.watch(&params, "0").await.unwrap().boxed();
+    let mut initial = Vec::new();
+    let end_rv = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event ok");
+        match ev {
+            WatchEvent::Added(o) => initial.push(o.metadata.name.unwrap()),
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(
+                    b.metadata.annotations.get("k8s.io/initial-events-end"),
+                    Some(&"true".to_string()),
+                    "the first bookmark ends the initial events"
+                );
+                break b.metadata.resource_version;
+            }
+            other => panic!("unexpected event before the end bookmark: {other:?}"),
+        }
+    };
+    assert_eq!(initial, ["wl-a", "wl-c"], "only the selected objects, once each");
+    let listed = cms.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        Some(end_rv),
+        listed.metadata.resource_version,
+        "the end bookmark names the snapshot's revision"
+    );
+    cms.create(&PostParams::default(), &labelled("wl-d", "x"))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &labelled("wl-e", "y"))
+        .await
+        .unwrap();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event ok");
+        match ev {
+            WatchEvent::Added(o) => {
+                assert_eq!(o.metadata.name.as_deref(), Some("wl-d"));
+                break;
+            }
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected event: {other:?}"),
+        }
+    }
+    drop(stream);
+
+    // kube-rs' watcher in streaming-list mode: its whole initial state, then a change.
+    let config = watcher::Config::default().streaming_lists();
+    let mut events = watcher::watcher(cms.clone(), config).boxed();
+    let mut init = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("watcher events in time")
+            .expect("stream open")
+            .expect("no watcher error");
+        match ev {
+            Event::InitApply(o) => init.push(o.metadata.name.unwrap()),
+            Event::InitDone => break,
+            _ => {}
+        }
+    }
+    init.sort();
+    assert_eq!(init, ["wl-a", "wl-b", "wl-c", "wl-d", "wl-e"]);
+    cms.create(&PostParams::default(), &cm("wl-f")).await.unwrap();
+    loop {
+        let ev = tokio::time::timeout_at(deadline, events.next())
+            .await
+            .expect("watcher events in time")
+            .expect("stream open")
+            .expect("no watcher error");
+        if let Event::Apply(o) = ev {
+            assert_eq!(o.metadata.name.as_deref(), Some("wl-f"));
+            break;
+        }
+    }
+    drop(events);
+    drop((cms, client));
+    server.shutdown().await;
+}
+
 fn service(name: &str, ip: Option<&str>) -> Service {
     let mut spec = json!({"selector": {"app": name}, "ports": [{"port": 80}]});
     if let Some(ip) = ip {

@@ -246,6 +246,70 @@ fn api_resources_from_aggregated_discovery() {
     }
 }
 
+/// The create-only reviews are discovered (group, version, create verb, cluster scope), so
+/// `kubectl create -f` of one answers with its status, and ServiceAccounts list their `token`
+/// subresource (TokenRequest) as kube-apiserver lists it.
+#[test]
+fn reviews_and_token_requests_are_discovered() {
+    let srv = Server::start("reviews");
+    let review = srv.write(
+        "ssar.yaml",
+        "apiVersion: authorization.k8s.io/v1\nkind: SelfSubjectAccessReview\n\
+         spec:\n  resourceAttributes:\n    verb: list\n    resource: pods\n    namespace: default\n",
+    );
+    for bin in [KUBECTL_1_33, KUBECTL_1_27, KUBECTL_1_20] {
+        let out = srv.ok(bin, &["api-resources", "-o", "wide"]);
+        for (name, gv, kind) in [
+            ("selfsubjectaccessreviews", "authorization.k8s.io/v1", "SelfSubjectAccessReview"),
+            ("subjectaccessreviews", "authorization.k8s.io/v1", "SubjectAccessReview"),
+            ("selfsubjectrulesreviews", "authorization.k8s.io/v1", "SelfSubjectRulesReview"),
+            ("tokenreviews", "authentication.k8s.io/v1", "TokenReview"),
+            ("selfsubjectreviews", "authentication.k8s.io/v1", "SelfSubjectReview"),
+        ] {
+            let line = out
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{bin}: no {name} in {out}"));
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // 1.20 prints the verbs as `[create]`, later ones as `create`.
+            let verbs = cols.get(4).map(|v| v.trim_matches(['[', ']']));
+            assert_eq!(cols[..4], [name, gv, "false", kind], "{bin}: {line}");
+            assert_eq!(verbs, Some("create"), "{bin}: {line}");
+        }
+        let created = srv.ok(bin, &["create", "-f", &review, "-o", "yaml"]);
+        assert!(created.contains("allowed: true"), "{bin}: {created}");
+    }
+    let (code, _, body) = srv.get("/api/v1", &[]);
+    assert_eq!(code, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let token = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "serviceaccounts/token")
+        .unwrap_or_else(|| panic!("no serviceaccounts/token in {body}"));
+    assert_eq!(token["kind"], "TokenRequest");
+    assert_eq!(token["group"], "authentication.k8s.io");
+    assert_eq!(token["verbs"], serde_json::json!(["create"]));
+    let accept = format!("Accept: {AGGREGATED_V2}");
+    let (_, _, body) = srv.get("/apis", &[&accept]);
+    let groups: Value = serde_json::from_str(&body).unwrap();
+    let authz = groups["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "authorization.k8s.io")
+        .unwrap_or_else(|| panic!("no authorization.k8s.io in {body}"));
+    let ssar = authz["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "selfsubjectaccessreviews")
+        .unwrap();
+    assert_eq!(ssar["scope"], "Cluster");
+    assert_eq!(ssar["verbs"], serde_json::json!(["create"]));
+}
+
 /// A CRD shows in discovery and OpenAPI as soon as it is created (kubectl finds its short name
 /// without a cache flush, explain reads its schema) and is gone once deleted.
 #[test]

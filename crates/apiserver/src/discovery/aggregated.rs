@@ -6,7 +6,7 @@
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{discovered_subresources, etagged, served, verbs};
+use super::{etagged, served};
 use crate::router::Req;
 use crate::Api;
 
@@ -87,7 +87,7 @@ pub fn document(api: &Api, core: bool) -> Value {
                                 "responseKind": gvk(&r.group, &r.version, &r.kind),
                                 "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
                                 "singularResource": r.singular,
-                                "verbs": verbs(r),
+                                "verbs": r.verbs,
                             });
                             if !r.short_names.is_empty() {
                                 v["shortNames"] = json!(r.short_names);
@@ -95,11 +95,12 @@ pub fn document(api: &Api, core: bool) -> Value {
                             if r.in_all {
                                 v["categories"] = json!(["all"]);
                             }
-                            let subs: Vec<Value> = discovered_subresources(r)
-                                .into_iter()
+                            let subs: Vec<Value> = r
+                                .subresources
+                                .iter()
                                 .map(|(name, sg, sv, kind, verbs)| {
                                     json!({"subresource": name,
-                                           "responseKind": gvk(&sg, &sv, &kind),
+                                           "responseKind": gvk(sg, sv, kind),
                                            "verbs": verbs})
                                 })
                                 .collect();

@@ -3,6 +3,9 @@
 //! rendered from one view of the registry ([`served`]), so they cannot disagree.
 
 mod aggregated;
+mod listed;
+
+pub use listed::Listed;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -46,8 +49,11 @@ fn go_arch() -> &'static str {
 /// One group as discovery shows it: versions in preference order, each with its resources.
 pub struct Group {
     pub name: String,
-    pub versions: Vec<(String, Vec<Resource>)>,
+    pub versions: Vec<(String, Vec<Listed>)>,
 }
+
+/// A subresource as discovery lists it: (name, its kind's group, version, kind, verbs).
+pub type Subresource = (&'static str, String, String, String, Vec<&'static str>);
 
 /// Kubernetes' version priority: GA before beta before alpha, higher numbers first, then
 /// anything else alphabetically (so `v2 > v1 > v1beta2 > v1beta1 > v1alpha1 > foo`).
@@ -79,7 +85,8 @@ pub fn served(api: &Api) -> Vec<Group> {
         name: String::new(),
         versions: Vec::new(),
     }];
-    for r in api.registry.all() {
+    let registry = api.registry.all().iter().map(Listed::of).collect::<Vec<_>>();
+    for r in registry.into_iter().chain(listed::reviews()) {
         let gi = match out.iter().position(|g| g.name == r.group) {
             Some(i) => i,
             None => {
@@ -104,9 +111,7 @@ pub fn served(api: &Api) -> Vec<Group> {
 }
 
 /// Which subresources a resource serves: (name, kind's group, version, kind, verbs).
-pub fn subresources(
-    r: &Resource,
-) -> Vec<(&'static str, String, String, String, Vec<&'static str>)> {
+pub fn subresources(r: &Resource) -> Vec<Subresource> {
     let own = || (r.group.clone(), r.version.clone(), r.kind.clone());
     let mut out = Vec::new();
     let rw = vec!["get", "patch", "update"];
@@ -143,10 +148,9 @@ pub fn subresources(
 
 /// What discovery lists: the subresources above plus the connect ones kube-apiserver lists
 /// (`pods/exec`, `attach`, `portforward`, `proxy`; `services/proxy`), which take query
-/// parameters rather than a body and so have no schema in OpenAPI's paths.
-pub fn discovered_subresources(
-    r: &Resource,
-) -> Vec<(&'static str, String, String, String, Vec<&'static str>)> {
+/// parameters rather than a body and so have no schema in OpenAPI's paths, and
+/// `serviceaccounts/token` (TokenRequest, answered by `rest::tokens`).
+pub fn discovered_subresources(r: &Resource) -> Vec<Subresource> {
     let mut out = subresources(r);
     if !r.group.is_empty() {
         return out;
@@ -173,6 +177,13 @@ pub fn discovered_subresources(
             out.push(connect("proxy", "PodProxyOptions", proxy));
         }
         "Service" => out.push(connect("proxy", "ServiceProxyOptions", proxy)),
+        "ServiceAccount" => out.push((
+            "token",
+            "authentication.k8s.io".into(),
+            "v1".into(),
+            "TokenRequest".into(),
+            vec!["create"],
+        )),
         _ => {}
     }
     out
@@ -289,13 +300,13 @@ pub fn group(api: &Api, group: &str) -> ApiResult<Response> {
     Ok(json(200, &v))
 }
 
-fn resource_json(r: &Resource) -> Value {
+fn resource_json(r: &Listed) -> Value {
     let mut v = json!({
         "name": r.plural,
         "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
-        "verbs": verbs(r),
+        "verbs": r.verbs,
     });
     if !r.short_names.is_empty() {
         v["shortNames"] = json!(r.short_names);
@@ -308,17 +319,21 @@ fn resource_json(r: &Resource) -> Value {
 
 pub fn resource_list(api: &Api, group: &str, version: &str) -> ApiResult<Response> {
     let mut list = Vec::new();
-    for r in api.registry.all() {
-        if r.group != group || r.version != version {
-            continue;
-        }
-        list.push(resource_json(&r));
-        for (name, g, v, kind, verbs) in discovered_subresources(&r) {
+    let served = served(api);
+    let resources = served
+        .iter()
+        .filter(|g| g.name == group)
+        .flat_map(|g| &g.versions)
+        .filter(|(v, _)| v == version)
+        .flat_map(|(_, rs)| rs);
+    for r in resources {
+        list.push(resource_json(r));
+        for (name, g, v, kind, verbs) in &r.subresources {
             let mut s = json!({"name": format!("{}/{name}", r.plural), "singularName": "",
                    "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
-            if g != r.group || v != r.version {
-                s["group"] = g.into();
-                s["version"] = v.into();
+            if *g != r.group || *v != r.version {
+                s["group"] = g.as_str().into();
+                s["version"] = v.as_str().into();
             }
             list.push(s);
         }

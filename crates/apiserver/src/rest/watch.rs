@@ -184,29 +184,35 @@ pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
         req_accept: req.header("accept").to_string(),
         include: req.q("includeObject").map(str::to_string),
     };
-    // Without a resourceVersion the current objects come first: the first chunk is read
-    // here (so a store error is the response's status), the rest by the producer as the
-    // client takes them.
-    let (first, from) = match req.q("resourceVersion") {
-        None | Some("0") => {
-            let page = api
-                .store
+    // With initial events the current objects come first: the first chunk is read here (so
+    // a store error is the response's status), the rest by the producer as the client takes
+    // them. A watch-list from a named revision waits until the store has it ("not older
+    // than"), then reads the objects as they are now.
+    let start = super::options::watch_start(req)?;
+    let first = if start.initial_events {
+        if let Some(rv) = start.resource_version {
+            wait_for_revision(api, rv).await?;
+        }
+        Some(
+            api.store
                 .range(RangeRequest {
                     prefix: prefix.clone(),
                     limit: INITIAL_CHUNK,
                     ..Default::default()
                 })
-                .await?;
-            let from = page.revision + 1;
-            (Some(page), from)
-        }
-        Some(rv) => {
-            let rv: i64 = rv
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?;
+                .await?,
+        )
+    } else {
+        None
+    };
+    let from = match (&first, start.resource_version) {
+        (Some(page), _) => page.revision + 1,
+        (None, Some(rv)) => {
             wait_for_revision(api, rv).await?;
-            (None, rv + 1)
+            rv + 1
         }
+        // No initial events and no revision: from now on.
+        (None, None) => api.store.current_revision().await? + 1,
     };
     let timeout = req
         .q("timeoutSeconds")
@@ -234,6 +240,16 @@ pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
             tokio::select! {
                 done = initial => if !done { return },
                 _ = &mut deadline => return,
+            }
+            // Watch-list: the client learns its initial state is complete (and at which
+            // revision) from a bookmark annotated as the end of the initial events.
+            if start.watch_list && bookmarks {
+                let obj = json!({"kind": kind, "apiVersion": api_version,
+                    "metadata": {"resourceVersion": (from - 1).to_string(),
+                                 "annotations": {"k8s.io/initial-events-end": "true"}}});
+                if !sink.send(enc.line("BOOKMARK", obj)).await {
+                    return;
+                }
             }
         }
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK);
