@@ -6,7 +6,7 @@
 # curl (API tests).
 # Benchmarks: runc, crun, hyperfine, GNU time.
 set -eu
-PKGS="pkg-config curl qemu-utils libseccomp-dev busybox-static iproute2 procps tar podman conmon runc crun hyperfine time skopeo docker-registry apache2-utils libcap2-bin etcd-server qemu-system-x86 e2fsprogs cpio nftables protobuf-compiler"
+PKGS="pkg-config curl python3-kubernetes qemu-utils libseccomp-dev busybox-static iproute2 procps tar podman conmon runc crun hyperfine time skopeo docker-registry apache2-utils libcap2-bin etcd-server qemu-system-x86 e2fsprogs cpio nftables protobuf-compiler"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -636,7 +636,11 @@ async fn watch_list_streams_the_initial_state_then_changes() {
             other => panic!("unexpected event before the end bookmark: {other:?}"),
         }
     };
-    assert_eq!(initial, ["wl-a", "wl-c"], "only the selected objects, once each");
+    assert_eq!(
+        initial,
+        ["wl-a", "wl-c"],
+        "only the selected objects, once each"
+    );
     let listed = cms.list(&ListParams::default()).await.unwrap();
     assert_eq!(
         Some(end_rv),
@@ -685,7 +689,9 @@ async fn watch_list_streams_the_initial_state_then_changes() {
     }
     init.sort();
     assert_eq!(init, ["wl-a", "wl-b", "wl-c", "wl-d", "wl-e"]);
-    cms.create(&PostParams::default(), &cm("wl-f")).await.unwrap();
+    cms.create(&PostParams::default(), &cm("wl-f"))
+        .await
+        .unwrap();
     loop {
         let ev = tokio::time::timeout_at(deadline, events.next())
             .await

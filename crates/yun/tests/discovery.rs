@@ -260,11 +260,27 @@ fn reviews_and_token_requests_are_discovered() {
     for bin in [KUBECTL_1_33, KUBECTL_1_27, KUBECTL_1_20] {
         let out = srv.ok(bin, &["api-resources", "-o", "wide"]);
         for (name, gv, kind) in [
-            ("selfsubjectaccessreviews", "authorization.k8s.io/v1", "SelfSubjectAccessReview"),
-            ("subjectaccessreviews", "authorization.k8s.io/v1", "SubjectAccessReview"),
-            ("selfsubjectrulesreviews", "authorization.k8s.io/v1", "SelfSubjectRulesReview"),
+            (
+                "selfsubjectaccessreviews",
+                "authorization.k8s.io/v1",
+                "SelfSubjectAccessReview",
+            ),
+            (
+                "subjectaccessreviews",
+                "authorization.k8s.io/v1",
+                "SubjectAccessReview",
+            ),
+            (
+                "selfsubjectrulesreviews",
+                "authorization.k8s.io/v1",
+                "SelfSubjectRulesReview",
+            ),
             ("tokenreviews", "authentication.k8s.io/v1", "TokenReview"),
-            ("selfsubjectreviews", "authentication.k8s.io/v1", "SelfSubjectReview"),
+            (
+                "selfsubjectreviews",
+                "authentication.k8s.io/v1",
+                "SelfSubjectReview",
+            ),
         ] {
             let line = out
                 .lines()

@@ -3,7 +3,8 @@
 //! authenticates and that PyJWT (Debian's python3-jwt) verifies against the served JWKS, the
 //! tokens that must not authenticate (deleted account or pod, another audience, tampered,
 //! expired), and pods: the projected credentials, the service variables, the API reached
-//! from inside through the `kubernetes` Service, a missing account refused, automount off.
+//! from inside through the `kubernetes` Service, a missing account refused, automount off;
+//! and an operator in a pod (the Python `kubernetes` client, in-cluster) bound by its Role.
 //!
 //! Inside the pod the test calls the API with the host's curl, run through the host's dynamic
 //! loader from a read-only hostPath mount of /usr: busybox's wget has no TLS, and no other
@@ -486,4 +487,153 @@ fn the_kubernetes_service_is_kept_and_points_at_the_advertised_address() {
     plane.until(&["get", "service", "kubernetes", "-o", "name"], 25, |o| {
         o.contains("service/kubernetes")
     });
+}
+
+/// The operator of [`an_operator_in_a_pod_is_bound_by_its_role`]: Debian's Python `kubernetes`
+/// client (`python3-kubernetes`), configured in-cluster (service variables, the projected token
+/// and CA), copies each ConfigMap labelled `yun-op=src` to `NAME-copy` with its values
+/// upper-cased; API errors are printed and retried with backoff.
+const OPERATOR_PY: &str = r#"
+import time
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+config.load_incluster_config()
+ns = open("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read()
+v1 = client.CoreV1Api()
+print("operator started in", ns, flush=True)
+delay = 0.5
+while True:
+    try:
+        for ev in watch.Watch().stream(v1.list_namespaced_config_map, ns,
+                                       label_selector="yun-op=src", timeout_seconds=30):
+            if ev["type"] == "DELETED":
+                continue
+            src = ev["object"]
+            name = src.metadata.name + "-copy"
+            body = {"metadata": {"name": name, "labels": {"yun-op": "copy"}},
+                    "data": {k: v.upper() for k, v in (src.data or {}).items()}}
+            try:
+                v1.create_namespaced_config_map(ns, body)
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                v1.patch_namespaced_config_map(name, ns, body)
+            print("copied", src.metadata.name, flush=True)
+        delay = 0.5
+    except ApiException as e:
+        print("api error", e.status, e.reason, flush=True)
+        time.sleep(delay)
+        delay = min(delay * 2, 2)
+"#;
+
+/// A small operator runs *inside* a pod with its ServiceAccount's token, through the Python
+/// `kubernetes` client's in-cluster configuration: refused (403) until a Role grants it
+/// ConfigMaps, then doing its work, and refused again the moment the grant is removed.
+#[test]
+fn an_operator_in_a_pod_is_bound_by_its_role() {
+    let up = Up::start("saop");
+    up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    up.ok(&["create", "namespace", "ops"]);
+    up.ok(&["create", "serviceaccount", "copier", "-n", "ops"]);
+    let script = up.data.join("op.py");
+    std::fs::write(&script, OPERATOR_PY).unwrap();
+    up.ok(&[
+        "create",
+        "configmap",
+        "operator-code",
+        "-n",
+        "ops",
+        &format!("--from-file=op.py={}", script.display()),
+    ]);
+    // The image is busybox: the operator runs the host's Debian Python from a read-only
+    // hostPath of /usr, through the host's dynamic loader (as the curl above).
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "operator", "namespace": "ops"},
+      "spec": {"serviceAccountName": "copier", "terminationGracePeriodSeconds": 0,
+        "containers": [{"name": "op", "image": "busybox",
+          "command": ["sh", "-c", "L=/host/usr/lib/x86_64-linux-gnu; PYTHONHOME=/host/usr exec $L/ld-linux-x86-64.so.2 --library-path $L /host/usr/bin/python3 -s -W ignore /op/op.py"],
+          "volumeMounts": [{"name": "hostusr", "mountPath": "/host/usr", "readOnly": true},
+                           {"name": "code", "mountPath": "/op"}]}],
+        "volumes": [{"name": "hostusr", "hostPath": {"path": "/usr"}},
+                    {"name": "code", "configMap": {"name": "operator-code"}}]}}"#;
+    let f = up.data.join("operator.json");
+    std::fs::write(&f, pod).unwrap();
+    up.ok(&["create", "-f", f.to_str().unwrap()]);
+    let source = |name: &str, greeting: &str| {
+        let f = up.data.join(format!("{name}.json"));
+        let cm = format!(
+            r#"{{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {{"name": "{name}",
+                 "namespace": "ops", "labels": {{"yun-op": "src"}}}}, "data": {{"greeting": "{greeting}"}}}}"#
+        );
+        std::fs::write(&f, cm).unwrap();
+        up.ok(&["create", "-f", f.to_str().unwrap()]);
+    };
+    let logs = |secs: u64, want: &str| {
+        up.until(&["logs", "operator", "-n", "ops"], secs, |o| {
+            o.contains(want)
+        })
+    };
+    // No grant: the client's list is refused with 403, and the operator keeps retrying.
+    let out = logs(60, "api error 403 Forbidden");
+    assert!(out.contains("operator started in ops"), "{out}");
+    source("src", "hello");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        up.kubectl(&["get", "configmap", "src-copy", "-n", "ops"])
+            .status
+            .code()
+            != Some(0),
+        "nothing copied without a grant"
+    );
+    // A Role for ConfigMaps bound to the account: the operator does its work.
+    up.ok(&[
+        "create",
+        "role",
+        "copier",
+        "-n",
+        "ops",
+        "--verb=get,list,watch,create,patch",
+        "--resource=configmaps",
+    ]);
+    up.ok(&[
+        "create",
+        "rolebinding",
+        "copier",
+        "-n",
+        "ops",
+        "--role=copier",
+        "--serviceaccount=ops:copier",
+    ]);
+    logs(30, "copied src");
+    let copied = up.until(
+        &[
+            "get",
+            "configmap",
+            "src-copy",
+            "-n",
+            "ops",
+            "-o",
+            "jsonpath={.data.greeting}",
+        ],
+        10,
+        |o| !o.is_empty(),
+    );
+    assert_eq!(copied.trim(), "HELLO");
+    // The grant withdrawn: its next write is refused although its watch still runs.
+    up.ok(&["delete", "rolebinding", "copier", "-n", "ops"]);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    source("src2", "again");
+    let out = up.until(&["logs", "operator", "-n", "ops"], 30, |o| {
+        o.matches("api error 403").count() >= 2 || o.contains("copied src2")
+    });
+    assert!(
+        !out.contains("copied src2"),
+        "copied without a grant: {out}"
+    );
+    assert!(
+        up.kubectl(&["get", "configmap", "src2-copy", "-n", "ops"])
+            .status
+            .code()
+            != Some(0)
+    );
 }

@@ -40,7 +40,12 @@ impl Listed {
 /// The reviews (`rbac::reviews`, `rest::tokens`): (group, versions, kind, plural). All are
 /// cluster-scoped and create-only, as on Kubernetes.
 const REVIEWS: &[(&str, &[&str], &str, &str)] = &[
-    ("authentication.k8s.io", &["v1"], "TokenReview", "tokenreviews"),
+    (
+        "authentication.k8s.io",
+        &["v1"],
+        "TokenReview",
+        "tokenreviews",
+    ),
     (
         "authentication.k8s.io",
         &["v1", "v1beta1", "v1alpha1"],

@@ -85,7 +85,12 @@ pub fn served(api: &Api) -> Vec<Group> {
         name: String::new(),
         versions: Vec::new(),
     }];
-    let registry = api.registry.all().iter().map(Listed::of).collect::<Vec<_>>();
+    let registry = api
+        .registry
+        .all()
+        .iter()
+        .map(Listed::of)
+        .collect::<Vec<_>>();
     for r in registry.into_iter().chain(listed::reviews()) {
         let gi = match out.iter().position(|g| g.name == r.group) {
             Some(i) => i,

@@ -254,16 +254,28 @@ mod tests {
     fn list_options_validate_as_kube_does() {
         let ok = |q: &[(&str, &str)]| validate_list(&Req::for_test(q, &[])).is_ok();
         assert!(ok(&[]));
-        assert!(ok(&[("resourceVersion", "5"), ("resourceVersionMatch", "Exact")]));
-        assert!(ok(&[("resourceVersion", "0"), ("resourceVersionMatch", "NotOlderThan")]));
+        assert!(ok(&[
+            ("resourceVersion", "5"),
+            ("resourceVersionMatch", "Exact")
+        ]));
+        assert!(ok(&[
+            ("resourceVersion", "0"),
+            ("resourceVersionMatch", "NotOlderThan")
+        ]));
         assert!(errs(&[("sendInitialEvents", "true")], false)
             .ends_with("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list"));
         assert!(errs(&[("resourceVersionMatch", "Exact")], false).ends_with(
             "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"
         ));
-        assert!(errs(&[("resourceVersion", "0"), ("resourceVersionMatch", "Exact")], false)
-            .ends_with("forbidden for resourceVersion \"0\""));
-        assert!(errs(&[("resourceVersion", "3"), ("resourceVersionMatch", "Newest")], false)
-            .contains("Unsupported value: \"Newest\""));
+        assert!(errs(
+            &[("resourceVersion", "0"), ("resourceVersionMatch", "Exact")],
+            false
+        )
+        .ends_with("forbidden for resourceVersion \"0\""));
+        assert!(errs(
+            &[("resourceVersion", "3"), ("resourceVersionMatch", "Newest")],
+            false
+        )
+        .contains("Unsupported value: \"Newest\""));
     }
 }
