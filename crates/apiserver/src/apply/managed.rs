@@ -193,7 +193,9 @@ pub fn update(entries: &mut Vec<Entry>, me: Entry, cmp: &Comparison, now: &str) 
     if !mine.set.is_empty() {
         entries.push(mine);
     }
-    entries.retain(|e| e.op == Op::Apply || !e.set.is_empty());
+    // A manager left with no fields (an applier's too) is dropped, as structured-merge-diff
+    // drops it.
+    entries.retain(|e| !e.set.is_empty());
 }
 
 /// One field another manager owns with a different value than an apply wants.
@@ -238,8 +240,10 @@ pub fn apply(
         mine.time = Some(now.to_string());
     }
     mine.set = applied;
+    // Other managers whose fields were all taken are dropped; the applier keeps its entry
+    // even when it applied no fields (structured-merge-diff's Apply).
+    entries.retain(|e| !e.set.is_empty());
     entries.push(mine);
-    entries.retain(|e| e.op == Op::Apply || !e.set.is_empty());
     Ok(last)
 }
 
