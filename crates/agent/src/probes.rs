@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -213,7 +214,10 @@ fn probe_once(p: &Probe, t: &Target) -> Result<(), String> {
 /// `yun exec` in a process of its own (the agent is multi-threaded and must not fork the
 /// runtime itself), killed after the timeout.
 fn exec_probe(t: &Target, cmd: &[String], timeout: Duration) -> Result<(), String> {
-    let child = Command::new(t.yun_exe)
+    // From the agent's one sealed copy of the binary, which `yun exec` would otherwise make
+    // itself on every probe.
+    let child = Command::new(yun_runtime::cloned_exe::shared_path(t.yun_exe))
+        .arg0("yun")
         .arg("--data-dir")
         .arg(t.data_dir)
         .arg("exec")

@@ -8,6 +8,8 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use nix::sys::memfd::{memfd_create, MFdFlags};
@@ -48,6 +50,55 @@ pub fn is_cloned() -> bool {
     seals >= 0 && seals & SEALS == SEALS
 }
 
+/// A sealed memfd copy of `file` (the runtime binary), readable by nobody else.
+fn sealed_copy(file: &mut File) -> Result<File> {
+    let fd = memfd_create(c"yunc", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .context("memfd_create")?;
+    let mut copy = File::from(fd);
+    std::io::copy(file, &mut copy).context("copy the runtime binary")?;
+    // SAFETY: F_ADD_SEALS only adds seals to the memfd we own.
+    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("seal the runtime copy");
+    }
+    Ok(copy)
+}
+
+/// The path to run `exe` from for a caller that starts yunc often (the node agent's exec
+/// sessions and exec probes): `/proc/self/fd/N` of a sealed copy this process makes once
+/// and keeps, so the yunc it starts is already cloned and does not copy the binary itself on
+/// every start (tens of MiB in a release build, hundreds in a debug one: most of an exec's
+/// time). A child inherits the path's meaning: it is resolved in the child before exec,
+/// when the close-on-exec descriptor is still open. Falls back to `exe` itself (yunc then
+/// makes its own copy) when the copy cannot be made.
+pub fn shared_path(exe: &Path) -> PathBuf {
+    static COPIES: Mutex<Vec<(PathBuf, File)>> = Mutex::new(Vec::new());
+    let mut copies = COPIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, copy)) = copies.iter().find(|(p, _)| p == exe) {
+        return fd_path(copy);
+    }
+    match File::open(exe)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut f| sealed_copy(&mut f))
+    {
+        Ok(copy) => {
+            let path = fd_path(&copy);
+            copies.push((exe.to_path_buf(), copy));
+            path
+        }
+        Err(e) => {
+            tracing::warn!(
+                "a sealed copy of {}: {e:#}; each yunc copies itself",
+                exe.display()
+            );
+            exe.to_path_buf()
+        }
+    }
+}
+
+fn fd_path(f: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+}
+
 /// Re-exec from a sealed memfd copy of our own binary unless already done. Returns only if
 /// already cloned (or on error).
 pub fn ensure() -> Result<()> {
@@ -55,14 +106,7 @@ pub fn ensure() -> Result<()> {
         return Ok(());
     }
     let mut exe = File::open("/proc/self/exe").context("open /proc/self/exe")?;
-    let fd = memfd_create(c"yunc", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-        .context("memfd_create")?;
-    let mut copy = File::from(fd);
-    std::io::copy(&mut exe, &mut copy).context("copy the runtime binary")?;
-    // SAFETY: F_ADD_SEALS only adds seals to the memfd we own.
-    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("seal the runtime copy");
-    }
+    let copy = sealed_copy(&mut exe)?;
     let args: Vec<std::ffi::CString> = std::env::args_os()
         .map(|a| std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())))
         .collect::<Result<_, _>>()?;

@@ -144,6 +144,42 @@ async fn scenario(up: &Up) {
     assert_eq!(code.as_deref(), Some("3"));
     p.join().await.unwrap();
 
+    // The runtime an exec starts runs from the agent's sealed copy of the binary (never the
+    // file on the host, which a process in the container could reach through
+    // /proc/PID/exe: CVE-2019-5736), and that copy cannot be written.
+    let mut p = pods
+        .exec(
+            "kubers-exec",
+            ["sleep", "5"],
+            &AttachParams::default().stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut runtimes = Vec::new();
+    for _ in 0..50 {
+        runtimes = yunc_exec_processes();
+        if !runtimes.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!runtimes.is_empty(), "no yunc exec process seen");
+    for pid in runtimes {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert!(
+            exe.to_string_lossy().starts_with("/memfd:yunc"),
+            "yunc exec {pid} runs from {}",
+            exe.display()
+        );
+        let write = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/{pid}/exe"));
+        assert!(write.is_err(), "the sealed copy opened for writing");
+    }
+    drop(p.stdout());
+    let _ = p.take_status().unwrap().await;
+    p.join().await.unwrap();
+
     // exec with stdin: what is written comes back, and end of input ends the command.
     let mut p = pods
         .exec(
@@ -162,4 +198,22 @@ async fn scenario(up: &Up) {
     assert_eq!(out, "THROUGH KUBE-RS\n");
     assert_eq!(status.status.as_deref(), Some("Success"), "{status:?}");
     p.join().await.unwrap();
+}
+
+/// Host pids of the `yunc … exec` processes running now.
+fn yunc_exec_processes() -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.first() == Some(&&b"yunc"[..]) && args.contains(&&b"exec"[..]) {
+            out.push(pid);
+        }
+    }
+    out
 }

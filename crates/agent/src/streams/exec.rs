@@ -106,7 +106,8 @@ pub async fn start(
 ) -> Result<Session> {
     let dir = session_dir()?;
     let socket = dir.0.join("console.sock");
-    let mut cmd = tokio::process::Command::new(yun_exe);
+    // From the agent's one sealed copy of the binary: yunc does not copy itself per exec.
+    let mut cmd = tokio::process::Command::new(yun_runtime::cloned_exe::shared_path(yun_exe));
     cmd.arg0("yunc")
         .arg("--root")
         .arg(runtime_root)
