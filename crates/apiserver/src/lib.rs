@@ -16,6 +16,7 @@ mod discovery;
 mod encryption;
 mod error;
 mod event_ttl;
+mod field_labels;
 mod kubernetes_service;
 mod limits;
 mod meta;

@@ -33,6 +33,9 @@ pub struct Resource {
     pub scale: bool,
     pub binding: bool,
     pub schema: Schema,
+    /// A CRD version's `selectableFields` as field labels (`spec.color`): what its objects
+    /// can be selected by besides `metadata.name` and `metadata.namespace`.
+    pub selectable: Vec<String>,
 }
 
 impl Resource {
@@ -96,6 +99,7 @@ fn builtin(
         scale,
         binding: kind == "Pod",
         schema: Schema::Builtin,
+        selectable: Vec::new(),
     }
 }
 
@@ -325,6 +329,17 @@ impl Registry {
                 scale: false,
                 binding: false,
                 schema: Schema::Custom(schema),
+                selectable: v
+                    .get("selectableFields")
+                    .and_then(Value::as_array)
+                    .map(|fields| {
+                        fields
+                            .iter()
+                            .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                            .map(|p| p.trim_start_matches('.').to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             });
         }
         let mut all = self.resources.write().unwrap_or_else(|e| e.into_inner());

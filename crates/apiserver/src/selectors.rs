@@ -27,6 +27,8 @@ struct FieldReq {
 pub struct Selector {
     labels: Vec<LabelReq>,
     fields: Vec<FieldReq>,
+    /// The kind the field labels are read from (see `field_labels::value`).
+    kind: String,
 }
 
 /// Split on commas that are not inside parentheses.
@@ -153,6 +155,21 @@ impl Selector {
         Ok(s)
     }
 
+    /// A request's selectors for kind `res`: a field label the kind does not have is kube's
+    /// 400 (`field label not supported: …`).
+    pub fn for_kind(
+        res: &crate::resources::Resource,
+        label: Option<&str>,
+        field: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let mut s = Self::parse(label, field)?;
+        for f in &s.fields {
+            crate::field_labels::check(res, &f.path)?;
+        }
+        s.kind = res.kind.clone();
+        Ok(s)
+    }
+
     /// Matches everything (no label or field requirement).
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty() && self.fields.is_empty()
@@ -171,25 +188,9 @@ impl Selector {
         });
         labels_ok
             && self.fields.iter().all(|f| {
-                let actual = field_value(obj, &f.path);
+                let actual = crate::field_labels::value(&self.kind, obj, &f.path);
                 (actual == f.value) == f.equal
             })
-    }
-}
-
-/// The value of a dotted field path as a string ("" when absent), like Kubernetes' field sets.
-fn field_value(obj: &Value, path: &str) -> String {
-    let mut cur = obj;
-    for part in path.split('.') {
-        match cur.get(part) {
-            Some(v) => cur = v,
-            None => return String::new(),
-        }
-    }
-    match cur {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
     }
 }
 

@@ -88,6 +88,18 @@ async fn crud_selectors_patch_conflict() {
         .await
         .unwrap();
     assert_eq!(pending.items.len(), 3);
+    // A field label pods do not have: kube's 400, not an empty list.
+    let err = pods
+        .list(&ListParams::default().fields("spec.nodename=n1"))
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => assert_eq!(
+            (s.code, s.message.as_str()),
+            (400, "field label not supported: spec.nodename")
+        ),
+        other => panic!("expected a 400, got {other}"),
+    }
 
     // Paging.
     let page = pods.list(&ListParams::default().limit(2)).await.unwrap();

@@ -326,6 +326,52 @@ fn reviews_and_token_requests_are_discovered() {
     assert_eq!(ssar["verbs"], serde_json::json!(["create"]));
 }
 
+/// Field selectors are checked against the labels each kind has, as kube-apiserver checks
+/// them: kubectl reports a misspelt one instead of printing an empty list.
+#[test]
+fn field_selectors_are_checked_per_kind() {
+    let srv = Server::start("fields");
+    for bin in [KUBECTL_1_33, KUBECTL_1_20] {
+        srv.ok(
+            bin,
+            &[
+                "get",
+                "pods",
+                "--field-selector",
+                "status.phase=Running,spec.nodeName=n",
+            ],
+        );
+        srv.ok(
+            bin,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.kind=Pod,reason=x",
+            ],
+        );
+        srv.ok(
+            bin,
+            &[
+                "get",
+                "nodes",
+                "--field-selector",
+                "spec.unschedulable=false",
+            ],
+        );
+        let err = srv.fails(bin, &["get", "pods", "--field-selector", "spec.nodename=n"]);
+        assert!(
+            err.contains("field label not supported: spec.nodename"),
+            "{bin}: {err}"
+        );
+        let err = srv.fails(bin, &["get", "configmaps", "--field-selector", "data.a=b"]);
+        assert!(
+            err.contains(r#""data.a" is not a known field selector: only "metadata.name", "metadata.namespace""#),
+            "{bin}: {err}"
+        );
+    }
+}
+
 /// A CRD shows in discovery and OpenAPI as soon as it is created (kubectl finds its short name
 /// without a cache flush, explain reads its schema) and is gone once deleted.
 #[test]

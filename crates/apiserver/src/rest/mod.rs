@@ -238,8 +238,9 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
         .ok_or_else(|| ApiError::internal(format!("stored object {} is not JSON", kv.key)))
 }
 
-pub fn selector(req: &Req) -> ApiResult<Selector> {
-    Selector::parse(req.q("labelSelector"), req.q("fieldSelector"))
+/// The request's label and field selectors for the collection of `res`.
+pub fn selector(req: &Req, res: &crate::resources::Resource) -> ApiResult<Selector> {
+    Selector::for_kind(res, req.q("labelSelector"), req.q("fieldSelector"))
 }
 
 /// Respond with one object, or with a one-row Table for `kubectl get NAME`.

@@ -83,7 +83,7 @@ async fn for_each_listed_kv(
     mut visit: impl FnMut(&yun_store::KeyValue, Option<Value>) -> ApiResult<()>,
 ) -> ApiResult<(i64, Option<String>)> {
     super::options::validate_list(req)?;
-    let sel = selector(req)?;
+    let sel = selector(req, &t.res)?;
     let parse = !text_ok || !sel.is_empty();
     let limit: usize = match req.q("limit") {
         Some(l) => l

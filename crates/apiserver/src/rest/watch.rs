@@ -171,7 +171,7 @@ impl Sink {
 }
 
 pub async fn watch(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {
-    let sel = selector(req)?;
+    let sel = selector(req, &t.res)?;
     let slot = api
         .watches
         .acquire(&req.user.name, api.watch_limits.per_user)?;
