@@ -172,6 +172,21 @@ mod tests {
     }
 
     #[test]
+    fn custom_resources_are_selected_by_their_selectable_fields() {
+        let reg = crate::resources::Registry::new();
+        let crd = json!({"spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true,
+                          "selectableFields": [{"jsonPath": ".spec.color"}]}]}});
+        reg.register_crd(&crd).unwrap();
+        let widgets = reg.find("example.com", "v1", "widgets").unwrap();
+        assert!(check(&widgets, "spec.color").is_ok());
+        assert!(check(&widgets, "metadata.namespace").is_ok());
+        let e = check(&widgets, "spec.size").unwrap_err();
+        assert_eq!(e.message, "field label not supported: spec.size");
+    }
+
+    #[test]
     fn values_with_kube_defaults_and_renames() {
         let pod = json!({"spec": {"nodeName": "n1"},
                          "status": {"podIPs": [{"ip": "10.0.0.1"}, {"ip": "fd00::1"}]}});
