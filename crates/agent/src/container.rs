@@ -333,9 +333,10 @@ pub fn run_options(
     Ok(RunOptions {
         name: Some(name),
         detach: true,
-        // A pod's output goes to its log; `stdin: true` keeps stdin open for attach (a tty
-        // for attach is not offered).
+        // A pod's output goes to its log; `stdin: true` keeps stdin open for attach, and
+        // `tty: true` gives it a terminal (the engine's relay logs it and hands it to attach).
         interactive: c.stdin == Some(true),
+        tty: c.tty == Some(true),
         stdin_once: c.stdin_once == Some(true),
         env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
         volumes: mounts,

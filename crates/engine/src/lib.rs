@@ -15,6 +15,7 @@ pub mod logfile;
 mod monitor;
 mod record;
 pub mod spec;
+mod tty;
 
 use std::fs;
 use std::io::{Read, Write};

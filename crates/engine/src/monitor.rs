@@ -96,8 +96,9 @@ impl Engine {
             // SAFETY: dup2 of a valid fd onto our stdio numbers.
             unsafe { libc::dup2(null.as_raw_fd(), fd) };
         }
-        // Stdin for attach: forked before the logger, so the relay holds no output pipe.
-        let (stdin, relay) = if c.stdin_open {
+        // Stdin for attach: forked before the logger, so the relay holds no output pipe. (With
+        // a terminal, attach goes through the terminal relay below.)
+        let (stdin, relay) = if c.stdin_open && !c.tty {
             let socket = self.layout.attach_socket(&c.id);
             let (r, pid) = crate::attach::spawn_stdin_relay(&socket, c.stdin_once)?;
             (r, Some(pid))
@@ -106,11 +107,49 @@ impl Engine {
         };
         // The container writes into pipes; the logger turns them into timestamped records.
         let (stdout, stderr, logger) = crate::ctrlog::spawn_logger(log)?;
-        let opts = CreateOptions {
-            stdio: Some([stdin, stdout, stderr]),
-            ..Default::default()
+        let (opts, terminal) = if c.tty {
+            // A terminal has one output: stdout. The relay holds the log's only writer.
+            drop((stdin, stderr));
+            let name = self.layout.attach_socket(&c.id);
+            let name = name
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("attach.sock");
+            let t = crate::tty::spawn_relay(&self.layout.dir(&c.id), name, stdout)?;
+            let opts = CreateOptions {
+                console_socket: Some(t.console.clone()),
+                ..Default::default()
+            };
+            (opts, Some(t))
+        } else {
+            let opts = CreateOptions {
+                stdio: Some([stdin, stdout, stderr]),
+                ..Default::default()
+            };
+            (opts, None)
         };
         let result = self.run_to_end(c, opts);
+        if let Some(t) = terminal {
+            // The relay ends by itself once the container's terminal is closed, after the
+            // last output; it is stopped if it has not within a few seconds (or never got the
+            // console because the container did not start).
+            let deadline = Instant::now() + Duration::from_secs(3);
+            loop {
+                match nix::sys::wait::waitpid(t.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                        let _ = nix::sys::signal::kill(t.pid, nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::wait::waitpid(t.pid, None);
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            let _ = fs::remove_file(self.layout.dir(&c.id).join("console.sock"));
+            let _ = fs::remove_file(self.layout.attach_socket(&c.id));
+        }
         if let Some(pid) = relay {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(pid, None);

@@ -181,6 +181,36 @@ fn detached_container_lifecycle() {
     assert!(!y.ok(&["images"]).contains("busybox"));
 }
 
+/// A detached container with a terminal (`run -d -t`): its terminal's output is logged (a
+/// terminal has one stream, and ends lines with \r\n), and it ends with its code.
+#[test]
+fn a_detached_terminal_is_logged() {
+    let y = Yun::new("dtty");
+    y.ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "yun-tty",
+        "busybox",
+        "sh",
+        "-c",
+        "tty; echo bye; exit 7",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !y.ok(&["ps", "-a"]).contains("Exited (7)") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            y.ok(&["ps", "-a"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let logs = y.ok(&["logs", "yun-tty"]);
+    assert!(logs.starts_with("/dev/pts/0\r\nbye\r\n"), "{logs:?}");
+    y.ok(&["rm", "yun-tty"]);
+}
+
 #[test]
 fn stop_kills_what_ignores_sigterm_and_logs_follow() {
     let y = Yun::new("stop");

@@ -262,6 +262,50 @@ fn kubectl_exec_attach_cp_tty_and_port_forward() {
         });
     }
 
+    // run -it --rm: the pod gets a terminal (tty: true); kubectl attaches to it under a pty
+    // of its own (script), sends its size and what is typed, and exits with the container's
+    // code. 1.33 over WebSocket, 1.27 and 1.20 over SPDY.
+    for (kubectl, pod) in [
+        (KUBECTL_133, "tty-133"),
+        (KUBECTL_127, "tty-127"),
+        (common::kubectl::KUBECTL, "tty-120"),
+    ] {
+        let cmd = format!(
+            "stty cols 123 rows 45; {kubectl} --kubeconfig {} run -it --rm --restart=Never {pod} --image=busybox -- sh",
+            up.data.join("kubeconfig").display()
+        );
+        // Typed after a moment (input typed before the attach waits in script's terminal);
+        // script's input stays open until the shell has exited.
+        let mut child = Command::new("timeout")
+            .args(["60", "script", "-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            let _ = input.write_all(b"tty; stty size; echo typed-$((6*7)); exit 6\n");
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        });
+        let out = child.wait_with_output().unwrap();
+        let shown = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(6),
+            "{kubectl}: {shown}{}",
+            text(&out.stderr)
+        );
+        assert!(shown.contains("typed-42"), "{kubectl}: {shown}");
+        assert!(shown.contains("/dev/pts/"), "{kubectl}: {shown}");
+        assert!(shown.contains("45 123"), "{kubectl}: {shown}");
+        up.until(&["get", "pods", "-o", "name"], 30, |o| {
+            !o.contains(&format!("pod/{pod}\n"))
+        });
+    }
+
     // port-forward to a server bound to the pod's loopback: kubectl 1.33 tunnels SPDY in a
     // WebSocket, 1.27 and 1.20 speak SPDY; curl goes through each. A closed port is reported.
     up.ok(&[

@@ -38,8 +38,10 @@ pub fn parse_record(line: &[u8]) -> Option<(u8, Vec<u8>)> {
 pub struct Attach {
     pub req: ExecRequest,
     pub log: PathBuf,
-    /// The attach socket, when stdin was asked for.
+    /// The attach socket, when stdin was asked for or the container has a terminal.
     pub stdin: Option<PathBuf>,
+    /// The container has a terminal: input and window sizes go to its master.
+    pub tty: bool,
     /// Whether the container still runs.
     pub running: Box<dyn Fn() -> bool + Send + Sync>,
 }
@@ -63,7 +65,7 @@ pub async fn session(socket: WebSocket, v5: bool, a: Attach, _permit: OwnedSemap
     let (sink, mut incoming) = socket.split();
     let (tx, writer) = super::spawn_writer(sink);
     let stdin = match &a.stdin {
-        Some(path) => match connect(path).await {
+        Some(path) => match open_input(path, a.tty).await {
             Ok(s) => Some(s),
             Err(e) => {
                 let status = channel::failure_status(&format!("attaching stdin: {e}"));
@@ -79,17 +81,10 @@ pub async fn session(socket: WebSocket, v5: bool, a: Attach, _permit: OwnedSemap
         },
         None => None,
     };
-    let (stdin_tx, mut stdin_rx) = mpsc::channel::<Vec<u8>>(8);
+    let (stdin_tx, stdin_rx) = mpsc::channel::<InputMsg>(8);
     let mut stdin_tx = Some(stdin_tx);
-    if let Some(mut s) = stdin {
-        tokio::spawn(async move {
-            while let Some(d) = stdin_rx.recv().await {
-                if s.write_all(&d).await.is_err() {
-                    return;
-                }
-            }
-            let _ = s.shutdown().await;
-        });
+    if let Some(input) = stdin {
+        spawn_feeder(input, stdin_rx);
     }
     let start = tokio::fs::metadata(&a.log)
         .await
@@ -119,11 +114,16 @@ pub async fn session(socket: WebSocket, v5: bool, a: Attach, _permit: OwnedSemap
             _ = tokio::time::sleep(std::time::Duration::from_millis(50)), if output.is_finished() => break true,
             msg = tokio::time::timeout(IDLE_TIMEOUT, incoming.next()) => match msg {
                 Ok(Some(Ok(Message::Binary(b)))) => match channel::decode(v5, &b) {
-                    Ok(Incoming::Stdin(d)) => {
+                    Ok(Incoming::Stdin(d)) if a.req.stdin => {
                         if let Some(s) = &stdin_tx {
-                            if s.send(d.to_vec()).await.is_err() {
+                            if s.send(InputMsg::Data(d.to_vec())).await.is_err() {
                                 stdin_tx = None;
                             }
+                        }
+                    }
+                    Ok(Incoming::Resize { width, height }) => {
+                        if let Some(s) = &stdin_tx {
+                            let _ = s.send(InputMsg::Resize(width, height)).await;
                         }
                     }
                     Ok(Incoming::CloseStdin) => stdin_tx = None,
@@ -151,6 +151,74 @@ pub async fn session(socket: WebSocket, v5: bool, a: Attach, _permit: OwnedSemap
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Where an attached client's input goes: the engine's stdin relay (a pipe into the
+/// container), or, for a container with a terminal, the terminal's master, which the engine's
+/// terminal relay hands over (input is typed into it and window sizes are set on it).
+pub(super) enum Input {
+    Pipe(tokio::net::UnixStream),
+    Terminal(std::sync::Arc<std::fs::File>),
+}
+
+pub(super) enum InputMsg {
+    Data(Vec<u8>),
+    Resize(u16, u16),
+}
+
+/// Open the container's input at its attach socket; `tty`: the container has a terminal.
+pub(super) async fn open_input(path: &std::path::Path, tty: bool) -> std::io::Result<Input> {
+    let socket = connect(path).await?;
+    if !tty {
+        return Ok(Input::Pipe(socket));
+    }
+    let socket = socket.into_std()?;
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let master = tokio::task::spawn_blocking(move || yun_runtime::console::recv_fd(&socket))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    Ok(Input::Terminal(std::sync::Arc::new(std::fs::File::from(
+        master,
+    ))))
+}
+
+/// Feed what `rx` brings into `input` until the client's input ends (its end is the pipe's
+/// end: with stdinOnce the engine's relay then ends the container's stdin; a terminal stays).
+pub(super) fn spawn_feeder(input: Input, mut rx: mpsc::Receiver<InputMsg>) {
+    tokio::spawn(async move {
+        match input {
+            Input::Pipe(mut s) => {
+                while let Some(m) = rx.recv().await {
+                    if let InputMsg::Data(d) = m {
+                        if s.write_all(&d).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = s.shutdown().await;
+            }
+            Input::Terminal(master) => {
+                while let Some(m) = rx.recv().await {
+                    let master = master.clone();
+                    // A terminal whose reader is slow blocks the write: off the runtime.
+                    let written = tokio::task::spawn_blocking(move || match m {
+                        InputMsg::Data(d) => std::io::Write::write_all(&mut &*master, &d).is_ok(),
+                        InputMsg::Resize(w, h) => {
+                            super::exec::set_window_size(&*master, w, h);
+                            true
+                        }
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if !written {
+                        return;
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Connect to the container's attach socket (its stdin).

@@ -173,18 +173,8 @@ pub async fn start(
 impl Session {
     /// Set the pty's size (no-op without a tty): the process gets SIGWINCH.
     pub fn resize(&self, width: u16, height: u16) {
-        let Some(pty) = &self.pty else { return };
-        let ws = libc::winsize {
-            ws_row: height,
-            ws_col: width,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives across the call;
-        // the fd is the pty master this session owns.
-        let rc = unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-        if rc != 0 {
-            tracing::debug!("resize: {}", std::io::Error::last_os_error());
+        if let Some(pty) = &self.pty {
+            set_window_size(pty, width, height);
         }
     }
 
@@ -335,6 +325,23 @@ impl Drop for Session {
         if !self.exited && !matches!(self.child.try_wait(), Ok(Some(_))) {
             self.kill_now();
         }
+    }
+}
+
+/// Set the window size of the terminal whose master is `pty`: its foreground process gets
+/// SIGWINCH.
+pub fn set_window_size(pty: &impl AsRawFd, width: u16, height: u16) {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which lives across the call; the
+    // fd is a pty master the caller holds open.
+    let rc = unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc != 0 {
+        tracing::debug!("resize: {}", std::io::Error::last_os_error());
     }
 }
 

@@ -295,14 +295,15 @@ async fn attach(
         Ok(c) => c,
         Err(r) => return r,
     };
-    if c.req.tty {
+    let tty = c.container.container.tty;
+    if c.req.tty && !tty {
         return error(
             StatusCode::BAD_REQUEST,
-            "attach with a tty is not supported: pods run without one".into(),
+            format!("container {container} was not started with tty: true: attach without a tty"),
         );
     }
     let engine = state.rt.engine();
-    let stdin = match (c.req.stdin, c.container.container.stdin_open) {
+    let stdin = match (c.req.stdin || tty, c.container.container.stdin_open || tty) {
         (false, _) => None,
         (true, true) => Some(engine.attach_socket(&c.container.container)),
         (true, false) => {
@@ -320,6 +321,7 @@ async fn attach(
         req: c.req,
         log,
         stdin,
+        tty,
         // Until the monitor records the exit, which it does after the logger wrote the last
         // record (or the container is removed).
         running: Box::new(move || rt.engine().finished_at(&record).is_none() && log2.exists()),

@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::attach::{self, Attach};
+use super::attach::{self, Attach, InputMsg};
 use super::channel;
 use super::spdy::{self, Stream};
-use super::spdy_exec::collect;
+use super::spdy_exec::{collect, take_sizes};
 
 /// After the status is sent, how long the client has to close the connection.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -39,20 +39,15 @@ pub async fn session(
         }
     };
     if let Some(path) = &a.stdin {
-        match attach::connect(path).await {
-            Ok(mut socket) => {
-                if let Some(mut rx) = streams.stdin.take() {
-                    // The client's end of stdin (FIN) is the socket's: with stdinOnce the
-                    // engine's relay then closes the container's stdin.
-                    tokio::spawn(async move {
-                        while let Some(d) = rx.recv().await {
-                            if socket.write_all(&d).await.is_err() {
-                                return;
-                            }
-                        }
-                        let _ = socket.shutdown().await;
-                    });
-                }
+        match attach::open_input(path, a.tty).await {
+            Ok(input) => {
+                let (tx, rx) = mpsc::channel::<InputMsg>(8);
+                attach::spawn_feeder(input, rx);
+                // The client's end of stdin (FIN) ends the feeder's input: with stdinOnce
+                // the engine's relay then closes the container's stdin.
+                let stdin = streams.stdin.take();
+                let resize = streams.resize.take();
+                tokio::spawn(feed(stdin, resize, tx));
             }
             Err(e) => {
                 status(channel::failure_status(&format!("attaching stdin: {e}"))).await;
@@ -111,4 +106,37 @@ pub async fn session(
         output.abort();
     }
     conn.abort();
+}
+
+/// Merge the client's stdin and resize streams into the container's input, until stdin ends
+/// (or, without stdin, until the resize stream does).
+async fn feed(
+    mut stdin: Option<mpsc::Receiver<Vec<u8>>>,
+    mut resize: Option<mpsc::Receiver<Vec<u8>>>,
+    tx: mpsc::Sender<InputMsg>,
+) {
+    let mut pending = Vec::new();
+    while stdin.is_some() || resize.is_some() {
+        tokio::select! {
+            d = async { stdin.as_mut().expect("guarded").recv().await }, if stdin.is_some() => match d {
+                Some(d) => {
+                    if tx.send(InputMsg::Data(d)).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            c = async { resize.as_mut().expect("guarded").recv().await }, if resize.is_some() => match c {
+                Some(c) => {
+                    pending.extend_from_slice(&c);
+                    for (w, h) in take_sizes(&mut pending) {
+                        if tx.send(InputMsg::Resize(w, h)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                None => resize = None,
+            },
+        }
+    }
 }

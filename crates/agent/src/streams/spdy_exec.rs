@@ -85,7 +85,7 @@ fn pump(
 }
 
 /// Apply `{"Width","Height"}` objects from the resize stream as they complete.
-fn take_sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
+pub(super) fn take_sizes(buf: &mut Vec<u8>) -> Vec<(u16, u16)> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Size {
