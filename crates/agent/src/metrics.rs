@@ -26,24 +26,35 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use yun_runtime::cgroups::Stats;
 
-use crate::pods::{LABEL_CONTAINER, LABEL_POD_UID, SANDBOX};
+use crate::pods::{LABEL_CONTAINER, SANDBOX};
 use crate::PodRuntime;
 
 /// The content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// CPU time in nanoseconds and working set in bytes.
+/// CPU time in nanoseconds and working set in bytes, read at `at_ms` (milliseconds since the
+/// epoch). Each reading keeps its own time, as cadvisor's do: the CPU rate is taken between two
+/// of them, and a scrape of many containers takes a while.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub cpu_ns: u64,
     pub working_set: u64,
+    pub at_ms: u128,
 }
 
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, o: Usage) {
         self.cpu_ns += o.cpu_ns;
         self.working_set += o.working_set;
+        self.at_ms = self.at_ms.max(o.at_ms);
     }
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
 }
 
 /// One running container as read now.
@@ -69,15 +80,18 @@ pub fn working_set(stats: &Stats) -> u64 {
     stats.memory.usage.usage.saturating_sub(inactive)
 }
 
-/// The running containers of every pod on this node with their usage, and whether reading
-/// any of them failed (a container that stopped meanwhile is left out, not an error).
-pub fn read_containers(rt: &PodRuntime) -> (Vec<ContainerSample>, bool) {
+/// The running containers of the pods `uids` with their usage, and whether reading any of
+/// them failed (a container that stopped meanwhile is left out, not an error). Only these
+/// pods' records are read: a node keeps the exited containers of every finished pod.
+pub fn read_containers(rt: &PodRuntime, uids: &[&str]) -> (Vec<ContainerSample>, bool) {
     let engine = rt.engine();
     let mut out = Vec::new();
     let mut failed = false;
-    for c in engine.containers() {
-        let (Some(uid), Some(name)) = (c.labels.get(LABEL_POD_UID), c.labels.get(LABEL_CONTAINER))
-        else {
+    for (uid, c) in uids
+        .iter()
+        .flat_map(|uid| rt.records(uid).into_iter().map(move |c| (*uid, c)))
+    {
+        let Some(name) = c.labels.get(LABEL_CONTAINER) else {
             continue;
         };
         if engine.status(&c).state != "running" {
@@ -99,11 +113,12 @@ pub fn read_containers(rt: &PodRuntime) -> (Vec<ContainerSample>, bool) {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         out.push(ContainerSample {
-            pod_uid: uid.clone(),
+            pod_uid: uid.to_string(),
             container: name.clone(),
             usage: Usage {
                 cpu_ns: stats.cpu.usage.total,
                 working_set: working_set(&stats),
+                at_ms: now_ms(),
             },
             started,
         });
@@ -122,6 +137,7 @@ pub fn read_node() -> anyhow::Result<Usage> {
         _ => proc_stat_cpu_ns(&std::fs::read_to_string("/proc/stat")?)
             .ok_or_else(|| anyhow::anyhow!("/proc/stat: no cpu line"))?,
     };
+    let at_ms = now_ms();
     let cgroup_memory = v1
         .then(|| {
             let usage = read_number(&root.join("memory/memory.usage_in_bytes"))?;
@@ -138,6 +154,7 @@ pub fn read_node() -> anyhow::Result<Usage> {
     Ok(Usage {
         cpu_ns,
         working_set,
+        at_ms,
     })
 }
 
@@ -194,7 +211,7 @@ pub struct Scrape {
     /// Pod uid → (namespace, name); containers of pods not in here are left out.
     pub pods: HashMap<String, (String, String)>,
     pub error: bool,
-    /// Milliseconds since the epoch.
+    /// When the scrape was made (the time of `scrape_error`), ms since the epoch.
     pub timestamp_ms: u128,
 }
 
@@ -206,14 +223,14 @@ struct Family<'a> {
     name: &'a str,
     kind: &'a str,
     help: &'a str,
-    samples: Vec<(String, String)>,
+    /// Labels, value, timestamp.
+    samples: Vec<(String, String, u128)>,
 }
 
 impl Scrape {
     /// The scrape in the text format: every family with its `# HELP` and `# TYPE` lines,
     /// sorted by name as the kubelet's registry writes them.
     pub fn render(&self) -> String {
-        let ts = self.timestamp_ms;
         let mut pods: std::collections::BTreeMap<&(String, String), Usage> = Default::default();
         let mut containers: Vec<(String, &ContainerSample)> = Vec::new();
         for c in &self.containers {
@@ -235,8 +252,11 @@ impl Scrape {
         let pod_labels = |p: &(String, String)| {
             format!("namespace=\"{}\",pod=\"{}\"", escape(&p.0), escape(&p.1))
         };
-        let node = |f: fn(&Usage) -> String| -> Vec<(String, String)> {
-            self.node.iter().map(|u| (String::new(), f(u))).collect()
+        let node = |f: fn(&Usage) -> String| -> Vec<(String, String, u128)> {
+            self.node
+                .iter()
+                .map(|u| (String::new(), f(u), u.at_ms))
+                .collect()
         };
         let families = [
             Family {
@@ -245,7 +265,13 @@ impl Scrape {
                 help: "CPU time the container has used, in core-seconds.",
                 samples: containers
                     .iter()
-                    .map(|(l, c)| (l.clone(), seconds(c.usage.cpu_ns).to_string()))
+                    .map(|(l, c)| {
+                        (
+                            l.clone(),
+                            seconds(c.usage.cpu_ns).to_string(),
+                            c.usage.at_ms,
+                        )
+                    })
                     .collect(),
             },
             Family {
@@ -254,7 +280,7 @@ impl Scrape {
                 help: "The container's memory working set, in bytes.",
                 samples: containers
                     .iter()
-                    .map(|(l, c)| (l.clone(), c.usage.working_set.to_string()))
+                    .map(|(l, c)| (l.clone(), c.usage.working_set.to_string(), c.usage.at_ms))
                     .collect(),
             },
             Family {
@@ -263,7 +289,7 @@ impl Scrape {
                 help: "When the container started, in seconds since the Unix epoch.",
                 samples: containers
                     .iter()
-                    .map(|(l, c)| (l.clone(), c.started.to_string()))
+                    .map(|(l, c)| (l.clone(), c.started.to_string(), c.usage.at_ms))
                     .collect(),
             },
             Family {
@@ -284,7 +310,7 @@ impl Scrape {
                 help: "CPU time the pod has used, in core-seconds.",
                 samples: pods
                     .iter()
-                    .map(|(p, u)| (pod_labels(p), seconds(u.cpu_ns).to_string()))
+                    .map(|(p, u)| (pod_labels(p), seconds(u.cpu_ns).to_string(), u.at_ms))
                     .collect(),
             },
             Family {
@@ -293,21 +319,25 @@ impl Scrape {
                 help: "The pod's memory working set, in bytes.",
                 samples: pods
                     .iter()
-                    .map(|(p, u)| (pod_labels(p), u.working_set.to_string()))
+                    .map(|(p, u)| (pod_labels(p), u.working_set.to_string(), u.at_ms))
                     .collect(),
             },
             Family {
                 name: "scrape_error",
                 kind: "gauge",
                 help: "1 if reading some of the metrics failed, 0 otherwise.",
-                samples: vec![(String::new(), u8::from(self.error).to_string())],
+                samples: vec![(
+                    String::new(),
+                    u8::from(self.error).to_string(),
+                    self.timestamp_ms,
+                )],
             },
         ];
         let mut out = String::new();
         for f in families {
             let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
             let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
-            for (labels, value) in f.samples {
+            for (labels, value, ts) in f.samples {
                 if labels.is_empty() {
                     let _ = writeln!(out, "{} {value} {ts}", f.name);
                 } else {
@@ -343,8 +373,11 @@ async fn resource(State(state): State<Arc<MetricsState>>, headers: HeaderMap) ->
     if !crate::auth::authorized(&headers, &state.token) {
         return (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response();
     }
-    // Which pod each container belongs to: this node's pods, by uid.
-    let params = ListParams::default().fields(&format!("spec.nodeName={}", state.node_name));
+    // Which pod each container belongs to: this node's pods that may run containers, by uid.
+    let params = ListParams::default().fields(&format!(
+        "spec.nodeName={},status.phase!=Succeeded,status.phase!=Failed",
+        state.node_name
+    ));
     let mut error = false;
     let pods: HashMap<String, (String, String)> =
         match Api::<Pod>::all(state.client.clone()).list(&params).await {
@@ -363,14 +396,12 @@ async fn resource(State(state): State<Arc<MetricsState>>, headers: HeaderMap) ->
             }
         };
     let rt = state.rt.clone();
+    let uids: Vec<String> = pods.keys().cloned().collect();
     let read = tokio::task::spawn_blocking(move || {
         let node = read_node();
-        let (containers, failed) = read_containers(&rt);
-        let timestamp_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        (node, containers, failed, timestamp_ms)
+        let uids: Vec<&str> = uids.iter().map(String::as_str).collect();
+        let (containers, failed) = read_containers(&rt, &uids);
+        (node, containers, failed, now_ms())
     })
     .await;
     let Ok((node, containers, failed, timestamp_ms)) = read else {
@@ -433,6 +464,7 @@ mod tests {
             usage: Usage {
                 cpu_ns,
                 working_set: 1024,
+                at_ms: 1_700_000_001_234,
             },
             started: 1_700_000_000.5,
         };
@@ -440,6 +472,7 @@ mod tests {
             node: Some(Usage {
                 cpu_ns: 2_500_000_000,
                 working_set: 4096,
+                at_ms: 1_700_000_001_234,
             }),
             containers: vec![
                 sample("app", 1_500_000_000),
@@ -451,7 +484,7 @@ mod tests {
             ],
             pods: [("u1".to_string(), ("ns".to_string(), "p\"1".to_string()))].into(),
             error: false,
-            timestamp_ms: 1_700_000_001_234,
+            timestamp_ms: 1_700_000_001_300,
         };
         let text = scrape.render();
         for line in [
@@ -464,7 +497,7 @@ mod tests {
             "pod_cpu_usage_seconds_total{namespace=\"ns\",pod=\"p\\\"1\"} 1.51 1700000001234",
             "pod_memory_working_set_bytes{namespace=\"ns\",pod=\"p\\\"1\"} 2048 1700000001234",
             "# TYPE scrape_error gauge",
-            "scrape_error 0 1700000001234",
+            "scrape_error 0 1700000001300",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\nnot in\n{text}");
         }
