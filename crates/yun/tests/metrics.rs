@@ -249,6 +249,22 @@ fn kubectl_top_and_the_agent_resource_metrics() {
         o.contains("burn")
     });
 
+    // After a pause longer than a window is reused (5 s), the next answer is over the time
+    // since the previous scrape, not over a new 1 s pair.
+    std::thread::sleep(Duration::from_secs(7));
+    let raw = until(
+        KUBECTL_133,
+        &up,
+        &["get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes"],
+        10,
+        |o| o.contains("NodeMetricsList"),
+    );
+    eprintln!("NodeMetricsList after 7 s: {raw}");
+    let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let window = v["items"][0]["window"].as_str().unwrap();
+    let seconds: f64 = window.strip_suffix('s').unwrap().parse().unwrap();
+    assert!((7.0..60.0).contains(&seconds), "{raw}");
+
     // The agent's endpoint: with the cluster's token the kubelet's metric names with the
     // pod's labels; without it, 401.
     let address = up.ok(&[
