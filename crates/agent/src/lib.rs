@@ -7,6 +7,7 @@
 //! restartPolicy with CrashLoopBackOff; volumes; logs. Containers are found again by their
 //! labels, so an agent restart re-adopts them instead of killing them.
 
+mod auth;
 mod container;
 pub mod events;
 mod exits;
@@ -14,6 +15,7 @@ mod heartbeat;
 mod identity;
 mod images;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 mod podevents;
 mod pods;

@@ -61,20 +61,24 @@ impl LogQuery {
     }
 }
 
-/// Serve container logs (and the streams of [`crate::streams`]) on `listener` until the
-/// process ends. Requests must carry `Authorization: Bearer TOKEN`.
+/// Serve container logs (and the streams of [`crate::streams`], the resource metrics of
+/// [`crate::metrics`]) on `listener` until the process ends. Requests must carry
+/// `Authorization: Bearer TOKEN`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     rt: Arc<PodRuntime>,
     client: Client,
     token: String,
+    node_name: String,
 ) -> anyhow::Result<()> {
     let streams = crate::streams::router(rt.clone(), client.clone(), token.clone());
+    let metrics = crate::metrics::router(rt.clone(), client.clone(), token.clone(), node_name);
     let state = Arc::new(LogState { rt, client, token });
     let app = Router::new()
         .route("/containerLogs/{ns}/{pod}/{container}", get(logs))
         .with_state(state)
-        .merge(streams);
+        .merge(streams)
+        .merge(metrics);
     axum::serve(listener, app).await?;
     Ok(())
 }
@@ -96,11 +100,7 @@ async fn logs(
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let presented = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(state.token.as_str()) {
+    if !crate::auth::authorized(&headers, &state.token) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
     }
     let pod_obj = match Api::<Pod>::namespaced(state.client.clone(), &ns)

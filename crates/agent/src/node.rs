@@ -304,6 +304,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
                 rt.clone(),
                 client.clone(),
                 token.clone(),
+                cfg.node_name.clone(),
             ));
             Some((addr.port(), AbortOnDropHandle::new(server)))
         }

@@ -20,6 +20,7 @@ mod field_labels;
 mod kubernetes_service;
 mod limits;
 mod meta;
+mod metrics;
 mod openapi;
 mod patch;
 mod proto;
@@ -153,6 +154,8 @@ pub(crate) struct Api {
     pub openapi: openapi::Cache,
     /// Open exec/attach/port-forward sessions per user.
     pub streams: limits::WatchCounts,
+    /// The last scrapes of each node's resource metrics (`metrics.k8s.io`).
+    pub metrics: metrics::Cache,
 }
 
 /// A server started with [`start`]; stops when [`Running::stop`] is called or it is dropped.
@@ -275,6 +278,7 @@ pub async fn start(config: Config) -> Result<Running> {
         watches: Default::default(),
         openapi: Default::default(),
         streams: Default::default(),
+        metrics: Default::default(),
     });
     resources::load_crds(&api).await?;
     rest::ensure_default_namespaces(&api).await?;

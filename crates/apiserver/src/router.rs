@@ -269,6 +269,9 @@ async fn route(api: &Arc<Api>, path: &str, mut req: Req) -> ApiResult<Response> 
             return r;
         }
     }
+    if let Some(r) = crate::metrics::handle(api, group, version, rest, &req).await {
+        return r;
+    }
     let mut rest = rest;
     if let ["watch", r @ ..] = rest {
         // The old watch paths (/api/v1/watch/...) still used by some clients.

@@ -267,6 +267,15 @@ impl Engine {
         self.layout.attach_socket(&c.id)
     }
 
+    /// The usage its cgroup counts (CPU time, memory with its `memory.stat`), for a container
+    /// that is running; an error once it has stopped.
+    pub fn stats(&self, c: &Container) -> Result<yun_runtime::cgroups::Stats> {
+        self.runtime
+            .stats(&c.id)?
+            .data
+            .ok_or_else(|| anyhow!("container {}: no statistics", c.id))
+    }
+
     /// When the container exited (when its monitor recorded the exit code).
     pub fn finished_at(&self, c: &Container) -> Option<std::time::SystemTime> {
         fs::metadata(self.layout.exit_file(&c.id))

@@ -151,17 +151,22 @@ impl PodRuntime {
         uids
     }
 
+    /// The engine's records of pod `uid`'s containers, every attempt (read by their names, not
+    /// by scanning every record on the node).
+    pub(crate) fn records(&self, uid: &str) -> Vec<yun_engine::Container> {
+        let mut out = self.engine.containers_named(&format!("yunpod_{uid}_"));
+        out.retain(|c| c.labels.get(LABEL_POD_UID).map(String::as_str) == Some(uid));
+        out
+    }
+
     fn attempts(&self, uid: &str) -> Attempts {
         let mut out: Attempts = BTreeMap::new();
         // The runtime's state is read only for this pod's containers: a sync runs for every
         // pod every second, and the node may hold many.
         // Only this pod's records are read (by their names): a node keeps the exited
         // containers of every finished pod, and a sync runs for every pod every second.
-        for c in self.engine.containers_named(&format!("yunpod_{uid}_")) {
+        for c in self.records(uid) {
             let labels = &c.labels;
-            if labels.get(LABEL_POD_UID).map(String::as_str) != Some(uid) {
-                continue;
-            }
             let (Some(name), Some(n)) = (
                 labels.get(LABEL_CONTAINER),
                 labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()),

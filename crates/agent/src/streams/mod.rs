@@ -33,6 +33,7 @@ use kube::{Api, Client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::auth::authorized;
 use crate::PodRuntime;
 use channel::Incoming;
 use exec::ExecRequest;
@@ -71,14 +72,6 @@ pub fn router(rt: Arc<PodRuntime>, client: Client, token: String) -> Router {
 
 fn error(code: StatusCode, message: String) -> Response {
     (code, message + "\n").into_response()
-}
-
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        == Some(token)
 }
 
 /// The pod's uid, or the response to give.

@@ -91,7 +91,10 @@ pub fn served(api: &Api) -> Vec<Group> {
         .iter()
         .map(Listed::of)
         .collect::<Vec<_>>();
-    for r in registry.into_iter().chain(listed::reviews()) {
+    let unstored = listed::reviews()
+        .into_iter()
+        .chain(crate::metrics::listed());
+    for r in registry.into_iter().chain(unstored) {
         let gi = match out.iter().position(|g| g.name == r.group) {
             Some(i) => i,
             None => {

@@ -97,6 +97,15 @@ pub fn cluster_roles() -> Vec<Value> {
                    {"apiGroups": ["batch"], "resources": ["cronjobs", "cronjobs/status", "jobs", "jobs/status"], "verbs": READ},
                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": READ}]),
         ),
+        // What metrics-server installs for `kubectl top`: the metrics reads, aggregated into
+        // view, edit and admin.
+        role(
+            "system:aggregated-metrics-reader",
+            json!({"rbac.authorization.k8s.io/aggregate-to-view": "true",
+                   "rbac.authorization.k8s.io/aggregate-to-edit": "true",
+                   "rbac.authorization.k8s.io/aggregate-to-admin": "true"}),
+            json!([{"apiGroups": ["metrics.k8s.io"], "resources": ["pods", "nodes"], "verbs": READ}]),
+        ),
         role(
             "system:discovery",
             json!({}),

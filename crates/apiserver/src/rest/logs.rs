@@ -66,6 +66,17 @@ pub(super) async fn node_endpoint(
         .find("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("no nodes resource"))?;
     let node = decode(&get_kv(api, &nodes, &nodes.key(None, node_name), node_name).await?)?;
+    let Some((address, port)) = agent_address(&node) else {
+        return Err(ApiError::bad_request(format!(
+            "node {node_name} does not serve container logs or streams"
+        )));
+    };
+    Ok((node_name.to_string(), address, port))
+}
+
+/// Where a Node's agent serves logs, streams and metrics: its InternalIP and kubeletEndpoint
+/// port; None when it has not published both.
+pub(crate) fn agent_address(node: &Value) -> Option<(String, u16)> {
     let address = node
         .pointer("/status/addresses")
         .and_then(Value::as_array)
@@ -73,18 +84,13 @@ pub(super) async fn node_endpoint(
         .flatten()
         .find(|a| a.get("type").and_then(Value::as_str) == Some("InternalIP"))
         .and_then(|a| a.get("address").and_then(Value::as_str))
-        .map(str::to_string);
+        .map(str::to_string)?;
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_i64)
         .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p > 0);
-    let (Some(address), Some(port)) = (address, port) else {
-        return Err(ApiError::bad_request(format!(
-            "node {node_name} does not serve container logs or streams"
-        )));
-    };
-    Ok((node_name.to_string(), address, port))
+        .filter(|p| *p > 0)?;
+    Some((address, port))
 }
 
 pub async fn log(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response> {

@@ -25,6 +25,8 @@ use crate::router::{Req, Target};
 use crate::selectors::Selector;
 use crate::Api;
 
+pub(crate) use logs::agent_address;
+pub(crate) use read::list_page;
 pub use write::{create_object, ensure_default_namespaces};
 
 pub async fn dispatch(api: &Arc<Api>, t: Target, mut req: Req) -> ApiResult<Response> {
