@@ -79,6 +79,13 @@ pub async fn serve(
         .with_state(state)
         .merge(streams)
         .merge(metrics);
+    // Streams (exec, attach, port-forward) write small frames each answered by the API
+    // server's relay: without TCP_NODELAY, Nagle holds a frame back until the previous one is
+    // acknowledged, which a delayed ACK makes 40 ms.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
