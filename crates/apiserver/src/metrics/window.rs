@@ -24,6 +24,8 @@ use crate::Api;
 pub const FRESH: Duration = Duration::from_secs(5);
 pub const MAX_AGE: Duration = Duration::from_secs(60);
 pub const FIRST_WINDOW: Duration = Duration::from_secs(1);
+/// The largest answer read from an agent (16 MiB: tens of thousands of containers).
+const MAX_SCRAPE_BYTES: usize = 16 << 20;
 /// How long one scrape of an agent may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -186,7 +188,19 @@ async fn scrape(api: &Api, address: &str, port: u16) -> Result<Scrape, String> {
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+    // An agent's answer is read up to a bound: a node must not make the API server hold an
+    // answer of any size (a few hundred bytes per container is the normal size).
+    let mut resp = resp;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("{url}: {e}"))? {
+        if body.len() + chunk.len() > MAX_SCRAPE_BYTES {
+            return Err(format!(
+                "{url}: answer larger than {MAX_SCRAPE_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&body);
     if !status.is_success() {
         return Err(format!("{url}: {status}: {}", text.trim()));
     }
