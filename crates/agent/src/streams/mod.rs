@@ -60,14 +60,43 @@ pub fn router(rt: Arc<PodRuntime>, client: Client, token: String) -> Router {
         token,
         sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
     });
+    // With the pod's uid in the path (as the kubelet's), sent by the API server that has
+    // just read the pod, the agent does not read it again; without, it asks the API.
     Router::new()
         .route("/exec/{ns}/{pod}/{container}", get(exec).post(exec))
+        .route("/exec/{ns}/{pod}/{uid}/{container}", get(exec).post(exec))
         .route("/attach/{ns}/{pod}/{container}", get(attach).post(attach))
+        .route(
+            "/attach/{ns}/{pod}/{uid}/{container}",
+            get(attach).post(attach),
+        )
         .route(
             "/portForward/{ns}/{pod}",
             get(port_forward).post(port_forward),
         )
+        .route(
+            "/portForward/{ns}/{pod}/{uid}",
+            get(port_forward).post(port_forward),
+        )
         .with_state(state)
+}
+
+/// A streaming path: `NAMESPACE/POD[/UID][/CONTAINER]`.
+#[derive(serde::Deserialize)]
+struct PodPath {
+    ns: String,
+    pod: String,
+    uid: Option<String>,
+    #[serde(default)]
+    container: String,
+}
+
+/// The pod's uid: from the path, or else from the API.
+async fn uid_of(state: &StreamState, p: &PodPath) -> Result<String, Response> {
+    match &p.uid {
+        Some(uid) => Ok(uid.clone()),
+        None => pod_uid(state, &p.ns, &p.pod).await,
+    }
 }
 
 fn error(code: StatusCode, message: String) -> Response {
@@ -104,9 +133,7 @@ struct Checked {
 async fn check(
     state: &StreamState,
     what: &str,
-    ns: &str,
-    pod: &str,
-    container: &str,
+    path: &PodPath,
     query: Option<String>,
     headers: &HeaderMap,
     ws: Option<Result<WebSocketUpgrade, WebSocketUpgradeRejection>>,
@@ -125,8 +152,8 @@ async fn check(
             ),
         )
     })?;
-    let uid = pod_uid(state, ns, pod).await?;
-    let (rt, c2) = (state.rt.clone(), container.to_string());
+    let uid = uid_of(state, path).await?;
+    let (rt, c2) = (state.rt.clone(), path.container.clone());
     let status = match tokio::task::spawn_blocking(move || rt.running(&uid, &c2)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(error(StatusCode::BAD_REQUEST, format!("{e:#}"))),
@@ -193,14 +220,15 @@ fn spdy_switch(protocol: &str) -> Response {
 
 async fn port_forward(
     State(state): State<Arc<StreamState>>,
-    Path((ns, pod)): Path<(String, String)>,
+    Path(path): Path<PodPath>,
     request: axum::extract::Request,
 ) -> Response {
     let (mut parts, _) = request.into_parts();
     if !authorized(&parts.headers, &state.token) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
     }
-    let uid = match pod_uid(&state, &ns, &pod).await {
+    let pod = path.pod.clone();
+    let uid = match uid_of(&state, &path).await {
         Ok(u) => u,
         Err(r) => return r,
     };
@@ -221,7 +249,7 @@ async fn port_forward(
             format!("this node already serves {MAX_SESSIONS} streaming sessions"),
         );
     };
-    let name = format!("{ns}/{pod}");
+    let name = format!("{}/{pod}", path.ns);
     if upgrade_to(&parts.headers, "websocket") {
         use axum::extract::FromRequestParts;
         let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
@@ -268,23 +296,13 @@ async fn port_forward(
 
 async fn attach(
     State(state): State<Arc<StreamState>>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
+    Path(path): Path<PodPath>,
     RawQuery(query): RawQuery,
     request: axum::extract::Request,
 ) -> Response {
     let (mut parts, ws) = upgrade_parts(request).await;
-    let c = match check(
-        &state,
-        "attach",
-        &ns,
-        &pod,
-        &container,
-        query,
-        &parts.headers,
-        ws,
-    )
-    .await
-    {
+    let container = path.container.clone();
+    let c = match check(&state, "attach", &path, query, &parts.headers, ws).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -394,23 +412,12 @@ fn spdy_exec_protocol(headers: &HeaderMap) -> Option<&'static str> {
 
 async fn exec(
     State(state): State<Arc<StreamState>>,
-    Path((ns, pod, container)): Path<(String, String, String)>,
+    Path(path): Path<PodPath>,
     RawQuery(query): RawQuery,
     request: axum::extract::Request,
 ) -> Response {
     let (mut parts, ws) = upgrade_parts(request).await;
-    let c = match check(
-        &state,
-        "exec",
-        &ns,
-        &pod,
-        &container,
-        query,
-        &parts.headers,
-        ws,
-    )
-    .await
-    {
+    let c = match check(&state, "exec", &path, query, &parts.headers, ws).await {
         Ok(c) => c,
         Err(r) => return r,
     };

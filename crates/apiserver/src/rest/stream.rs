@@ -62,7 +62,12 @@ pub async fn exec_or_attach(
     }
     let (node, address, port) = node_endpoint(api, &pod, name, &container).await?;
     let ns = t.ns.as_deref().unwrap_or("default");
-    let path = format!("/{sub}/{ns}/{name}/{container}");
+    // The uid in the path (as kube-apiserver gives the kubelet) spares the agent reading the
+    // pod again.
+    let path = match str_at(&pod, "/metadata/uid").filter(|u| !u.is_empty()) {
+        Some(uid) => format!("/{sub}/{ns}/{name}/{uid}/{container}"),
+        None => format!("/{sub}/{ns}/{name}/{container}"),
+    };
     proxy_upgrade(api, &mut req, &node, &address, port, &path).await
 }
 
@@ -79,7 +84,10 @@ pub async fn port_forward(api: &Arc<Api>, t: &Target, mut req: Req) -> ApiResult
     }
     let (node, address, port) = node_endpoint(api, &pod, name, "").await?;
     let ns = t.ns.as_deref().unwrap_or("default");
-    let path = format!("/portForward/{ns}/{name}");
+    let path = match str_at(&pod, "/metadata/uid").filter(|u| !u.is_empty()) {
+        Some(uid) => format!("/portForward/{ns}/{name}/{uid}"),
+        None => format!("/portForward/{ns}/{name}"),
+    };
     proxy_upgrade(api, &mut req, &node, &address, port, &path).await
 }
 
