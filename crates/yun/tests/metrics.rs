@@ -12,32 +12,17 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::kubectl::{self, text, KUBECTL_1_27 as KUBECTL_127, KUBECTL_1_33 as KUBECTL_133};
 use common::up::Up;
 
-const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
-const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 /// Burn a CPU, holding 4 MiB in a shell variable so the working set is more than the
 /// shell's few hundred KiB (which `top` would show as 0Mi).
 const BURN: &str = "x=$(head -c 4194304 /dev/zero | tr '\\0' a); while :; do :; done";
 
 fn kubectl(bin: &str, up: &Up, args: &[&str]) -> Output {
     let version = bin.rsplit('.').next().unwrap_or("x");
-    Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(up.data.join("kubeconfig"))
-        .arg("--cache-dir")
-        .arg(up.data.join(format!("kubectl-cache-{version}")))
-        .args(args)
-        .output()
-        .expect("run kubectl")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let cache = up.data.join(format!("kubectl-cache-{version}"));
+    kubectl::run_bin(bin, &up.data.join("kubeconfig"), &cache, args)
 }
 
 /// Repeat kubectl until it succeeds with output that satisfies `done` (at most `secs`).

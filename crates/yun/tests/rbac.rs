@@ -11,30 +11,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::kubectl::{self, text, KUBECTL as KUBECTL_1_20, KUBECTL_1_27, KUBECTL_1_33};
 use common::plane::Plane;
 
-const KUBECTL_1_20: &str = "/var/cache/yun-kubectl/usr/bin/kubectl";
-const KUBECTL_1_27: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
-const KUBECTL_1_33: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 
 fn kubectl(bin: &str, kubeconfig: &Path, args: &[&str]) -> Output {
-    let cache = kubeconfig.with_extension("cache");
-    Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--cache-dir")
-        .arg(&cache)
-        .args(args)
-        .output()
-        .expect("run kubectl")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    kubectl::run_bin(bin, kubeconfig, &kubeconfig.with_extension("cache"), args)
 }
 
 /// kubectl that must succeed; its stdout.

@@ -6,6 +6,31 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub const KUBECTL: &str = "/var/cache/yun-kubectl/usr/bin/kubectl";
+/// The image's versioned kubectls, beside the Google Cloud SDK's `bin/`.
+pub const KUBECTL_1_27: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+pub const KUBECTL_1_33: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+/// kubectl `bin` (any version) with a discovery cache of its own in `cache` (kept between
+/// calls, so each version's cache is its own).
+pub fn run_bin(bin: &str, kubeconfig: &Path, cache: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+/// stdout then stderr, as one text (for assertions' messages and matching).
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
 
 pub fn run(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(KUBECTL)
