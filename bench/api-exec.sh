@@ -17,34 +17,10 @@ if [ -z "${YUN:-}" ]; then
 fi
 K133=/usr/lib/google-cloud-sdk/bin/kubectl.1.33
 K120=/var/cache/yun-kubectl/usr/bin/kubectl
-work=$(mktemp -d /tmp/yun-bench-exec-XXXXXX)
-UP_FLAGS="--name yun-bench-exec --bridge yunbenchx0 --pod-cidr 10.239.2.0/24"
-up_pid=
-cleanup() {
-    if [ -n "$up_pid" ]; then
-        kill "$up_pid" 2>/dev/null || true
-        wait "$up_pid" 2>/dev/null || true
-    fi
-    if [ -d "$work/up" ]; then
-        # shellcheck disable=SC2086
-        "$YUN" --data-dir "$work/up" down $UP_FLAGS >/dev/null 2>&1 || true
-    fi
-    awk -v w="$work" '$2 ~ "^"w {print $2}' /proc/mounts | sort -r | while read -r m; do
-        umount -l "$m" || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-port=$(python3 -c 'import socket
-s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# shellcheck disable=SC2086
-"$YUN" --data-dir "$work/up" up --addr "127.0.0.1:$port" $UP_FLAGS >"$work/up.log" 2>&1 &
-up_pid=$!
+. bench/lib/up.sh
+bench_work exec "--name yun-bench-exec --bridge yunbenchx0 --pod-cidr 10.239.2.0/24"
+start_yun_up
 cfg=$work/up/kubeconfig
-for _ in $(seq 600); do
-    [ -f "$cfg" ] && "$K133" --kubeconfig "$cfg" get nodes 2>/dev/null | grep -q " Ready" && break
-    sleep 0.1
-done
 "$K133" --kubeconfig "$cfg" run bench --image=busybox --restart=Never -- sleep 3600 >/dev/null
 "$K133" --kubeconfig "$cfg" wait --for=condition=Ready pod/bench --timeout=60s >/dev/null
 

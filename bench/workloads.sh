@@ -19,24 +19,8 @@ if [ -z "${YUN:-}" ]; then
     YUN=$TARGET/release/yun
 fi
 KUBECTL=${KUBECTL:-/var/cache/yun-kubectl/usr/bin/kubectl}
-work=$(mktemp -d /tmp/yun-bench-workloads-XXXXXX)
-UP_FLAGS="--name yun-bench --bridge yunbenchw0 --pod-cidr 10.239.1.0/24"
-pids=
-cleanup() {
-    for p in $pids; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [ -d "$work/up" ]; then
-        # shellcheck disable=SC2086
-        "$YUN" --data-dir "$work/up" down $UP_FLAGS >/dev/null 2>&1 || true
-    fi
-    awk -v w="$work" '$2 ~ "^"w {print $2}' /proc/mounts | sort -r | while read -r m; do
-        umount -l "$m" || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+. bench/lib/up.sh
+bench_work workloads "--name yun-bench --bridge yunbenchw0 --pod-cidr 10.239.1.0/24"
 now() { date +%s.%N; }
 k() { "$KUBECTL" --kubeconfig "$work/up/kubeconfig" "$@"; }
 
@@ -47,15 +31,7 @@ seq "$N" | xargs -P "$P" -I{} "$YUN" --data-dir "$work/engine" run --rm busybox 
 loop_s=$(echo "$(now) - $start" | bc)
 
 # yun up and the Job.
-port=$(python3 -c 'import socket
-s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-# shellcheck disable=SC2086
-"$YUN" --data-dir "$work/up" up --addr "127.0.0.1:$port" $UP_FLAGS >"$work/up.log" 2>&1 &
-pids="$pids $!"
-for _ in $(seq 600); do
-    [ -f "$work/up/kubeconfig" ] && k get nodes 2>/dev/null | grep -q " Ready" && break
-    sleep 0.1
-done
+start_yun_up
 k get pods -w --output-watch-events -o name >"$work/pod-events" 2>/dev/null &
 pids="$pids $!"
 k get jobs -w --output-watch-events -o name >"$work/job-events" 2>/dev/null &
