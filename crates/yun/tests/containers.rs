@@ -195,8 +195,30 @@ fn a_detached_terminal_is_logged() {
         "busybox",
         "sh",
         "-c",
-        "tty; echo bye; exit 7",
+        "tty; echo bye; sleep 4; exit 7",
     ]);
+    // While it runs: the terminal's master is handed to a client of attach.sock that root
+    // runs; the host's nobody cannot even reach the socket.
+    let socket = find_file(&y.data, "attach.sock").expect("the terminal's attach.sock");
+    let dir = socket.parent().unwrap().to_str().unwrap().to_string();
+    let receive = "import os, socket, sys\n\
+        os.chdir(sys.argv[1])\n\
+        s = socket.socket(socket.AF_UNIX)\n\
+        s.connect('attach.sock')\n\
+        _, anc, _, _ = s.recvmsg(16, socket.CMSG_LEN(4))\n\
+        print('fds', len(anc))\n";
+    let root = Command::new("python3")
+        .args(["-c", receive, &dir])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&root.stdout), "fds 1\n");
+    let nobody = as_nobody(&["python3", "-c", receive, &dir]);
+    assert!(!nobody.status.success());
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !y.ok(&["ps", "-a"]).contains("Exited (7)") {
         assert!(
@@ -599,6 +621,22 @@ fn a_default_seccomp_profile_unless_unconfined() {
         "true",
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("only seccomp=unconfined"));
+}
+
+/// The first file named `name` under `dir`.
+fn find_file(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
 }
 
 /// `args` run as the host's `nobody`. Through a shell: setpriv itself still holds root's

@@ -14,7 +14,6 @@ use std::process::{Command, Output};
 use common::kubectl::{self, text, KUBECTL as KUBECTL_1_20, KUBECTL_1_27, KUBECTL_1_33};
 use common::plane::Plane;
 
-
 fn kubectl(bin: &str, kubeconfig: &Path, args: &[&str]) -> Output {
     kubectl::run_bin(bin, kubeconfig, &kubeconfig.with_extension("cache"), args)
 }
