@@ -175,6 +175,27 @@ async fn scenario(up: &Up) {
             .write(true)
             .open(format!("/proc/{pid}/exe"));
         assert!(write.is_err(), "the sealed copy opened for writing");
+        // It is the agent's one copy (an open file of its parent, the agent), not a copy
+        // this yunc made of itself.
+        use std::os::unix::fs::MetadataExt;
+        let exe = std::fs::metadata(format!("/proc/{pid}/exe")).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap();
+        let agent_holds = std::fs::read_dir(format!("/proc/{ppid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::metadata(fd.path()).ok())
+            .any(|m| (m.dev(), m.ino()) == (exe.dev(), exe.ino()));
+        assert!(
+            agent_holds,
+            "yunc {pid} does not run from its parent's sealed copy"
+        );
     }
     drop(p.stdout());
     let _ = p.take_status().unwrap().await;
