@@ -347,14 +347,26 @@ fn pods_get_credentials_reach_the_api_and_are_admitted_by_their_account() {
          -sS --max-time 10 --cacert {SA_DIR}/ca.crt -H \"Authorization: Bearer $(cat {SA_DIR}/token)\" \
          https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/$(cat {SA_DIR}/namespace)/pods"
     );
-    // Without a grant the account may not list pods: kube's 403 naming it.
-    let body = text(&sh("caller", &call).stdout);
+    // Without a grant the account may not list pods: kube's 403 naming it. The node programs
+    // the kubernetes Service's address asynchronously (as kube-proxy does): the first calls
+    // of a loaded machine may find no route yet, so the call is repeated until it is answered.
+    let mut body = String::new();
+    let mut said = String::new();
+    for _ in 0..10 {
+        let got = sh("caller", &call);
+        body = text(&got.stdout);
+        said = text(&got.stderr);
+        if !body.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert!(
         body.contains("\"code\":403")
             && body.contains(
                 "User \\\"system:serviceaccount:apps:default\\\" cannot list resource \\\"pods\\\""
             ),
-        "{body}"
+        "{body}{said}"
     );
     // A Role and a RoleBinding to the account allow it.
     up.ok(&[
