@@ -309,6 +309,16 @@ fn create_start_exec_pause_resume_kill_delete() {
     let pids: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
     let epid: i64 = std::fs::read_to_string(&exec_pid).unwrap().parse().unwrap();
     assert!(pids.contains(&pid) && pids.contains(&epid), "{pids:?}");
+    // Init and exec'd process entered the container's cgroup in every hierarchy, the v1 ones
+    // by themselves and the cgroup2 one at birth (cgroups::entry), not just the ones ps reads.
+    let init_cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let own = format!("/yun/{id}");
+    assert!(
+        init_cgroups.lines().all(|l| l.ends_with(&own)),
+        "{init_cgroups}"
+    );
+    let exec_cgroups = std::fs::read_to_string(format!("/proc/{epid}/cgroup")).unwrap();
+    assert_eq!(exec_cgroups, init_cgroups);
 
     assert!(env.yunc(&["pause", &id]).status.success());
     assert_eq!(env.state(&id)["status"], "paused");

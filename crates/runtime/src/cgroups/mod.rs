@@ -10,6 +10,7 @@
 //! `stats` reads usage in runc's `events --stats` layout.
 
 mod devices;
+mod entry;
 mod freezer;
 mod path;
 mod stats;
@@ -29,6 +30,7 @@ use anyhow::{anyhow, bail, Result};
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
+pub use entry::Born;
 pub use stats::{
     Blkio, BlkioEntry, Cpu, CpuSet, CpuUsage, Hugetlb, IntelRdt, Memory, MemoryEntry, Pids, Stats,
     Throttling,

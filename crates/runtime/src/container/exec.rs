@@ -80,7 +80,9 @@ impl Runtime {
         // so the process's Ready cannot overtake it.
         let (parent_ch, child_ch) = sync::pair()?;
         let (parent_proc_ch, proc_ch) = sync::pair()?;
-        let stage1 = match fork()? {
+        // SAFETY: the exec path is single-threaded (see init::fork).
+        let (forked, born) = unsafe { cg.fork_into() }?;
+        let stage1 = match forked {
             ForkResult::Child => {
                 drop(parent_ch);
                 drop(parent_proc_ch);
@@ -91,14 +93,18 @@ impl Runtime {
                     console: console.as_ref(),
                     preserve_fds: opts.preserve_fds,
                 };
-                child_main(&child_ch, || job.stage1(&child_ch, proc_ch))
+                child_main(&child_ch, || {
+                    // First, while still root of the host's namespaces (see cgroups::entry).
+                    cg.enter_self()?;
+                    job.stage1(&child_ch, proc_ch)
+                })
             }
             ForkResult::Parent { child } => child.as_raw(),
         };
         drop(child_ch);
         drop(proc_ch);
         drop(console);
-        let pid = match drive(&parent_ch, &parent_proc_ch, &cg, stage1) {
+        let pid = match drive(&parent_ch, &parent_proc_ch, &cg, (stage1, born)) {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = nix::sys::signal::kill(
@@ -126,8 +132,13 @@ impl Runtime {
     }
 }
 
-fn drive(ch: &Channel, proc_ch: &Channel, cg: &cgroups::Manager, stage1: i32) -> Result<i32> {
-    cg.add_pid(stage1)?;
+fn drive(
+    ch: &Channel,
+    proc_ch: &Channel,
+    cg: &cgroups::Manager,
+    (stage1, born): (i32, cgroups::Born),
+) -> Result<i32> {
+    cg.finish_entry(stage1, born)?;
     ch.send(&Msg::Go)?;
     let pid = match ch.recv()? {
         Msg::Pid(p) => p,

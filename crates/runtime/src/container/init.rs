@@ -66,6 +66,8 @@ pub(super) fn stage1(s: &Setup, ch: &Channel, init_ch: Channel) -> Result<Infall
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     crate::timing::mark("stage1: forked");
+    // First, while still root of the host's namespaces: the v1 cgroups (see cgroups::entry).
+    s.cgroup.enter_self()?;
     namespaces::join_all(&s.plan.join)?;
     if s.plan.new_user {
         nix::sched::unshare(CloneFlags::CLONE_NEWUSER).context("create user namespace")?;

@@ -186,7 +186,9 @@ impl Runtime {
         // One channel per child process: each has one writer, so messages cannot race.
         let (parent_ch, child_ch) = sync::pair()?;
         let (parent_init_ch, init_ch) = sync::pair()?;
-        let stage1 = match init::fork()? {
+        // SAFETY: the create path is single-threaded (see init::fork).
+        let (forked, born) = unsafe { cgroup.fork_into() }?;
+        let stage1 = match forked {
             ForkResult::Child => {
                 drop(parent_ch);
                 drop(parent_init_ch);
@@ -201,7 +203,7 @@ impl Runtime {
             stage1: &parent_ch,
             init: &parent_init_ch,
         };
-        let pid = self.drive_create(&setup, &channels, stage1, id, bundle, &mut guard)?;
+        let pid = self.drive_create(&setup, &channels, (stage1, born), id, bundle, &mut guard)?;
 
         let created = ContainerState {
             id: id.to_string(),
@@ -232,13 +234,13 @@ impl Runtime {
         &self,
         s: &Setup,
         chans: &Channels,
-        stage1: i32,
+        (stage1, born): (i32, cgroups::Born),
         id: &str,
         bundle: &Bundle,
         guard: &mut CreateGuard,
     ) -> Result<i32> {
         let ch = chans.stage1;
-        s.cgroup.add_pid(stage1)?;
+        s.cgroup.finish_entry(stage1, born)?;
         if s.plan.new_user {
             ch.expect(Msg::UserNsReady)?;
             let linux = bundle.spec.linux().as_ref().expect("validated");
