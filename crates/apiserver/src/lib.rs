@@ -83,13 +83,6 @@ pub fn decode_body(
     }
 }
 
-/// A built-in object (by its apiVersion and kind) in the Kubernetes protobuf wire format
-/// (`k8s\0` + runtime.Unknown); None for a kind without a message. For the benchmark client.
-#[doc(hidden)]
-pub fn encode_protobuf(obj: &serde_json::Value) -> Option<std::result::Result<Vec<u8>, String>> {
-    proto::encode_object(obj)
-}
-
 /// How to run the API server.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -3,7 +3,6 @@
 use serde_json::{json, Value};
 
 use crate::meta::{age, str_at};
-use crate::resources::Resource;
 use crate::router::Req;
 
 struct Col {
@@ -114,6 +113,8 @@ fn columns(kind: &str) -> Vec<Col> {
         "Lease" => vec![c("Name"), c("Holder"), c("Age")],
         "RuntimeClass" => vec![c("Name"), c("Handler"), c("Age")],
         "CustomResourceDefinition" => vec![c("Name"), c("Created At")],
+        // metrics-server's columns.
+        "NodeMetrics" | "PodMetrics" => vec![c("Name"), c("CPU"), c("Memory"), c("Window")],
         _ => vec![c("Name"), c("Age")],
     }
 }
@@ -398,6 +399,9 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
     if let Some(v) = crate::batch_table::cell(kind, col, o) {
         return v;
     }
+    if let Some(v) = crate::metrics::table_cell(kind, col, o) {
+        return v;
+    }
     match (kind, col) {
         (_, "Name") => json!(s(o, "/metadata/name")),
         (_, "Age") => json!(age(created)),
@@ -532,8 +536,8 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
 
 /// Build a Table of `items`. `includeObject` (None, Metadata — the default — or Object)
 /// decides what each row carries besides its cells.
-pub fn table(res: &Resource, items: &[Value], req: &Req, metadata: Value) -> Value {
-    let cols = columns(&res.kind);
+pub fn table(kind: &str, items: &[Value], req: &Req, metadata: Value) -> Value {
+    let cols = columns(kind);
     let defs: Vec<Value> = cols
         .iter()
         .map(|col| {
@@ -552,7 +556,7 @@ pub fn table(res: &Resource, items: &[Value], req: &Req, metadata: Value) -> Val
         .map(|o| {
             let cells: Vec<Value> = cols
                 .iter()
-                .map(|col| cell(&res.kind, col.name, o))
+                .map(|col| cell(kind, col.name, o))
                 .collect();
             let object = match include {
                 "None" => Value::Null,

@@ -190,6 +190,21 @@ fn kubectl_top_and_the_agent_resource_metrics() {
     assert!(v["window"].as_str().unwrap().ends_with('s'), "{raw}");
     assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{raw}");
 
+    // `kubectl get` prints the kinds through the server's Table (metrics-server's columns).
+    let table = until(KUBECTL_133, &up, &["get", "podmetrics"], 30, |o| {
+        o.contains("idle")
+    });
+    eprintln!("get podmetrics:\n{table}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "CPU", "MEMORY", "WINDOW"], "{table}");
+    let idle = row(&table, "idle");
+    assert!(idle[1].ends_with('n') && idle[2].ends_with("Ki"), "{table}");
+    let nodes_table = until(KUBECTL_133, &up, &["get", "nodemetrics"], 30, |o| {
+        o.lines().count() >= 2
+    });
+    assert!(nodes_table.starts_with("NAME"), "{nodes_table}");
+    assert!(nodes_table.contains("WINDOW"), "{nodes_table}");
+
     // A pod without metrics: kube's 404.
     fails(
         KUBECTL_133,

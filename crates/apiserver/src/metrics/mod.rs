@@ -164,8 +164,43 @@ fn one(kind: &str, mut item: Value) -> Value {
     item
 }
 
-fn respond(value: &Value) -> ApiResult<Response> {
+/// The answer, or for `kubectl get nodemetrics|podmetrics` its Table.
+fn respond(value: &Value, req: &Req) -> ApiResult<Response> {
+    if req.wants_table() {
+        let kind = value["kind"].as_str().unwrap_or_default();
+        let (kind, items) = match kind.strip_suffix("List") {
+            Some(item_kind) => (item_kind, value["items"].as_array().cloned().unwrap_or_default()),
+            None => (kind, vec![value.clone()]),
+        };
+        let table = crate::table::table(kind, &items, req, json!({}));
+        return Ok(crate::proto::respond(req.output, 200, &table));
+    }
     Ok(crate::router::json(200, value))
+}
+
+/// A Table cell of NodeMetrics or PodMetrics (a pod's usage summed over its containers, in
+/// the units the objects carry); None for other kinds and columns.
+pub(crate) fn table_cell(kind: &str, col: &str, o: &Value) -> Option<Value> {
+    let usage: Vec<&Value> = match kind {
+        "NodeMetrics" => vec![&o["usage"]],
+        "PodMetrics" => o["containers"]
+            .as_array()
+            .map(|cs| cs.iter().map(|c| &c["usage"]).collect())
+            .unwrap_or_default(),
+        _ => return None,
+    };
+    let sum = |resource: &str, unit: &str| -> u64 {
+        usage
+            .iter()
+            .filter_map(|u| u[resource].as_str()?.strip_suffix(unit)?.parse::<u64>().ok())
+            .sum()
+    };
+    match col {
+        "CPU" => Some(json!(format!("{}n", sum("cpu", "n")))),
+        "Memory" => Some(json!(format!("{}Ki", sum("memory", "Ki")))),
+        "Window" => Some(o["window"].clone()),
+        _ => None,
+    }
 }
 
 async fn nodes(api: &Arc<Api>, name: Option<&str>, req: &Req) -> ApiResult<Response> {
@@ -189,9 +224,9 @@ async fn nodes(api: &Arc<Api>, name: Option<&str>, req: &Req) -> ApiResult<Respo
         }));
     }
     match name {
-        None => respond(&list("NodeMetricsList", items)),
+        None => respond(&list("NodeMetricsList", items), req),
         Some(n) => match items.pop() {
-            Some(item) => respond(&one("NodeMetrics", item)),
+            Some(item) => respond(&one("NodeMetrics", item), req),
             None => Err(ApiError::not_found(&format!("nodemetrics.{GROUP}"), n)),
         },
     }
@@ -247,9 +282,9 @@ async fn pods(
         }));
     }
     match name {
-        None => respond(&list("PodMetricsList", items)),
+        None => respond(&list("PodMetricsList", items), req),
         Some(n) => match items.pop() {
-            Some(item) => respond(&one("PodMetrics", item)),
+            Some(item) => respond(&one("PodMetrics", item), req),
             None => Err(ApiError::not_found(&format!("podmetrics.{GROUP}"), n)),
         },
     }
@@ -266,6 +301,20 @@ mod tests {
         assert_eq!(go_duration(1002), "1.002s");
         assert_eq!(go_duration(15_000), "15s");
         assert_eq!(go_duration(20_500), "20.5s");
+    }
+
+    #[test]
+    fn table_cells_sum_a_pods_containers() {
+        let pod = json!({"metadata": {"name": "web"}, "window": "10.5s", "containers": [
+            {"name": "a", "usage": {"cpu": "1500000n", "memory": "2048Ki"}},
+            {"name": "b", "usage": {"cpu": "500000n", "memory": "1024Ki"}}]});
+        assert_eq!(table_cell("PodMetrics", "CPU", &pod), Some(json!("2000000n")));
+        assert_eq!(table_cell("PodMetrics", "Memory", &pod), Some(json!("3072Ki")));
+        assert_eq!(table_cell("PodMetrics", "Window", &pod), Some(json!("10.5s")));
+        let node = json!({"usage": {"cpu": "7n", "memory": "9Ki"}, "window": "1s"});
+        assert_eq!(table_cell("NodeMetrics", "CPU", &node), Some(json!("7n")));
+        assert_eq!(table_cell("NodeMetrics", "Name", &node), None);
+        assert_eq!(table_cell("Pod", "CPU", &node), None);
     }
 
     #[test]
