@@ -94,7 +94,10 @@ impl Format {
                 } else {
                     ensure!(kind == "Pod", "answered a {kind}, not a Pod");
                     let p = pb::Pod::decode(raw.as_slice())?;
-                    ensure!(p.metadata.and_then(|m| m.name).is_some(), "a Pod without a name");
+                    ensure!(
+                        p.metadata.and_then(|m| m.name).is_some(),
+                        "a Pod without a name"
+                    );
                     Ok(1)
                 }
             }
@@ -121,7 +124,11 @@ fn json_pod(ns: &str, i: usize) -> k8s_openapi::api::core::v1::Pod {
 /// The same Pod as [`json_pod`], as k8s-pb's message.
 fn proto_pod(ns: &str, i: usize) -> pb::Pod {
     let s = |v: &str| Some(v.to_string());
-    let map = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map = |kv: &[(&str, &str)]| {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
     let qty = |kv: &[(&str, &str)]| {
         kv.iter()
             .map(|(k, v)| (k.to_string(), Quantity { string: s(v) }))
@@ -293,7 +300,11 @@ async fn round(
         .body(ns_body)
         .send()
         .await?;
-    ensure!(resp.status().is_success(), "create namespace {ns}: {}", resp.status());
+    ensure!(
+        resp.status().is_success(),
+        "create namespace {ns}: {}",
+        resp.status()
+    );
     let base = format!("/api/v1/namespaces/{ns}/pods");
 
     let (c, b, ns2) = (client.clone(), base.clone(), ns.to_string());
@@ -309,7 +320,10 @@ async fn round(
     let (c, b) = (client.clone(), base.clone());
     let (gets, get_bytes) = timed(clients, pods, move |i| {
         let (c, path) = (c.clone(), format!("{b}/bench-{i}"));
-        async move { c.call(format, reqwest::Method::GET, &path, None, false).await }
+        async move {
+            c.call(format, reqwest::Method::GET, &path, None, false)
+                .await
+        }
     })
     .await?;
     let (c, b) = (client.clone(), base.clone());
@@ -338,12 +352,21 @@ async fn main() -> Result<()> {
     let [_, url, token, ca, pods, clients, lists, rounds] = args.as_slice() else {
         bail!("usage: bench-api-protobuf URL TOKEN_FILE CA_FILE PODS CLIENTS LISTS ROUNDS");
     };
-    let (pods, clients, lists, rounds): (usize, usize, usize, usize) =
-        (pods.parse()?, clients.parse()?, lists.parse()?, rounds.parse()?);
-    ensure!(rounds > 0 && pods > 0 && clients > 0 && lists > 0, "counts must be positive");
+    let (pods, clients, lists, rounds): (usize, usize, usize, usize) = (
+        pods.parse()?,
+        clients.parse()?,
+        lists.parse()?,
+        rounds.parse()?,
+    );
+    ensure!(
+        rounds > 0 && pods > 0 && clients > 0 && lists > 0,
+        "counts must be positive"
+    );
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca)?)?;
     let client = Arc::new(Client {
-        http: reqwest::Client::builder().add_root_certificate(ca).build()?,
+        http: reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()?,
         token: std::fs::read_to_string(token)?.trim().to_string(),
         url: url.clone(),
     });
@@ -372,7 +395,12 @@ async fn main() -> Result<()> {
     }
     for format in [Format::Json, Format::Protobuf] {
         let of = |pick: fn(&Figures) -> f64| {
-            median(all.iter().filter(|(f, _)| *f == format).map(|(_, x)| pick(x)).collect())
+            median(
+                all.iter()
+                    .filter(|(f, _)| *f == format)
+                    .map(|(_, x)| pick(x))
+                    .collect(),
+            )
         };
         let last = &all.iter().rev().find(|(f, _)| *f == format).expect("ran").1;
         println!(

@@ -36,6 +36,7 @@ impl Runtime {
     /// Run `process` in container `id`. Detached: returns 0 once it runs; otherwise waits and
     /// returns its exit code, forwarding signals.
     pub fn exec(&self, id: &str, process: &Process, opts: &ExecOptions) -> Result<i32> {
+        crate::timing::mark("exec: start");
         let st = ContainerState::load(&self.root, id)?;
         let status = st.status(&self.root);
         // Not in `created`: the init still runs yunc's code there, and a process from the
@@ -72,6 +73,7 @@ impl Runtime {
             Some(s) => Some(seccomp::compile(s)?),
             None => None,
         };
+        crate::timing::mark("exec: seccomp compiled");
         let joins = namespaces_of(&st)?;
         let cg = cgroups::Manager::from_state(&st.cgroup);
 
@@ -101,6 +103,7 @@ impl Runtime {
             }
             ForkResult::Parent { child } => child.as_raw(),
         };
+        crate::timing::mark("exec: forked");
         drop(child_ch);
         drop(proc_ch);
         drop(console);
@@ -115,6 +118,7 @@ impl Runtime {
                 return Err(e);
             }
         };
+        crate::timing::mark("exec: process runs");
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, pid)?;
         }
@@ -222,6 +226,7 @@ impl ExecJob<'_> {
             std::fs::write("/proc/self/oom_score_adj", adj.to_string())
                 .context("process.oomScoreAdj")?;
         }
+        crate::timing::mark("exec stage2: in the namespaces");
         let setgroups_allowed = std::fs::read_to_string("/proc/self/setgroups")
             .map(|s| s.trim() != "deny")
             .unwrap_or(true);
@@ -242,6 +247,7 @@ impl ExecJob<'_> {
                 on_notify_fd: &no_notify,
             },
         )?;
+        crate::timing::mark("exec stage2: prepared");
         ch.send(&Msg::Ready)?;
         process::exec(prepared, &no_notify)
     }
