@@ -11,6 +11,7 @@ mod batch;
 mod batch_table;
 mod cascade;
 mod compaction;
+mod daemonset;
 mod defaults;
 mod discovery;
 mod encryption;

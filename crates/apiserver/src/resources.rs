@@ -171,6 +171,16 @@ fn builtins() -> Vec<Resource> {
             true,
             true,
         ),
+        builtin(
+            "apps",
+            "DaemonSet",
+            "daemonsets",
+            &["ds"],
+            true,
+            true,
+            true,
+            false,
+        ),
         builtin("batch", "Job", "jobs", &[], true, true, true, false),
         builtin(
             "batch",

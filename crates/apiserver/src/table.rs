@@ -59,6 +59,19 @@ fn columns(kind: &str) -> Vec<Col> {
             c("Age"),
             w("Selector"),
         ],
+        "DaemonSet" => vec![
+            c("Name"),
+            c("Desired"),
+            c("Current"),
+            c("Ready"),
+            c("Up-to-date"),
+            c("Available"),
+            c("Node Selector"),
+            c("Age"),
+            w("Containers"),
+            w("Images"),
+            w("Selector"),
+        ],
         "Namespace" => vec![c("Name"), c("Status"), c("Age")],
         "Node" => vec![
             c("Name"),
@@ -192,6 +205,20 @@ fn pod_status_column(o: &Value) -> String {
         reason = "Terminating".into();
     }
     reason
+}
+
+/// A string map as `k=v,k2=v2` (a Service's selector, a node selector), `<none>` if empty.
+fn key_values(map: Option<&Value>) -> String {
+    let pairs = map
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    none_if_empty(pairs)
 }
 
 fn none_if_empty(x: String) -> String {
@@ -441,23 +468,19 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
                 .and_then(Value::as_i64)
                 .unwrap_or(1))
         }
+        ("DaemonSet", "Desired") => json!(i(o, "/status/desiredNumberScheduled")),
+        ("DaemonSet", "Current") => json!(i(o, "/status/currentNumberScheduled")),
+        ("DaemonSet", "Ready") => json!(i(o, "/status/numberReady")),
+        ("DaemonSet", "Up-to-date") => json!(i(o, "/status/updatedNumberScheduled")),
+        ("DaemonSet", "Available") => json!(i(o, "/status/numberAvailable")),
+        ("DaemonSet", "Node Selector") => {
+            json!(key_values(o.pointer("/spec/template/spec/nodeSelector")))
+        }
         ("ReplicaSet", "Current") => json!(i(o, "/status/replicas")),
         ("ReplicaSet", "Ready") => json!(i(o, "/status/readyReplicas")),
         (_, "Containers") => json!(containers(o.pointer("/spec/template/spec"), "name")),
         (_, "Images") => json!(containers(o.pointer("/spec/template/spec"), "image")),
-        ("Service", "Selector") => {
-            let sel = o
-                .pointer("/spec/selector")
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
-            json!(none_if_empty(sel))
-        }
+        ("Service", "Selector") => json!(key_values(o.pointer("/spec/selector"))),
         (_, "Selector") => json!(selector(o.pointer("/spec/selector"))),
         ("Service", "Type") => json!(match s(o, "/spec/type") {
             "" => "ClusterIP",
@@ -554,10 +577,7 @@ pub fn table(kind: &str, items: &[Value], req: &Req, metadata: Value) -> Value {
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
-            let cells: Vec<Value> = cols
-                .iter()
-                .map(|col| cell(kind, col.name, o))
-                .collect();
+            let cells: Vec<Value> = cols.iter().map(|col| cell(kind, col.name, o)).collect();
             let object = match include {
                 "None" => Value::Null,
                 "Object" => o.clone(),

@@ -76,6 +76,7 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "ServiceAccount" => typed::<core::v1::ServiceAccount>(obj),
         "ReplicaSet" => typed::<apps::v1::ReplicaSet>(obj),
         "Deployment" => typed::<apps::v1::Deployment>(obj),
+        "DaemonSet" => typed::<apps::v1::DaemonSet>(obj),
         "Job" => typed::<batch::v1::Job>(obj),
         "CronJob" => typed::<batch::v1::CronJob>(obj),
         "Lease" => typed::<coordination::v1::Lease>(obj),
@@ -265,6 +266,10 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
             check_pod_ids(obj, &mut causes);
         }
         "Deployment" | "ReplicaSet" => check_workload(obj, &mut causes),
+        "DaemonSet" if res.group == "apps" => {
+            check_workload(obj, &mut causes);
+            crate::daemonset::validate(obj, &mut causes);
+        }
         "Job" if res.group == "batch" => crate::batch::validate_job(obj, &mut causes),
         "CronJob" if res.group == "batch" => crate::batch::validate_cronjob(obj, &mut causes),
         _ if res.group == crate::rbac::GROUP => {
@@ -361,6 +366,9 @@ pub fn validate_update(res: &Resource, cur: &Value, new: &Value) -> ApiResult<()
     let mut causes = Vec::new();
     if matches!(res.schema, Schema::Builtin) && res.group == "batch" && res.kind == "Job" {
         crate::batch::job_update(cur, new, &mut causes);
+    }
+    if matches!(res.schema, Schema::Builtin) && res.group == "apps" && res.kind == "DaemonSet" {
+        crate::daemonset::update(cur, new, &mut causes);
     }
     if res.group == crate::rbac::GROUP && cur.get("roleRef") != new.get("roleRef") {
         causes.push(Cause::invalid(

@@ -5,6 +5,7 @@
 
 pub mod cached;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod garbage;
 pub mod job;
@@ -19,6 +20,8 @@ pub mod selector;
 
 #[cfg(test)]
 mod cronjob_tests;
+#[cfg(test)]
+mod daemonset_tests;
 #[cfg(test)]
 mod job_tests;
 #[cfg(test)]

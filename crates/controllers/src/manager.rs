@@ -37,6 +37,7 @@ pub async fn run(client: Client, identity: String, nodes: loops::nodes::Timing, 
         let tasks = [
             tokio::spawn(loops::scheduler::run(client.clone(), shared.clone())),
             tokio::spawn(loops::replicasets::run(client.clone(), 2, shared.clone())),
+            tokio::spawn(loops::daemonsets::run(client.clone(), 2, shared.clone())),
             tokio::spawn(loops::deployments::run(client.clone(), 2, shared.clone())),
             tokio::spawn(loops::jobs::run(client.clone(), 2, shared.clone())),
             tokio::spawn(loops::cronjobs::run(client.clone(), 1, shared.clone())),

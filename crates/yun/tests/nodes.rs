@@ -507,3 +507,204 @@ fn curl_in(lan: &Lan, i: usize, url: &str) -> String {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// The daemon pods of `ds` as (name, node, ready, template hash), sorted by node.
+fn daemon_pods(plane: &ControlPlane, app: &str) -> Vec<(String, String, String, String)> {
+    let out = plane.ok(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("app={app}"),
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.containerStatuses[0].ready} {.metadata.labels.controller-revision-hash} {.metadata.deletionTimestamp}{"\n"}{end}"#,
+    ]);
+    let mut pods: Vec<_> = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // Pods being deleted carry a fifth field: not counted.
+            (f.len() == 4).then(|| (f[0].into(), f[1].into(), f[2].into(), f[3].into()))
+        })
+        .collect();
+    pods.sort_by(|a: &(String, String, String, String), b| a.1.cmp(&b.1));
+    pods
+}
+
+/// A DaemonSet covers every node, a node that joins later gets its pod within seconds, a
+/// cordoned node keeps (and gets back) its daemon, an image change rolls node by node, and
+/// deleting the DaemonSet takes its pods. Two agents in network namespaces, kubectl 1.20.
+#[test]
+fn a_daemonset_covers_every_node_and_a_node_that_joins_later() {
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "run scripts/deps.sh: Debian's kubectl is missing"
+    );
+    let tag = format!("ds{:x}", std::process::id() & 0xffff);
+    let lan = Lan::new(&tag, 2, 235);
+    let plane = ControlPlane::start(&lan);
+    let agents = vec![Agent::start(&lan, 0, &plane.kubeconfig())];
+    let mut c = Cluster { agents, plane, lan };
+    let n1 = c.agents[0].name.clone();
+    c.plane.until(&["get", "node", &n1], 30, |o| {
+        o.contains(" Ready") && !o.contains("NotReady")
+    });
+    let manifest = c.plane.data.join("ds.yaml");
+    let write = |image_tag: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: logger}}
+spec:
+  selector: {{matchLabels: {{app: logger}}}}
+  template:
+    metadata: {{labels: {{app: logger}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: logger
+        image: busybox
+        command: ["sh", "-c", "trap 'exit 0' TERM; echo {image_tag}; while :; do sleep 1; done"]
+"#
+            ),
+        )
+        .unwrap()
+    };
+    write("v1");
+    c.plane.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    c.plane
+        .ok(&["rollout", "status", "daemonset/logger", "--timeout=60s"]);
+    let pods = daemon_pods(&c.plane, "logger");
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    assert_eq!(
+        (pods[0].1.as_str(), pods[0].2.as_str()),
+        (n1.as_str(), "true")
+    );
+    let table = c.plane.ok(&["get", "daemonset", "logger"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE",
+            "SELECTOR",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..7],
+        ["logger", "1", "1", "1", "1", "1", "<none>"],
+        "{table}"
+    );
+
+    // A second node joins: its daemon pod runs there within seconds of the node being Ready.
+    c.agents
+        .push(Agent::start(&c.lan, 1, &c.plane.kubeconfig()));
+    let n2 = c.agents[1].name.clone();
+    c.plane.until(&["get", "node", &n2], 30, |o| {
+        o.contains(" Ready") && !o.contains("NotReady")
+    });
+    let joined = Instant::now();
+    c.plane.until(
+        &["get", "pods", "-l", "app=logger", "-o", "name"],
+        60,
+        |_| {
+            let pods = daemon_pods(&c.plane, "logger");
+            pods.len() == 2 && pods.iter().all(|p| p.2 == "true")
+        },
+    );
+    let pods = daemon_pods(&c.plane, "logger");
+    let nodes: Vec<&str> = pods.iter().map(|p| p.1.as_str()).collect();
+    assert_eq!(nodes, [n1.as_str(), n2.as_str()]);
+    eprintln!(
+        "the joining node's daemon pod ran {:?} after the node was Ready",
+        joined.elapsed()
+    );
+    assert!(
+        joined.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        joined.elapsed()
+    );
+
+    // Cordoned: the daemon stays, and a deleted one comes back on the cordoned node.
+    c.plane.ok(&["cordon", &n1]);
+    let on_n1 = pods.iter().find(|p| p.1 == n1).unwrap().0.clone();
+    c.plane.ok(&["delete", "pod", &on_n1, "--wait=false"]);
+    c.plane.until(
+        &["get", "pods", "-l", "app=logger", "-o", "name"],
+        60,
+        |_| {
+            let pods = daemon_pods(&c.plane, "logger");
+            pods.len() == 2
+                && pods.iter().all(|p| p.2 == "true")
+                && !pods.iter().any(|p| p.0 == on_n1)
+        },
+    );
+    assert!(daemon_pods(&c.plane, "logger").iter().any(|p| p.1 == n1));
+    c.plane.ok(&["uncordon", &n1]);
+
+    // A template change rolls out node by node (maxUnavailable 1) to every node.
+    let before: Vec<String> = daemon_pods(&c.plane, "logger")
+        .into_iter()
+        .map(|p| p.3)
+        .collect();
+    write("v2");
+    c.plane.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    c.plane
+        .ok(&["rollout", "status", "daemonset/logger", "--timeout=90s"]);
+    let after = daemon_pods(&c.plane, "logger");
+    if after.len() != 2 {
+        eprintln!("{}", c.plane.ok(&["get", "ds", "logger", "-o", "yaml"]));
+        eprintln!(
+            "{}",
+            c.plane.ok(&["get", "pods", "-o", "wide", "--show-labels"])
+        );
+    }
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after.iter().all(|p| p.2 == "true" && p.3 != before[0]),
+        "{before:?} -> {after:?}"
+    );
+    let status = c.plane.ok(&[
+        "get",
+        "daemonset",
+        "logger",
+        "-o",
+        "jsonpath={.status.desiredNumberScheduled} {.status.updatedNumberScheduled} {.status.numberAvailable} {.status.observedGeneration}",
+    ]);
+    assert_eq!(status, "2 2 2 2");
+
+    // Invalid: a DaemonSet whose pods may not restart.
+    let bad = c.plane.data.join("bad-ds.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: bad}\nspec:\n  selector: {matchLabels: {app: bad}}\n  template:\n    metadata: {labels: {app: bad}}\n    spec:\n      restartPolicy: Never\n      containers: [{name: c, image: busybox}]\n",
+    )
+    .unwrap();
+    let out = common::kubectl::run(
+        &c.plane.kubeconfig(),
+        &["apply", "-f", bad.to_str().unwrap()],
+    );
+    let text = common::kubectl::text(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("spec.template.spec.restartPolicy: Unsupported value: \"Never\""),
+        "{text}"
+    );
+
+    // Deleting the DaemonSet takes its pods.
+    c.plane.ok(&["delete", "-f", manifest.to_str().unwrap()]);
+    c.plane.until(
+        &["get", "pods", "-l", "app=logger", "-o", "name"],
+        60,
+        |o| o.trim().is_empty(),
+    );
+}

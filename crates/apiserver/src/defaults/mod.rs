@@ -76,6 +76,7 @@ pub fn apply(res: &Resource, obj: &mut Value, write: Write) {
             fill(s, "progressDeadlineSeconds", json!(600));
         }
         ("apps", "ReplicaSet") => workload(obj),
+        ("apps", "DaemonSet") => crate::daemonset::defaults(obj),
         ("batch", "Job") => batch::job(obj, write),
         ("batch", "CronJob") => batch::cronjob(obj),
         ("apiextensions.k8s.io", "CustomResourceDefinition") if write == Write::Create => {

@@ -129,6 +129,7 @@ fn every_served_builtin_kind_round_trips() {
     full::<core::ServiceAccount>("v1", "ServiceAccount");
     full::<apps::ReplicaSet>("apps/v1", "ReplicaSet");
     full::<apps::Deployment>("apps/v1", "Deployment");
+    full::<apps::DaemonSet>("apps/v1", "DaemonSet");
     full::<coord::Lease>("coordination.k8s.io/v1", "Lease");
     full::<k8s_openapi::api::node::v1::RuntimeClass>("node.k8s.io/v1", "RuntimeClass");
     full::<ext::CustomResourceDefinition>("apiextensions.k8s.io/v1", "CustomResourceDefinition");

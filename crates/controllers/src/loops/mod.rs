@@ -2,8 +2,10 @@
 //! informers and carries out its actions through the API.
 
 pub mod cronjobs;
+pub mod daemonsets;
 pub mod deployments;
 pub mod endpoints;
+mod expectations;
 pub mod gc;
 pub mod jobs;
 pub mod namespaces;

@@ -1,8 +1,8 @@
 //! The ReplicaSet loop: keep each ReplicaSet's pod count at spec.replicas.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod as ApiPod;
@@ -10,21 +10,12 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
+use super::expectations::Expectations;
 use super::{is_status, split_key, work, Next};
 use crate::cached::Pod;
 use crate::owner;
 use crate::replicaset;
 use crate::runtime::{enqueue_adopters, enqueue_controller, enqueue_self, Informer, WorkQueue};
-
-/// Pods we created or deleted and the cache has not shown yet, per ReplicaSet: acting again
-/// before they show would create or delete twice (Kubernetes calls these expectations).
-#[derive(Default)]
-struct Expectations {
-    pending: HashMap<String, (HashSet<String>, HashSet<String>, Instant)>,
-}
-
-/// Give up waiting for the cache after this long and decide afresh.
-const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(client: Client, workers: usize, shared: super::Shared) {
     let queue = WorkQueue::new();
@@ -59,7 +50,7 @@ async fn reconcile(
 ) -> anyhow::Result<Next> {
     let (ns, name) = split_key(key);
     let Some(rs) = sets.get(key) else {
-        expectations.lock().expect("lock").pending.remove(key);
+        expectations.lock().expect("lock").forget(key);
         return Ok(Next::Done);
     };
     let namespace_pods: Vec<Pod> = pods
@@ -67,22 +58,12 @@ async fn reconcile(
         .iter()
         .map(|p| (**p).clone())
         .collect();
+    if !expectations
+        .lock()
+        .expect("lock")
+        .satisfied(key, &namespace_pods)
     {
-        let mut exp = expectations.lock().expect("lock");
-        if let Some((adds, dels, since)) = exp.pending.get(key) {
-            let seen: HashSet<&str> = namespace_pods
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter_map(|p| p.metadata.name.as_deref())
-                .collect();
-            let adds_seen = adds.iter().all(|n| seen.contains(n.as_str()));
-            let dels_seen = dels.iter().all(|n| !seen.contains(n.as_str()));
-            if (adds_seen && dels_seen) || since.elapsed() > EXPECTATION_TIMEOUT {
-                exp.pending.remove(key);
-            } else {
-                return Ok(Next::After(Duration::from_millis(100)));
-            }
-        }
+        return Ok(Next::After(Duration::from_millis(100)));
     }
     let plan = replicaset::plan(&rs, &namespace_pods);
     let pod_api = Api::<ApiPod>::namespaced(client.clone(), ns);
@@ -126,13 +107,10 @@ async fn reconcile(
             Err(e) => failure = Some(e),
         }
     }
-    if !created.is_empty() || !deleted.is_empty() {
-        expectations
-            .lock()
-            .expect("lock")
-            .pending
-            .insert(key.to_string(), (created, deleted, Instant::now()));
-    }
+    expectations
+        .lock()
+        .expect("lock")
+        .expect(key, created, deleted);
     if rs.status.as_ref() != Some(&plan.status) {
         let api = Api::<ReplicaSet>::namespaced(client, ns);
         let patch = json!({"status": plan.status});

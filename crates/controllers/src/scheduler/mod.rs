@@ -231,10 +231,15 @@ fn filter<'a>(
     if !ready {
         return Err("node(s) were not ready".into());
     }
-    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+    let tolerations = spec.and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
+    // A cordoned node takes only pods that tolerate its cordon (daemon pods do), as
+    // kube-scheduler's NodeUnschedulable plugin judges it.
+    let cordon_tolerated = tolerations
+        .iter()
+        .any(|t| tolerates(t, "node.kubernetes.io/unschedulable", None, "NoSchedule"));
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) && !cordon_tolerated {
         return Err("node(s) were unschedulable".into());
     }
-    let tolerations = spec.and_then(|s| s.tolerations.as_deref()).unwrap_or(&[]);
     for taint in node
         .spec
         .as_ref()
@@ -329,7 +334,7 @@ fn filter<'a>(
     Ok(())
 }
 
-fn tolerates(t: &Toleration, key: &str, value: Option<&str>, effect: &str) -> bool {
+pub(crate) fn tolerates(t: &Toleration, key: &str, value: Option<&str>, effect: &str) -> bool {
     if t.effect
         .as_deref()
         .is_some_and(|e| !e.is_empty() && e != effect)

@@ -194,3 +194,25 @@ fn pods_without_requests_spread_across_equal_nodes() {
     // The first pod counts 0.1 CPU and 200 MiB on "a" for scoring: the next goes to "b".
     assert_eq!(pick_node(&p("second"), [&a, &b]).unwrap(), "b");
 }
+
+#[test]
+fn a_cordoned_node_takes_only_pods_that_tolerate_the_cordon() {
+    let cordoned = info(
+        node("c", "2", "4Gi", json!({"spec": {"unschedulable": true}})),
+        vec![],
+    );
+    let plain = pod("plain", "100m", "64Mi", json!({}));
+    let err = pick_node(&plain, std::slice::from_ref(&cordoned)).unwrap_err();
+    assert_eq!(
+        err.message,
+        "0/1 nodes are available: 1 node(s) were unschedulable."
+    );
+    let daemon = pod(
+        "daemon",
+        "100m",
+        "64Mi",
+        json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/unschedulable",
+            "operator": "Exists", "effect": "NoSchedule"}]}}),
+    );
+    assert_eq!(pick_node(&daemon, &[cordoned]).unwrap(), "c");
+}

@@ -1,0 +1,156 @@
+//! The DaemonSet loop: one daemon pod on every node the template fits (see
+//! [`crate::daemonset`] for the decision). A change of a DaemonSet, of one of its pods or of
+//! any node (one added, relabelled, tainted, cordoned or removed) looks at the DaemonSets again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod as ApiPod};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::expectations::Expectations;
+use super::{is_status, split_key, work, Next};
+use crate::cached::Pod;
+use crate::daemonset;
+use crate::owner;
+use crate::runtime::{
+    enqueue_adopters, enqueue_controller, enqueue_self, key_of, Informer, WorkQueue,
+};
+
+pub async fn run(client: Client, workers: usize, shared: super::Shared) {
+    let queue = WorkQueue::new();
+    let sets = Arc::new(Informer::start(
+        Api::<DaemonSet>::all(client.clone()),
+        WatchParams::default(),
+        Duration::from_secs(60),
+        |_| {},
+    ));
+    sets.add_handler(enqueue_self(queue.clone()));
+    let pods = shared.pods.clone();
+    pods.add_handler(enqueue_controller(queue.clone(), "DaemonSet"));
+    pods.add_handler(enqueue_adopters(queue.clone(), sets.clone(), |ds| {
+        ds.spec.as_ref().map(|s| &s.selector)
+    }));
+    let nodes = shared.nodes.clone();
+    {
+        let (queue, sets) = (queue.clone(), sets.clone());
+        nodes.add_handler(move |_| {
+            for ds in sets.list() {
+                queue.add(&key_of(&*ds));
+            }
+        });
+    }
+    sets.synced().await;
+    pods.synced().await;
+    nodes.synced().await;
+    let expectations = Arc::new(Mutex::new(Expectations::default()));
+    work(queue, workers, move |key| {
+        let ctx = Ctx {
+            client: client.clone(),
+            sets: sets.clone(),
+            pods: pods.clone(),
+            nodes: nodes.clone(),
+            expectations: expectations.clone(),
+        };
+        async move { reconcile(&key, &ctx).await }
+    })
+    .await;
+}
+
+struct Ctx {
+    client: Client,
+    sets: Arc<Informer<DaemonSet>>,
+    pods: Arc<Informer<Pod>>,
+    nodes: Arc<Informer<Node>>,
+    expectations: Arc<Mutex<Expectations>>,
+}
+
+async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
+    let (ns, name) = split_key(key);
+    let Some(ds) = ctx.sets.get(key) else {
+        ctx.expectations.lock().expect("lock").forget(key);
+        return Ok(Next::Done);
+    };
+    let namespace_pods: Vec<Pod> = ctx
+        .pods
+        .list_namespace(ns)
+        .iter()
+        .map(|p| (**p).clone())
+        .collect();
+    if !ctx
+        .expectations
+        .lock()
+        .expect("lock")
+        .satisfied(key, &namespace_pods)
+    {
+        return Ok(Next::After(Duration::from_millis(100)));
+    }
+    let nodes: Vec<Node> = ctx.nodes.list().iter().map(|n| (**n).clone()).collect();
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let plan = daemonset::plan(&ds, &nodes, &namespace_pods, now);
+    let pod_api = Api::<ApiPod>::namespaced(ctx.client.clone(), ns);
+    let mut failure = None;
+    for pod in &namespace_pods {
+        let pod_name = pod.metadata.name.clone().unwrap_or_default();
+        let refs = if plan.adopt.contains(&pod_name) {
+            let reference = owner::controller_ref("apps/v1", "DaemonSet", &ds.metadata);
+            owner::adopted_refs(&pod.metadata, reference)
+        } else if plan.release.contains(&pod_name) {
+            owner::released_refs(
+                &pod.metadata,
+                ds.metadata.uid.as_deref().unwrap_or_default(),
+            )
+        } else {
+            continue;
+        };
+        if let Err(e) = super::set_owners(&pod_api, &pod.metadata, refs).await {
+            failure = Some(e);
+        }
+    }
+    let (mut created, mut deleted) = (HashSet::new(), HashSet::new());
+    for pod in &plan.create {
+        match pod_api.create(&PostParams::default(), pod).await {
+            Ok(p) => {
+                created.insert(p.metadata.name.unwrap_or_default());
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    for pod_name in &plan.delete {
+        match pod_api.delete(pod_name, &DeleteParams::default()).await {
+            Ok(_) => {
+                deleted.insert(pod_name.clone());
+            }
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => failure = Some(e),
+        }
+    }
+    ctx.expectations
+        .lock()
+        .expect("lock")
+        .expect(key, created, deleted);
+    if ds.status.as_ref() != Some(&plan.status) {
+        let api = Api::<DaemonSet>::namespaced(ctx.client.clone(), ns);
+        let patch = json!({"status": plan.status});
+        match api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => failure = Some(e),
+        }
+    }
+    match (failure, plan.recheck) {
+        (Some(e), _) => Err(e.into()),
+        (None, Some(after)) => Ok(Next::After(after)),
+        (None, None) => Ok(Next::Done),
+    }
+}
