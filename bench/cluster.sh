@@ -1,7 +1,7 @@
 #!/bin/sh
 # Control plane (issue 6): scheduler throughput with NODES simulated nodes, the control plane's
 # memory at that load, and pod start latency on a real node. Client: the kube-rs program
-# crates/controllers/examples/bench.rs.
+# crates/controllers/examples/bench_cluster.rs.
 #
 # 1. `yun server` (embedded store); NODES Nodes with Leases and no agent (as Kubernetes'
 #    scheduler_perf and kubemark simulate them) and PODS unscheduled pods are created; then
@@ -23,9 +23,9 @@ START_PODS=${START_PODS:-100}
 RATE=${RATE:-10}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -q -p yun --bin yun
-cargo build --release -q -p yun-controllers --example bench
+cargo build --release -q -p yun-controllers --example bench_cluster
 YUN=$TARGET/release/yun
-BENCH=$TARGET/release/examples/bench
+BENCH=$TARGET/release/examples/bench_cluster
 work=$(mktemp -d /tmp/yun-bench-cluster-XXXXXX)
 UP_FLAGS="--name yun-bench --bridge yunbench0 --pod-cidr 10.239.0.0/24"
 pids=
@@ -120,7 +120,7 @@ p50=$1 p99=$2 max=$3
     echo
     echo "## Control plane: scheduling, memory, pod start ($(date -u +%Y-%m-%d), $(nproc) cores)"
     echo
-    echo "Command: \`./bench/cluster.sh\` (NODES=$NODES PODS=$PODS CLIENTS=$CLIENTS START_PODS=$START_PODS RATE=$RATE); client: \`crates/controllers/examples/bench.rs\`."
+    echo "Command: \`./bench/cluster.sh\` (NODES=$NODES PODS=$PODS CLIENTS=$CLIENTS START_PODS=$START_PODS RATE=$RATE); client: \`crates/controllers/examples/bench_cluster.rs\`."
     echo "Scheduling is measured as Kubernetes' scheduler_perf does: $NODES Nodes (with Leases, no agents) and $PODS"
     echo "pending pods exist first, then \`yun controller-manager\` starts; pods/s is bound pods over the time from the first"
     echo "binding to the last, each binding a durable API write. Pod start: \`yun up\` with its agent, busybox pods created"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Store: yun's embedded store (redb) beside etcd on the same machine, in the same run, through
-# the same client code (crates/store/examples/bench.rs): puts/s with 1 writer and with WRITERS
+# the same client code (crates/store/examples/bench_store.rs): puts/s with 1 writer and with WRITERS
 # concurrent writers (100-byte values), and put→watch delivery latency with WATCHERS watchers.
 # etcd runs with its default durability (WAL fsync per commit) on the same disk as the redb file.
 # Build time: CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 shortens it.
@@ -13,8 +13,8 @@ PUTS=${PUTS:-5000}
 WRITERS=${WRITERS:-16}
 WATCHERS=${WATCHERS:-100}
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release -q -p yun-store --example bench
-BENCH=$TARGET/release/examples/bench
+cargo build --release -q -p yun-store --example bench_store
+BENCH=$TARGET/release/examples/bench_store
 work=$(mktemp -d /tmp/yun-bench-store-XXXXXX)
 etcd_pid=
 cleanup() {
@@ -53,7 +53,7 @@ t1=$1 tn=$2 t50=$3 t99=$4
     echo
     echo "## Store: embedded (redb) vs etcd, puts/s and watch latency ($(date -u +%Y-%m-%d), $(nproc) cores)"
     echo
-    echo "Command: \`./bench/store.sh\` (PUTS=$PUTS, WRITERS=$WRITERS, WATCHERS=$WATCHERS); client: \`crates/store/examples/bench.rs\`"
+    echo "Command: \`./bench/store.sh\` (PUTS=$PUTS, WRITERS=$WRITERS, WATCHERS=$WATCHERS); client: \`crates/store/examples/bench_store.rs\`"
     echo "through \`yun_store::open\`; $(etcd --version | head -1), single member on loopback, data on the same ext4 disk."
     echo "Every acknowledged put is durable in both: embedded writes each group commit to its write-ahead log with"
     echo "O_DIRECT|O_DSYNC on the caller's thread (the first waiting caller leads the batch; redb commits with"

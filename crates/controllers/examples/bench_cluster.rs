@@ -34,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| -> anyhow::Result<&str> {
         args.get(i).map(String::as_str).ok_or_else(|| {
-            anyhow::anyhow!("usage: see the header of crates/controllers/examples/bench.rs")
+            anyhow::anyhow!("usage: see the header of crates/controllers/examples/bench_cluster.rs")
         })
     };
     let cfg = config(arg(2)?).await?;

@@ -1,6 +1,6 @@
 //! Pods created per second through the API server with concurrent kube-rs clients.
 //!
-//!   cargo run --release -p yun-apiserver --example bench -- KUBECONFIG PODS CLIENTS
+//!   cargo run --release -p yun-apiserver --example bench_api -- KUBECONFIG PODS CLIENTS
 //!
 //! Prints `pods_per_second`. Each client is a tokio task with its own connection pool
 //! (its own kube::Client) doing POSTs back to back.
