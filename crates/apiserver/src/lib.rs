@@ -19,6 +19,7 @@ mod error;
 mod event_ttl;
 mod field_labels;
 mod kubernetes_service;
+mod limitrange;
 mod limits;
 mod meta;
 mod metrics;

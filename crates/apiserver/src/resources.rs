@@ -139,6 +139,16 @@ fn builtins() -> Vec<Resource> {
             false,
         ),
         builtin("", "Secret", "secrets", &[], true, false, false, false),
+        builtin(
+            "",
+            "LimitRange",
+            "limitranges",
+            &["limits"],
+            true,
+            false,
+            false,
+            false,
+        ),
         builtin("", "Node", "nodes", &["no"], false, false, true, false),
         builtin("", "Event", "events", &["ev"], true, false, false, false),
         builtin(

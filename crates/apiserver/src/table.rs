@@ -125,7 +125,7 @@ fn columns(kind: &str) -> Vec<Col> {
         ],
         "Lease" => vec![c("Name"), c("Holder"), c("Age")],
         "RuntimeClass" => vec![c("Name"), c("Handler"), c("Age")],
-        "CustomResourceDefinition" => vec![c("Name"), c("Created At")],
+        "CustomResourceDefinition" | "LimitRange" => vec![c("Name"), c("Created At")],
         // metrics-server's columns.
         "NodeMetrics" | "PodMetrics" => vec![c("Name"), c("CPU"), c("Memory"), c("Window")],
         _ => vec![c("Name"), c("Age")],

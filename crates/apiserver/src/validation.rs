@@ -71,6 +71,7 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "Endpoints" => typed::<core::v1::Endpoints>(obj),
         "ConfigMap" => typed::<core::v1::ConfigMap>(obj),
         "Secret" => typed::<core::v1::Secret>(obj),
+        "LimitRange" => typed::<core::v1::LimitRange>(obj),
         "Node" => typed::<core::v1::Node>(obj),
         "Event" => typed::<core::v1::Event>(obj),
         "ServiceAccount" => typed::<core::v1::ServiceAccount>(obj),
@@ -266,6 +267,7 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
             check_pod_ids(obj, &mut causes);
         }
         "Deployment" | "ReplicaSet" => check_workload(obj, &mut causes),
+        "LimitRange" if res.group.is_empty() => crate::limitrange::validate(obj, &mut causes),
         "DaemonSet" if res.group == "apps" => {
             check_workload(obj, &mut causes);
             crate::daemonset::validate(obj, &mut causes);

@@ -118,7 +118,11 @@ fn one_pod_per_fitting_node_bound_by_affinity_with_daemon_tolerations() {
     assert_eq!(p.status.desired_number_scheduled, 2);
     assert_eq!(p.status.current_number_scheduled, 0);
     assert_eq!(p.status.number_unavailable, Some(2));
-    assert_eq!(p.status.number_available, Some(0), "zeros are written, not omitted");
+    assert_eq!(
+        p.status.number_available,
+        Some(0),
+        "zeros are written, not omitted"
+    );
     assert_eq!(p.status.observed_generation, Some(2));
 }
 

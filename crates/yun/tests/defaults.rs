@@ -183,3 +183,92 @@ fn kubectl_reads_kubes_defaults_and_rollouts_settle() {
     let sets = yaml(&up.ok(&["get", "rs", "-l", "app=web", "-o", "yaml"]));
     assert_eq!(sets["items"].as_array().unwrap().len(), 2, "{sets:?}");
 }
+
+/// LimitRange (kubectl 1.33, `yun server`): the item's own defaults, a pod's missing requests
+/// and limits filled at admission with kube's annotation and QoS class, a pod over the max
+/// refused with kube's 403 message, an invalid range refused with the field named.
+#[test]
+fn limit_ranges_default_and_bound_pods_at_admission() {
+    use common::kubectl::{run_bin, text, KUBECTL_1_33};
+    let plane = common::plane::Plane::server("limitrange");
+    let cache = plane.data.join("kubectl-cache");
+    let kubectl = |args: &[&str], stdin: Option<&str>| {
+        if let Some(body) = stdin {
+            let file = plane.data.join("stdin.yaml");
+            std::fs::write(&file, body).unwrap();
+            let mut a = args.to_vec();
+            a.extend(["-f", file.to_str().unwrap()]);
+            return run_bin(KUBECTL_1_33, &plane.kubeconfig(), &cache, &a);
+        }
+        run_bin(KUBECTL_1_33, &plane.kubeconfig(), &cache, args)
+    };
+    let ok = |args: &[&str], stdin: Option<&str>| {
+        let out = kubectl(args, stdin);
+        assert!(out.status.success(), "kubectl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["create", "namespace", "lr"], None);
+    ok(
+        &["apply", "-n", "lr"],
+        Some(
+            "apiVersion: v1\nkind: LimitRange\nmetadata: {name: sizes}\nspec:\n  limits:\n  - type: Container\n    default: {cpu: 500m, memory: 128Mi}\n    defaultRequest: {cpu: 100m}\n    max: {cpu: \"1\", memory: 256Mi}\n",
+        ),
+    );
+    let range: Value = serde_json::from_str(&ok(
+        &["get", "limits", "sizes", "-n", "lr", "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(
+        range["spec"]["limits"][0]["defaultRequest"],
+        json!({"cpu": "100m", "memory": "128Mi"}),
+        "the default request of memory is the default limit"
+    );
+    let table = ok(&["get", "limitranges", "-n", "lr"], None);
+    assert!(table.starts_with("NAME    CREATED AT"), "{table}");
+
+    let pod = |name: &str, resources: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources: {resources}\n")
+    };
+    let admitted: Value = serde_json::from_str(&ok(
+        &["create", "-n", "lr", "--dry-run=server", "-o", "json"],
+        Some(&pod("plain", "{}")),
+    ))
+    .unwrap();
+    assert_eq!(
+        admitted["spec"]["containers"][0]["resources"],
+        json!({"requests": {"cpu": "100m", "memory": "128Mi"},
+               "limits": {"cpu": "500m", "memory": "128Mi"}})
+    );
+    assert_eq!(
+        admitted["metadata"]["annotations"]["kubernetes.io/limit-ranger"],
+        "LimitRanger plugin set: cpu, memory request for container c; cpu, memory limit for container c"
+    );
+    assert_eq!(admitted["status"]["qosClass"], "Burstable");
+
+    let out = kubectl(
+        &["create", "-n", "lr", "--dry-run=server"],
+        Some(&pod("big", "{limits: {cpu: \"2\"}}")),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            r#"pods "big" is forbidden: [maximum cpu usage per Container is 1, but limit is 2"#
+        ),
+        "{}",
+        text(&out)
+    );
+
+    let out = kubectl(
+        &["apply", "-n", "lr"],
+        Some("apiVersion: v1\nkind: LimitRange\nmetadata: {name: bad}\nspec:\n  limits:\n  - type: Container\n    min: {cpu: \"2\"}\n    max: {cpu: \"1\"}\n"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains(
+            r#"spec.limits[0].min[cpu]: Invalid value: "2": min value 2 is greater than max value 1"#
+        ),
+        "{}",
+        text(&out)
+    );
+}

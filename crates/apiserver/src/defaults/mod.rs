@@ -12,7 +12,7 @@ pub mod serviceaccount;
 
 use serde_json::{json, Value};
 
-pub use pod::{pod_spec, qos_class};
+pub use pod::{pod_spec, qos_class, quantity_nanos};
 
 use crate::meta::now_rfc3339;
 use crate::resources::Resource;
@@ -55,6 +55,7 @@ pub fn apply(res: &Resource, obj: &mut Value, write: Write) {
             }
         }
         ("", "Namespace") => namespace(obj, write),
+        ("", "LimitRange") => crate::limitrange::defaults(obj),
         ("apps", "Deployment") => {
             workload(obj);
             let spec = &mut obj["spec"];

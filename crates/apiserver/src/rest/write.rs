@@ -99,6 +99,7 @@ pub async fn create_object(
     if let (Some(ns), "Pod", "") = (&ns, res.kind.as_str(), res.group.as_str()) {
         // The namespace first: a pod in a missing namespace is a 404, not a missing account.
         super::namespaces::admit_create(api, res, ns, &name).await?;
+        crate::limitrange::admit(api, ns, &name, &mut obj).await?;
         defaults::serviceaccount::admit(api, ns, &name, &mut obj).await?;
     }
     normalize(res, &mut obj);
