@@ -12,6 +12,9 @@ use crate::defaults::quantity_nanos;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::Api;
 
+/// Per resource, a container's (or a pod's summed) request and limit.
+type Amounts = BTreeMap<String, (Option<Value>, Option<Value>)>;
+
 /// The annotation saying what the admission filled in (kube's wording).
 const ANNOTATION: &str = "kubernetes.io/limit-ranger";
 
@@ -125,13 +128,7 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
             }
         }
         // Each pair that must be ordered, named as kube names the breach.
-        let pairs: [(
-            &str,
-            &BTreeMap<String, Value>,
-            &str,
-            &BTreeMap<String, Value>,
-            &str,
-        ); 4] = [
+        let pairs = [
             (
                 "min",
                 &min,
@@ -336,7 +333,7 @@ fn check(pod: &Value, items: &[&Value]) -> Vec<String> {
         };
         let (min, max, ratio) = (bounds("min"), bounds("max"), bounds("maxLimitRequestRatio"));
         // (request, limit) per resource, for each container or summed over the pod.
-        let subjects: Vec<BTreeMap<String, (Option<Value>, Option<Value>)>> = match kind {
+        let subjects: Vec<Amounts> = match kind {
             "Container" => containers
                 .iter()
                 .map(|c| {
