@@ -111,6 +111,13 @@ fn columns(kind: &str) -> Vec<Col> {
             w("Selector"),
         ],
         "Lease" => vec![c("Name"), c("Holder"), c("Age")],
+        "PodDisruptionBudget" => vec![
+            c("Name"),
+            c("Min Available"),
+            c("Max Unavailable"),
+            c("Allowed Disruptions"),
+            c("Age"),
+        ],
         "RuntimeClass" => vec![c("Name"), c("Handler"), c("Age")],
         "CustomResourceDefinition" => vec![c("Name"), c("Created At")],
         // metrics-server's columns.
@@ -192,6 +199,14 @@ fn pod_status_column(o: &Value) -> String {
         reason = "Terminating".into();
     }
     reason
+}
+
+fn int_or_na(o: &Value, p: &str) -> String {
+    match o.pointer(p) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "N/A".into(),
+    }
 }
 
 fn none_if_empty(x: String) -> String {
@@ -528,6 +543,12 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
         )),
         ("Event", "Message") => json!(s(o, "/message")),
         ("Lease", "Holder") => json!(s(o, "/spec/holderIdentity")),
+        // An int or a percent; kubectl prints N/A for the one not set.
+        ("PodDisruptionBudget", "Min Available") => json!(int_or_na(o, "/spec/minAvailable")),
+        ("PodDisruptionBudget", "Max Unavailable") => {
+            json!(int_or_na(o, "/spec/maxUnavailable"))
+        }
+        ("PodDisruptionBudget", "Allowed Disruptions") => json!(i(o, "/status/disruptionsAllowed")),
         ("RuntimeClass", "Handler") => json!(s(o, "/handler")),
         (_, "Created At") => json!(created.unwrap_or("")),
         _ => json!(""),
@@ -554,10 +575,7 @@ pub fn table(kind: &str, items: &[Value], req: &Req, metadata: Value) -> Value {
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
-            let cells: Vec<Value> = cols
-                .iter()
-                .map(|col| cell(kind, col.name, o))
-                .collect();
+            let cells: Vec<Value> = cols.iter().map(|col| cell(kind, col.name, o)).collect();
             let object = match include {
                 "None" => Value::Null,
                 "Object" => o.clone(),

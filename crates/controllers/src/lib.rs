@@ -6,6 +6,7 @@
 pub mod cached;
 pub mod cronjob;
 pub mod deployment;
+pub mod disruption;
 pub mod garbage;
 pub mod job;
 pub mod loops;

@@ -474,9 +474,7 @@ impl Store for EmbeddedStore {
         // redb's cache, in microseconds, while handing it to the blocking pool (as ranges are)
         // cost two thread wake-ups per GET, the largest part of the server's CPU per GET in
         // a perf profile (context switches and futex wake-ups).
-        let view = self
-            .shared
-            .view(key.as_bytes(), &key_after(key), None)?;
+        let view = self.shared.view(key.as_bytes(), &key_after(key), None)?;
         if let Some((_, kv)) = view.keys.into_iter().next() {
             return Ok(kv);
         }

@@ -169,7 +169,10 @@ fn respond(value: &Value, req: &Req) -> ApiResult<Response> {
     if req.wants_table() {
         let kind = value["kind"].as_str().unwrap_or_default();
         let (kind, items) = match kind.strip_suffix("List") {
-            Some(item_kind) => (item_kind, value["items"].as_array().cloned().unwrap_or_default()),
+            Some(item_kind) => (
+                item_kind,
+                value["items"].as_array().cloned().unwrap_or_default(),
+            ),
             None => (kind, vec![value.clone()]),
         };
         let table = crate::table::table(kind, &items, req, json!({}));
@@ -192,7 +195,13 @@ pub(crate) fn table_cell(kind: &str, col: &str, o: &Value) -> Option<Value> {
     let sum = |resource: &str, unit: &str| -> u64 {
         usage
             .iter()
-            .filter_map(|u| u[resource].as_str()?.strip_suffix(unit)?.parse::<u64>().ok())
+            .filter_map(|u| {
+                u[resource]
+                    .as_str()?
+                    .strip_suffix(unit)?
+                    .parse::<u64>()
+                    .ok()
+            })
             .sum()
     };
     match col {
@@ -308,9 +317,18 @@ mod tests {
         let pod = json!({"metadata": {"name": "web"}, "window": "10.5s", "containers": [
             {"name": "a", "usage": {"cpu": "1500000n", "memory": "2048Ki"}},
             {"name": "b", "usage": {"cpu": "500000n", "memory": "1024Ki"}}]});
-        assert_eq!(table_cell("PodMetrics", "CPU", &pod), Some(json!("2000000n")));
-        assert_eq!(table_cell("PodMetrics", "Memory", &pod), Some(json!("3072Ki")));
-        assert_eq!(table_cell("PodMetrics", "Window", &pod), Some(json!("10.5s")));
+        assert_eq!(
+            table_cell("PodMetrics", "CPU", &pod),
+            Some(json!("2000000n"))
+        );
+        assert_eq!(
+            table_cell("PodMetrics", "Memory", &pod),
+            Some(json!("3072Ki"))
+        );
+        assert_eq!(
+            table_cell("PodMetrics", "Window", &pod),
+            Some(json!("10.5s"))
+        );
         let node = json!({"usage": {"cpu": "7n", "memory": "9Ki"}, "window": "1s"});
         assert_eq!(table_cell("NodeMetrics", "CPU", &node), Some(json!("7n")));
         assert_eq!(table_cell("NodeMetrics", "Name", &node), None);

@@ -3,6 +3,7 @@
 
 pub mod cronjobs;
 pub mod deployments;
+pub mod disruption;
 pub mod endpoints;
 pub mod gc;
 pub mod jobs;
