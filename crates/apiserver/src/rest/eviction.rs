@@ -51,7 +51,13 @@ pub async fn evict(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
             }
             opts["preconditions"]["resourceVersion"] = json!(kv.mod_revision.to_string());
         }
-        match super::write::delete_object(api, &t.res, Some(&ns), t.name(), &opts).await {
+        let deleted = async {
+            if !is_dry_run(&opts) {
+                mark_target(api, t, &mut opts).await?;
+            }
+            super::write::delete_object(api, &t.res, Some(&ns), t.name(), &opts).await
+        };
+        match deleted.await {
             Ok(_) => {
                 return Ok(crate::proto::respond(
                     req.output,
@@ -67,6 +73,63 @@ pub async fn evict(api: &Arc<Api>, t: &Target, req: &Req) -> ApiResult<Response>
         }
     }
     Err(ApiError::conflict("pods", t.name()))
+}
+
+/// Mark the pod `DisruptionTarget` before it is deleted, as kube-apiserver does, so its
+/// controller and whoever reads its last status see why it went. The deleteOptions'
+/// preconditions are checked against the pod as it is now; a resourceVersion precondition
+/// moves to the version this write makes (the write is ours, not a change by someone else).
+async fn mark_target(api: &Api, t: &Target, opts: &mut Value) -> ApiResult<()> {
+    let key = t.key();
+    for _ in 0..ATTEMPTS {
+        let kv = get_kv(api, &t.res, &key, t.name()).await?;
+        let mut pod = decode(&kv)?;
+        let uid = str_at(opts, "/preconditions/uid").filter(|u| !u.is_empty());
+        let rv = str_at(opts, "/preconditions/resourceVersion").filter(|r| !r.is_empty());
+        if uid.is_some_and(|u| Some(u) != str_at(&pod, "/metadata/uid"))
+            || rv.is_some_and(|r| r != kv.mod_revision.to_string())
+        {
+            return Err(ApiError::conflict("pods", t.name()));
+        }
+        set_disruption_target(&mut pod);
+        if let Some(stored) = put(api, &key, &pod, Some(kv.mod_revision)).await? {
+            if rv.is_some() {
+                let new_rv = str_at(&stored, "/metadata/resourceVersion").unwrap_or("");
+                opts["preconditions"]["resourceVersion"] = json!(new_rv);
+            }
+            return Ok(());
+        }
+    }
+    Err(ApiError::conflict("pods", t.name()))
+}
+
+/// Set (or refresh) the pod's `DisruptionTarget` condition: True, by the Eviction API.
+fn set_disruption_target(pod: &mut Value) {
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let status = &mut pod["status"];
+    if !status.get("conditions").is_some_and(Value::is_array) {
+        status["conditions"] = json!([]);
+    }
+    let Some(conditions) = status["conditions"].as_array_mut() else {
+        return;
+    };
+    let old = conditions
+        .iter()
+        .position(|c| c.get("type").and_then(Value::as_str) == Some("DisruptionTarget"));
+    let since = old
+        .map(|i| &conditions[i])
+        .filter(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| json!(now_rfc3339()));
+    let cond = json!({"type": "DisruptionTarget", "status": "True",
+                      "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting",
+                      "lastProbeTime": null, "lastTransitionTime": since});
+    match old {
+        Some(i) => conditions[i] = cond,
+        None => conditions.push(cond),
+    }
 }
 
 /// The Eviction's own checks (400 for a body that names another pod or namespace), and the
@@ -338,6 +401,20 @@ mod tests {
         assert_eq!(e.code, 429);
         assert_eq!(e.details.unwrap()["retryAfterSeconds"], 10);
         assert_eq!(spend(&mut pdb(-1, 2), "b", "p").unwrap_err().code, 403);
+    }
+
+    #[test]
+    fn an_evicted_pod_is_marked_as_a_disruption_target() {
+        let mut pod = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        set_disruption_target(&mut pod);
+        set_disruption_target(&mut pod);
+        let conditions = pod["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 2);
+        assert_eq!(conditions[1]["reason"], "EvictionByEvictionAPI");
+        assert_eq!(conditions[1]["status"], "True");
+        let mut bare = json!({});
+        set_disruption_target(&mut bare);
+        assert_eq!(bare["status"]["conditions"][0]["type"], "DisruptionTarget");
     }
 
     #[test]
