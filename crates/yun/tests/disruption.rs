@@ -2,7 +2,8 @@
 //! by kubectl 1.33: a budget's status follows its Deployment's pods, `kubectl drain` evicts
 //! what the budget allows and is refused the rest (429), uncordoning lets the replacement run
 //! and the budget allow again; evictions by the API (no budget, a broken budget, a body naming
-//! another pod, a user without `pods/eviction`), and invalid budgets (422 naming the field).
+//! another pod, a user without `pods/eviction`, a pod two budgets select, two evictions racing
+//! for the last disruption), and invalid budgets (422 naming the field).
 
 mod common;
 
@@ -363,5 +364,24 @@ fn budgets_guard_drain_and_evictions() {
         "{err}"
     );
     assert_eq!(c.running_web_pods(), pods);
+
+    // Two evictions at once against a budget that allows one: exactly one passes.
+    c.ok(&["delete", "pdb", "yun-web-2"]);
+    assert_eq!(c.budget(), "2/1/1");
+    let results: Vec<Output> = std::thread::scope(|s| {
+        let racers: Vec<_> = pods
+            .iter()
+            .map(|p| s.spawn(|| c.evict(p, p, None)))
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let passed = results.iter().filter(|o| o.status.success()).count();
+    let refused: Vec<String> = results
+        .iter()
+        .filter(|o| !o.status.success())
+        .map(text)
+        .collect();
+    assert_eq!(passed, 1, "{refused:?}");
+    assert!(refused[0].contains("429"), "{}", refused[0]);
     eprintln!("disruption test took {:?}", started.elapsed());
 }
