@@ -229,6 +229,14 @@ fn budgets_guard_drain_and_evictions() {
         condition,
         "DisruptionAllowed=True/SufficientPods expected=2"
     );
+    let describe = c.ok(&["describe", "pdb", "yun-web"]);
+    for want in [
+        "Min available:  1",
+        "Allowed disruptions:  1",
+        "app=yun-web",
+    ] {
+        assert!(describe.contains(want), "{want}: {describe}");
+    }
     let explain = c.ok(&["explain", "pdb.spec.unhealthyPodEvictionPolicy"]);
     assert!(explain.contains("IfHealthyBudget"), "{explain}");
 
@@ -259,7 +267,10 @@ fn budgets_guard_drain_and_evictions() {
   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "yun-narrow"}]},
  {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "yun-editor"},
   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
-  "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "yun-editor"}]}]}"#,
+  "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "yun-editor"}]},
+ {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "yun-owner"},
+  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+  "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "yun-owner"}]}]}"#,
     );
     c.ok(&["apply", "-f", &file]);
     let can = |user: &str| {
@@ -273,10 +284,8 @@ fn budgets_guard_drain_and_evictions() {
         ]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    assert_eq!(
-        (can("yun-editor"), can("yun-narrow")),
-        ("yes".into(), "no".into())
-    );
+    let answers = [can("yun-editor"), can("yun-owner"), can("yun-narrow")];
+    assert_eq!(answers, ["yes", "yes", "no"]);
     let denied = c.evict("yun-lone", "yun-lone", Some("yun-narrow"));
     let err = text(&denied);
     assert!(!denied.status.success(), "{err}");

@@ -404,6 +404,41 @@ mod tests {
     }
 
     #[test]
+    fn an_eviction_must_name_the_pod_and_namespace_of_its_url() {
+        let pods = crate::resources::Registry::new()
+            .find("", "v1", "pods")
+            .unwrap();
+        let t = Target {
+            res: pods,
+            ns: Some("default".into()),
+            name: Some("web".into()),
+            sub: Some("eviction".into()),
+        };
+        let req = Req::for_test(&[], &[]);
+        let eviction = |av: &str, name: &str, ns: &str| {
+            json!({"apiVersion": av, "kind": "Eviction",
+                   "metadata": {"name": name, "namespace": ns},
+                   "deleteOptions": {"gracePeriodSeconds": 0}})
+        };
+        let opts = delete_options(&t, &req, &eviction("policy/v1", "web", "default")).unwrap();
+        assert_eq!(opts, json!({"gracePeriodSeconds": 0}));
+        assert!(delete_options(&t, &req, &eviction("policy/v1beta1", "", "")).is_ok());
+        for (av, name, ns, why) in [
+            ("policy/v1", "other", "default", "name in URL"),
+            (
+                "policy/v1",
+                "web",
+                "kube-system",
+                "namespace of the provided object",
+            ),
+            ("v1", "web", "default", "policy/v1 Eviction"),
+        ] {
+            let e = delete_options(&t, &req, &eviction(av, name, ns)).unwrap_err();
+            assert!(e.code == 400 && e.message.contains(why), "{e:?}");
+        }
+    }
+
+    #[test]
     fn an_evicted_pod_is_marked_as_a_disruption_target() {
         let mut pod = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
         set_disruption_target(&mut pod);
