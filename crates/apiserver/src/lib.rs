@@ -25,6 +25,7 @@ mod meta;
 mod metrics;
 mod openapi;
 mod patch;
+mod policy;
 mod proto;
 mod rbac;
 mod resources;

@@ -203,6 +203,16 @@ fn builtins() -> Vec<Resource> {
             false,
         ),
         builtin(
+            crate::policy::GROUP,
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            &["pdb"],
+            true,
+            false,
+            true,
+            false,
+        ),
+        builtin(
             "coordination.k8s.io",
             "Lease",
             "leases",

@@ -124,6 +124,13 @@ fn columns(kind: &str) -> Vec<Col> {
             w("Selector"),
         ],
         "Lease" => vec![c("Name"), c("Holder"), c("Age")],
+        "PodDisruptionBudget" => vec![
+            c("Name"),
+            c("Min Available"),
+            c("Max Unavailable"),
+            c("Allowed Disruptions"),
+            c("Age"),
+        ],
         "RuntimeClass" => vec![c("Name"), c("Handler"), c("Age")],
         "CustomResourceDefinition" | "LimitRange" => vec![c("Name"), c("Created At")],
         // metrics-server's columns.
@@ -219,6 +226,14 @@ fn key_values(map: Option<&Value>) -> String {
         })
         .unwrap_or_default();
     none_if_empty(pairs)
+}
+
+fn int_or_na(o: &Value, p: &str) -> String {
+    match o.pointer(p) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => "N/A".into(),
+    }
 }
 
 fn none_if_empty(x: String) -> String {
@@ -551,6 +566,12 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
         )),
         ("Event", "Message") => json!(s(o, "/message")),
         ("Lease", "Holder") => json!(s(o, "/spec/holderIdentity")),
+        // An int or a percent; kubectl prints N/A for the one not set.
+        ("PodDisruptionBudget", "Min Available") => json!(int_or_na(o, "/spec/minAvailable")),
+        ("PodDisruptionBudget", "Max Unavailable") => {
+            json!(int_or_na(o, "/spec/maxUnavailable"))
+        }
+        ("PodDisruptionBudget", "Allowed Disruptions") => json!(i(o, "/status/disruptionsAllowed")),
         ("RuntimeClass", "Handler") => json!(s(o, "/handler")),
         (_, "Created At") => json!(created.unwrap_or("")),
         _ => json!(""),

@@ -1,7 +1,7 @@
 //! Write-time checks: names (DNS-1123), the shape of built-in kinds (through their k8s-openapi
 //! types), kind-specific required fields, and the basics of a CRD's openAPIV3Schema.
 
-use k8s_openapi::api::{apps, batch, coordination, core, node, rbac};
+use k8s_openapi::api::{apps, batch, coordination, core, node, policy, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -81,6 +81,7 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "Job" => typed::<batch::v1::Job>(obj),
         "CronJob" => typed::<batch::v1::CronJob>(obj),
         "Lease" => typed::<coordination::v1::Lease>(obj),
+        "PodDisruptionBudget" => typed::<policy::v1::PodDisruptionBudget>(obj),
         "RuntimeClass" => typed::<node::v1::RuntimeClass>(obj),
         "Role" => typed::<rbac::v1::Role>(obj),
         "ClusterRole" => typed::<rbac::v1::ClusterRole>(obj),
@@ -274,6 +275,9 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
         }
         "Job" if res.group == "batch" => crate::batch::validate_job(obj, &mut causes),
         "CronJob" if res.group == "batch" => crate::batch::validate_cronjob(obj, &mut causes),
+        "PodDisruptionBudget" if res.group == crate::policy::GROUP => {
+            crate::policy::validate_pdb(obj, &mut causes)
+        }
         _ if res.group == crate::rbac::GROUP => {
             crate::rbac::validation::validate(res, obj, &mut causes)
         }

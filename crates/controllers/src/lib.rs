@@ -7,6 +7,7 @@ pub mod cached;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod garbage;
 pub mod job;
 pub mod loops;

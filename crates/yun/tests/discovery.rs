@@ -234,6 +234,7 @@ fn api_resources_from_aggregated_discovery() {
         [
             "status",
             "binding",
+            "eviction",
             "log",
             "attach",
             "exec",

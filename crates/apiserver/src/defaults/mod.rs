@@ -80,6 +80,9 @@ pub fn apply(res: &Resource, obj: &mut Value, write: Write) {
         ("apps", "DaemonSet") => crate::daemonset::defaults(obj),
         ("batch", "Job") => batch::job(obj, write),
         ("batch", "CronJob") => batch::cronjob(obj),
+        ("policy", "PodDisruptionBudget") if write == Write::Create => {
+            crate::policy::initial_status(obj)
+        }
         ("apiextensions.k8s.io", "CustomResourceDefinition") if write == Write::Create => {
             crd_status(obj)
         }

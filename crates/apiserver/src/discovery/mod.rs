@@ -144,6 +144,13 @@ pub fn subresources(r: &Resource) -> Vec<Subresource> {
             "Binding".into(),
             vec!["create"],
         ));
+        out.push((
+            "eviction",
+            crate::policy::GROUP.into(),
+            "v1".into(),
+            "Eviction".into(),
+            vec!["create"],
+        ));
         let (g, v, k) = own();
         out.push(("log", g, v, k, vec!["get"]));
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node, rbac};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node, policy, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -54,6 +54,8 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
             b.add::<core::v1::Namespace>();
             b.add::<core::v1::Pod>();
             b.add::<core::v1::Binding>();
+            // The body of pods/eviction, which kube's core document carries too.
+            b.add::<policy::v1::Eviction>();
             b.add::<core::v1::Service>();
             b.add::<core::v1::Endpoints>();
             b.add::<core::v1::ConfigMap>();
@@ -72,6 +74,7 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
             b.add::<batch::v1::CronJob>();
         }
         ("coordination.k8s.io", "v1") => b.add::<coordination::v1::Lease>(),
+        ("policy", "v1") => b.add::<policy::v1::PodDisruptionBudget>(),
         ("node.k8s.io", "v1") => b.add::<node::v1::RuntimeClass>(),
         ("rbac.authorization.k8s.io", "v1") => {
             b.add::<rbac::v1::Role>();
@@ -102,12 +105,13 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
 }
 
 /// The built-in group-versions, in the order documents list them.
-pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 7] = [
+pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 8] = [
     ("", "v1"),
     ("apps", "v1"),
     ("batch", "v1"),
     ("coordination.k8s.io", "v1"),
     ("node.k8s.io", "v1"),
+    ("policy", "v1"),
     ("rbac.authorization.k8s.io", "v1"),
     ("apiextensions.k8s.io", "v1"),
 ];

@@ -75,10 +75,10 @@ fn full<T: DeserializeOwned + Serialize>(api_version: &str, kind: &str) {
     assert_eq!(round_trip(&known), known, "{kind}");
     let list = json!({"apiVersion": api_version, "kind": format!("{kind}List"),
         "metadata": {"resourceVersion": "12", "continue": "c"}, "items": [known.clone(), known]});
-    // Every kind but a subresource's (Scale) and the never-stored reviews has a list.
+    // Every kind but a subresource's (Scale, Eviction) and the never-stored reviews has a list.
     let Some(mut enc) = ListEncoder::new(api_version, kind) else {
         assert!(
-            kind == "Scale" || kind.ends_with("Review"),
+            kind == "Scale" || kind == "Eviction" || kind.ends_with("Review"),
             "{kind} has no list"
         );
         return;
@@ -136,6 +136,8 @@ fn every_served_builtin_kind_round_trips() {
     full::<ext::CustomResourceDefinition>("apiextensions.k8s.io/v1", "CustomResourceDefinition");
     full::<k8s_openapi::api::autoscaling::v1::Scale>("autoscaling/v1", "Scale");
     full::<k8s_openapi::api::batch::v1::Job>("batch/v1", "Job");
+    full::<k8s_openapi::api::policy::v1::PodDisruptionBudget>("policy/v1", "PodDisruptionBudget");
+    full::<k8s_openapi::api::policy::v1::Eviction>("policy/v1", "Eviction");
     full::<k8s_openapi::api::rbac::v1::Role>("rbac.authorization.k8s.io/v1", "Role");
     full::<k8s_openapi::api::rbac::v1::ClusterRole>("rbac.authorization.k8s.io/v1", "ClusterRole");
     full::<k8s_openapi::api::rbac::v1::RoleBinding>("rbac.authorization.k8s.io/v1", "RoleBinding");

@@ -81,6 +81,7 @@ pub fn cluster_roles() -> Vec<Value> {
                    {"apiGroups": ["apps"], "resources": ["daemonsets", "deployments", "deployments/rollback",
                      "deployments/scale", "replicasets", "replicasets/scale", "statefulsets", "statefulsets/scale"], "verbs": WRITE},
                    {"apiGroups": ["batch"], "resources": ["cronjobs", "jobs"], "verbs": WRITE},
+                   {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": WRITE},
                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": WRITE}]),
         ),
         role(
@@ -95,6 +96,7 @@ pub fn cluster_roles() -> Vec<Value> {
                      "deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale",
                      "replicasets/status", "statefulsets", "statefulsets/scale", "statefulsets/status"], "verbs": READ},
                    {"apiGroups": ["batch"], "resources": ["cronjobs", "cronjobs/status", "jobs", "jobs/status"], "verbs": READ},
+                   {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets", "poddisruptionbudgets/status"], "verbs": READ},
                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": READ}]),
         ),
         // What metrics-server installs for `kubectl top`: the metrics reads, aggregated into

@@ -1,6 +1,7 @@
 //! The generic REST verbs over stored JSON objects.
 
 mod apply;
+mod eviction;
 mod logs;
 mod namespaces;
 mod options;
@@ -67,6 +68,9 @@ pub async fn dispatch(api: &Arc<Api>, t: Target, mut req: Req) -> ApiResult<Resp
         }
         (&Method::POST, true, Some("binding")) if t.res.binding => {
             sub::binding(api, &t, &req).await
+        }
+        (&Method::POST, true, Some("eviction")) if t.res.binding => {
+            eviction::evict(api, &t, &req).await
         }
         (&Method::POST, true, Some("token")) if t.res.kind == "ServiceAccount" => {
             tokens::token_request(api, &t, &req).await

@@ -4,6 +4,7 @@
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
+pub mod disruption;
 pub mod endpoints;
 mod expectations;
 pub mod gc;
