@@ -2,8 +2,11 @@
 //! bridge, rewritten whole (one atomic `nft -f` transaction) whenever Services or their
 //! endpoints change.
 //!
-//! - `nat` hooks (prerouting for pods, output for the host) send `clusterIP:port` to a chain
-//!   per service port, which picks one ready endpoint at random (`numgen random`) and DNATs.
+//! - `nat` hooks (prerouting for the pods of this bridge, output for the host) send
+//!   `clusterIP:port` to a chain per service port, which picks one ready endpoint at random
+//!   (`numgen random`) and DNATs. Only this bridge's pods: two nodes or clusters on one host
+//!   (tests run several `yun up` at once, all with the default service CIDR) would otherwise
+//!   send each other's pods to their own Services, the kubernetes Service included.
 //! - Traffic DNATed out through the bridge is masqueraded to the bridge's address, so replies
 //!   come back through the host's conntrack even when client and endpoint share the bridge.
 //! - A service port without endpoints is rejected at once (as kube-proxy does) instead of
@@ -78,7 +81,7 @@ impl ServiceProxy {
         let _ = writeln!(s, "table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
         let _ = writeln!(
             s,
-            "  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; jump services; }}"
+            "  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; iifname \"{br}\" jump services; }}"
         );
         let _ = writeln!(
             s,
@@ -90,7 +93,7 @@ impl ServiceProxy {
         );
         let _ = writeln!(
             s,
-            "  chain forward {{ type filter hook forward priority filter; policy accept; iifname \"{br}\" oifname != \"{br}\" drop; jump no_endpoints; }}"
+            "  chain forward {{ type filter hook forward priority filter; policy accept; iifname \"{br}\" oifname != \"{br}\" drop; iifname \"{br}\" jump no_endpoints; }}"
         );
         let _ = writeln!(
             s,
@@ -209,6 +212,10 @@ mod tests {
         assert!(s.contains("chain svc0ep1 { tcp dport 80 dnat to 10.42.0.6:8080; }"));
         assert!(s.contains("ip daddr 10.43.0.11 udp dport 53 reject;"));
         assert!(s.contains("ct status dnat oifname \"yun0\" masquerade"));
+        // Only this bridge's pods reach this node's Services (another cluster on the host
+        // keeps its own).
+        assert!(s.contains("priority dstnat; policy accept; iifname \"yun0\" jump services;"));
+        assert!(s.contains("iifname \"yun0\" jump no_endpoints;"));
         assert_eq!(
             ServiceProxy::new("yun-a.b").unwrap().table(),
             "yunproxy_yun_a_b"

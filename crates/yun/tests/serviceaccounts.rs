@@ -341,6 +341,28 @@ fn pods_get_credentials_reach_the_api_and_are_admitted_by_their_account() {
         "the credentials are mounted read-only"
     );
 
+    // Another cluster on the same host, with the same default Service CIDR, programs the same
+    // kubernetes Service address for its own pods: ours must still reach our API server (its
+    // answer below is our RBAC's, verified with our CA).
+    let other = Up::start("saother");
+    other.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+    let other_table = format!("yunproxy_{}", other.node_flags[1]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let rules = Command::new("nft")
+            .args(["list", "table", "ip", &other_table])
+            .output()
+            .unwrap();
+        if text(&rules.stdout).contains("10.43.0.1 tcp dport 443") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other cluster never programmed its kubernetes Service"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
     // From inside: the API through the kubernetes Service, TLS checked with ca.crt.
     let call = format!(
         "L=/host/usr/lib/x86_64-linux-gnu; $L/ld-linux-x86-64.so.2 --library-path $L /host/usr/bin/curl \
