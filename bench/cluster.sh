@@ -26,21 +26,8 @@ cargo build --release -q -p yun --bin yun
 cargo build --release -q -p yun-controllers --example bench_cluster
 YUN=$TARGET/release/yun
 BENCH=$TARGET/release/examples/bench_cluster
-work=$(mktemp -d /tmp/yun-bench-cluster-XXXXXX)
-UP_FLAGS="--name yun-bench --bridge yunbench0 --pod-cidr 10.239.0.0/24"
-pids=
-cleanup() {
-    for p in $pids; do
-        kill "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    if [ -d "$work/up" ]; then
-        # shellcheck disable=SC2086
-        "$YUN" --data-dir "$work/up" down $UP_FLAGS >/dev/null 2>&1 || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+. bench/lib/up.sh
+bench_work cluster "--name yun-bench --bridge yunbench0 --pod-cidr 10.239.0.0/24"
 
 free_port() {
     python3 -c 'import socket

@@ -1,4 +1,4 @@
-# Sourced by the benchmarks that need a node (workloads.sh, api-exec.sh): a work dir, a
+# Sourced by the benchmarks that need a node (workloads.sh, api-exec.sh, cluster.sh): a work dir, a
 # `yun up` ($YUN) on a free loopback port with its own name, bridge and pod CIDR, and a
 # cleanup that stops it and what the script started (pids in $pids), takes the node down and
 # removes the work dir however the script ends.

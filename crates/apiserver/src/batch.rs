@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::error::Cause;
-use crate::selectors::{label_selector_string, Selector};
+use crate::selectors::{label_selector_matches, label_selector_string};
 use crate::validation::check_containers;
 
 /// The label carrying a Job's uid on its pods; the generated selector selects it.
@@ -17,7 +17,8 @@ fn int(obj: &Value, pointer: &str) -> Option<i64> {
     obj.pointer(pointer).and_then(Value::as_i64)
 }
 
-fn non_negative(obj: &Value, base: &str, field: &str, causes: &mut Vec<Cause>) {
+/// `base.field` (e.g. `spec.parallelism`), when set, must not be negative (kube's message).
+pub(crate) fn non_negative(obj: &Value, base: &str, field: &str, causes: &mut Vec<Cause>) {
     let pointer = format!("/{}/{field}", base.replace('.', "/"));
     if let Some(n) = int(obj, &pointer).filter(|n| *n < 0) {
         causes.push(Cause::invalid(
@@ -27,32 +28,12 @@ fn non_negative(obj: &Value, base: &str, field: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-fn unsupported(field: &str, v: &Value, supported: &[&str]) -> Cause {
-    let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-    Cause {
-        field: field.into(),
-        kind: "FieldValueNotSupported",
-        message: format!(
-            "Unsupported value: {v}: supported values: {}",
-            list.join(", ")
-        ),
-    }
-}
-
 fn forbidden(field: &str, why: &str) -> Cause {
     Cause {
         field: field.into(),
         kind: "FieldValueForbidden",
         message: format!("Forbidden: {why}"),
     }
-}
-
-/// Whether `selector` (a LabelSelector) matches `labels`.
-fn selects(selector: &Value, labels: &Value) -> bool {
-    let text = label_selector_string(selector);
-    Selector::parse(Some(&text), None)
-        .map(|s| s.matches(&json!({"metadata": {"labels": labels}})))
-        .unwrap_or(false)
 }
 
 /// A Job spec at `base` (`spec`, or `spec.jobTemplate.spec` in a CronJob). `generated` is
@@ -82,7 +63,7 @@ fn job_spec(obj: &Value, base: &str, generated: Option<&str>, causes: &mut Vec<C
         None if generated.is_some() => causes.push(Cause::required(&format!("{base}.selector"))),
         None => {}
         Some(sel) => {
-            if !selects(sel, &labels) {
+            if !label_selector_matches(sel, &labels) {
                 causes.push(Cause::invalid(
                     &format!("{base}.template.metadata.labels"),
                     format!("Invalid value: {labels}: `selector` does not match template `labels`"),
@@ -114,7 +95,7 @@ fn job_spec(obj: &Value, base: &str, generated: Option<&str>, causes: &mut Vec<C
             kind: "FieldValueRequired",
             message: "Required value: valid values: \"OnFailure\", \"Never\"".into(),
         }),
-        Some(_) => causes.push(unsupported(
+        Some(_) => causes.push(Cause::unsupported(
             &restart_field,
             restart.unwrap_or(&Value::Null),
             &["OnFailure", "Never"],
@@ -125,7 +106,7 @@ fn job_spec(obj: &Value, base: &str, generated: Option<&str>, causes: &mut Vec<C
     let indexed = mode.and_then(Value::as_str) == Some("Indexed");
     if let Some(m) = mode.filter(|m| !m.is_null()) {
         if !matches!(m.as_str(), Some("NonIndexed") | Some("Indexed")) {
-            causes.push(unsupported(
+            causes.push(Cause::unsupported(
                 &format!("{base}.completionMode"),
                 m,
                 &["NonIndexed", "Indexed"],
@@ -182,7 +163,7 @@ fn failure_policy(policy: &Value, path: &str, causes: &mut Vec<Cause>) {
             action.as_str(),
             Some("FailJob") | Some("Ignore") | Some("Count") | Some("FailIndex")
         ) {
-            causes.push(unsupported(
+            causes.push(Cause::unsupported(
                 &format!("{at}.action"),
                 &action,
                 &["Count", "FailIndex", "FailJob", "Ignore"],
@@ -204,7 +185,7 @@ fn failure_policy(policy: &Value, path: &str, causes: &mut Vec<Cause>) {
         if let Some(codes) = codes {
             let op = codes.get("operator").cloned().unwrap_or(Value::Null);
             if !matches!(op.as_str(), Some("In") | Some("NotIn")) {
-                causes.push(unsupported(
+                causes.push(Cause::unsupported(
                     &format!("{at}.onExitCodes.operator"),
                     &op,
                     &["In", "NotIn"],
@@ -272,7 +253,7 @@ pub fn validate_cronjob(obj: &Value, causes: &mut Vec<Cause>) {
         .filter(|v| !v.is_null())
     {
         if !matches!(p.as_str(), Some("Allow") | Some("Forbid") | Some("Replace")) {
-            causes.push(unsupported(
+            causes.push(Cause::unsupported(
                 "spec.concurrencyPolicy",
                 p,
                 &["Allow", "Forbid", "Replace"],

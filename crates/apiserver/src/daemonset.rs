@@ -80,23 +80,14 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
         .and_then(Value::as_str)
         .unwrap_or("Always");
     if restart != "Always" {
-        causes.push(Cause {
-            field: "spec.template.spec.restartPolicy".into(),
-            kind: "FieldValueNotSupported",
-            message: format!("Unsupported value: {restart:?}: supported values: \"Always\""),
-        });
+        causes.push(Cause::unsupported(
+            "spec.template.spec.restartPolicy",
+            &json!(restart),
+            &["Always"],
+        ));
     }
     for field in ["minReadySeconds", "revisionHistoryLimit"] {
-        if let Some(n) = obj
-            .pointer(&format!("/spec/{field}"))
-            .and_then(Value::as_i64)
-            .filter(|n| *n < 0)
-        {
-            causes.push(Cause::invalid(
-                &format!("spec.{field}"),
-                format!("Invalid value: {n}: must be greater than or equal to 0"),
-            ));
-        }
+        crate::batch::non_negative(obj, "spec", field, causes);
     }
     let kind = obj
         .pointer("/spec/updateStrategy/type")
@@ -105,13 +96,11 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
     match kind {
         "OnDelete" => {}
         "RollingUpdate" => rolling_update(obj, causes),
-        other => causes.push(Cause {
-            field: "spec.updateStrategy.type".into(),
-            kind: "FieldValueNotSupported",
-            message: format!(
-                "Unsupported value: {other:?}: supported values: \"OnDelete\", \"RollingUpdate\""
-            ),
-        }),
+        other => causes.push(Cause::unsupported(
+            "spec.updateStrategy.type",
+            &json!(other),
+            &["OnDelete", "RollingUpdate"],
+        )),
     }
 }
 

@@ -29,6 +29,18 @@ impl Cause {
             message: "Required value".into(),
         }
     }
+    /// A value outside an enumeration, listed as kube lists the supported ones.
+    pub fn unsupported(field: &str, v: &serde_json::Value, supported: &[&str]) -> Self {
+        let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        Cause {
+            field: field.into(),
+            kind: "FieldValueNotSupported",
+            message: format!(
+                "Unsupported value: {v}: supported values: {}",
+                list.join(", ")
+            ),
+        }
+    }
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         Cause {
             field: field.into(),

@@ -77,13 +77,11 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
         match kind {
             "Container" | "Pod" | "PersistentVolumeClaim" => {}
             "" => causes.push(Cause::required(&format!("{base}.type"))),
-            other => causes.push(Cause {
-                field: format!("{base}.type"),
-                kind: "FieldValueNotSupported",
-                message: format!(
-                    "Unsupported value: {other:?}: supported values: \"Container\", \"PersistentVolumeClaim\", \"Pod\""
-                ),
-            }),
+            other => causes.push(Cause::unsupported(
+                &format!("{base}.type"),
+                &json!(other),
+                &["Container", "PersistentVolumeClaim", "Pod"],
+            )),
         }
         let map = |k: &str| -> BTreeMap<String, Value> {
             item.get(k)
@@ -200,24 +198,15 @@ async fn ranges_of(api: &Api, ns: &str) -> ApiResult<Vec<Value>> {
     let Some(res) = api.registry.find("", "v1", "limitranges") else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = api
-            .store
-            .range(RangeRequest {
-                prefix: res.prefix(Some(ns)),
-                limit: 100,
-                continue_after: after,
-                revision: 0,
-            })
-            .await?;
-        out.extend(page.kvs.iter().filter_map(crate::meta::decode));
-        after = page.continue_token;
-        if after.is_none() {
-            return Ok(out);
-        }
-    }
+    // A namespace holds a handful of ranges: one read of them all.
+    let page = api
+        .store
+        .range(RangeRequest {
+            prefix: res.prefix(Some(ns)),
+            ..Default::default()
+        })
+        .await?;
+    Ok(page.kvs.iter().filter_map(crate::meta::decode).collect())
 }
 
 /// LimitRanger on a pod being created as `name` in `ns` (defaulted, before validation).

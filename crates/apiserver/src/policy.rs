@@ -48,13 +48,11 @@ pub fn validate_pdb(obj: &Value, causes: &mut Vec<Cause>) {
         .filter(|v| !v.is_null())
     {
         if !p.as_str().is_some_and(|s| EVICTION_POLICIES.contains(&s)) {
-            causes.push(Cause {
-                field: "spec.unhealthyPodEvictionPolicy".into(),
-                kind: "FieldValueNotSupported",
-                message: format!(
-                    "Unsupported value: {p}: supported values: \"AlwaysAllow\", \"IfHealthyBudget\""
-                ),
-            });
+            causes.push(Cause::unsupported(
+                "spec.unhealthyPodEvictionPolicy",
+                p,
+                &EVICTION_POLICIES,
+            ));
         }
     }
     // The counters are written by the controller and the eviction subresource; a negative
@@ -65,16 +63,7 @@ pub fn validate_pdb(obj: &Value, causes: &mut Vec<Cause>) {
         "desiredHealthy",
         "expectedPods",
     ] {
-        if let Some(n) = obj
-            .pointer(&format!("/status/{f}"))
-            .and_then(Value::as_i64)
-            .filter(|n| *n < 0)
-        {
-            causes.push(Cause::invalid(
-                &format!("status.{f}"),
-                format!("Invalid value: {n}: must be greater than or equal to 0"),
-            ));
-        }
+        crate::batch::non_negative(obj, "status", f, causes);
     }
 }
 
@@ -196,18 +185,7 @@ fn label_key_problem(k: &str) -> Option<&'static str> {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-            })
-    });
+    let prefix_ok = prefix.is_none_or(|p| !p.is_empty() && crate::validation::dns_subdomain_ok(p));
     if !prefix_ok || !name_part_ok(name) {
         return Some("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (an optional prefix is a DNS subdomain)");
     }
@@ -225,33 +203,9 @@ fn label_value_problem(v: &str) -> Option<&'static str> {
 /// Whether a budget's selector selects a pod with `labels`, with policy/v1's meaning: no
 /// selector selects nothing, an empty one selects every pod of the namespace.
 pub fn selects(pdb: &Value, labels: &Value) -> bool {
-    let Some(sel) = pdb.pointer("/spec/selector").filter(|s| s.is_object()) else {
-        return false;
-    };
-    let label = |k: &str| labels.get(k).and_then(Value::as_str);
-    let match_labels = sel.get("matchLabels").and_then(Value::as_object);
-    let labels_ok = match_labels
-        .into_iter()
-        .flatten()
-        .all(|(k, v)| label(k) == v.as_str());
-    let exprs = sel.get("matchExpressions").and_then(Value::as_array);
-    let exprs_ok = exprs.into_iter().flatten().all(|e| {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or("");
-        let values: Vec<&str> = e
-            .get("values")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let value = label(key);
-        match e.get("operator").and_then(Value::as_str).unwrap_or("") {
-            "In" => value.is_some_and(|v| values.contains(&v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(&v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
+    pdb.pointer("/spec/selector")
+        .filter(|s| s.is_object())
+        .is_some_and(|sel| crate::selectors::label_selector_matches(sel, labels))
 }
 
 #[cfg(test)]

@@ -194,6 +194,15 @@ impl Selector {
     }
 }
 
+/// Whether a `LabelSelector` object matches `labels` (an empty selector matches everything;
+/// one that does not parse, nothing).
+pub fn label_selector_matches(selector: &Value, labels: &Value) -> bool {
+    let text = label_selector_string(selector);
+    Selector::parse(Some(&text), None)
+        .map(|s| s.matches(&serde_json::json!({"metadata": {"labels": labels}})))
+        .unwrap_or(false)
+}
+
 /// A `LabelSelector` object (matchLabels + matchExpressions) in the query syntax, as Scale's
 /// `status.selector` and kubectl's SELECTOR column show it.
 pub fn label_selector_string(sel: &Value) -> String {

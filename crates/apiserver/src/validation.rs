@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::resources::{Resource, Schema};
 
-fn dns_label_ok(s: &str) -> bool {
+pub(crate) fn dns_label_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.bytes()
@@ -18,7 +18,7 @@ fn dns_label_ok(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn dns_subdomain_ok(s: &str) -> bool {
+pub(crate) fn dns_subdomain_ok(s: &str) -> bool {
     s.len() <= 253 && s.split('.').all(dns_label_ok)
 }
 

@@ -273,9 +273,8 @@ struct Counts {
 }
 
 impl Counts {
-    /// Every count explicit, zeros too: the loop writes status as a merge patch, where an
-    /// omitted field would keep its old value (a stale `updatedNumberScheduled` of the last
-    /// revision made `kubectl rollout status` report a new rollout done before it began).
+    /// Every count explicit, zeros too, so the status reads the same whether or not a count
+    /// was ever non-zero (the writer, `loops::pods::write_status`, also nulls dropped fields).
     fn status(&self, generation: Option<i64>) -> DaemonSetStatus {
         DaemonSetStatus {
             observed_generation: generation,

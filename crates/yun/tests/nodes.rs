@@ -681,6 +681,32 @@ spec:
         "jsonpath={.status.desiredNumberScheduled} {.status.updatedNumberScheduled} {.status.numberAvailable} {.status.observedGeneration}",
     ]);
     assert_eq!(status, "2 2 2 2");
+    // Today's kubectl reads the same rollout and the wide columns.
+    let k133 = |args: &[&str]| {
+        let cache = c.plane.data.join("kubectl-1.33-cache");
+        let out = common::kubectl::run_bin(
+            common::kubectl::KUBECTL_1_33,
+            &c.plane.kubeconfig(),
+            &cache,
+            args,
+        );
+        let text = common::kubectl::text(&out);
+        assert!(out.status.success(), "kubectl 1.33 {args:?}: {text}");
+        text
+    };
+    let rolled = k133(&["rollout", "status", "daemonset/logger", "--timeout=30s"]);
+    assert!(rolled.contains("successfully rolled out"), "{rolled}");
+    let wide = k133(&["get", "daemonset", "logger", "-o", "wide"]);
+    let row: Vec<&str> = wide.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..7],
+        ["logger", "2", "2", "2", "2", "2", "<none>"],
+        "{wide}"
+    );
+    assert!(
+        row.contains(&"busybox") && row.contains(&"app=logger"),
+        "{wide}"
+    );
 
     // Invalid: a DaemonSet whose pods may not restart.
     let bad = c.plane.data.join("bad-ds.yaml");

@@ -2,21 +2,18 @@
 //! [`crate::daemonset`] for the decision). A change of a DaemonSet, of one of its pods or of
 //! any node (one added, relabelled, tainted, cordoned or removed) looks at the DaemonSets again.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod as ApiPod};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::api::WatchParams;
 use kube::{Api, Client};
-use serde_json::json;
 
 use super::expectations::Expectations;
-use super::{is_status, split_key, work, Next};
+use super::{pods, split_key, work, Next};
 use crate::cached::Pod;
 use crate::daemonset;
-use crate::owner;
 use crate::runtime::{
     enqueue_adopters, enqueue_controller, enqueue_self, key_of, Informer, WorkQueue,
 };
@@ -75,12 +72,7 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
         ctx.expectations.lock().expect("lock").forget(key);
         return Ok(Next::Done);
     };
-    let namespace_pods: Vec<Pod> = ctx
-        .pods
-        .list_namespace(ns)
-        .iter()
-        .map(|p| (**p).clone())
-        .collect();
+    let namespace_pods: Vec<Pod> = ctx.pods.copies_in_namespace(ns);
     if !ctx
         .expectations
         .lock()
@@ -93,59 +85,29 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let plan = daemonset::plan(&ds, &nodes, &namespace_pods, now);
     let pod_api = Api::<ApiPod>::namespaced(ctx.client.clone(), ns);
-    let mut failure = None;
-    for pod in &namespace_pods {
-        let pod_name = pod.metadata.name.clone().unwrap_or_default();
-        let refs = if plan.adopt.contains(&pod_name) {
-            let reference = owner::controller_ref("apps/v1", "DaemonSet", &ds.metadata);
-            owner::adopted_refs(&pod.metadata, reference)
-        } else if plan.release.contains(&pod_name) {
-            owner::released_refs(
-                &pod.metadata,
-                ds.metadata.uid.as_deref().unwrap_or_default(),
-            )
-        } else {
-            continue;
-        };
-        if let Err(e) = super::set_owners(&pod_api, &pod.metadata, refs).await {
-            failure = Some(e);
-        }
-    }
-    let (mut created, mut deleted) = (HashSet::new(), HashSet::new());
-    for pod in &plan.create {
-        match pod_api.create(&PostParams::default(), pod).await {
-            Ok(p) => {
-                created.insert(p.metadata.name.unwrap_or_default());
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    for pod_name in &plan.delete {
-        match pod_api.delete(pod_name, &DeleteParams::default()).await {
-            Ok(_) => {
-                deleted.insert(pod_name.clone());
-            }
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => failure = Some(e),
-        }
-    }
+    let done = pods::carry_out(
+        &pod_api,
+        &namespace_pods,
+        pods::Actions {
+            api_version: "apps/v1",
+            kind: "DaemonSet",
+            owner: &ds.metadata,
+            adopt: &plan.adopt,
+            release: &plan.release,
+            create: &plan.create,
+            delete: &plan.delete,
+        },
+    )
+    .await;
+    let mut failure = done.failure;
     ctx.expectations
         .lock()
         .expect("lock")
-        .expect(key, created, deleted);
+        .expect(key, done.created, done.deleted);
     if ds.status.as_ref() != Some(&plan.status) {
         let api = Api::<DaemonSet>::namespaced(ctx.client.clone(), ns);
-        let patch = json!({"status": plan.status});
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => failure = Some(e),
+        if let Err(e) = pods::write_status(&api, name, ds.status.as_ref(), &plan.status).await {
+            failure = Some(e);
         }
     }
     match (failure, plan.recheck) {

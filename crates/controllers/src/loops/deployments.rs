@@ -146,15 +146,7 @@ async fn reconcile(
     }
     keep_condition_times(d.status.as_ref(), &mut plan.status);
     if d.status.as_ref() != Some(&plan.status) {
-        let patch = json!({"status": plan.status});
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(e.into()),
-        }
+        super::pods::write_status(&api, name, d.status.as_ref(), &plan.status).await?;
     }
     // Look again while a rollout is under way (progress deadlines need a clock, not events).
     let complete = plan.status.conditions.iter().flatten().any(|c| {

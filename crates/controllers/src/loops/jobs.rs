@@ -142,12 +142,7 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
     };
     let uid = job.metadata.uid.clone().unwrap_or_default();
     release_orphans(ctx, ns, name, Some(&uid)).await?;
-    let namespace_pods: Vec<Pod> = ctx
-        .pods
-        .list_namespace(ns)
-        .iter()
-        .map(|p| (**p).clone())
-        .collect();
+    let namespace_pods: Vec<Pod> = ctx.pods.copies_in_namespace(ns);
     let pod_api = Api::<ApiPod>::namespaced(ctx.client.clone(), ns);
     if job.metadata.deletion_timestamp.is_some() {
         // Going away: its pods go with it, and must not be held by the finalizer.

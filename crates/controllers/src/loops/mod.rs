@@ -11,6 +11,7 @@ pub mod gc;
 pub mod jobs;
 pub mod namespaces;
 pub mod nodes;
+mod pods;
 pub mod replicasets;
 pub mod scheduler;
 pub mod serviceaccounts;

@@ -1,19 +1,15 @@
 //! The ReplicaSet loop: keep each ReplicaSet's pod count at spec.replicas.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod as ApiPod;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use serde_json::json;
 
 use super::expectations::Expectations;
-use super::{is_status, split_key, work, Next};
+use super::{pods, split_key, work, Next};
 use crate::cached::Pod;
-use crate::owner;
 use crate::replicaset;
 use crate::runtime::{enqueue_adopters, enqueue_controller, enqueue_self, Informer, WorkQueue};
 
@@ -53,11 +49,7 @@ async fn reconcile(
         expectations.lock().expect("lock").forget(key);
         return Ok(Next::Done);
     };
-    let namespace_pods: Vec<Pod> = pods
-        .list_namespace(ns)
-        .iter()
-        .map(|p| (**p).clone())
-        .collect();
+    let namespace_pods: Vec<Pod> = pods.copies_in_namespace(ns);
     if !expectations
         .lock()
         .expect("lock")
@@ -67,60 +59,29 @@ async fn reconcile(
     }
     let plan = replicaset::plan(&rs, &namespace_pods);
     let pod_api = Api::<ApiPod>::namespaced(client.clone(), ns);
-    let mut created = HashSet::new();
-    let mut deleted = HashSet::new();
-    let mut failure = None;
-    for pod in namespace_pods.iter() {
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let refs = if plan.adopt.contains(&name) {
-            let reference = owner::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
-            owner::adopted_refs(&pod.metadata, reference)
-        } else if plan.release.contains(&name) {
-            owner::released_refs(
-                &pod.metadata,
-                rs.metadata.uid.as_deref().unwrap_or_default(),
-            )
-        } else {
-            continue;
-        };
-        if let Err(e) = super::set_owners(&pod_api, &pod.metadata, refs).await {
-            failure = Some(e);
-        }
-    }
-    for pod in &plan.create {
-        match pod_api.create(&PostParams::default(), pod).await {
-            Ok(p) => {
-                created.insert(p.metadata.name.unwrap_or_default());
-            }
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    for name in &plan.delete {
-        match pod_api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {
-                deleted.insert(name.clone());
-            }
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => failure = Some(e),
-        }
-    }
+    let done = pods::carry_out(
+        &pod_api,
+        &namespace_pods,
+        pods::Actions {
+            api_version: "apps/v1",
+            kind: "ReplicaSet",
+            owner: &rs.metadata,
+            adopt: &plan.adopt,
+            release: &plan.release,
+            create: &plan.create,
+            delete: &plan.delete,
+        },
+    )
+    .await;
+    let mut failure = done.failure;
     expectations
         .lock()
         .expect("lock")
-        .expect(key, created, deleted);
+        .expect(key, done.created, done.deleted);
     if rs.status.as_ref() != Some(&plan.status) {
         let api = Api::<ReplicaSet>::namespaced(client, ns);
-        let patch = json!({"status": plan.status});
-        match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => failure = Some(e),
+        if let Err(e) = pods::write_status(&api, name, rs.status.as_ref(), &plan.status).await {
+            failure = Some(e);
         }
     }
     match failure {

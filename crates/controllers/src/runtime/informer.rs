@@ -150,6 +150,14 @@ where
             .map(|(_, v)| v.clone())
             .collect()
     }
+
+    /// Copies of the objects of one namespace, for a decision that takes a slice of them.
+    pub fn copies_in_namespace(&self, namespace: &str) -> Vec<K> {
+        self.list_namespace(namespace)
+            .iter()
+            .map(|o| (**o).clone())
+            .collect()
+    }
 }
 
 impl<K> Drop for Informer<K> {
