@@ -33,6 +33,7 @@ mod rest;
 mod router;
 mod selectors;
 mod services;
+mod statefulset;
 mod table;
 mod tls;
 mod validation;

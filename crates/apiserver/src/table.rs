@@ -72,6 +72,14 @@ fn columns(kind: &str) -> Vec<Col> {
             w("Images"),
             w("Selector"),
         ],
+        "StatefulSet" => vec![
+            c("Name"),
+            c("Ready"),
+            c("Age"),
+            w("Containers"),
+            w("Images"),
+        ],
+        "ControllerRevision" => vec![c("Name"), c("Controller"), c("Revision"), c("Age")],
         "Namespace" => vec![c("Name"), c("Status"), c("Age")],
         "Node" => vec![
             c("Name"),
@@ -475,6 +483,15 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
                 .and_then(Value::as_i64)
                 .unwrap_or(1)
         )),
+        ("StatefulSet", "Ready") => json!(format!(
+            "{}/{}",
+            i(o, "/status/readyReplicas"),
+            o.pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+        )),
+        ("ControllerRevision", "Controller") => json!(revision_controller(o)),
+        ("ControllerRevision", "Revision") => json!(i(o, "/revision")),
         ("Deployment", "Up-to-date") => json!(i(o, "/status/updatedReplicas")),
         ("Deployment", "Available") => json!(i(o, "/status/availableReplicas")),
         ("ReplicaSet", "Desired") => {
@@ -660,5 +677,30 @@ mod tests {
             "status": {"conditions": [{"type": "a", "status": "True"}]},
         });
         assert_eq!(cell("Pod", "Readiness Gates", &gated), json!("1/2"));
+    }
+}
+
+/// A ControllerRevision's controller as kubectl prints it (`statefulset.apps/web`), or
+/// `<none>`.
+fn revision_controller(o: &Value) -> String {
+    let owners = o
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array);
+    let controller = owners.and_then(|refs| {
+        refs.iter()
+            .find(|r| r.get("controller") == Some(&Value::Bool(true)))
+    });
+    match controller {
+        Some(r) => {
+            let kind = s(r, "/kind").to_lowercase();
+            let group = s(r, "/apiVersion").split_once('/').map_or("", |(g, _)| g);
+            let name = s(r, "/name");
+            if group.is_empty() {
+                format!("{kind}/{name}")
+            } else {
+                format!("{kind}.{group}/{name}")
+            }
+        }
+        None => "<none>".into(),
     }
 }

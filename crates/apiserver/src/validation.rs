@@ -78,6 +78,8 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "ReplicaSet" => typed::<apps::v1::ReplicaSet>(obj),
         "Deployment" => typed::<apps::v1::Deployment>(obj),
         "DaemonSet" => typed::<apps::v1::DaemonSet>(obj),
+        "StatefulSet" => typed::<apps::v1::StatefulSet>(obj),
+        "ControllerRevision" => typed::<apps::v1::ControllerRevision>(obj),
         "Job" => typed::<batch::v1::Job>(obj),
         "CronJob" => typed::<batch::v1::CronJob>(obj),
         "Lease" => typed::<coordination::v1::Lease>(obj),
@@ -273,6 +275,13 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
             check_workload(obj, &mut causes);
             crate::daemonset::validate(obj, &mut causes);
         }
+        "StatefulSet" if res.group == "apps" => {
+            check_workload(obj, &mut causes);
+            crate::statefulset::validate(obj, &mut causes);
+        }
+        "ControllerRevision" if res.group == "apps" => {
+            crate::statefulset::validate_revision(obj, &mut causes)
+        }
         "Job" if res.group == "batch" => crate::batch::validate_job(obj, &mut causes),
         "CronJob" if res.group == "batch" => crate::batch::validate_cronjob(obj, &mut causes),
         "PodDisruptionBudget" if res.group == crate::policy::GROUP => {
@@ -375,6 +384,13 @@ pub fn validate_update(res: &Resource, cur: &Value, new: &Value) -> ApiResult<()
     }
     if matches!(res.schema, Schema::Builtin) && res.group == "apps" && res.kind == "DaemonSet" {
         crate::daemonset::update(cur, new, &mut causes);
+    }
+    if matches!(res.schema, Schema::Builtin) && res.group == "apps" {
+        match res.kind.as_str() {
+            "StatefulSet" => crate::statefulset::update(cur, new, &mut causes),
+            "ControllerRevision" => crate::statefulset::revision_update(cur, new, &mut causes),
+            _ => {}
+        }
     }
     if res.group == crate::rbac::GROUP && cur.get("roleRef") != new.get("roleRef") {
         causes.push(Cause::invalid(

@@ -159,7 +159,7 @@ fn node_of(p: &Pod) -> Option<String> {
 }
 
 /// Ready for `min_ready` seconds at `now` (unix seconds); else how long until it is, if ready.
-fn available(p: &Pod, min_ready: i64, now: i64) -> Result<(), Option<Duration>> {
+pub(crate) fn available(p: &Pod, min_ready: i64, now: i64) -> Result<(), Option<Duration>> {
     if !is_ready(p) {
         return Err(None);
     }

@@ -15,6 +15,7 @@ mod pods;
 pub mod replicasets;
 pub mod scheduler;
 pub mod serviceaccounts;
+pub mod statefulsets;
 pub mod ttl_after_finished;
 
 use std::future::Future;
