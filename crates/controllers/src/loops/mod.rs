@@ -8,6 +8,7 @@ pub mod disruption;
 pub mod endpoints;
 mod expectations;
 pub mod gc;
+mod history;
 pub mod jobs;
 pub mod namespaces;
 pub mod nodes;

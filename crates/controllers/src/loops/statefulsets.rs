@@ -7,17 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod as ApiPod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod as ApiPod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchParams};
+use kube::api::{PostParams, WatchParams};
 use kube::{Api, Client};
-use serde_json::json;
 use yun_agent::events::{reference, EventType, Recorder};
 
 use super::expectations::Expectations;
-use super::{is_status, pods, split_key, work, Next};
+use super::{history, is_status, pods, split_key, work, Next};
 use crate::cached::Pod;
-use crate::revision::{self, Owner, Update};
+use crate::revision::{self, Owner};
 use crate::runtime::{enqueue_adopters, enqueue_controller, enqueue_self, Informer, WorkQueue};
 use crate::statefulset::{self, claim_name, Revision, REVISION_LABEL};
 
@@ -105,7 +104,16 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
         .and_then(|s| s.collision_count)
         .unwrap_or(0);
     let update = revision::update_for(&owner, &template, collisions, &owned);
-    let Some(update_name) = record(&revision_api, &set_api, &set, &update, &template).await? else {
+    let recorded = history::record(
+        &revision_api,
+        &set_api,
+        &owner,
+        &update,
+        &template,
+        collisions,
+    )
+    .await?;
+    let Some(update_name) = recorded else {
         return Ok(Next::After(Duration::from_millis(100)));
     };
     let current_name = set
@@ -207,12 +215,8 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
         .as_ref()
         .and_then(|s| s.revision_history_limit)
         .unwrap_or(10);
-    for old in revision::surplus(&owned, &live, limit) {
-        match revision_api.delete(&old, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 404) => {}
-            Err(e) => failure = Some(e.into()),
-        }
+    if let Err(e) = history::prune(&revision_api, &owned, &live, limit).await {
+        failure = Some(e.into());
     }
     if set.status.as_ref() != Some(&plan.status) {
         if let Err(e) = pods::write_status(&set_api, name, set.status.as_ref(), &plan.status).await
@@ -229,56 +233,6 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
 
 fn pod_name(pod: &ApiPod) -> &str {
     pod.metadata.name.as_deref().unwrap_or_default()
-}
-
-/// Make sure the revision of the set's template exists (created, or renumbered when an older
-/// one comes back); its name, or None when the name was taken by other data (the collision
-/// count is raised and the next pass tries the next name).
-async fn record(
-    api: &Api<ControllerRevision>,
-    set_api: &Api<StatefulSet>,
-    set: &StatefulSet,
-    update: &Update,
-    template: &PodTemplateSpec,
-) -> anyhow::Result<Option<String>> {
-    match update {
-        Update::Latest(name) => Ok(Some(name.clone())),
-        Update::Renumber(name, number) => {
-            let patch = json!({"revision": number});
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
-            Ok(Some(name.clone()))
-        }
-        Update::Create(rev) => match api.create(&PostParams::default(), rev).await {
-            Ok(r) => Ok(r.metadata.name),
-            Err(e) if is_status(&e, 409) => {
-                let name = update.name();
-                let existing = api.get(name).await?;
-                let uid = set.metadata.uid.as_deref().unwrap_or_default();
-                if crate::owner::controlled_by(&existing.metadata, uid)
-                    && revision::records(&existing, template)
-                {
-                    // Ours, not in the cache yet.
-                    return Ok(Some(name.to_string()));
-                }
-                let count = set
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.collision_count)
-                    .unwrap_or(0);
-                let patch = json!({"status": {"collisionCount": count + 1}});
-                set_api
-                    .patch_status(
-                        set.metadata.name.as_deref().unwrap_or_default(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await?;
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        },
-    }
 }
 
 /// Create the claims `pod` mounts from the set's claim templates (one already there is
