@@ -26,6 +26,7 @@ mod metrics;
 mod openapi;
 mod patch;
 mod policy;
+mod priority;
 mod proto;
 mod rbac;
 mod resources;
@@ -284,6 +285,7 @@ pub async fn start(config: Config) -> Result<Running> {
         .map_err(|e| anyhow::anyhow!("the kubernetes service: {}", e.message))?;
     let kubernetes_task = tokio::spawn(kubernetes_service::run(api.clone(), config.advertise));
     rbac::bootstrap::ensure(&api).await?;
+    priority::ensure(&api).await?;
     let rbac_rev = api.authz.load(store.as_ref()).await?;
     let rbac_task = tokio::spawn(api.authz.clone().run(store.clone(), rbac_rev));
     let acceptor = creds.acceptor()?;

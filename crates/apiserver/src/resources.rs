@@ -233,6 +233,16 @@ fn builtins() -> Vec<Resource> {
             false,
         ),
         builtin(
+            crate::priority::GROUP,
+            "PriorityClass",
+            "priorityclasses",
+            &["pc"],
+            false,
+            false,
+            false,
+            false,
+        ),
+        builtin(
             "coordination.k8s.io",
             "Lease",
             "leases",

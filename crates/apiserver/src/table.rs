@@ -80,6 +80,13 @@ fn columns(kind: &str) -> Vec<Col> {
             w("Images"),
         ],
         "ControllerRevision" => vec![c("Name"), c("Controller"), c("Revision"), c("Age")],
+        "PriorityClass" => vec![
+            c("Name"),
+            c("Value"),
+            c("Global-Default"),
+            c("Age"),
+            c("PreemptionPolicy"),
+        ],
         "Namespace" => vec![c("Name"), c("Status"), c("Age")],
         "Node" => vec![
             c("Name"),
@@ -492,6 +499,11 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
         )),
         ("ControllerRevision", "Controller") => json!(revision_controller(o)),
         ("ControllerRevision", "Revision") => json!(i(o, "/revision")),
+        ("PriorityClass", "Value") => json!(i(o, "/value")),
+        ("PriorityClass", "Global-Default") => {
+            json!(o.get("globalDefault") == Some(&Value::Bool(true)))
+        }
+        ("PriorityClass", "PreemptionPolicy") => json!(s(o, "/preemptionPolicy")),
         ("Deployment", "Up-to-date") => json!(i(o, "/status/updatedReplicas")),
         ("Deployment", "Available") => json!(i(o, "/status/availableReplicas")),
         ("ReplicaSet", "Desired") => {

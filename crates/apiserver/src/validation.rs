@@ -80,6 +80,7 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "DaemonSet" => typed::<apps::v1::DaemonSet>(obj),
         "StatefulSet" => typed::<apps::v1::StatefulSet>(obj),
         "ControllerRevision" => typed::<apps::v1::ControllerRevision>(obj),
+        "PriorityClass" => typed::<k8s_openapi::api::scheduling::v1::PriorityClass>(obj),
         "Job" => typed::<batch::v1::Job>(obj),
         "CronJob" => typed::<batch::v1::CronJob>(obj),
         "Lease" => typed::<coordination::v1::Lease>(obj),
@@ -282,6 +283,9 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
         "ControllerRevision" if res.group == "apps" => {
             crate::statefulset::validate_revision(obj, &mut causes)
         }
+        "PriorityClass" if res.group == crate::priority::GROUP => {
+            crate::priority::validate(obj, &mut causes)
+        }
         "Job" if res.group == "batch" => crate::batch::validate_job(obj, &mut causes),
         "CronJob" if res.group == "batch" => crate::batch::validate_cronjob(obj, &mut causes),
         "PodDisruptionBudget" if res.group == crate::policy::GROUP => {
@@ -391,6 +395,9 @@ pub fn validate_update(res: &Resource, cur: &Value, new: &Value) -> ApiResult<()
             "ControllerRevision" => crate::statefulset::revision_update(cur, new, &mut causes),
             _ => {}
         }
+    }
+    if matches!(res.schema, Schema::Builtin) && res.group == crate::priority::GROUP {
+        crate::priority::update(cur, new, &mut causes);
     }
     if res.group == crate::rbac::GROUP && cur.get("roleRef") != new.get("roleRef") {
         causes.push(Cause::invalid(

@@ -95,10 +95,21 @@ pub async fn create_object(
             m.remove("status");
         }
     }
-    defaults::apply(res, &mut obj, Write::Create);
-    if let (Some(ns), "Pod", "") = (&ns, res.kind.as_str(), res.group.as_str()) {
+    let pod_ns = match (&ns, res.kind.as_str(), res.group.as_str()) {
+        (Some(ns), "Pod", "") => Some(ns),
+        _ => None,
+    };
+    if let Some(ns) = pod_ns {
         // The namespace first: a pod in a missing namespace is a 404, not a missing account.
         super::namespaces::admit_create(api, res, ns, &name).await?;
+        // Before defaulting, which would fill the priority the user may not write.
+        crate::priority::admit_pod(api, &name, &mut obj).await?;
+    }
+    if res.kind == "PriorityClass" && res.group == crate::priority::GROUP {
+        crate::priority::admit_class(api, &obj).await?;
+    }
+    defaults::apply(res, &mut obj, Write::Create);
+    if let Some(ns) = pod_ns {
         crate::limitrange::admit(api, ns, &name, &mut obj).await?;
         defaults::serviceaccount::admit(api, ns, &name, &mut obj).await?;
     }
@@ -283,6 +294,9 @@ pub(super) async fn commit(
             }
             Outcome::Conflict { .. } => Ok(None),
         };
+    }
+    if t.res.kind == "PriorityClass" && t.res.group == crate::priority::GROUP {
+        crate::priority::admit_class(api, &out).await?;
     }
     let stored = put(api, &key, &out, Some(cur_rev)).await?;
     if let Some(s) = &stored {

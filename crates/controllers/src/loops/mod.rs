@@ -23,7 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::WatchParams;
@@ -39,6 +39,7 @@ pub struct Shared {
     pub pods: Arc<Informer<Pod>>,
     pub nodes: Arc<Informer<Node>>,
     pub replicasets: Arc<Informer<ReplicaSet>>,
+    pub statefulsets: Arc<Informer<StatefulSet>>,
     pub jobs: Arc<Informer<Job>>,
 }
 
@@ -65,6 +66,7 @@ impl Shared {
             pods: cache(Api::all(client.clone()), 600),
             nodes: cache(Api::all(client.clone()), 300),
             replicasets: cache(Api::all(client.clone()), 60),
+            statefulsets: cache(Api::all(client.clone()), 60),
             jobs: cache(Api::all(client.clone()), 60),
         }
     }

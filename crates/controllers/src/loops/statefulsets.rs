@@ -22,12 +22,7 @@ use crate::statefulset::{self, claim_name, Revision, REVISION_LABEL};
 
 pub async fn run(client: Client, workers: usize, shared: super::Shared) {
     let queue = WorkQueue::new();
-    let sets = Arc::new(Informer::start(
-        Api::<StatefulSet>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(60),
-        |_| {},
-    ));
+    let sets = shared.statefulsets.clone();
     sets.add_handler(enqueue_self(queue.clone()));
     let revisions = Arc::new(Informer::start(
         Api::<ControllerRevision>::all(client.clone()),
