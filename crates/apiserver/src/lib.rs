@@ -28,6 +28,7 @@ mod patch;
 mod policy;
 mod proto;
 mod rbac;
+mod resourcequota;
 mod resources;
 mod rest;
 mod router;

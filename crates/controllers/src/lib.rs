@@ -15,6 +15,7 @@ pub mod manager;
 pub mod namespace;
 pub mod owner;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod runtime;
 pub mod scheduler;
 pub mod selector;

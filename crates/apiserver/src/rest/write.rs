@@ -108,6 +108,7 @@ pub async fn create_object(
     super::encode(&obj)?;
     if let Some(ns) = &ns {
         super::namespaces::admit_create(api, res, ns, &name).await?;
+        crate::resourcequota::admit(api, res, ns, &name, &obj, None, dry_run).await?;
     }
     if dry_run {
         return Ok(obj);
@@ -128,6 +129,24 @@ pub async fn create_object(
         defaults::serviceaccount::seed_default(api, &name).await?;
     }
     Ok(stored)
+}
+
+/// The ResourceQuota admission of a change to the main resource (a status write changes no
+/// usage); charged unless `dry`.
+pub(super) async fn admit_quota(
+    api: &Api,
+    t: &Target,
+    cur: &Value,
+    out: &Value,
+    status: bool,
+    dry: bool,
+) -> ApiResult<()> {
+    match (&t.ns, status) {
+        (Some(ns), false) => {
+            crate::resourcequota::admit(api, &t.res, ns, t.name(), out, Some(cur), dry).await
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The subresource a write is recorded under in managedFields.
@@ -326,6 +345,7 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
     crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
     normalize(&t.res, &mut out);
     validate_change(&t.res, &cur, &out, status)?;
+    admit_quota(api, t, &cur, &out, status, dry_run(req)?).await?;
     if dry_run(req)? {
         return Ok(fields::with_warnings(
             object_response(t, req, 200, out),
@@ -376,6 +396,7 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
         crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
         normalize(&t.res, &mut out);
         validate_change(&t.res, &cur, &out, status)?;
+        admit_quota(api, t, &cur, &out, status, dry).await?;
         if let Some(r) = write_back(api, t, req, out, kv.mod_revision, dry, &warnings).await? {
             return Ok(r);
         }
