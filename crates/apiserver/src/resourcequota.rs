@@ -349,6 +349,22 @@ pub async fn admit(
     ))
 }
 
+/// The ResourceQuota admission of an update or patch of the main resource of `t` (a status
+/// write changes no usage); charged unless `dry`.
+pub async fn admit_change(
+    api: &Api,
+    t: &crate::router::Target,
+    cur: &Value,
+    out: &Value,
+    status: bool,
+    dry: bool,
+) -> ApiResult<()> {
+    match (&t.ns, status) {
+        (Some(ns), false) => admit(api, &t.res, ns, t.name(), out, Some(cur), dry).await,
+        _ => Ok(()),
+    }
+}
+
 /// The quotas `obj` is charged to and each one's usage after the charge; the 403 of the
 /// first quota it breaks (`resource` and `name` as kube names the object in it).
 fn decide<'q>(

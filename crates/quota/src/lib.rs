@@ -385,7 +385,7 @@ pub fn to_json(list: &ResourceList) -> Value {
 pub fn add(a: &ResourceList, b: &ResourceList) -> ResourceList {
     let mut out = a.clone();
     for (k, q) in b {
-        let sum = out.get(k).copied().unwrap_or(Quantity::ZERO).add(*q);
+        let sum = out.get(k).copied().unwrap_or(Quantity::ZERO) + *q;
         out.insert(k.clone(), sum);
     }
     out
@@ -396,7 +396,7 @@ pub fn sub_non_negative(a: &ResourceList, b: &ResourceList) -> ResourceList {
     a.iter()
         .map(|(k, q)| {
             let d = match b.get(k) {
-                Some(old) => q.sub(*old),
+                Some(old) => *q - *old,
                 None => *q,
             };
             (k.clone(), if d.nanos < 0 { Quantity::ZERO } else { d })

@@ -64,7 +64,7 @@ fn pod_amounts(spec: &Value, which: &str) -> ResourceList {
     let overhead = crate::parse_list(spec.get("overhead")).unwrap_or_default();
     for (k, q) in overhead {
         if which == "requests" || total.contains_key(&k) {
-            let sum = total.get(&k).copied().unwrap_or(Quantity::ZERO).add(q);
+            let sum = total.get(&k).copied().unwrap_or(Quantity::ZERO) + q;
             total.insert(k, sum);
         }
     }

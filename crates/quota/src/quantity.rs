@@ -108,9 +108,13 @@ impl Quantity {
     pub fn is_zero(&self) -> bool {
         self.nanos == 0
     }
+}
 
-    /// The sum, in the format of the first non-zero term.
-    pub fn add(self, other: Quantity) -> Quantity {
+/// The sum, in the format of the first non-zero term.
+impl std::ops::Add for Quantity {
+    type Output = Quantity;
+
+    fn add(self, other: Quantity) -> Quantity {
         Quantity {
             nanos: self.nanos + other.nanos,
             format: if self.nanos == 0 {
@@ -120,8 +124,12 @@ impl Quantity {
             },
         }
     }
+}
 
-    pub fn sub(self, other: Quantity) -> Quantity {
+impl std::ops::Sub for Quantity {
+    type Output = Quantity;
+
+    fn sub(self, other: Quantity) -> Quantity {
         Quantity {
             nanos: self.nanos - other.nanos,
             format: self.format,
@@ -221,11 +229,9 @@ mod tests {
     #[test]
     fn sums_keep_the_first_non_zero_format() {
         let mi = Quantity::parse("64Mi").unwrap();
-        let sum = Quantity::ZERO.add(mi).add(mi);
+        let sum = Quantity::ZERO + mi + mi;
         assert_eq!(sum.to_string(), "128Mi");
-        let cpu = Quantity::parse("100m")
-            .unwrap()
-            .add(Quantity::parse("900m").unwrap());
+        let cpu = Quantity::parse("100m").unwrap() + Quantity::parse("900m").unwrap();
         assert_eq!(cpu.to_string(), "1");
         assert!(Quantity::parse("1").unwrap() == Quantity::parse("1000m").unwrap());
     }

@@ -8,9 +8,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::options::{dry_run, options_invalid};
-use super::write::{
-    admit_quota, create_object, merge_update, normalize, validate_change, write_back,
-};
+use super::write::{create_object, merge_update, normalize, validate_change, write_back};
 use super::{check_type_meta, decode, object_response};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::str_at;
@@ -85,7 +83,7 @@ pub async fn apply_patch(
         let mut out = merge_update(&t.res, &cur, new, status)?;
         normalize(&t.res, &mut out);
         validate_change(&t.res, &cur, &out, status)?;
-        admit_quota(api, t, &cur, &out, status, dry).await?;
+        crate::resourcequota::admit_change(api, t, &cur, &out, status, dry).await?;
         // An apply that changes nothing writes nothing (Kubernetes' storage skips identical
         // writes too, so the resourceVersion stays).
         let skip = dry || out == cur;

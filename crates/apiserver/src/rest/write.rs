@@ -131,24 +131,6 @@ pub async fn create_object(
     Ok(stored)
 }
 
-/// The ResourceQuota admission of a change to the main resource (a status write changes no
-/// usage); charged unless `dry`.
-pub(super) async fn admit_quota(
-    api: &Api,
-    t: &Target,
-    cur: &Value,
-    out: &Value,
-    status: bool,
-    dry: bool,
-) -> ApiResult<()> {
-    match (&t.ns, status) {
-        (Some(ns), false) => {
-            crate::resourcequota::admit(api, &t.res, ns, t.name(), out, Some(cur), dry).await
-        }
-        _ => Ok(()),
-    }
-}
-
 /// The subresource a write is recorded under in managedFields.
 fn subresource(status: bool) -> &'static str {
     if status {
@@ -345,7 +327,7 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
     crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
     normalize(&t.res, &mut out);
     validate_change(&t.res, &cur, &out, status)?;
-    admit_quota(api, t, &cur, &out, status, dry_run(req)?).await?;
+    crate::resourcequota::admit_change(api, t, &cur, &out, status, dry_run(req)?).await?;
     if dry_run(req)? {
         return Ok(fields::with_warnings(
             object_response(t, req, 200, out),
@@ -396,7 +378,7 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
         crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
         normalize(&t.res, &mut out);
         validate_change(&t.res, &cur, &out, status)?;
-        admit_quota(api, t, &cur, &out, status, dry).await?;
+        crate::resourcequota::admit_change(api, t, &cur, &out, status, dry).await?;
         if let Some(r) = write_back(api, t, req, out, kv.mod_revision, dry, &warnings).await? {
             return Ok(r);
         }
