@@ -54,6 +54,16 @@ pub fn measure(
     yun_quota::mask(&used, &names)
 }
 
+/// When to measure again without an event: just after the first of `pods` (being deleted,
+/// still charged) outlives its grace period and stops costing anything.
+pub fn recheck(pods: &[Value], now: Timestamp) -> Option<std::time::Duration> {
+    pods.iter()
+        .filter(|p| yun_quota::charged(p, now))
+        .filter_map(yun_quota::charge_ends)
+        .min()
+        .map(|end| std::time::Duration::from_secs((end - now.as_second()).max(0) as u64 + 1))
+}
+
 /// The status a quota should have after measuring `measured` (the resources that could be
 /// measured; others keep their last `used`), or None when its status already says so.
 pub fn status(quota: &Value, measured: &ResourceList) -> Option<Value> {
@@ -126,6 +136,10 @@ mod tests {
         assert_eq!(new["hard"], quota["spec"]["hard"]);
         assert_eq!(new["used"]["pods"], "1");
         quota["status"] = new;
+        let deleting = json!({"metadata": {"deletionTimestamp": now.to_string(),
+            "deletionGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
+        let wait = recheck(&[deleting], now).unwrap();
+        assert!((30..=32).contains(&wait.as_secs()), "{wait:?}");
         assert_eq!(status(&quota, &used), None, "nothing moved: no write");
         // A resource no kind measured keeps what admission charged.
         quota["spec"]["hard"]["requests.example.com/gpu"] = json!("4");

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use serde_json::Value;
 
+pub use pods::{charge_ends, charged};
 pub use quantity::Quantity;
 
 /// Resource name → amount, ordered by name (the order Kubernetes prints them in).

@@ -106,20 +106,20 @@ pub fn charged(pod: &Value, now: Timestamp) -> bool {
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return false;
     }
-    let deleted = pod
+    charge_ends(pod).is_none_or(|end| now.as_second() <= end)
+}
+
+/// For a pod being deleted, the second (Unix time) after which it is no longer charged: its
+/// deletion time plus its grace period.
+pub fn charge_ends(pod: &Value) -> Option<i64> {
+    let at = pod
         .pointer("/metadata/deletionTimestamp")
         .and_then(Value::as_str)
-        .and_then(|t| t.parse::<Timestamp>().ok());
+        .and_then(|t| t.parse::<Timestamp>().ok())?;
     let grace = pod
         .pointer("/metadata/deletionGracePeriodSeconds")
-        .and_then(Value::as_i64);
-    if let (Some(at), Some(grace)) = (deleted, grace) {
-        let end = at.as_second().saturating_add(grace);
-        if now.as_second() > end {
-            return false;
-        }
-    }
-    true
+        .and_then(Value::as_i64)?;
+    Some(at.as_second().saturating_add(grace))
 }
 
 /// Add a pod's usage to `out` (which holds its `count/pods`: every stored pod has that).

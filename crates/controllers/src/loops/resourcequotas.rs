@@ -148,6 +148,7 @@ async fn reconcile(lp: &Loop, key: &str) -> anyhow::Result<Next> {
     let spec = quota_json.get("spec").cloned().unwrap_or(Value::Null);
     let now = Timestamp::now();
     let mut measured = yun_quota::ResourceList::new();
+    let mut next = Next::Done;
     for eval in resourcequota::evaluators(&hard) {
         let Some(ar) = lp.resolve(&eval).await? else {
             // Not served (a CRD not installed yet): nothing to measure.
@@ -155,10 +156,16 @@ async fn reconcile(lp: &Loop, key: &str) -> anyhow::Result<Next> {
         };
         lp.watch(&eval, &ar);
         let objects = list(&lp.client, ns, &ar).await?;
+        if eval == Evaluator::Pods {
+            // A pod stuck terminating (its node lost) sends no event when its grace ends.
+            if let Some(d) = resourcequota::recheck(&objects, now) {
+                next = Next::After(d);
+            }
+        }
         measured.extend(resourcequota::measure(&eval, &hard, &spec, &objects, now));
     }
     let Some(status) = resourcequota::status(&quota_json, &measured) else {
-        return Ok(Next::Done);
+        return Ok(next);
     };
     let mut updated = (*quota).clone();
     updated.status = Some(serde_json::from_value(status)?);
@@ -168,7 +175,7 @@ async fn reconcile(lp: &Loop, key: &str) -> anyhow::Result<Next> {
         .replace_status(name, &PostParams::default(), &updated)
         .await
     {
-        Ok(_) => Ok(Next::Done),
+        Ok(_) => Ok(next),
         Err(e) if is_status(&e, 404) => Ok(Next::Done),
         Err(e) => Err(e.into()),
     }
