@@ -29,6 +29,7 @@ mod policy;
 mod priority;
 mod proto;
 mod rbac;
+mod resourcequota;
 mod resources;
 mod rest;
 mod router;

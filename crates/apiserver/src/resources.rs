@@ -149,6 +149,16 @@ fn builtins() -> Vec<Resource> {
             false,
             false,
         ),
+        builtin(
+            "",
+            "ResourceQuota",
+            "resourcequotas",
+            &["quota"],
+            true,
+            false,
+            true,
+            false,
+        ),
         builtin("", "Node", "nodes", &["no"], false, false, true, false),
         builtin("", "Event", "events", &["ev"], true, false, false, false),
         builtin(

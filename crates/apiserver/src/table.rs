@@ -148,6 +148,7 @@ fn columns(kind: &str) -> Vec<Col> {
         ],
         "RuntimeClass" => vec![c("Name"), c("Handler"), c("Age")],
         "CustomResourceDefinition" | "LimitRange" => vec![c("Name"), c("Created At")],
+        "ResourceQuota" => vec![c("Name"), c("Age"), c("Request"), c("Limit")],
         // metrics-server's columns.
         "NodeMetrics" | "PodMetrics" => vec![c("Name"), c("CPU"), c("Memory"), c("Window")],
         _ => vec![c("Name"), c("Age")],
@@ -457,6 +458,9 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
         return v;
     }
     if let Some(v) = crate::metrics::table_cell(kind, col, o) {
+        return v;
+    }
+    if let Some(v) = crate::resourcequota::table_cell(kind, col, o) {
         return v;
     }
     match (kind, col) {

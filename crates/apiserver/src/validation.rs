@@ -72,6 +72,7 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "ConfigMap" => typed::<core::v1::ConfigMap>(obj),
         "Secret" => typed::<core::v1::Secret>(obj),
         "LimitRange" => typed::<core::v1::LimitRange>(obj),
+        "ResourceQuota" => typed::<core::v1::ResourceQuota>(obj),
         "Node" => typed::<core::v1::Node>(obj),
         "Event" => typed::<core::v1::Event>(obj),
         "ServiceAccount" => typed::<core::v1::ServiceAccount>(obj),
@@ -272,6 +273,7 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
         }
         "Deployment" | "ReplicaSet" => check_workload(obj, &mut causes),
         "LimitRange" if res.group.is_empty() => crate::limitrange::validate(obj, &mut causes),
+        "ResourceQuota" if res.group.is_empty() => crate::resourcequota::validate(obj, &mut causes),
         "DaemonSet" if res.group == "apps" => {
             check_workload(obj, &mut causes);
             crate::daemonset::validate(obj, &mut causes);
@@ -398,6 +400,10 @@ pub fn validate_update(res: &Resource, cur: &Value, new: &Value) -> ApiResult<()
     }
     if matches!(res.schema, Schema::Builtin) && res.group == crate::priority::GROUP {
         crate::priority::update(cur, new, &mut causes);
+    }
+    if matches!(res.schema, Schema::Builtin) && res.group.is_empty() && res.kind == "ResourceQuota"
+    {
+        crate::resourcequota::validate_update(cur, new, &mut causes);
     }
     if res.group == crate::rbac::GROUP && cur.get("roleRef") != new.get("roleRef") {
         causes.push(Cause::invalid(

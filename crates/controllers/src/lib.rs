@@ -16,6 +16,7 @@ pub mod manager;
 pub mod namespace;
 pub mod owner;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod revision;
 pub mod runtime;
 pub mod scheduler;

@@ -62,6 +62,7 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
             b.add::<core::v1::Endpoints>();
             b.add::<core::v1::ConfigMap>();
             b.add::<core::v1::Secret>();
+            b.add::<core::v1::ResourceQuota>();
             b.add::<core::v1::Node>();
             b.add::<core::v1::Event>();
             b.add::<core::v1::ServiceAccount>();

@@ -14,6 +14,7 @@ pub mod namespaces;
 pub mod nodes;
 mod pods;
 pub mod replicasets;
+pub mod resourcequotas;
 pub mod scheduler;
 pub mod serviceaccounts;
 pub mod statefulsets;
