@@ -31,12 +31,7 @@ pub async fn run(client: Client, workers: usize, shared: super::Shared) {
         |_| {},
     ));
     sets.add_handler(enqueue_self(queue.clone()));
-    let revisions = Arc::new(Informer::start(
-        Api::<ControllerRevision>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(300),
-        |_| {},
-    ));
+    let revisions = shared.revisions.clone();
     revisions.add_handler(enqueue_controller(queue.clone(), "DaemonSet"));
     let pods = shared.pods.clone();
     pods.add_handler(enqueue_controller(queue.clone(), "DaemonSet"));

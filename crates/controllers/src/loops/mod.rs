@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::WatchParams;
@@ -41,6 +41,8 @@ pub struct Shared {
     pub nodes: Arc<Informer<Node>>,
     pub replicasets: Arc<Informer<ReplicaSet>>,
     pub statefulsets: Arc<Informer<StatefulSet>>,
+    /// The history of StatefulSets and DaemonSets.
+    pub revisions: Arc<Informer<ControllerRevision>>,
     pub jobs: Arc<Informer<Job>>,
 }
 
@@ -68,6 +70,7 @@ impl Shared {
             nodes: cache(Api::all(client.clone()), 300),
             replicasets: cache(Api::all(client.clone()), 60),
             statefulsets: cache(Api::all(client.clone()), 60),
+            revisions: cache(Api::all(client.clone()), 300),
             jobs: cache(Api::all(client.clone()), 60),
         }
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod as ApiPod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{PostParams, WatchParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use yun_agent::events::{reference, EventType, Recorder};
 
@@ -24,12 +24,7 @@ pub async fn run(client: Client, workers: usize, shared: super::Shared) {
     let queue = WorkQueue::new();
     let sets = shared.statefulsets.clone();
     sets.add_handler(enqueue_self(queue.clone()));
-    let revisions = Arc::new(Informer::start(
-        Api::<ControllerRevision>::all(client.clone()),
-        WatchParams::default(),
-        Duration::from_secs(300),
-        |_| {},
-    ));
+    let revisions = shared.revisions.clone();
     revisions.add_handler(enqueue_controller(queue.clone(), "StatefulSet"));
     let pods = shared.pods.clone();
     pods.add_handler(enqueue_controller(queue.clone(), "StatefulSet"));
