@@ -83,7 +83,7 @@ pub enum Update {
     /// An older revision records it (a rollback): it takes this next number.
     Renumber(String, i64),
     /// No revision records it: create this one.
-    Create(ControllerRevision),
+    Create(Box<ControllerRevision>),
 }
 
 impl Update {
@@ -119,7 +119,7 @@ pub fn update_for(
         .unwrap_or_default();
     labels.insert(HASH_KEY.into(), hash.clone());
     let owner_name = owner.meta.name.clone().unwrap_or_default();
-    Update::Create(ControllerRevision {
+    Update::Create(Box::new(ControllerRevision {
         metadata: ObjectMeta {
             name: Some(format!("{owner_name}-{hash}")),
             namespace: owner.meta.namespace.clone(),
@@ -133,7 +133,7 @@ pub fn update_for(
         },
         data: Some(RawExtension(data_of(template))),
         revision: newest + 1,
-    })
+    }))
 }
 
 /// The revisions beyond `limit` to delete: the oldest that are not `live` (in use by a pod or
@@ -181,7 +181,7 @@ mod tests {
 
     fn created(u: Update) -> ControllerRevision {
         match u {
-            Update::Create(r) => r,
+            Update::Create(r) => *r,
             other => panic!("expected a new revision, got {other:?}"),
         }
     }
