@@ -191,6 +191,20 @@ fn builtins() -> Vec<Resource> {
             true,
             false,
         ),
+        // autoscaling is served at v2 only (v1 would need conversion between versions).
+        Resource {
+            version: crate::hpa::VERSION.into(),
+            ..builtin(
+                crate::hpa::GROUP,
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+                &["hpa"],
+                true,
+                true,
+                true,
+                false,
+            )
+        },
         builtin("batch", "Job", "jobs", &[], true, true, true, false),
         builtin(
             "batch",

@@ -1,7 +1,7 @@
 //! Write-time checks: names (DNS-1123), the shape of built-in kinds (through their k8s-openapi
 //! types), kind-specific required fields, and the basics of a CRD's openAPIV3Schema.
 
-use k8s_openapi::api::{apps, batch, coordination, core, node, policy, rbac};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node, policy, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -78,6 +78,7 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "ReplicaSet" => typed::<apps::v1::ReplicaSet>(obj),
         "Deployment" => typed::<apps::v1::Deployment>(obj),
         "DaemonSet" => typed::<apps::v1::DaemonSet>(obj),
+        "HorizontalPodAutoscaler" => typed::<autoscaling::v2::HorizontalPodAutoscaler>(obj),
         "Job" => typed::<batch::v1::Job>(obj),
         "CronJob" => typed::<batch::v1::CronJob>(obj),
         "Lease" => typed::<coordination::v1::Lease>(obj),
@@ -272,6 +273,9 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
         "DaemonSet" if res.group == "apps" => {
             check_workload(obj, &mut causes);
             crate::daemonset::validate(obj, &mut causes);
+        }
+        "HorizontalPodAutoscaler" if res.group == crate::hpa::GROUP => {
+            crate::hpa::validate(obj, &mut causes)
         }
         "Job" if res.group == "batch" => crate::batch::validate_job(obj, &mut causes),
         "CronJob" if res.group == "batch" => crate::batch::validate_cronjob(obj, &mut causes),

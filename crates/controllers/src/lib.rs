@@ -1,8 +1,10 @@
-//! yun's control loops: the scheduler, ReplicaSet, Deployment, Job and CronJob controllers,
+//! yun's control loops: the scheduler, ReplicaSet, Deployment, Job and CronJob controllers, the
+//! HorizontalPodAutoscaler,
 //! TTL after finished, garbage collection, node lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
 //! objects (desired vs actual → actions), tested on its own; the loops that feed them from the
 //! API and carry out their actions sit on top.
 
+pub mod autoscaler;
 pub mod cached;
 pub mod cronjob;
 pub mod daemonset;

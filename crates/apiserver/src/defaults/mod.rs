@@ -78,6 +78,7 @@ pub fn apply(res: &Resource, obj: &mut Value, write: Write) {
         }
         ("apps", "ReplicaSet") => workload(obj),
         ("apps", "DaemonSet") => crate::daemonset::defaults(obj),
+        ("autoscaling", "HorizontalPodAutoscaler") => crate::hpa::defaults(obj),
         ("batch", "Job") => batch::job(obj, write),
         ("batch", "CronJob") => batch::cronjob(obj),
         ("policy", "PodDisruptionBudget") if write == Write::Create => {
