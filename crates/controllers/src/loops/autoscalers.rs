@@ -119,7 +119,7 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
 }
 
 async fn pass(key: &str, ctx: &Ctx, hpa: &HorizontalPodAutoscaler) -> anyhow::Result<()> {
-    let (ns, name) = split_key(key);
+    let (ns, _) = split_key(key);
     let object = reference("autoscaling/v2", "HorizontalPodAutoscaler", &hpa.metadata);
     let warn = |reason: &str, message: &str| {
         ctx.events
