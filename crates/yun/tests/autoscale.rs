@@ -1,8 +1,8 @@
 //! HorizontalPodAutoscaler through `yun up` with kubectl 1.33: `kubectl autoscale` (which
 //! writes autoscaling/v2) on a Deployment whose container burns a CPU against a 100m request,
 //! the HPA's defaults and kube's 422 on a bad spec, the replicas rising (bounded by max) with
-//! `kubectl get hpa` showing the utilization, a SuccessfulRescale event, and, once the load
-//! stops (the template's command becomes `sleep`), the count back to the minimum.
+//! `kubectl get hpa` showing the utilization, `describe hpa`, a SuccessfulRescale event, and,
+//! once the load stops (the template's command becomes `sleep`), the count back to the minimum.
 
 mod common;
 
@@ -202,6 +202,16 @@ fn hpa_scales_a_busy_deployment_up_and_back_down() {
         &["get", "hpa", "web", "-o", "jsonpath={.status.conditions}"],
     );
     assert!(status.contains("ValidMetricFound"), "{status}");
+    let described = ok(&up, &["describe", "hpa", "web"]);
+    eprintln!("describe hpa:\n{described}");
+    for needle in [
+        "Deployment/web",
+        "AbleToScale",
+        "ScalingActive",
+        "SuccessfulRescale",
+    ] {
+        assert!(described.contains(needle), "{needle}: {described}");
+    }
     eprintln!("scaled up after {:?}", started.elapsed());
 
     // Stop the load: the rollout's pods sleep; back to the minimum.
