@@ -316,10 +316,46 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
             if versions.is_none_or(|v| v.is_empty()) {
                 causes.push(Cause::required("spec.versions"));
             }
+            for (i, v) in versions.into_iter().flatten().enumerate() {
+                if let Some(scale) = v.pointer("/subresources/scale") {
+                    let path = format!("spec.versions[{i}].subresources.scale");
+                    crd_scale_paths(scale, &path, &mut causes);
+                }
+            }
         }
         _ => {}
     }
     causes
+}
+
+/// A CRD's scale paths must point into the object's spec (replicas) and status (observed
+/// replicas; the selector may be in either), as kube-apiserver requires.
+fn crd_scale_paths(scale: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let under = |p: &str, roots: &[&str]| {
+        roots.iter().any(|r| {
+            p.strip_prefix(r)
+                .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
+        })
+    };
+    for (key, roots, what) in [
+        ("specReplicasPath", &[".spec"][..], ".spec"),
+        ("statusReplicasPath", &[".status"][..], ".status"),
+        (
+            "labelSelectorPath",
+            &[".spec", ".status"][..],
+            "either .spec or .status",
+        ),
+    ] {
+        let Some(p) = scale.get(key).and_then(Value::as_str) else {
+            continue;
+        };
+        if !under(p, roots) {
+            causes.push(Cause::invalid(
+                &format!("{path}.{key}"),
+                format!("Invalid value: {p:?}: should be a json path under {what}"),
+            ));
+        }
+    }
 }
 
 /// Check an object about to be written. `name` is its (possibly generated) name.
@@ -480,6 +516,27 @@ mod tests {
         assert!(!dns_subdomain_ok("-a"));
         assert!(!dns_label_ok("a.b"));
         assert!(!dns_subdomain_ok(""));
+    }
+
+    #[test]
+    fn crd_scale_paths_point_into_spec_and_status() {
+        let scale = serde_json::json!({"specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"});
+        let mut causes = Vec::new();
+        crd_scale_paths(&scale, "s", &mut causes);
+        assert!(causes.is_empty());
+        let scale = serde_json::json!({"specReplicasPath": ".status.replicas",
+            "statusReplicasPath": ".statusx", "labelSelectorPath": ".metadata.name"});
+        crd_scale_paths(&scale, "s", &mut causes);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "s.specReplicasPath",
+                "s.statusReplicasPath",
+                "s.labelSelectorPath"
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! writes autoscaling/v2) on a Deployment whose container burns a CPU against a 100m request,
 //! the HPA's defaults and kube's 422 on a bad spec, the replicas rising (bounded by max) with
 //! `kubectl get hpa` showing the utilization, `describe hpa`, a SuccessfulRescale event, and,
-//! once the load stops (the template's command becomes `sleep`), the count back to the minimum.
+//! once the load stops (the template's command becomes `sleep`), the count back to the minimum;
+//! and a custom resource with a scale subresource brought up to an HPA's minimum.
 
 mod common;
 
@@ -28,6 +29,39 @@ spec:
         image: busybox
         command: [sh, -c, "while :; do :; done"]
         resources: {requests: {cpu: 100m}}
+"#;
+
+/// A custom resource with a scale subresource, and an HPA on it whose minimum is above its
+/// count: the HPA resolves the kind through discovery and writes the count through the scale.
+const WIDGETS: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: yunwidgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: yunwidgets, singular: yunwidget, kind: YunWidget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas,
+        labelSelectorPath: .status.selector}
+"#;
+
+const WIDGET_HPA: &str = r#"apiVersion: example.com/v1
+kind: YunWidget
+metadata: {name: w}
+spec: {replicas: 1}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: w}
+spec:
+  scaleTargetRef: {apiVersion: example.com/v1, kind: YunWidget, name: w}
+  minReplicas: 2
+  maxReplicas: 4
 "#;
 
 fn kubectl(up: &Up, args: &[&str]) -> Output {
@@ -75,6 +109,31 @@ fn hpa_scales_a_busy_deployment_up_and_back_down() {
     let started = Instant::now();
     let up = Up::start("autoscale");
     up.until(&["get", "nodes"], 30, |o| o.contains(" Ready"));
+
+    // A custom resource's scale: brought up to the HPA's minimum.
+    let widgets = up.data.join("widgets.yaml");
+    std::fs::write(&widgets, WIDGETS).unwrap();
+    ok(&up, &["apply", "-f", widgets.to_str().unwrap()]);
+    let widget = up.data.join("widget.yaml");
+    std::fs::write(&widget, WIDGET_HPA).unwrap();
+    until(&up, &["apply", "-f", widget.to_str().unwrap()], 10, |_| {
+        true
+    });
+    let scale = "/apis/example.com/v1/namespaces/default/yunwidgets/w/scale";
+    until(&up, &["get", "--raw", scale], 30, |o| {
+        o.contains(r#""replicas":2"#)
+    });
+    let events = until(
+        &up,
+        &["get", "events", "--field-selector", "involvedObject.name=w"],
+        10,
+        |o| o.contains("SuccessfulRescale"),
+    );
+    assert!(
+        events.contains("New size: 2; reason: Current number of replicas below Spec.MinReplicas"),
+        "{events}"
+    );
+
     let manifest = up.data.join("web.yaml");
     std::fs::write(&manifest, MANIFEST).unwrap();
     ok(&up, &["apply", "-f", manifest.to_str().unwrap()]);
@@ -154,7 +213,7 @@ fn hpa_scales_a_busy_deployment_up_and_back_down() {
         120,
         |o| count(o).is_some_and(|r| r > 1),
     );
-    let table = until(&up, &["get", "hpa"], 60, |o| {
+    let table = until(&up, &["get", "hpa", "web"], 60, |o| {
         o.contains("Deployment/web") && o.contains("%/50%") && !o.contains("<unknown>")
     });
     eprintln!("get hpa while busy:\n{table}");
@@ -213,6 +272,16 @@ fn hpa_scales_a_busy_deployment_up_and_back_down() {
         assert!(described.contains(needle), "{needle}: {described}");
     }
     eprintln!("scaled up after {:?}", started.elapsed());
+
+    // The custom resource's HPA by now had its next pass: its status follows the count, and
+    // without a selector on the scale no metric can be read.
+    let status = until(
+        &up,
+        &["get", "hpa", "w", "-o", "jsonpath={.status}"],
+        30,
+        |o| o.contains(r#""currentReplicas":2"#),
+    );
+    assert!(status.contains("InvalidSelector"), "{status}");
 
     // Stop the load: the rollout's pods sleep; back to the minimum.
     ok(

@@ -169,10 +169,12 @@ fn compute(
     Ok((p.replicas, status, label))
 }
 
-/// What the target's scale subresource says: `spec.replicas`.
+/// What the target's scale subresource says: `spec.replicas`, and whether it has a selector
+/// (without one, no pods can be measured).
 #[derive(Clone, Copy, Debug)]
 pub struct Scale {
     pub replicas: i32,
+    pub selector: bool,
 }
 
 /// Decide one pass for `hpa`, whose target's scale is `scale` and selects `pods` (with their
@@ -220,6 +222,24 @@ pub fn plan(
     } else if current < min {
         reason = "Current number of replicas below Spec.MinReplicas".into();
         min
+    } else if !scale.selector {
+        set_condition(
+            &mut status,
+            "ScalingActive",
+            false,
+            "InvalidSelector",
+            "the HPA target's scale is missing a selector",
+            now,
+        );
+        warnings.push(("SelectorRequired", "selector is required".into()));
+        status.current_replicas = Some(current);
+        return Plan {
+            desired: status.desired_replicas,
+            rescale: false,
+            reason,
+            status,
+            warnings,
+        };
     } else {
         let metrics = spec.metrics.clone().unwrap_or_default();
         let mut proposed = 0;

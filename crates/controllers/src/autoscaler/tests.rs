@@ -171,7 +171,10 @@ fn missing_metrics_and_requests_are_errors() {
     let (pods, usage) = fleet(2, 100);
     let plan = plan(
         &hpa(json!({})),
-        Scale { replicas: 2 },
+        Scale {
+            replicas: 2,
+            selector: true,
+        },
         &pods,
         &BTreeMap::new(),
         &mut History::default(),
@@ -193,7 +196,10 @@ fn plans_clamp_to_min_and_max() {
     let mut h = History::default();
     let p = plan(
         &hpa(json!({"maxReplicas": 3})),
-        Scale { replicas: 2 },
+        Scale {
+            replicas: 2,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -232,7 +238,10 @@ fn plans_clamp_to_min_and_max() {
     // Above max without looking at metrics.
     let p = plan(
         &hpa(json!({"maxReplicas": 3})),
-        Scale { replicas: 5 },
+        Scale {
+            replicas: 5,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -243,10 +252,51 @@ fn plans_clamp_to_min_and_max() {
         (p.desired, p.reason.as_str()),
         (3, "Current number of replicas above Spec.MaxReplicas")
     );
+    // Below min needs no selector; within range it does.
+    let none = Scale {
+        replicas: 0,
+        selector: false,
+    };
+    let p = plan(
+        &hpa(json!({"minReplicas": 2})),
+        Scale {
+            replicas: 1,
+            ..none
+        },
+        &pods,
+        &usage,
+        &mut h,
+        now(),
+        Instant::now(),
+    );
+    assert_eq!(
+        (p.desired, p.reason.as_str()),
+        (2, "Current number of replicas below Spec.MinReplicas")
+    );
+    let p = plan(
+        &hpa(json!({})),
+        Scale {
+            replicas: 2,
+            ..none
+        },
+        &pods,
+        &usage,
+        &mut h,
+        now(),
+        Instant::now(),
+    );
+    assert!(!p.rescale);
+    assert_eq!(
+        condition(&p, "ScalingActive"),
+        ("False".into(), "InvalidSelector".into())
+    );
     // A target scaled to zero is left alone.
     let p = plan(
         &hpa(json!({})),
-        Scale { replicas: 0 },
+        Scale {
+            replicas: 0,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -268,7 +318,10 @@ fn default_behavior_limits_scale_up_rate_and_waits_to_scale_down() {
     // From 1: at most max(1 + 4, 2 * 1) = 5 within 15 s.
     let p = plan(
         &hpa(json!({"maxReplicas": 50})),
-        Scale { replicas: 1 },
+        Scale {
+            replicas: 1,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -286,7 +339,10 @@ fn default_behavior_limits_scale_up_rate_and_waits_to_scale_down() {
     let (pods, usage) = fleet(5, 10_000);
     let p = plan(
         &hpa(json!({"maxReplicas": 50})),
-        Scale { replicas: 5 },
+        Scale {
+            replicas: 5,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -297,7 +353,10 @@ fn default_behavior_limits_scale_up_rate_and_waits_to_scale_down() {
     // After the period: doubling (10) beats +4 (9).
     let p = plan(
         &hpa(json!({"maxReplicas": 50})),
-        Scale { replicas: 5 },
+        Scale {
+            replicas: 5,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -309,7 +368,10 @@ fn default_behavior_limits_scale_up_rate_and_waits_to_scale_down() {
     let (pods, usage) = fleet(10, 1);
     let p = plan(
         &hpa(json!({"maxReplicas": 50})),
-        Scale { replicas: 10 },
+        Scale {
+            replicas: 10,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -323,7 +385,10 @@ fn default_behavior_limits_scale_up_rate_and_waits_to_scale_down() {
     );
     let p = plan(
         &hpa(json!({"maxReplicas": 50})),
-        Scale { replicas: 10 },
+        Scale {
+            replicas: 10,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -348,7 +413,10 @@ fn policies_and_select_policy() {
     // Max: the bigger change (50% of 10 = 5 down), Min: the smaller (2 down).
     let p = plan(
         &down("Max"),
-        Scale { replicas: 10 },
+        Scale {
+            replicas: 10,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut History::default(),
@@ -363,7 +431,10 @@ fn policies_and_select_policy() {
     let mut h = History::default();
     let p = plan(
         &down("Min"),
-        Scale { replicas: 10 },
+        Scale {
+            replicas: 10,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -381,7 +452,10 @@ fn policies_and_select_policy() {
     let (pods8, usage8) = fleet(8, 1);
     let p = plan(
         &down("Min"),
-        Scale { replicas: 8 },
+        Scale {
+            replicas: 8,
+            selector: true,
+        },
         &pods8,
         &usage8,
         &mut h,
@@ -392,7 +466,10 @@ fn policies_and_select_policy() {
     // Disabled: never down.
     let p = plan(
         &down("Disabled"),
-        Scale { replicas: 10 },
+        Scale {
+            replicas: 10,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut History::default(),
@@ -412,7 +489,10 @@ fn scale_up_window_takes_the_lowest_recent_recommendation() {
     // The first recommendation is the current count (2): the window holds the scale-up.
     let p = plan(
         &hpa(spec.clone()),
-        Scale { replicas: 2 },
+        Scale {
+            replicas: 2,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,
@@ -426,7 +506,10 @@ fn scale_up_window_takes_the_lowest_recent_recommendation() {
     );
     let p = plan(
         &hpa(spec),
-        Scale { replicas: 2 },
+        Scale {
+            replicas: 2,
+            selector: true,
+        },
         &pods,
         &usage,
         &mut h,

@@ -165,31 +165,25 @@ async fn pass(key: &str, ctx: &Ctx, hpa: &HorizontalPodAutoscaler) -> anyhow::Re
         .as_ref()
         .and_then(|s| s.selector.clone())
         .unwrap_or_default();
-    if selector.is_empty() {
-        let message = "the HPA target's scale is missing a selector";
-        warn("SelectorRequired", "selector is required");
-        autoscaler::set_condition(
-            &mut failed,
-            "ScalingActive",
-            false,
-            "InvalidSelector",
-            message,
-            now,
-        );
-        return write_status(ctx, hpa, failed).await;
-    }
-    let lp = ListParams::default().labels(&selector);
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-        .list(&lp)
-        .await?;
-    let pods: Vec<PodState> = pods.items.iter().map(pod_state).collect();
-    let usage = pod_usage(ctx, ns, &lp).await;
+    let (pods, usage) = if selector.is_empty() {
+        (Vec::new(), BTreeMap::new())
+    } else {
+        let lp = ListParams::default().labels(&selector);
+        let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+            .list(&lp)
+            .await?;
+        let pods: Vec<PodState> = pods.items.iter().map(pod_state).collect();
+        (pods, pod_usage(ctx, ns, &lp).await)
+    };
     let plan = {
         let mut memories = ctx.memories.lock().expect("memory lock");
         let m = memories.entry(key.to_string()).or_default();
         autoscaler::plan(
             hpa,
-            Scale { replicas: current },
+            Scale {
+                replicas: current,
+                selector: !selector.is_empty(),
+            },
             &pods,
             &usage,
             &mut m.history,
