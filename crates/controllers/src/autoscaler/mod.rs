@@ -205,7 +205,8 @@ pub fn plan(
     );
     let mut warnings = Vec::new();
     let mut reason = String::new();
-    let mut metric_statuses = status.current_metrics.clone().unwrap_or_default();
+    // As in kube, a pass that does not read metrics (target out of bounds or at 0) reports none.
+    let mut metric_statuses = Vec::new();
     let desired = if current == 0 && min != 0 {
         set_condition(
             &mut status,

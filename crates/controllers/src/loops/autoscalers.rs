@@ -145,6 +145,12 @@ async fn pass(key: &str, ctx: &Ctx, hpa: &HorizontalPodAutoscaler) -> anyhow::Re
     let scale = match scale {
         Ok(s) => s,
         Err(e) => {
+            // Resolved again next time: the kind may have been removed or redefined.
+            let kind_key = (
+                target.api_version.clone().unwrap_or_default(),
+                target.kind.clone(),
+            );
+            ctx.kinds.lock().expect("kinds lock").remove(&kind_key);
             let message =
                 format!("the HPA controller was unable to get the target's current scale: {e}");
             warn("FailedGetScale", &e.to_string());
