@@ -1,9 +1,10 @@
 //! HorizontalPodAutoscaler through `yun up` with kubectl 1.33: `kubectl autoscale` (which
 //! writes autoscaling/v2) on a Deployment whose container burns a CPU against a 100m request,
 //! the HPA's defaults and kube's 422 on a bad spec, the replicas rising (bounded by max) with
-//! `kubectl get hpa` showing the utilization, `describe hpa`, a SuccessfulRescale event, and,
-//! once the load stops (the template's command becomes `sleep`), the count back to the minimum;
-//! and a custom resource with a scale subresource brought up to an HPA's minimum.
+//! `kubectl get hpa` showing the utilization, `describe hpa` and `explain hpa`, a
+//! SuccessfulRescale event, and, once the load stops (the template's command becomes `sleep`),
+//! the count back to the minimum; and a custom resource with a scale subresource brought up to
+//! an HPA's minimum.
 
 mod common;
 
@@ -236,6 +237,11 @@ fn hpa_scales_a_busy_deployment_up_and_back_down() {
     let used: i64 = row[3].split('%').next().unwrap().parse().unwrap();
     assert!(used > 50, "{table}");
     assert_eq!(&row[4..6], ["1", "3"], "{table}");
+    let explained = ok(&up, &["explain", "hpa.spec.behavior"]);
+    assert!(
+        explained.contains("autoscaling") && explained.contains("scaleDown"),
+        "{explained}"
+    );
     let all = ok(&up, &["get", "all"]);
     assert!(
         all.contains("horizontalpodautoscaler.autoscaling/web"),
