@@ -41,7 +41,7 @@ pub fn defaults(obj: &mut Value) {
 }
 
 /// An int-or-percent of a rolling update: Ok(None) for an int, Ok(Some(p)) for `p%`.
-fn int_or_percent(v: &Value) -> Result<(i64, bool), String> {
+pub(crate) fn int_or_percent(v: &Value) -> Result<(i64, bool), String> {
     match v {
         Value::Number(n) => n
             .as_i64()

@@ -72,6 +72,21 @@ fn columns(kind: &str) -> Vec<Col> {
             w("Images"),
             w("Selector"),
         ],
+        "StatefulSet" => vec![
+            c("Name"),
+            c("Ready"),
+            c("Age"),
+            w("Containers"),
+            w("Images"),
+        ],
+        "ControllerRevision" => vec![c("Name"), c("Controller"), c("Revision"), c("Age")],
+        "PriorityClass" => vec![
+            c("Name"),
+            c("Value"),
+            c("Global-Default"),
+            c("Age"),
+            c("PreemptionPolicy"),
+        ],
         "Namespace" => vec![c("Name"), c("Status"), c("Age")],
         "Node" => vec![
             c("Name"),
@@ -142,6 +157,7 @@ fn columns(kind: &str) -> Vec<Col> {
         ],
         "RuntimeClass" => vec![c("Name"), c("Handler"), c("Age")],
         "CustomResourceDefinition" | "LimitRange" => vec![c("Name"), c("Created At")],
+        "ResourceQuota" => vec![c("Name"), c("Age"), c("Request"), c("Limit")],
         // metrics-server's columns.
         "NodeMetrics" | "PodMetrics" => vec![c("Name"), c("CPU"), c("Memory"), c("Window")],
         _ => vec![c("Name"), c("Age")],
@@ -456,6 +472,9 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
     if let Some(v) = crate::metrics::table_cell(kind, col, o) {
         return v;
     }
+    if let Some(v) = crate::resourcequota::table_cell(kind, col, o) {
+        return v;
+    }
     match (kind, col) {
         (_, "Name") => json!(s(o, "/metadata/name")),
         (_, "Age") => json!(age(created)),
@@ -487,6 +506,20 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
                 .and_then(Value::as_i64)
                 .unwrap_or(1)
         )),
+        ("StatefulSet", "Ready") => json!(format!(
+            "{}/{}",
+            i(o, "/status/readyReplicas"),
+            o.pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+        )),
+        ("ControllerRevision", "Controller") => json!(revision_controller(o)),
+        ("ControllerRevision", "Revision") => json!(i(o, "/revision")),
+        ("PriorityClass", "Value") => json!(i(o, "/value")),
+        ("PriorityClass", "Global-Default") => {
+            json!(o.get("globalDefault") == Some(&Value::Bool(true)))
+        }
+        ("PriorityClass", "PreemptionPolicy") => json!(s(o, "/preemptionPolicy")),
         ("Deployment", "Up-to-date") => json!(i(o, "/status/updatedReplicas")),
         ("Deployment", "Available") => json!(i(o, "/status/availableReplicas")),
         ("ReplicaSet", "Desired") => {
@@ -672,5 +705,30 @@ mod tests {
             "status": {"conditions": [{"type": "a", "status": "True"}]},
         });
         assert_eq!(cell("Pod", "Readiness Gates", &gated), json!("1/2"));
+    }
+}
+
+/// A ControllerRevision's controller as kubectl prints it (`statefulset.apps/web`), or
+/// `<none>`.
+fn revision_controller(o: &Value) -> String {
+    let owners = o
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array);
+    let controller = owners.and_then(|refs| {
+        refs.iter()
+            .find(|r| r.get("controller") == Some(&Value::Bool(true)))
+    });
+    match controller {
+        Some(r) => {
+            let kind = s(r, "/kind").to_lowercase();
+            let group = s(r, "/apiVersion").split_once('/').map_or("", |(g, _)| g);
+            let name = s(r, "/name");
+            if group.is_empty() {
+                format!("{kind}/{name}")
+            } else {
+                format!("{kind}.{group}/{name}")
+            }
+        }
+        None => "<none>".into(),
     }
 }

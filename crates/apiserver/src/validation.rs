@@ -72,12 +72,16 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "ConfigMap" => typed::<core::v1::ConfigMap>(obj),
         "Secret" => typed::<core::v1::Secret>(obj),
         "LimitRange" => typed::<core::v1::LimitRange>(obj),
+        "ResourceQuota" => typed::<core::v1::ResourceQuota>(obj),
         "Node" => typed::<core::v1::Node>(obj),
         "Event" => typed::<core::v1::Event>(obj),
         "ServiceAccount" => typed::<core::v1::ServiceAccount>(obj),
         "ReplicaSet" => typed::<apps::v1::ReplicaSet>(obj),
         "Deployment" => typed::<apps::v1::Deployment>(obj),
         "DaemonSet" => typed::<apps::v1::DaemonSet>(obj),
+        "StatefulSet" => typed::<apps::v1::StatefulSet>(obj),
+        "ControllerRevision" => typed::<apps::v1::ControllerRevision>(obj),
+        "PriorityClass" => typed::<k8s_openapi::api::scheduling::v1::PriorityClass>(obj),
         "HorizontalPodAutoscaler" => typed::<autoscaling::v2::HorizontalPodAutoscaler>(obj),
         "Job" => typed::<batch::v1::Job>(obj),
         "CronJob" => typed::<batch::v1::CronJob>(obj),
@@ -270,9 +274,20 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
         }
         "Deployment" | "ReplicaSet" => check_workload(obj, &mut causes),
         "LimitRange" if res.group.is_empty() => crate::limitrange::validate(obj, &mut causes),
+        "ResourceQuota" if res.group.is_empty() => crate::resourcequota::validate(obj, &mut causes),
         "DaemonSet" if res.group == "apps" => {
             check_workload(obj, &mut causes);
             crate::daemonset::validate(obj, &mut causes);
+        }
+        "StatefulSet" if res.group == "apps" => {
+            check_workload(obj, &mut causes);
+            crate::statefulset::validate(obj, &mut causes);
+        }
+        "ControllerRevision" if res.group == "apps" => {
+            crate::statefulset::validate_revision(obj, &mut causes)
+        }
+        "PriorityClass" if res.group == crate::priority::GROUP => {
+            crate::priority::validate(obj, &mut causes)
         }
         "HorizontalPodAutoscaler" if res.group == crate::hpa::GROUP => {
             crate::hpa::validate(obj, &mut causes)
@@ -415,6 +430,20 @@ pub fn validate_update(res: &Resource, cur: &Value, new: &Value) -> ApiResult<()
     }
     if matches!(res.schema, Schema::Builtin) && res.group == "apps" && res.kind == "DaemonSet" {
         crate::daemonset::update(cur, new, &mut causes);
+    }
+    if matches!(res.schema, Schema::Builtin) && res.group == "apps" {
+        match res.kind.as_str() {
+            "StatefulSet" => crate::statefulset::update(cur, new, &mut causes),
+            "ControllerRevision" => crate::statefulset::revision_update(cur, new, &mut causes),
+            _ => {}
+        }
+    }
+    if matches!(res.schema, Schema::Builtin) && res.group == crate::priority::GROUP {
+        crate::priority::update(cur, new, &mut causes);
+    }
+    if matches!(res.schema, Schema::Builtin) && res.group.is_empty() && res.kind == "ResourceQuota"
+    {
+        crate::resourcequota::validate_update(cur, new, &mut causes);
     }
     if res.group == crate::rbac::GROUP && cur.get("roleRef") != new.get("roleRef") {
         causes.push(Cause::invalid(

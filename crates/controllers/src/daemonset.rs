@@ -159,7 +159,7 @@ fn node_of(p: &Pod) -> Option<String> {
 }
 
 /// Ready for `min_ready` seconds at `now` (unix seconds); else how long until it is, if ready.
-fn available(p: &Pod, min_ready: i64, now: i64) -> Result<(), Option<Duration>> {
+pub(crate) fn available(p: &Pod, min_ready: i64, now: i64) -> Result<(), Option<Duration>> {
     if !is_ready(p) {
         return Err(None);
     }
@@ -296,7 +296,10 @@ pub fn plan(ds: &DaemonSet, nodes: &[Node], namespace_pods: &[Pod], now: i64) ->
     let uid = ds.metadata.uid.clone().unwrap_or_default();
     let spec = ds.spec.clone().unwrap_or_default();
     let template_spec = spec.template.spec.clone().unwrap_or_default();
-    let hash = crate::deployment::template_hash(&spec.template);
+    // The hash of the template's ControllerRevision (`NAME-HASH`), which moves with the
+    // collision count when a name was taken.
+    let collisions = ds.status.as_ref().and_then(|s| s.collision_count);
+    let hash = crate::revision::hash(&spec.template, collisions.unwrap_or(0));
     let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0));
     let claim = owner::claim(
         &ds.metadata,
@@ -497,6 +500,7 @@ pub fn plan(ds: &DaemonSet, nodes: &[Node], namespace_pods: &[Pod], now: i64) ->
         }
     }
     plan.status = count.status(ds.metadata.generation);
+    plan.status.collision_count = collisions;
     plan.delete.sort();
     plan.delete.dedup();
     plan

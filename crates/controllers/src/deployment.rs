@@ -82,9 +82,13 @@ fn drop_empty(v: &mut serde_json::Value) -> bool {
 /// A short, stable hash of a pod template ([`normalized_template`]), in the vowel-free
 /// alphabet Kubernetes uses so it never spells words.
 pub fn template_hash(template: &PodTemplateSpec) -> String {
-    let json = normalized_template(template).to_string();
+    safe_hash(&normalized_template(template).to_string())
+}
+
+/// FNV-1a of `text`, spelled in the vowel-free alphabet Kubernetes uses for hashes in names.
+pub fn safe_hash(text: &str) -> String {
     let mut h: u32 = 0x811c9dc5;
-    for b in json.bytes() {
+    for b in text.bytes() {
         h = (h ^ u32::from(b)).wrapping_mul(0x01000193);
     }
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";

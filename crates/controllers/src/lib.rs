@@ -1,6 +1,6 @@
-//! yun's control loops: the scheduler, ReplicaSet, Deployment, Job and CronJob controllers, the
-//! HorizontalPodAutoscaler,
-//! TTL after finished, garbage collection, node lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
+//! yun's control loops: the scheduler, ReplicaSet, Deployment, DaemonSet, StatefulSet, Job and
+//! CronJob controllers, the HorizontalPodAutoscaler, disruption budgets, TTL after finished,
+//! garbage collection, node lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
 //! objects (desired vs actual → actions), tested on its own; the loops that feed them from the
 //! API and carry out their actions sit on top.
 
@@ -17,9 +17,12 @@ pub mod manager;
 pub mod namespace;
 pub mod owner;
 pub mod replicaset;
+pub mod resourcequota;
+pub mod revision;
 pub mod runtime;
 pub mod scheduler;
 pub mod selector;
+pub mod statefulset;
 
 #[cfg(test)]
 mod cronjob_tests;
@@ -29,3 +32,5 @@ mod daemonset_tests;
 mod job_tests;
 #[cfg(test)]
 mod rollout_tests;
+#[cfg(test)]
+mod statefulset_tests;

@@ -707,6 +707,26 @@ spec:
         row.contains(&"busybox") && row.contains(&"app=logger"),
         "{wide}"
     );
+    // The two templates are its history (ControllerRevisions); undo rolls the first back out.
+    let history = k133(&["rollout", "history", "daemonset/logger"]);
+    let numbers: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(numbers, ["1", "2"], "{history}");
+    k133(&["rollout", "undo", "daemonset/logger"]);
+    k133(&["rollout", "status", "daemonset/logger", "--timeout=90s"]);
+    c.plane.until(
+        &["get", "pods", "-l", "app=logger", "-o", "name"],
+        60,
+        |_| {
+            let pods = daemon_pods(&c.plane, "logger");
+            pods.len() == 2 && pods.iter().all(|p| p.2 == "true" && p.3 == before[0])
+        },
+    );
+    let history = k133(&["rollout", "history", "daemonset/logger"]);
+    assert!(history.lines().any(|l| l.starts_with("3 ")), "{history}");
 
     // Invalid: a DaemonSet whose pods may not restart.
     let bad = c.plane.data.join("bad-ds.yaml");

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node, policy, rbac};
+use k8s_openapi::api::{
+    apps, autoscaling, batch, coordination, core, node, policy, rbac, scheduling,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -60,13 +62,18 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
             b.add::<core::v1::Endpoints>();
             b.add::<core::v1::ConfigMap>();
             b.add::<core::v1::Secret>();
+            b.add::<core::v1::ResourceQuota>();
             b.add::<core::v1::Node>();
             b.add::<core::v1::Event>();
             b.add::<core::v1::ServiceAccount>();
+            b.add::<core::v1::LimitRange>();
         }
         ("apps", "v1") => {
             b.add::<apps::v1::Deployment>();
             b.add::<apps::v1::ReplicaSet>();
+            b.add::<apps::v1::DaemonSet>();
+            b.add::<apps::v1::StatefulSet>();
+            b.add::<apps::v1::ControllerRevision>();
             b.add::<autoscaling::v1::Scale>();
         }
         ("autoscaling", "v2") => b.add::<autoscaling::v2::HorizontalPodAutoscaler>(),
@@ -77,6 +84,7 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
         ("coordination.k8s.io", "v1") => b.add::<coordination::v1::Lease>(),
         ("policy", "v1") => b.add::<policy::v1::PodDisruptionBudget>(),
         ("node.k8s.io", "v1") => b.add::<node::v1::RuntimeClass>(),
+        ("scheduling.k8s.io", "v1") => b.add::<scheduling::v1::PriorityClass>(),
         ("rbac.authorization.k8s.io", "v1") => {
             b.add::<rbac::v1::Role>();
             b.add::<rbac::v1::ClusterRole>();
@@ -106,7 +114,7 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
 }
 
 /// The built-in group-versions, in the order documents list them.
-pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 9] = [
+pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 10] = [
     ("", "v1"),
     ("apps", "v1"),
     ("autoscaling", "v2"),
@@ -114,6 +122,7 @@ pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 9] = [
     ("coordination.k8s.io", "v1"),
     ("node.k8s.io", "v1"),
     ("policy", "v1"),
+    ("scheduling.k8s.io", "v1"),
     ("rbac.authorization.k8s.io", "v1"),
     ("apiextensions.k8s.io", "v1"),
 ];

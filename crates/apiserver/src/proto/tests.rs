@@ -125,6 +125,7 @@ fn every_served_builtin_kind_round_trips() {
     full::<core::ConfigMap>("v1", "ConfigMap");
     full::<core::Secret>("v1", "Secret");
     full::<core::LimitRange>("v1", "LimitRange");
+    full::<core::ResourceQuota>("v1", "ResourceQuota");
     full::<core::Node>("v1", "Node");
     full::<core::Event>("v1", "Event");
     full::<core::ServiceAccount>("v1", "ServiceAccount");

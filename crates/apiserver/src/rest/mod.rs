@@ -1,5 +1,6 @@
 //! The generic REST verbs over stored JSON objects.
 
+mod admission;
 mod apply;
 mod eviction;
 mod logs;

@@ -95,19 +95,14 @@ pub async fn create_object(
             m.remove("status");
         }
     }
-    defaults::apply(res, &mut obj, Write::Create);
-    if let (Some(ns), "Pod", "") = (&ns, res.kind.as_str(), res.group.as_str()) {
-        // The namespace first: a pod in a missing namespace is a 404, not a missing account.
-        super::namespaces::admit_create(api, res, ns, &name).await?;
-        crate::limitrange::admit(api, ns, &name, &mut obj).await?;
-        defaults::serviceaccount::admit(api, ns, &name, &mut obj).await?;
-    }
+    super::admission::defaulted(api, res, ns.as_deref(), &name, &mut obj).await?;
     normalize(res, &mut obj);
     validation::validate(res, &obj)?;
     crate::rbac::escalation::check(res, &obj)?;
     super::encode(&obj)?;
     if let Some(ns) = &ns {
         super::namespaces::admit_create(api, res, ns, &name).await?;
+        crate::resourcequota::admit(api, res, ns, &name, &obj, None, dry_run).await?;
     }
     if dry_run {
         return Ok(obj);
@@ -284,6 +279,9 @@ pub(super) async fn commit(
             Outcome::Conflict { .. } => Ok(None),
         };
     }
+    if t.res.kind == "PriorityClass" && t.res.group == crate::priority::GROUP {
+        crate::priority::admit_class(api, &out).await?;
+    }
     let stored = put(api, &key, &out, Some(cur_rev)).await?;
     if let Some(s) = &stored {
         if t.res.kind == "CustomResourceDefinition" {
@@ -326,6 +324,7 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
     crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
     normalize(&t.res, &mut out);
     validate_change(&t.res, &cur, &out, status)?;
+    crate::resourcequota::admit_change(api, t, &cur, &out, status, dry_run(req)?).await?;
     if dry_run(req)? {
         return Ok(fields::with_warnings(
             object_response(t, req, 200, out),
@@ -376,6 +375,7 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
         crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
         normalize(&t.res, &mut out);
         validate_change(&t.res, &cur, &out, status)?;
+        crate::resourcequota::admit_change(api, t, &cur, &out, status, dry).await?;
         if let Some(r) = write_back(api, t, req, out, kv.mod_revision, dry, &warnings).await? {
             return Ok(r);
         }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
@@ -37,6 +37,8 @@ pub async fn run(client: Client, shared: super::Shared) {
     ));
     let sets = shared.replicasets.clone();
     sets.add_handler(enqueue_namespace(queue.clone(), budgets.clone()));
+    let stateful = shared.statefulsets.clone();
+    stateful.add_handler(enqueue_namespace(queue.clone(), budgets.clone()));
     let pods = shared.pods.clone();
     {
         let (queue, budgets) = (queue.clone(), budgets.clone());
@@ -53,16 +55,21 @@ pub async fn run(client: Client, shared: super::Shared) {
     budgets.synced().await;
     deployments.synced().await;
     sets.synced().await;
+    stateful.synced().await;
     pods.synced().await;
+    let owners = Arc::new(Owners {
+        sets,
+        deployments,
+        stateful,
+    });
     work(queue, 2, move |key| {
-        let (client, budgets, pods, sets, deployments) = (
+        let (client, budgets, pods, owners) = (
             client.clone(),
             budgets.clone(),
             pods.clone(),
-            sets.clone(),
-            deployments.clone(),
+            owners.clone(),
         );
-        async move { reconcile(&key, client, &budgets, &pods, &sets, &deployments).await }
+        async move { reconcile(&key, client, &budgets, &pods, &owners).await }
     })
     .await;
 }
@@ -80,13 +87,19 @@ fn enqueue_namespace<K: kube::Resource>(
     }
 }
 
+/// The caches of the controllers whose scale a budget reads.
+struct Owners {
+    sets: Arc<Informer<ReplicaSet>>,
+    deployments: Arc<Informer<Deployment>>,
+    stateful: Arc<Informer<StatefulSet>>,
+}
+
 async fn reconcile(
     key: &str,
     client: Client,
     budgets: &Informer<PodDisruptionBudget>,
     pods: &Informer<Pod>,
-    sets: &Informer<ReplicaSet>,
-    deployments: &Informer<Deployment>,
+    owners: &Owners,
 ) -> anyhow::Result<Next> {
     let (ns, name) = split_key(key);
     let Some(pdb) = budgets.get(key) else {
@@ -101,7 +114,7 @@ async fn reconcile(
         .map(|p| &**p)
         .filter(|p| disruption::selects(&pdb, p))
         .collect();
-    let scale = |owner: &OwnerReference| scale_of(ns, owner, sets, deployments);
+    let scale = |owner: &OwnerReference| scale_of(ns, owner, owners);
     let decision = disruption::decide(&pdb, &selected, scale, Timestamp::now());
     let next = match decision.recheck {
         Some(d) => Next::After(d.min(RESYNC)),
@@ -127,14 +140,10 @@ async fn reconcile(
 
 /// The object whose scale a pod's controller stands for, and its replicas: a ReplicaSet's
 /// Deployment when one controls it (a rollout's old and new sets then count once, as the
-/// Deployment), else the ReplicaSet; None for controllers without a scale here (the pod then
-/// expects only itself).
-fn scale_of(
-    ns: &str,
-    owner: &OwnerReference,
-    sets: &Informer<ReplicaSet>,
-    deployments: &Informer<Deployment>,
-) -> Option<(String, i32)> {
+/// Deployment), else the ReplicaSet; a StatefulSet; None for controllers without a scale
+/// here (the pod then expects only itself).
+fn scale_of(ns: &str, owner: &OwnerReference, owners: &Owners) -> Option<(String, i32)> {
+    let (sets, deployments) = (&owners.sets, &owners.deployments);
     let group = owner.api_version.split('/').next().unwrap_or("");
     let deployment = |name: &str| {
         let dep = deployments.get(&format!("{ns}/{name}"))?;
@@ -156,6 +165,14 @@ fn scale_of(
             }
         }
         ("apps", "Deployment") => deployment(&owner.name),
+        ("apps", "StatefulSet") => {
+            let set = owners.stateful.get(&format!("{ns}/{}", owner.name))?;
+            if set.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
+                return None;
+            }
+            let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            Some((owner.uid.clone(), replicas))
+        }
         _ => None,
     }
 }

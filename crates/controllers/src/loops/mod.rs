@@ -9,20 +9,23 @@ pub mod disruption;
 pub mod endpoints;
 mod expectations;
 pub mod gc;
+mod history;
 pub mod jobs;
 pub mod namespaces;
 pub mod nodes;
 mod pods;
 pub mod replicasets;
+pub mod resourcequotas;
 pub mod scheduler;
 pub mod serviceaccounts;
+pub mod statefulsets;
 pub mod ttl_after_finished;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::WatchParams;
@@ -38,6 +41,9 @@ pub struct Shared {
     pub pods: Arc<Informer<Pod>>,
     pub nodes: Arc<Informer<Node>>,
     pub replicasets: Arc<Informer<ReplicaSet>>,
+    pub statefulsets: Arc<Informer<StatefulSet>>,
+    /// The history of StatefulSets and DaemonSets.
+    pub revisions: Arc<Informer<ControllerRevision>>,
     pub jobs: Arc<Informer<Job>>,
 }
 
@@ -64,6 +70,8 @@ impl Shared {
             pods: cache(Api::all(client.clone()), 600),
             nodes: cache(Api::all(client.clone()), 300),
             replicasets: cache(Api::all(client.clone()), 60),
+            statefulsets: cache(Api::all(client.clone()), 60),
+            revisions: cache(Api::all(client.clone()), 300),
             jobs: cache(Api::all(client.clone()), 60),
         }
     }

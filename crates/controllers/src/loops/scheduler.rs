@@ -5,16 +5,22 @@
 //! `PodScheduled=False` condition is written only when it changes, and its FailedScheduling
 //! event goes through the shared recorder (`yun_agent::events`), which makes the repeats one
 //! Event with a count.
+//!
+//! A pod that fits nowhere may preempt pods of lower priority (`scheduler::preemption`): the
+//! victims are deleted, the pod is nominated to their node (`status.nominatedNodeName`) and
+//! waits there; while it waits, pods of no higher priority count it as already on that node,
+//! so they do not take the room it made.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
@@ -25,8 +31,9 @@ use crate::cached::Pod;
 use crate::replicaset::is_active;
 use crate::runtime::{key_of, Change, Informer, WorkQueue};
 use crate::scheduler::cache::Cache;
-use crate::scheduler::pick_node;
+use crate::scheduler::preemption::{self, priority, Preemption};
 use crate::scheduler::unschedulable::Unschedulable;
+use crate::scheduler::{pick_node, NodeInfo, Placed};
 
 /// The scheduler this loop answers for (pods may name another and are left alone).
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -78,8 +85,21 @@ fn node_fingerprint(n: &Node) -> u64 {
 /// cycle does, so the store's group commit can batch them.
 const BINDS_IN_FLIGHT: usize = 64;
 
+/// A pod that preempted others, waiting for the room on `node` its victims leave.
+struct Nomination {
+    node: String,
+    pod: Arc<Pod>,
+    /// Keys of the victims: while one is still counted on the node, the pod does not preempt
+    /// again.
+    victims: Vec<String>,
+}
+
+type Nominations = Arc<Mutex<HashMap<String, Nomination>>>;
+
 struct Scheduler {
     client: Client,
+    budgets: Arc<Informer<PodDisruptionBudget>>,
+    nominated: Nominations,
     queue: WorkQueue,
     pods: Arc<Informer<Pod>>,
     cache: Arc<Mutex<Cache>>,
@@ -95,7 +115,9 @@ pub async fn run(client: Client, shared: super::Shared) {
     let cache: Arc<Mutex<Cache>> = Arc::default();
     let waiting: Arc<Mutex<Unschedulable>> = Arc::default();
     let wake = Arc::new(Notify::new());
+    let nominated: Nominations = Arc::default();
     let (q, c, w, k) = (queue.clone(), cache.clone(), waiting.clone(), wake.clone());
+    let nom = nominated.clone();
     let pods = shared.pods.clone();
     pods.add_handler(move |change| {
         let key = key_of(change.object());
@@ -108,6 +130,7 @@ pub async fn run(client: Client, shared: super::Shared) {
                 cache.apply_pod(&key, p);
                 if !wants_us(p) {
                     waiting.forget(&key);
+                    nom.lock().expect("lock").remove(&key);
                 } else if !waiting.contains(&key) {
                     q.add(&key);
                 } else if waiting.pod_updated(&key, pod_fingerprint(p), now) {
@@ -118,6 +141,7 @@ pub async fn run(client: Client, shared: super::Shared) {
             Change::Deleted(_) => {
                 cache.forget(&key);
                 waiting.forget(&key);
+                nom.lock().expect("lock").remove(&key);
             }
         }
         // A pod left its node (deleted, finished): what waits may fit now.
@@ -150,9 +174,18 @@ pub async fn run(client: Client, shared: super::Shared) {
             k.notify_one();
         }
     });
+    let budgets = Arc::new(Informer::start(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        WatchParams::default(),
+        std::time::Duration::from_secs(300),
+        |_| {},
+    ));
     pods.synced().await;
     nodes.synced().await;
+    budgets.synced().await;
     let scheduler = Arc::new(Scheduler {
+        budgets,
+        nominated,
         events: Recorder::new(client.clone(), SCHEDULER_NAME, None),
         client,
         queue: queue.clone(),
@@ -205,20 +238,35 @@ impl Scheduler {
         };
         // Wait for a binding slot before deciding, so the decision sees every earlier one.
         let permit = self.binds.clone().acquire_owned().await?;
-        let decision = {
+        let (decision, preemption) = {
             let mut cache = self.cache.lock().expect("lock");
             if cache.is_placed(key) {
                 return Ok(Next::Done); // its binding is in flight
             }
-            let decision = pick_node(&pod, cache.nodes());
+            let view = self.with_nominated(&pod, key, &cache);
+            let decision = match &view {
+                Some(v) => pick_node(&pod, v.values()),
+                None => pick_node(&pod, cache.nodes()),
+            };
             if let Ok(node) = &decision {
                 cache.assume(key, node, &pod);
             }
-            decision
+            let preemption = match &decision {
+                Err(_) if !self.victims_pending(key, &cache) => {
+                    let budgets = self.budgets.list();
+                    match &view {
+                        Some(v) => preemption::select(&pod, v.values(), &budgets),
+                        None => preemption::select(&pod, cache.nodes(), &budgets),
+                    }
+                }
+                _ => None,
+            };
+            (decision, preemption)
         };
         match decision {
             Ok(node) => {
                 self.waiting.lock().expect("lock").forget(key);
+                self.nominated.lock().expect("lock").remove(key);
                 let (client, cache, queue, events) = (
                     self.client.clone(),
                     self.cache.clone(),
@@ -254,10 +302,91 @@ impl Scheduler {
                     Instant::now(),
                 );
                 self.wake.notify_one();
+                if let Some(p) = preemption {
+                    self.preempt(key, &pod, p).await;
+                }
                 self.report_unschedulable(&pod, &unschedulable.message)
                     .await;
                 Ok(Next::Done)
             }
+        }
+    }
+
+    /// The nodes as `pod` must see them when pods of at least its priority are nominated
+    /// somewhere: with those pods counted on their nodes (None when there are none).
+    fn with_nominated(
+        &self,
+        pod: &Pod,
+        key: &str,
+        cache: &Cache,
+    ) -> Option<BTreeMap<String, NodeInfo>> {
+        let mine = priority(pod);
+        let nominated = self.nominated.lock().expect("lock");
+        let ahead: Vec<(&String, &Nomination)> = nominated
+            .iter()
+            .filter(|(k, n)| k.as_str() != key && priority(&n.pod) >= mine && !cache.is_placed(k))
+            .collect();
+        if ahead.is_empty() {
+            return None;
+        }
+        let mut view: BTreeMap<String, NodeInfo> = cache
+            .nodes()
+            .map(|n| (n.name().to_string(), n.clone()))
+            .collect();
+        for (k, n) in ahead {
+            if let Some(info) = view.get_mut(&n.node) {
+                info.add_pod(k, Placed::of(&n.pod));
+            }
+        }
+        Some(view)
+    }
+
+    /// Whether the victims of the pod's last preemption are still on their node: it waits for
+    /// them rather than preempting more.
+    fn victims_pending(&self, key: &str, cache: &Cache) -> bool {
+        self.nominated
+            .lock()
+            .expect("lock")
+            .get(key)
+            .is_some_and(|n| n.victims.iter().any(|v| cache.is_placed(v)))
+    }
+
+    /// Carry out a preemption: nominate the pod to the node, and delete the victims (each
+    /// with a Preempted event, as kube-scheduler records it).
+    async fn preempt(&self, key: &str, pod: &Arc<Pod>, p: Preemption) {
+        self.nominated.lock().expect("lock").insert(
+            key.to_string(),
+            Nomination {
+                node: p.node.clone(),
+                pod: pod.clone(),
+                victims: p.victims.iter().map(|(k, _)| k.clone()).collect(),
+            },
+        );
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        for (victim_key, victim) in &p.victims {
+            let (ns, name) = split_key(victim_key);
+            match Api::<Pod>::namespaced(self.client.clone(), ns)
+                .delete(name, &DeleteParams::default())
+                .await
+            {
+                Ok(_) => self.events.record(
+                    &reference("v1", "Pod", &victim.metadata),
+                    EventType::Normal,
+                    "Preempted",
+                    "Preempting",
+                    &format!("Preempted by pod {uid} on node {}", p.node),
+                ),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => tracing::debug!("preempting {victim_key}: {e}"),
+            }
+        }
+        let (ns, name) = split_key(key);
+        let patch = json!({"status": {"nominatedNodeName": p.node}});
+        if let Err(e) = Api::<Pod>::namespaced(self.client.clone(), ns)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::debug!("nominating {key}: {e}");
         }
     }
 

@@ -12,6 +12,7 @@ use crate::cached::{Container, Pod};
 use crate::selector::{self, Labels};
 
 pub mod cache;
+pub mod preemption;
 #[cfg(test)]
 mod tests;
 pub mod unschedulable;

@@ -216,3 +216,73 @@ fn a_cordoned_node_takes_only_pods_that_tolerate_the_cordon() {
     );
     assert_eq!(pick_node(&daemon, &[cordoned]).unwrap(), "c");
 }
+
+fn with_priority(name: &str, cpu: &str, priority: i32) -> Pod {
+    pod(name, cpu, "64Mi", json!({"spec": {"priority": priority}}))
+}
+
+#[test]
+fn preemption_evicts_the_fewest_lowest_priority_pods_that_make_room() {
+    use crate::scheduler::preemption::select;
+    let a = info(
+        node("a", "2", "4Gi", json!({})),
+        vec![
+            with_priority("low-1", "800m", 10),
+            with_priority("low-2", "800m", 10),
+            with_priority("mid", "200m", 500),
+        ],
+    );
+    let urgent = with_priority("urgent", "1", 1000);
+    assert!(pick_node(&urgent, [&a]).is_err());
+    let p = select(&urgent, [&a], &[]).expect("a preemption");
+    assert_eq!(p.node, "a");
+    // One 800m pod is enough (the 200m one is spared: it has the higher priority).
+    assert_eq!(p.victims.len(), 1, "{:?}", p.victims);
+    assert!(p.victims[0].0.starts_with("default/low-"));
+    // Nothing of lower priority to take: no preemption; nor for a pod that may not preempt.
+    let peer = with_priority("peer", "1", 10);
+    assert!(select(&peer, [&a], &[]).is_none());
+    let polite = pod(
+        "polite",
+        "1",
+        "64Mi",
+        json!({"spec": {"priority": 1000, "preemptionPolicy": "Never"}}),
+    );
+    assert!(select(&polite, [&a], &[]).is_none());
+    // A node whose taint it does not tolerate is no candidate, whatever runs there.
+    let tainted = info(
+        node(
+            "t",
+            "2",
+            "4Gi",
+            json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+        ),
+        vec![with_priority("low-3", "2", 1)],
+    );
+    assert!(select(&urgent, [&tainted], &[]).is_none());
+}
+
+#[test]
+fn preemption_prefers_victims_no_budget_protects() {
+    use crate::scheduler::preemption::select;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let guarded = pod(
+        "guarded",
+        "1",
+        "64Mi",
+        json!({"metadata": {"labels": {"app": "db"}}, "spec": {"priority": 10}}),
+    );
+    let free = with_priority("free", "1", 10);
+    let a = info(node("a", "2", "4Gi", json!({})), vec![guarded]);
+    let b = info(node("b", "2", "4Gi", json!({})), vec![free]);
+    let budget: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "db", "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": "db"}}, "minAvailable": 1},
+        "status": {"disruptionsAllowed": 0, "currentHealthy": 1, "desiredHealthy": 1,
+            "expectedPods": 1}}))
+    .unwrap();
+    let urgent = with_priority("urgent", "2", 1000);
+    let p = select(&urgent, [&a, &b], &[std::sync::Arc::new(budget)]).unwrap();
+    assert_eq!((p.node.as_str(), p.violations), ("b", 0));
+    assert_eq!(p.victims[0].0, "default/free");
+}
