@@ -665,6 +665,31 @@ pub fn table(kind: &str, items: &[Value], req: &Req, metadata: Value) -> Value {
     })
 }
 
+/// A ControllerRevision's controller as kubectl prints it (`statefulset.apps/web`), or
+/// `<none>`.
+fn revision_controller(o: &Value) -> String {
+    let owners = o
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array);
+    let controller = owners.and_then(|refs| {
+        refs.iter()
+            .find(|r| r.get("controller") == Some(&Value::Bool(true)))
+    });
+    match controller {
+        Some(r) => {
+            let kind = s(r, "/kind").to_lowercase();
+            let group = s(r, "/apiVersion").split_once('/').map_or("", |(g, _)| g);
+            let name = s(r, "/name");
+            if group.is_empty() {
+                format!("{kind}/{name}")
+            } else {
+                format!("{kind}.{group}/{name}")
+            }
+        }
+        None => "<none>".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,30 +730,5 @@ mod tests {
             "status": {"conditions": [{"type": "a", "status": "True"}]},
         });
         assert_eq!(cell("Pod", "Readiness Gates", &gated), json!("1/2"));
-    }
-}
-
-/// A ControllerRevision's controller as kubectl prints it (`statefulset.apps/web`), or
-/// `<none>`.
-fn revision_controller(o: &Value) -> String {
-    let owners = o
-        .pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array);
-    let controller = owners.and_then(|refs| {
-        refs.iter()
-            .find(|r| r.get("controller") == Some(&Value::Bool(true)))
-    });
-    match controller {
-        Some(r) => {
-            let kind = s(r, "/kind").to_lowercase();
-            let group = s(r, "/apiVersion").split_once('/').map_or("", |(g, _)| g);
-            let name = s(r, "/name");
-            if group.is_empty() {
-                format!("{kind}/{name}")
-            } else {
-                format!("{kind}.{group}/{name}")
-            }
-        }
-        None => "<none>".into(),
     }
 }
