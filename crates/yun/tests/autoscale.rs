@@ -3,8 +3,8 @@
 //! the HPA's defaults and kube's 422 on a bad spec, the replicas rising (bounded by max) with
 //! `kubectl get hpa` showing the utilization, `describe hpa` and `explain hpa`, a
 //! SuccessfulRescale event, and, once the load stops (the template's command becomes `sleep`),
-//! the count back to the minimum; and a custom resource with a scale subresource brought up to
-//! an HPA's minimum.
+//! the count back to the minimum; and a StatefulSet and a custom resource with a scale
+//! subresource brought up to an HPA's minimum.
 
 mod common;
 
@@ -63,6 +63,30 @@ spec:
   scaleTargetRef: {apiVersion: example.com/v1, kind: YunWidget, name: w}
   minReplicas: 2
   maxReplicas: 4
+"#;
+
+/// A StatefulSet at 1 under an HPA whose minimum is 2.
+const SET_HPA: &str = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 1
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: busybox, command: [sleep, "3600"]}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: db}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: StatefulSet, name: db}
+  minReplicas: 2
+  maxReplicas: 3
 "#;
 
 fn kubectl(up: &Up, args: &[&str]) -> Output {
@@ -133,6 +157,16 @@ fn hpa_scales_a_busy_deployment_up_and_back_down() {
     assert!(
         events.contains("New size: 2; reason: Current number of replicas below Spec.MinReplicas"),
         "{events}"
+    );
+    // A StatefulSet's scale likewise.
+    let set = up.data.join("db.yaml");
+    std::fs::write(&set, SET_HPA).unwrap();
+    ok(&up, &["apply", "-f", set.to_str().unwrap()]);
+    until(
+        &up,
+        &["get", "sts", "db", "-o", "jsonpath={.spec.replicas}"],
+        30,
+        |o| count(o) == Some(2),
     );
 
     let manifest = up.data.join("web.yaml");
