@@ -18,6 +18,7 @@ mod encryption;
 mod error;
 mod event_ttl;
 mod field_labels;
+mod hpa;
 mod kubernetes_service;
 mod limitrange;
 mod limits;

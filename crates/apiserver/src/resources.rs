@@ -16,6 +16,34 @@ pub enum Schema {
     Custom(Option<Arc<Value>>),
 }
 
+/// Where a custom resource keeps what its scale subresource shows, as JSON pointers made from
+/// the CRD's `specReplicasPath`, `statusReplicasPath` and `labelSelectorPath` (`.spec.replicas`
+/// → `/spec/replicas`). Built-in kinds have none: theirs are spec.replicas, status.replicas and
+/// the LabelSelector at spec.selector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalePaths {
+    pub spec_replicas: String,
+    pub status_replicas: String,
+    /// The selector as a string (the form a Scale's status carries), if the CRD names one.
+    pub label_selector: Option<String>,
+}
+
+impl ScalePaths {
+    fn of(scale: &Value) -> Option<ScalePaths> {
+        let pointer = |key: &str| {
+            scale
+                .get(key)
+                .and_then(Value::as_str)
+                .map(|p| format!("/{}", p.trim_start_matches('.').replace('.', "/")))
+        };
+        Some(ScalePaths {
+            spec_replicas: pointer("specReplicasPath")?,
+            status_replicas: pointer("statusReplicasPath")?,
+            label_selector: pointer("labelSelectorPath"),
+        })
+    }
+}
+
 /// One served resource (a group/version/plural).
 #[derive(Clone, Debug)]
 pub struct Resource {
@@ -31,6 +59,8 @@ pub struct Resource {
     pub in_all: bool,
     pub status: bool,
     pub scale: bool,
+    /// A custom resource's scale paths (None for built-in kinds).
+    pub scale_paths: Option<ScalePaths>,
     pub binding: bool,
     pub schema: Schema,
     /// A CRD version's `selectableFields` as field labels (`spec.color`): what its objects
@@ -97,6 +127,7 @@ fn builtin(
         in_all,
         status,
         scale,
+        scale_paths: None,
         binding: kind == "Pod",
         schema: Schema::Builtin,
         selectable: Vec::new(),
@@ -221,6 +252,20 @@ fn builtins() -> Vec<Resource> {
             false,
             false,
         ),
+        // autoscaling is served at v2 only (v1 would need conversion between versions).
+        Resource {
+            version: crate::hpa::VERSION.into(),
+            ..builtin(
+                crate::hpa::GROUP,
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+                &["hpa"],
+                true,
+                true,
+                true,
+                false,
+            )
+        },
         builtin("batch", "Job", "jobs", &[], true, true, true, false),
         builtin(
             "batch",
@@ -386,6 +431,7 @@ impl Registry {
                 continue;
             };
             let schema = v.pointer("/schema/openAPIV3Schema").cloned().map(Arc::new);
+            let scale_paths = v.pointer("/subresources/scale").and_then(ScalePaths::of);
             added.push(Resource {
                 group: group.clone(),
                 version: version.to_string(),
@@ -396,7 +442,8 @@ impl Registry {
                 namespaced,
                 in_all,
                 status: v.pointer("/subresources/status").is_some(),
-                scale: false,
+                scale: scale_paths.is_some(),
+                scale_paths,
                 binding: false,
                 schema: Schema::Custom(schema),
                 selectable: v

@@ -138,6 +138,15 @@ fn columns(kind: &str) -> Vec<Col> {
             w("Images"),
             w("Selector"),
         ],
+        "HorizontalPodAutoscaler" => vec![
+            c("Name"),
+            c("Reference"),
+            c("Targets"),
+            c("MinPods"),
+            c("MaxPods"),
+            c("Replicas"),
+            c("Age"),
+        ],
         "Lease" => vec![c("Name"), c("Holder"), c("Age")],
         "PodDisruptionBudget" => vec![
             c("Name"),
@@ -455,6 +464,9 @@ fn event_source(o: &Value) -> String {
 fn cell(kind: &str, col: &str, o: &Value) -> Value {
     let created = str_at(o, "/metadata/creationTimestamp");
     if let Some(v) = crate::batch_table::cell(kind, col, o) {
+        return v;
+    }
+    if let Some(v) = crate::hpa::cell(kind, col, o) {
         return v;
     }
     if let Some(v) = crate::metrics::table_cell(kind, col, o) {

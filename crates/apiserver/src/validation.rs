@@ -1,7 +1,7 @@
 //! Write-time checks: names (DNS-1123), the shape of built-in kinds (through their k8s-openapi
 //! types), kind-specific required fields, and the basics of a CRD's openAPIV3Schema.
 
-use k8s_openapi::api::{apps, batch, coordination, core, node, policy, rbac};
+use k8s_openapi::api::{apps, autoscaling, batch, coordination, core, node, policy, rbac};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -82,6 +82,7 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "StatefulSet" => typed::<apps::v1::StatefulSet>(obj),
         "ControllerRevision" => typed::<apps::v1::ControllerRevision>(obj),
         "PriorityClass" => typed::<k8s_openapi::api::scheduling::v1::PriorityClass>(obj),
+        "HorizontalPodAutoscaler" => typed::<autoscaling::v2::HorizontalPodAutoscaler>(obj),
         "Job" => typed::<batch::v1::Job>(obj),
         "CronJob" => typed::<batch::v1::CronJob>(obj),
         "Lease" => typed::<coordination::v1::Lease>(obj),
@@ -288,6 +289,9 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
         "PriorityClass" if res.group == crate::priority::GROUP => {
             crate::priority::validate(obj, &mut causes)
         }
+        "HorizontalPodAutoscaler" if res.group == crate::hpa::GROUP => {
+            crate::hpa::validate(obj, &mut causes)
+        }
         "Job" if res.group == "batch" => crate::batch::validate_job(obj, &mut causes),
         "CronJob" if res.group == "batch" => crate::batch::validate_cronjob(obj, &mut causes),
         "PodDisruptionBudget" if res.group == crate::policy::GROUP => {
@@ -327,10 +331,46 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
             if versions.is_none_or(|v| v.is_empty()) {
                 causes.push(Cause::required("spec.versions"));
             }
+            for (i, v) in versions.into_iter().flatten().enumerate() {
+                if let Some(scale) = v.pointer("/subresources/scale") {
+                    let path = format!("spec.versions[{i}].subresources.scale");
+                    crd_scale_paths(scale, &path, &mut causes);
+                }
+            }
         }
         _ => {}
     }
     causes
+}
+
+/// A CRD's scale paths must point into the object's spec (replicas) and status (observed
+/// replicas; the selector may be in either), as kube-apiserver requires.
+fn crd_scale_paths(scale: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let under = |p: &str, roots: &[&str]| {
+        roots.iter().any(|r| {
+            p.strip_prefix(r)
+                .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
+        })
+    };
+    for (key, roots, what) in [
+        ("specReplicasPath", &[".spec"][..], ".spec"),
+        ("statusReplicasPath", &[".status"][..], ".status"),
+        (
+            "labelSelectorPath",
+            &[".spec", ".status"][..],
+            "either .spec or .status",
+        ),
+    ] {
+        let Some(p) = scale.get(key).and_then(Value::as_str) else {
+            continue;
+        };
+        if !under(p, roots) {
+            causes.push(Cause::invalid(
+                &format!("{path}.{key}"),
+                format!("Invalid value: {p:?}: should be a json path under {what}"),
+            ));
+        }
+    }
 }
 
 /// Check an object about to be written. `name` is its (possibly generated) name.
@@ -505,6 +545,27 @@ mod tests {
         assert!(!dns_subdomain_ok("-a"));
         assert!(!dns_label_ok("a.b"));
         assert!(!dns_subdomain_ok(""));
+    }
+
+    #[test]
+    fn crd_scale_paths_point_into_spec_and_status() {
+        let scale = serde_json::json!({"specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"});
+        let mut causes = Vec::new();
+        crd_scale_paths(&scale, "s", &mut causes);
+        assert!(causes.is_empty());
+        let scale = serde_json::json!({"specReplicasPath": ".status.replicas",
+            "statusReplicasPath": ".statusx", "labelSelectorPath": ".metadata.name"});
+        crd_scale_paths(&scale, "s", &mut causes);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "s.specReplicasPath",
+                "s.statusReplicasPath",
+                "s.labelSelectorPath"
+            ]
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! yun's control loops: the scheduler, ReplicaSet, Deployment, DaemonSet, StatefulSet, Job and
-//! CronJob controllers, disruption budgets, TTL after finished, garbage collection, node
-//! lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
+//! CronJob controllers, the HorizontalPodAutoscaler, disruption budgets, TTL after finished,
+//! garbage collection, node lifecycle, endpoints and namespace deletion. Each decision is a pure function of cached
 //! objects (desired vs actual → actions), tested on its own; the loops that feed them from the
 //! API and carry out their actions sit on top.
 
+pub mod autoscaler;
 pub mod cached;
 pub mod cronjob;
 pub mod daemonset;

@@ -173,7 +173,13 @@ fn api_resources_from_aggregated_discovery() {
         );
         let versions = srv.ok(bin, &["api-versions"]);
         assert!(versions.lines().any(|l| l == "apps/v1"), "{versions}");
-        assert!(!versions.contains("autoscaling"), "{bin}: {versions}");
+        // autoscaling is served at v2 only (HorizontalPodAutoscaler): never an empty v1.
+        assert!(
+            versions.lines().any(|l| l == "autoscaling/v2"),
+            "{versions}"
+        );
+        assert!(!versions.contains("autoscaling/v1"), "{bin}: {versions}");
+        assert!(out.contains("horizontalpodautoscalers"), "{bin}: {out}");
     }
     let wide = srv.ok(KUBECTL_1_33, &["api-resources", "-o", "wide"]);
     let deploy = wide.lines().find(|l| l.starts_with("deployments")).unwrap();

@@ -80,6 +80,7 @@ pub fn apply(res: &Resource, obj: &mut Value, write: Write) {
         ("apps", "DaemonSet") => crate::daemonset::defaults(obj),
         ("apps", "StatefulSet") => crate::statefulset::defaults(obj),
         ("scheduling.k8s.io", "PriorityClass") => crate::priority::defaults(obj),
+        ("autoscaling", "HorizontalPodAutoscaler") => crate::hpa::defaults(obj),
         ("batch", "Job") => batch::job(obj, write),
         ("batch", "CronJob") => batch::cronjob(obj),
         ("policy", "PodDisruptionBudget") if write == Write::Create => {

@@ -76,6 +76,7 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
             b.add::<apps::v1::ControllerRevision>();
             b.add::<autoscaling::v1::Scale>();
         }
+        ("autoscaling", "v2") => b.add::<autoscaling::v2::HorizontalPodAutoscaler>(),
         ("batch", "v1") => {
             b.add::<batch::v1::Job>();
             b.add::<batch::v1::CronJob>();
@@ -113,9 +114,10 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
 }
 
 /// The built-in group-versions, in the order documents list them.
-pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 9] = [
+pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 10] = [
     ("", "v1"),
     ("apps", "v1"),
+    ("autoscaling", "v2"),
     ("batch", "v1"),
     ("coordination.k8s.io", "v1"),
     ("node.k8s.io", "v1"),

@@ -136,6 +136,10 @@ fn every_served_builtin_kind_round_trips() {
     full::<k8s_openapi::api::node::v1::RuntimeClass>("node.k8s.io/v1", "RuntimeClass");
     full::<ext::CustomResourceDefinition>("apiextensions.k8s.io/v1", "CustomResourceDefinition");
     full::<k8s_openapi::api::autoscaling::v1::Scale>("autoscaling/v1", "Scale");
+    full::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+    );
     full::<k8s_openapi::api::batch::v1::Job>("batch/v1", "Job");
     full::<k8s_openapi::api::policy::v1::PodDisruptionBudget>("policy/v1", "PodDisruptionBudget");
     full::<k8s_openapi::api::policy::v1::Eviction>("policy/v1", "Eviction");

@@ -1,6 +1,7 @@
 //! The control loops: each feeds a pure decision (see the crate's other modules) from
 //! informers and carries out its actions through the API.
 
+pub mod autoscalers;
 pub mod cronjobs;
 pub mod daemonsets;
 pub mod deployments;
