@@ -76,8 +76,6 @@ pub fn owned<'a>(
 }
 
 /// What the history needs for the owner's current template.
-// One value per reconcile, moved once: boxing the big variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
     /// The newest revision already records it.
