@@ -200,6 +200,13 @@ impl Engine {
 
     /// Record the exit (or the failure to start), and remove the container if asked.
     fn finish(&self, c: &Container, result: &Result<(i32, bool)>) -> Result<()> {
+        // An exited container keeps its upper dir and log but not its mount (before the exit
+        // is recorded, so whoever sees the exit sees the mount gone).
+        if !c.auto_remove && result.is_ok() {
+            if let Err(e) = self.images.unmount_rootfs(&c.id) {
+                tracing::debug!("unmount the rootfs of {}: {e:#}", c.id);
+            }
+        }
         match result {
             Ok((code, oom_killed)) => self.layout.write_exit(&c.id, *code, *oom_killed)?,
             Err(e) => fs::write(self.layout.error_file(&c.id), format!("{e:#}"))?,

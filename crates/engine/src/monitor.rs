@@ -52,6 +52,11 @@ impl Engine {
         let mut child = Command::new(exe)
             .args(args)
             .arg(&c.id)
+            // mimalloc (yun's allocator) commits its first arena eagerly, as huge pages where
+            // it can: megabytes zeroed for a process that holds kilobytes. Measured on a Job
+            // of 300 pods: 8% of the node's CPU went to clearing those pages. (The container's
+            // own environment is the spec's, not this one.)
+            .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

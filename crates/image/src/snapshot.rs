@@ -269,8 +269,23 @@ impl Store {
     /// and delete its upper, work and merged dirs. Removing a rootfs that does not exist is
     /// not an error.
     pub fn remove_rootfs(&self, key: &str) -> Result<()> {
+        self.unmount_rootfs(key)?;
         let dir = self.container_dir(key)?;
-        let merged = dir.join("merged");
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("remove {}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Unmount container `key`'s rootfs (lazily), keeping its upper dir: what an exited
+    /// container leaves, as podman unmounts a stopped container's storage. Every mount costs
+    /// each reader of the mount table (the runtime reads it on every container operation), so
+    /// a node's thousand finished Job pods must not keep theirs. `prepare_rootfs` mounts it
+    /// again. Unmounting what is not mounted is not an error.
+    pub fn unmount_rootfs(&self, key: &str) -> Result<()> {
+        let merged = self.container_dir(key)?.join("merged");
         // Mounts may be stacked (a remount after a crash); peel until none is left.
         for _ in 0..16 {
             match nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH) {
@@ -279,12 +294,7 @@ impl Store {
                 Err(e) => return Err(e).with_context(|| format!("unmount {}", merged.display())),
             }
         }
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("remove {}", dir.display()))
-            }
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// (key, image id) of every prepared rootfs.

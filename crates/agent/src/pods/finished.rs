@@ -1,7 +1,8 @@
 //! Pods that reached Succeeded or Failed: as the kubelet does, their sandbox is stopped and
 //! their address given back (a Job of a thousand pods would otherwise hold a thousand pause
-//! processes, veths and addresses — more than a node's /24 has), while the exited containers
-//! stay with their logs until the pod is deleted. A finished pod is never started again.
+//! processes, veths and addresses — more than a node's /24 has), its volumes are unmounted,
+//! while the exited containers stay with their logs until the pod is deleted (their rootfs
+//! unmounted by the engine when each exits). A finished pod is never started again.
 
 use anyhow::Result;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -33,6 +34,10 @@ impl PodRuntime {
                     .stop(&a.status.container.id, std::time::Duration::ZERO)?;
             }
         }
+        // Its secret and token volumes (tmpfs mounts) go as well, as the kubelet tears down a
+        // terminated pod's volumes: a mount per finished pod would slow every reader of the
+        // mount table.
+        crate::volumes::unmount_under(&self.pod_dir(uid))?;
         self.net.detach(uid)?;
         Ok(status)
     }
