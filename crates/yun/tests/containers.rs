@@ -173,6 +173,10 @@ fn detached_container_lifecycle() {
     y.ok(&["stop", "-t", "5", "yun-web"]);
     assert!(y.ok(&["ps", "-a"]).contains("Exited (0)"));
     assert_eq!(y.ok(&["logs", "yun-web"]), "started\nbye\n");
+    // An exited container keeps its log and record, not its rootfs mount (as podman), and
+    // its image stays in use.
+    no_mounts_under(&y.data);
+    assert!(String::from_utf8_lossy(&y.yun(&["rmi", "busybox"]).stderr).contains("in use"));
     y.ok(&["rm", "yun-web"]);
     assert_eq!(y.ok(&["ps", "-a", "-q"]), "");
     no_mounts_under(&y.data);

@@ -115,6 +115,41 @@ fn jobs_complete_index_fail_suspend_expire_and_refuse_bad_specs() {
     let phases: Vec<&str> = phases.split_whitespace().collect();
     assert_eq!(phases.len(), 20, "{phases:?}");
     assert!(phases.iter().all(|p| *p == "Succeeded"), "{phases:?}");
+    // Finished pods hold no mounts: their volumes are unmounted when the sandbox is released
+    // and each exited container's rootfs by the engine (a node's mount table once grew by three
+    // mounts per finished pod, slowing every container operation after them).
+    let uids = up.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "job-name=twenty",
+        "-o",
+        "jsonpath={.items[*].metadata.uid}",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let data = up.data.to_str().unwrap();
+        let ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(data))
+            .collect();
+        let of_twenty = ours
+            .iter()
+            .filter(|m| uids.split_whitespace().any(|u| m.contains(u)))
+            .count();
+        let rootfs = ours.iter().filter(|m| m.ends_with("/merged")).count();
+        // The other Jobs run at most a handful of pods (two containers each) meanwhile.
+        if of_twenty == 0 && rootfs < 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "finished pods keep mounts: {of_twenty} of their volumes, {rootfs} rootfs: {ours:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
     let finalizers = up.ok(&[
         "get",
         "pods",
