@@ -58,9 +58,9 @@ pub(crate) fn int_or_percent(v: &Value) -> Result<(i64, bool), String> {
     }
 }
 
-/// `ValidateDaemonSetSpec` beyond what every workload checks (selector, template labels,
-/// containers).
-pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
+/// What DaemonSets and StatefulSets share: a selector that says something (`kind` names the
+/// kind in kube's message), and pods that always restart.
+pub(crate) fn controller_of_long_runners(obj: &Value, kind: &str, causes: &mut Vec<Cause>) {
     let selector = obj.pointer("/spec/selector");
     let empty = |k: &str| {
         selector.and_then(|s| s.get(k)).is_none_or(|v| {
@@ -72,7 +72,7 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
     if selector.is_some_and(Value::is_object) && empty("matchLabels") && empty("matchExpressions") {
         causes.push(Cause::invalid(
             "spec.selector",
-            "Invalid value: {}: empty selector is invalid for daemonset",
+            format!("Invalid value: {{}}: empty selector is invalid for {kind}"),
         ));
     }
     let restart = obj
@@ -86,6 +86,12 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
             &["Always"],
         ));
     }
+}
+
+/// `ValidateDaemonSetSpec` beyond what every workload checks (selector, template labels,
+/// containers).
+pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
+    controller_of_long_runners(obj, "daemonset", causes);
     for field in ["minReadySeconds", "revisionHistoryLimit"] {
         crate::batch::non_negative(obj, "spec", field, causes);
     }

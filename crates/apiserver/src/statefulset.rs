@@ -67,20 +67,7 @@ pub fn defaults(obj: &mut Value) {
 /// `ValidateStatefulSetSpec` beyond what every workload checks (selector matching the
 /// template's labels, containers).
 pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
-    let selector = obj.pointer("/spec/selector");
-    let empty = |k: &str| {
-        selector.and_then(|s| s.get(k)).is_none_or(|v| {
-            v.is_null()
-                || v.as_object().is_some_and(Map::is_empty)
-                || v.as_array().is_some_and(Vec::is_empty)
-        })
-    };
-    if selector.is_some_and(Value::is_object) && empty("matchLabels") && empty("matchExpressions") {
-        causes.push(Cause::invalid(
-            "spec.selector",
-            "Invalid value: {}: empty selector is invalid for statefulset",
-        ));
-    }
+    crate::daemonset::controller_of_long_runners(obj, "statefulset", causes);
     for field in ["replicas", "minReadySeconds", "revisionHistoryLimit"] {
         crate::batch::non_negative(obj, "spec", field, causes);
     }
@@ -107,17 +94,6 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
                 &["Retain", "Delete"],
             ));
         }
-    }
-    let restart = obj
-        .pointer("/spec/template/spec/restartPolicy")
-        .and_then(Value::as_str)
-        .unwrap_or("Always");
-    if restart != "Always" {
-        causes.push(Cause::unsupported(
-            "spec.template.spec.restartPolicy",
-            &json!(restart),
-            &["Always"],
-        ));
     }
     if obj
         .pointer("/spec/template/spec/activeDeadlineSeconds")

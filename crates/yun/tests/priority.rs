@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::kubectl::{run_bin, text, KUBECTL_1_33};
+use common::kubectl::{text, Kubectl133};
 use common::up::Up;
 use serde_json::Value;
 
@@ -54,36 +54,24 @@ fn pod(name: &str, class: &str, cpu: &str) -> String {
 
 struct K<'a> {
     up: &'a Up,
+    k: Kubectl133,
+}
+
+/// The test's kubectl 1.33, with the helpers below.
+impl std::ops::Deref for K<'_> {
+    type Target = Kubectl133;
+    fn deref(&self) -> &Kubectl133 {
+        &self.k
+    }
 }
 
 impl K<'_> {
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        let cache = self.up.data.join("kubectl-1.33-cache");
-        run_bin(KUBECTL_1_33, &self.up.data.join("kubeconfig"), &cache, args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kubectl 1.33 {args:?}: {}",
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// `kubectl apply` of `yaml`: its output and whether it succeeded.
     fn apply(&self, yaml: &str) -> (bool, String) {
         let file = self.up.data.join("apply.yaml");
         std::fs::write(&file, yaml).unwrap();
         let out = self.run(&["apply", "-f", file.to_str().unwrap()]);
         (out.status.success(), text(&out))
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).unwrap()
     }
 
     /// The filler pods: (name, uid, phase, terminating).
@@ -126,7 +114,10 @@ impl K<'_> {
 #[test]
 fn a_higher_priority_pod_preempts_and_admission_resolves_classes() {
     let up = Up::start("prio");
-    let k = K { up: &up };
+    let k = K {
+        up: &up,
+        k: Kubectl133::new(&up.data.join("kubeconfig"), &up.data),
+    };
     up.until(&["get", "priorityclasses"], 20, |out| {
         out.contains("system-node-critical") && out.contains("system-cluster-critical")
     });

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::kubectl::{run_bin, text, KUBECTL_1_33};
+use common::kubectl::{text, Kubectl133};
 use common::up::Up;
 use serde_json::Value;
 
@@ -37,32 +37,19 @@ spec:
         command: [sleep, "3600"]
 "#;
 
-struct Kubectl<'a> {
-    up: &'a Up,
+struct Kubectl {
+    k: Kubectl133,
 }
 
-impl Kubectl<'_> {
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        let cache = self.up.data.join("kubectl-1.33-cache");
-        run_bin(KUBECTL_1_33, &self.up.data.join("kubeconfig"), &cache, args)
+/// The test's kubectl 1.33, with the helpers below.
+impl std::ops::Deref for Kubectl {
+    type Target = Kubectl133;
+    fn deref(&self) -> &Kubectl133 {
+        &self.k
     }
+}
 
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kubectl 1.33 {args:?}: {}",
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).expect("kubectl printed JSON")
-    }
-
+impl Kubectl {
     /// The set's pods by name: (uid, revision label, terminating).
     fn pods(&self) -> Vec<(String, String, String, bool)> {
         let list = self.json(&["get", "pods", "-l", "app=web"]);
@@ -112,7 +99,9 @@ fn time_at(v: &Value, ptr: &str) -> String {
 #[test]
 fn statefulset_orders_names_rolls_out_by_partition_and_undoes() {
     let up = Up::start("sts");
-    let k = Kubectl { up: &up };
+    let k = Kubectl {
+        k: Kubectl133::new(&up.data.join("kubeconfig"), &up.data),
+    };
     let file = up.data.join("sts.yaml");
     std::fs::write(&file, MANIFEST).unwrap();
     up.until(&["apply", "-f", file.to_str().unwrap()], 20, |_| true);

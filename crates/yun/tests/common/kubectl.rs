@@ -70,3 +70,40 @@ pub fn until(kubeconfig: &Path, args: &[&str], secs: u64, done: impl Fn(&str) ->
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// kubectl 1.33 against a test's kubeconfig, with a discovery cache of its own under `dir`.
+pub struct Kubectl133 {
+    pub kubeconfig: std::path::PathBuf,
+    pub cache: std::path::PathBuf,
+}
+
+impl Kubectl133 {
+    pub fn new(kubeconfig: &Path, dir: &Path) -> Kubectl133 {
+        Kubectl133 {
+            kubeconfig: kubeconfig.to_path_buf(),
+            cache: dir.join("kubectl-1.33-cache"),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_bin(KUBECTL_1_33, &self.kubeconfig, &self.cache, args)
+    }
+
+    /// A call that must succeed: its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl 1.33 {args:?}: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `get … -o json`, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("kubectl printed JSON")
+    }
+}
