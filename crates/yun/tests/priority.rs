@@ -30,7 +30,8 @@ value: 1000
 preemptionPolicy: Never
 "#;
 
-/// Two pods of 800m on the node's 2 CPUs: 400m left.
+/// Two pods of 800m on the node's 2 CPUs: 400m left. (A grace period long enough to see a
+/// victim while it terminates.)
 const FILLER: &str = r#"apiVersion: apps/v1
 kind: Deployment
 metadata: {name: filler}
@@ -41,7 +42,7 @@ spec:
     metadata: {labels: {app: filler}}
     spec:
       priorityClassName: yun-low
-      terminationGracePeriodSeconds: 1
+      terminationGracePeriodSeconds: 8
       containers:
       - {name: c, image: busybox, command: [sleep, "3600"], resources: {requests: {cpu: 800m}}}
 "#;
@@ -186,7 +187,7 @@ fn a_higher_priority_pod_preempts_and_admission_resolves_classes() {
     let survivors: Vec<_> = k
         .fillers()
         .into_iter()
-        .filter(|p| before.iter().any(|b| b.1 == p.1))
+        .filter(|p| before.iter().any(|b| b.1 == p.1) && !p.3)
         .collect();
     assert_eq!(
         survivors.len(),
@@ -195,6 +196,15 @@ fn a_higher_priority_pod_preempts_and_admission_resolves_classes() {
         k.fillers()
     );
     let victim = before.iter().find(|b| b.1 != survivors[0].1).unwrap();
+    // Still terminating (its grace period), it says why it goes.
+    let reason = k.ok(&[
+        "get",
+        "pod",
+        &victim.0,
+        "-o",
+        r#"jsonpath={.status.conditions[?(@.type=="DisruptionTarget")].reason}"#,
+    ]);
+    assert_eq!(reason, "PreemptionByScheduler");
     let events = k.ok(&[
         "get",
         "events",

@@ -363,12 +363,23 @@ impl Scheduler {
             },
         );
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        // As kube-scheduler: each victim says why it goes (a Job's podFailurePolicy reads
+        // it) before it is deleted.
+        let target = json!({"status": {"conditions": [{
+            "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+            "message": format!("{SCHEDULER_NAME}: preempting to accommodate a higher priority pod"),
+            "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
+        }]}});
         for (victim_key, victim) in &p.victims {
             let (ns, name) = split_key(victim_key);
-            match Api::<Pod>::namespaced(self.client.clone(), ns)
-                .delete(name, &DeleteParams::default())
+            let api = Api::<Pod>::namespaced(self.client.clone(), ns);
+            if let Err(e) = api
+                .patch_status(name, &PatchParams::default(), &Patch::Strategic(&target))
                 .await
             {
+                tracing::debug!("marking {victim_key} a disruption target: {e}");
+            }
+            match api.delete(name, &DeleteParams::default()).await {
                 Ok(_) => self.events.record(
                     &reference("v1", "Pod", &victim.metadata),
                     EventType::Normal,
