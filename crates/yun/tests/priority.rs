@@ -30,8 +30,8 @@ value: 1000
 preemptionPolicy: Never
 "#;
 
-/// Two pods of 800m on the node's 2 CPUs: 400m left. (A grace period long enough to see a
-/// victim while it terminates.)
+/// Two pods of 800m on the node's 2 CPUs: 400m left. They ignore SIGTERM, so a victim
+/// terminates for its whole grace period (8 s): long enough to see it doing so.
 const FILLER: &str = r#"apiVersion: apps/v1
 kind: Deployment
 metadata: {name: filler}
@@ -44,7 +44,7 @@ spec:
       priorityClassName: yun-low
       terminationGracePeriodSeconds: 8
       containers:
-      - {name: c, image: busybox, command: [sleep, "3600"], resources: {requests: {cpu: 800m}}}
+      - {name: c, image: busybox, command: [sh, -c, "trap '' TERM; sleep 3600"], resources: {requests: {cpu: 800m}}}
 "#;
 
 fn pod(name: &str, class: &str, cpu: &str) -> String {
@@ -167,7 +167,18 @@ fn a_higher_priority_pod_preempts_and_admission_resolves_classes() {
     );
     k.ok(&["delete", "pod", "polite", "--wait=false"]);
 
-    // Urgent preempts one filler (not both) and runs; the filler's replacement waits.
+    // Urgent preempts one filler (not both): the victim is marked DisruptionTarget and
+    // deleted, urgent waits nominated until it is gone, then runs; the filler's replacement
+    // waits. A watch records every version of the pods, in order.
+    let watch_file = up.data.join("pods.watch");
+    let mut watch = std::process::Command::new(common::kubectl::KUBECTL_1_33)
+        .arg("--kubeconfig")
+        .arg(up.data.join("kubeconfig"))
+        .args(["get", "pods", "-w", "--output-watch-events", "-o", "json"])
+        .stdout(std::fs::File::create(&watch_file).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
     let (ok, out) = k.apply(&pod("urgent", "yun-high", "1"));
     assert!(ok, "{out}");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -183,11 +194,55 @@ fn a_higher_priority_pod_preempts_and_admission_resolves_classes() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let watched = std::fs::read_to_string(&watch_file).unwrap();
+    let events: Vec<Value> = serde_json::Deserializer::from_str(&watched)
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .collect();
+    let victim = before
+        .iter()
+        .find(|b| {
+            events
+                .iter()
+                .any(|e| e["type"] == "DELETED" && e["object"]["metadata"]["uid"] == b.1.as_str())
+        })
+        .unwrap_or_else(|| panic!("no filler was deleted: {watched}"));
+    let marked = events.iter().any(|e| {
+        e["object"]["metadata"]["uid"] == victim.1.as_str()
+            && e["object"]["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c["type"] == "DisruptionTarget" && c["reason"] == "PreemptionByScheduler"
+                    })
+                })
+    });
+    assert!(
+        marked,
+        "the victim was never marked DisruptionTarget: {watched}"
+    );
+    let position = |f: &dyn Fn(&Value) -> bool| events.iter().position(f);
+    let gone = position(&|e| {
+        e["type"] == "DELETED" && e["object"]["metadata"]["uid"] == victim.1.as_str()
+    })
+    .unwrap();
+    let bound = position(&|e| {
+        e["object"]["metadata"]["name"] == "urgent" && e["object"]["spec"]["nodeName"].is_string()
+    })
+    .unwrap();
+    assert!(bound > gone, "urgent was bound before its victim was gone");
+    let nominated = events.iter().any(|e| {
+        e["object"]["metadata"]["name"] == "urgent"
+            && e["object"]["status"]["nominatedNodeName"] == "node-1"
+    });
+    assert!(nominated, "urgent was never nominated");
     let urgent_uid = k.ok(&["get", "pod", "urgent", "-o", "jsonpath={.metadata.uid}"]);
     let survivors: Vec<_> = k
         .fillers()
         .into_iter()
-        .filter(|p| before.iter().any(|b| b.1 == p.1) && !p.3)
+        .filter(|p| before.iter().any(|b| b.1 == p.1))
         .collect();
     assert_eq!(
         survivors.len(),
@@ -195,16 +250,6 @@ fn a_higher_priority_pod_preempts_and_admission_resolves_classes() {
         "exactly one filler preempted: {:?}",
         k.fillers()
     );
-    let victim = before.iter().find(|b| b.1 != survivors[0].1).unwrap();
-    // Still terminating (its grace period), it says why it goes.
-    let reason = k.ok(&[
-        "get",
-        "pod",
-        &victim.0,
-        "-o",
-        r#"jsonpath={.status.conditions[?(@.type=="DisruptionTarget")].reason}"#,
-    ]);
-    assert_eq!(reason, "PreemptionByScheduler");
     let events = k.ok(&[
         "get",
         "events",

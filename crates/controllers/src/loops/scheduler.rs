@@ -89,9 +89,9 @@ const BINDS_IN_FLIGHT: usize = 64;
 struct Nomination {
     node: String,
     pod: Arc<Pod>,
-    /// Keys of the victims: while one is still counted on the node, the pod does not preempt
-    /// again.
-    victims: Vec<String>,
+    /// Keys and uids of the victims: while one still exists, the pod waits (a new pod of the
+    /// same name, as a StatefulSet makes, is not the victim).
+    victims: Vec<(String, String)>,
 }
 
 type Nominations = Arc<Mutex<HashMap<String, Nomination>>>;
@@ -236,6 +236,11 @@ impl Scheduler {
             self.waiting.lock().expect("lock").forget(key);
             return Ok(Next::Done);
         };
+        if self.victims_present(key) {
+            // As kube-scheduler's nominated pod: it waits until its victims are gone (their
+            // grace period), not only marked for deletion.
+            return Ok(Next::After(std::time::Duration::from_millis(250)));
+        }
         // Wait for a binding slot before deciding, so the decision sees every earlier one.
         let permit = self.binds.clone().acquire_owned().await?;
         let (decision, preemption) = {
@@ -252,7 +257,7 @@ impl Scheduler {
                 cache.assume(key, node, &pod);
             }
             let preemption = match &decision {
-                Err(_) if !self.victims_pending(key, &cache) => {
+                Err(_) => {
                     let budgets = self.budgets.list();
                     match &view {
                         Some(v) => preemption::select(&pod, v.values(), &budgets),
@@ -341,14 +346,18 @@ impl Scheduler {
         Some(view)
     }
 
-    /// Whether the victims of the pod's last preemption are still on their node: it waits for
-    /// them rather than preempting more.
-    fn victims_pending(&self, key: &str, cache: &Cache) -> bool {
-        self.nominated
-            .lock()
-            .expect("lock")
-            .get(key)
-            .is_some_and(|n| n.victims.iter().any(|v| cache.is_placed(v)))
+    /// Whether a victim of the pod's last preemption still exists (terminating): the pod
+    /// waits for them rather than binding early or preempting more.
+    fn victims_present(&self, key: &str) -> bool {
+        let victims: Vec<(String, String)> = match self.nominated.lock().expect("lock").get(key) {
+            Some(n) => n.victims.clone(),
+            None => return false,
+        };
+        victims.iter().any(|(key, uid)| {
+            self.pods
+                .get(key)
+                .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid))
+        })
     }
 
     /// Carry out a preemption: nominate the pod to the node, and delete the victims (each
@@ -359,7 +368,11 @@ impl Scheduler {
             Nomination {
                 node: p.node.clone(),
                 pod: pod.clone(),
-                victims: p.victims.iter().map(|(k, _)| k.clone()).collect(),
+                victims: p
+                    .victims
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.metadata.uid.clone().unwrap_or_default()))
+                    .collect(),
             },
         );
         let uid = pod.metadata.uid.as_deref().unwrap_or_default();
