@@ -36,6 +36,10 @@ k get pods -w --output-watch-events -o name >"$work/pod-events" 2>/dev/null &
 pids="$pids $!"
 k get jobs -w --output-watch-events -o name >"$work/job-events" 2>/dev/null &
 pids="$pids $!"
+# The host's mount table while the Job runs (every container operation reads it): the most
+# mounts seen, sampled each second.
+( peak=0; while :; do n=$(wc -l </proc/self/mountinfo); [ "$n" -gt "$peak" ] && peak=$n && echo "$peak" >"$work/mounts-peak"; sleep 1; done ) &
+pids="$pids $!"
 sleep 1
 start=$(now)
 k apply -f - >/dev/null <<EOF
@@ -57,6 +61,7 @@ sleep 2
 pod_writes=$(grep -c . "$work/pod-events" || true)
 job_writes=$(grep -c . "$work/job-events" || true)
 ratio=$(echo "scale=2; $job_s / $loop_s" | bc)
+mounts_peak=$(cat "$work/mounts-peak" 2>/dev/null || echo "?")
 
 {
     echo
@@ -69,6 +74,6 @@ ratio=$(echo "scale=2; $job_s / $loop_s" | bc)
     echo "| \`seq $N \| xargs -P $P yun run --rm busybox true\` | $(printf %.1f "$loop_s") s | $(echo "scale=1; 1000 * $loop_s / $N" | bc) ms |"
     echo "| Job completions=$N parallelism=$P through \`yun up\`, create → Complete | $(printf %.1f "$job_s") s (${ratio}×) | $(echo "scale=1; 1000 * $job_s / $N" | bc) ms |"
     echo
-    echo "succeeded: $succeeded; watch events on the pods: $pod_writes ($(echo "scale=2; $pod_writes / $N" | bc) per pod: ADDED, bound, each status change, finalizer removed); on the Job: $job_writes."
+    echo "succeeded: $succeeded; watch events on the pods: $pod_writes ($(echo "scale=2; $pod_writes / $N" | bc) per pod: ADDED, bound, each status change, finalizer removed); on the Job: $job_writes; the most host mounts seen during the Job: $mounts_peak."
 } >>docs/benchmarks.md
 tail -n 9 docs/benchmarks.md
