@@ -250,6 +250,14 @@ fn statefulset_orders_names_rolls_out_by_partition_and_undoes() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(numbers, vec!["2", "3"], "{history}");
+    // Debian's kubectl 1.20 reads the same history from the ControllerRevisions.
+    let old_history = up.ok(&["rollout", "history", "statefulset/web"]);
+    let old_numbers: Vec<&str> = old_history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(old_numbers, vec!["2", "3"], "{old_history}");
 
     // Scale down: the highest ordinal goes first, one at a time.
     k.ok(&["scale", "statefulset", "web", "--replicas=1"]);
