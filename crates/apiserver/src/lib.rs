@@ -37,6 +37,7 @@ mod router;
 mod selectors;
 mod services;
 mod statefulset;
+mod storage;
 mod table;
 mod tls;
 mod validation;

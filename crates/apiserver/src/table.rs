@@ -18,6 +18,12 @@ const fn w(name: &'static str) -> Col {
 }
 
 fn columns(kind: &str) -> Vec<Col> {
+    if let Some(cols) = crate::storage::table_columns(kind) {
+        return cols
+            .into_iter()
+            .map(|(name, wide)| Col { name, wide })
+            .collect();
+    }
     match kind {
         "Pod" => vec![
             c("Name"),
@@ -463,6 +469,9 @@ fn event_source(o: &Value) -> String {
 
 fn cell(kind: &str, col: &str, o: &Value) -> Value {
     let created = str_at(o, "/metadata/creationTimestamp");
+    if let Some(v) = crate::storage::table_cell(kind, col, o) {
+        return v;
+    }
     if let Some(v) = crate::batch_table::cell(kind, col, o) {
         return v;
     }

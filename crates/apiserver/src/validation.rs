@@ -74,6 +74,9 @@ fn check_shape(kind: &str, obj: &Value) -> Result<(), String> {
         "LimitRange" => typed::<core::v1::LimitRange>(obj),
         "ResourceQuota" => typed::<core::v1::ResourceQuota>(obj),
         "Node" => typed::<core::v1::Node>(obj),
+        "PersistentVolume" => typed::<core::v1::PersistentVolume>(obj),
+        "PersistentVolumeClaim" => typed::<core::v1::PersistentVolumeClaim>(obj),
+        "StorageClass" => typed::<k8s_openapi::api::storage::v1::StorageClass>(obj),
         "Event" => typed::<core::v1::Event>(obj),
         "ServiceAccount" => typed::<core::v1::ServiceAccount>(obj),
         "ReplicaSet" => typed::<apps::v1::ReplicaSet>(obj),
@@ -275,6 +278,15 @@ fn builtin_rules(res: &Resource, obj: &Value) -> Vec<Cause> {
         "Deployment" | "ReplicaSet" => check_workload(obj, &mut causes),
         "LimitRange" if res.group.is_empty() => crate::limitrange::validate(obj, &mut causes),
         "ResourceQuota" if res.group.is_empty() => crate::resourcequota::validate(obj, &mut causes),
+        "PersistentVolumeClaim" if res.group.is_empty() => {
+            crate::storage::validate_claim(obj, &mut causes)
+        }
+        "PersistentVolume" if res.group.is_empty() => {
+            crate::storage::validate_volume(obj, &mut causes)
+        }
+        "StorageClass" if res.group == crate::storage::GROUP => {
+            crate::storage::validate_class(obj, &mut causes)
+        }
         "DaemonSet" if res.group == "apps" => {
             check_workload(obj, &mut causes);
             crate::daemonset::validate(obj, &mut causes);
@@ -440,6 +452,11 @@ pub fn validate_update(res: &Resource, cur: &Value, new: &Value) -> ApiResult<()
     }
     if matches!(res.schema, Schema::Builtin) && res.group == crate::priority::GROUP {
         crate::priority::update(cur, new, &mut causes);
+    }
+    if matches!(res.schema, Schema::Builtin)
+        && (res.group.is_empty() || res.group == crate::storage::GROUP)
+    {
+        crate::storage::validate_update(&res.kind, cur, new, &mut causes);
     }
     if matches!(res.schema, Schema::Builtin) && res.group.is_empty() && res.kind == "ResourceQuota"
     {

@@ -80,6 +80,9 @@ pub fn apply(res: &Resource, obj: &mut Value, write: Write) {
         ("apps", "DaemonSet") => crate::daemonset::defaults(obj),
         ("apps", "StatefulSet") => crate::statefulset::defaults(obj),
         ("scheduling.k8s.io", "PriorityClass") => crate::priority::defaults(obj),
+        ("", "PersistentVolume" | "PersistentVolumeClaim") | ("storage.k8s.io", "StorageClass") => {
+            crate::storage::defaults(&res.kind, obj)
+        }
         ("autoscaling", "HorizontalPodAutoscaler") => crate::hpa::defaults(obj),
         ("batch", "Job") => batch::job(obj, write),
         ("batch", "CronJob") => batch::cronjob(obj),

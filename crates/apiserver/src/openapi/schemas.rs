@@ -67,6 +67,8 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
             b.add::<core::v1::Event>();
             b.add::<core::v1::ServiceAccount>();
             b.add::<core::v1::LimitRange>();
+            b.add::<core::v1::PersistentVolume>();
+            b.add::<core::v1::PersistentVolumeClaim>();
         }
         ("apps", "v1") => {
             b.add::<apps::v1::Deployment>();
@@ -85,6 +87,7 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
         ("policy", "v1") => b.add::<policy::v1::PodDisruptionBudget>(),
         ("node.k8s.io", "v1") => b.add::<node::v1::RuntimeClass>(),
         ("scheduling.k8s.io", "v1") => b.add::<scheduling::v1::PriorityClass>(),
+        ("storage.k8s.io", "v1") => b.add::<k8s_openapi::api::storage::v1::StorageClass>(),
         ("rbac.authorization.k8s.io", "v1") => {
             b.add::<rbac::v1::Role>();
             b.add::<rbac::v1::ClusterRole>();
@@ -114,7 +117,7 @@ fn build(group: &str, version: &str) -> Option<Definitions> {
 }
 
 /// The built-in group-versions, in the order documents list them.
-pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 10] = [
+pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 11] = [
     ("", "v1"),
     ("apps", "v1"),
     ("autoscaling", "v2"),
@@ -123,6 +126,7 @@ pub const BUILTIN_GROUP_VERSIONS: [(&str, &str); 10] = [
     ("node.k8s.io", "v1"),
     ("policy", "v1"),
     ("scheduling.k8s.io", "v1"),
+    ("storage.k8s.io", "v1"),
     ("rbac.authorization.k8s.io", "v1"),
     ("apiextensions.k8s.io", "v1"),
 ];

@@ -127,6 +127,9 @@ fn every_served_builtin_kind_round_trips() {
     full::<core::LimitRange>("v1", "LimitRange");
     full::<core::ResourceQuota>("v1", "ResourceQuota");
     full::<core::Node>("v1", "Node");
+    full::<core::PersistentVolume>("v1", "PersistentVolume");
+    full::<core::PersistentVolumeClaim>("v1", "PersistentVolumeClaim");
+    full::<k8s_openapi::api::storage::v1::StorageClass>("storage.k8s.io/v1", "StorageClass");
     full::<core::Event>("v1", "Event");
     full::<core::ServiceAccount>("v1", "ServiceAccount");
     full::<apps::ReplicaSet>("apps/v1", "ReplicaSet");

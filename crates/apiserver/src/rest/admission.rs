@@ -31,10 +31,30 @@ pub async fn defaulted(
     if res.kind == "PriorityClass" && res.group == crate::priority::GROUP {
         crate::priority::admit_class(api, obj).await?;
     }
+    if res.group.is_empty() && matches!(res.kind.as_str(), "PersistentVolumeClaim" | "PersistentVolume") {
+        crate::storage::admit_create(api, &res.kind, obj).await?;
+    }
     defaults::apply(res, obj, Write::Create);
     if let Some(ns) = pod_ns {
         crate::limitrange::admit(api, ns, name, obj).await?;
         defaults::serviceaccount::admit(api, ns, name, obj).await?;
     }
     Ok(())
+}
+
+/// Admit an update or patch of `t` from `cur` to `out`, in kube's order: a claim may grow
+/// only if its class allows it (PersistentVolumeClaimResize), then ResourceQuota charges
+/// the change (unless `dry`). A status write is neither.
+pub async fn admit_change(
+    api: &Api,
+    t: &crate::router::Target,
+    cur: &Value,
+    out: &Value,
+    status: bool,
+    dry: bool,
+) -> ApiResult<()> {
+    if !status && t.res.group.is_empty() && t.res.kind == "PersistentVolumeClaim" {
+        crate::storage::admit_resize(api, cur, out).await?;
+    }
+    crate::resourcequota::admit_change(api, t, cur, out, status, dry).await
 }

@@ -83,7 +83,7 @@ pub async fn apply_patch(
         let mut out = merge_update(&t.res, &cur, new, status)?;
         normalize(&t.res, &mut out);
         validate_change(&t.res, &cur, &out, status)?;
-        crate::resourcequota::admit_change(api, t, &cur, &out, status, dry).await?;
+        super::admission::admit_change(api, t, &cur, &out, status, dry).await?;
         // An apply that changes nothing writes nothing (Kubernetes' storage skips identical
         // writes too, so the resourceVersion stays).
         let skip = dry || out == cur;

@@ -324,7 +324,7 @@ pub async fn update(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiR
     crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
     normalize(&t.res, &mut out);
     validate_change(&t.res, &cur, &out, status)?;
-    crate::resourcequota::admit_change(api, t, &cur, &out, status, dry_run(req)?).await?;
+    super::admission::admit_change(api, t, &cur, &out, status, dry_run(req)?).await?;
     if dry_run(req)? {
         return Ok(fields::with_warnings(
             object_response(t, req, 200, out),
@@ -375,7 +375,7 @@ pub async fn patch(api: &Arc<Api>, t: &Target, req: &Req, status: bool) -> ApiRe
         crate::apply::track_update(&t.res, Some(&cur), &mut out, &manager, subresource(status))?;
         normalize(&t.res, &mut out);
         validate_change(&t.res, &cur, &out, status)?;
-        crate::resourcequota::admit_change(api, t, &cur, &out, status, dry).await?;
+        super::admission::admit_change(api, t, &cur, &out, status, dry).await?;
         if let Some(r) = write_back(api, t, req, out, kv.mod_revision, dry, &warnings).await? {
             return Ok(r);
         }
