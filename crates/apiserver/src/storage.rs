@@ -156,7 +156,9 @@ pub fn validate_volume(obj: &Value, causes: &mut Vec<Cause>) {
             }
         }
     }
-    let local = spec.and_then(|s| s.get("local")).is_some_and(|v| !v.is_null());
+    let local = spec
+        .and_then(|s| s.get("local"))
+        .is_some_and(|v| !v.is_null());
     if local && obj.pointer("/spec/nodeAffinity").is_none_or(Value::is_null) {
         causes.push(required(
             "spec.nodeAffinity",
@@ -185,7 +187,11 @@ pub fn validate_class(obj: &Value, causes: &mut Vec<Cause>) {
     }
     if let Some(p) = obj.get("reclaimPolicy").filter(|p| !p.is_null()) {
         if !matches!(p.as_str(), Some("Delete" | "Retain")) {
-            causes.push(Cause::unsupported("reclaimPolicy", p, &["Delete", "Retain"]));
+            causes.push(Cause::unsupported(
+                "reclaimPolicy",
+                p,
+                &["Delete", "Retain"],
+            ));
         }
     }
     if let Some(m) = obj.get("volumeBindingMode").filter(|p| !p.is_null()) {
@@ -477,7 +483,13 @@ pub fn table_columns(kind: &str) -> Option<Vec<(&'static str, bool)>> {
 /// A storage kind's cell of column `col`, None for the columns every kind shares.
 pub fn table_cell(kind: &str, col: &str, o: &Value) -> Option<Value> {
     let s = |p: &str| str_at(o, p).unwrap_or("").to_string();
-    let unset = |v: String| if v.is_empty() { "<unset>".to_string() } else { v };
+    let unset = |v: String| {
+        if v.is_empty() {
+            "<unset>".to_string()
+        } else {
+            v
+        }
+    };
     Some(match (kind, col) {
         ("PersistentVolume", "Capacity") => json!(s("/spec/capacity/storage")),
         ("PersistentVolume", "Access Modes") => json!(access_modes(o, "/spec/accessModes")),
@@ -566,7 +578,8 @@ mod tests {
 
     #[test]
     fn a_volume_needs_one_source_and_local_needs_affinity() {
-        let base = json!({"spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}});
+        let base =
+            json!({"spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}});
         let mut c = Vec::new();
         validate_volume(&base, &mut c);
         assert_eq!(
@@ -579,9 +592,21 @@ mod tests {
         let mut c = Vec::new();
         validate_volume(&two, &mut c);
         let m = messages(c);
-        assert!(m.contains(&"spec.local: Forbidden: may not specify more than 1 volume type".to_string()), "{m:?}");
-        assert!(m.iter().any(|s| s.contains("must not contain '..'")), "{m:?}");
-        assert!(m.iter().any(|s| s.contains("Local volume requires node affinity")), "{m:?}");
+        assert!(
+            m.contains(
+                &"spec.local: Forbidden: may not specify more than 1 volume type".to_string()
+            ),
+            "{m:?}"
+        );
+        assert!(
+            m.iter().any(|s| s.contains("must not contain '..'")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|s| s.contains("Local volume requires node affinity")),
+            "{m:?}"
+        );
     }
 
     #[test]
@@ -622,8 +647,14 @@ mod tests {
             "accessModes": ["ReadWriteOnce", "ReadOnlyMany"], "persistentVolumeReclaimPolicy": "Delete",
             "claimRef": {"namespace": "ns", "name": "data"}, "storageClassName": "local-path"},
             "status": {"phase": "Bound"}});
-        assert_eq!(table_cell("PersistentVolume", "Access Modes", &pv), Some(json!("RWO,ROX")));
-        assert_eq!(table_cell("PersistentVolume", "Claim", &pv), Some(json!("ns/data")));
+        assert_eq!(
+            table_cell("PersistentVolume", "Access Modes", &pv),
+            Some(json!("RWO,ROX"))
+        );
+        assert_eq!(
+            table_cell("PersistentVolume", "Claim", &pv),
+            Some(json!("ns/data"))
+        );
         assert_eq!(
             table_cell("PersistentVolume", "VolumeAttributesClass", &pv),
             Some(json!("<unset>"))

@@ -31,7 +31,12 @@ pub async fn defaulted(
     if res.kind == "PriorityClass" && res.group == crate::priority::GROUP {
         crate::priority::admit_class(api, obj).await?;
     }
-    if res.group.is_empty() && matches!(res.kind.as_str(), "PersistentVolumeClaim" | "PersistentVolume") {
+    if res.group.is_empty()
+        && matches!(
+            res.kind.as_str(),
+            "PersistentVolumeClaim" | "PersistentVolume"
+        )
+    {
         crate::storage::admit_create(api, &res.kind, obj).await?;
     }
     defaults::apply(res, obj, Write::Create);
