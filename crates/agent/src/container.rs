@@ -295,10 +295,29 @@ pub fn run_options(
         (None, None) => None,
     };
     let mut mounts = Vec::new();
+    let mut devices = Vec::new();
+    for (i, d) in c.volume_devices.iter().flatten().enumerate() {
+        let src = volumes
+            .host_path(&d.name)
+            .ok_or_else(|| anyhow!("volumeDevices[{i}].name: no volume {:?} in the pod", d.name))?;
+        if !volumes.is_device(&d.name) {
+            bail!(
+                "volumeDevices[{i}]: volume {:?} is not a Block volume",
+                d.name
+            );
+        }
+        devices.push((src.to_path_buf(), d.device_path.clone()));
+    }
     for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
         let src = volumes
             .host_path(&m.name)
             .ok_or_else(|| anyhow!("volumeMounts[{i}].name: no volume {:?} in the pod", m.name))?;
+        if volumes.is_device(&m.name) {
+            bail!(
+                "volumeMounts[{i}]: volume {:?} is a Block volume: use volumeDevices",
+                m.name
+            );
+        }
         let src = match m.sub_path.as_deref().filter(|p| !p.is_empty()) {
             Some(sub) => {
                 if Path::new(sub).is_absolute() || sub.split('/').any(|p| p == "..") {
@@ -355,6 +374,7 @@ pub fn run_options(
             ns(LinuxNamespaceType::Uts, "uts"),
         ],
         labels,
+        devices,
         ..Default::default()
     })
 }

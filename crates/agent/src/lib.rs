@@ -26,6 +26,7 @@ pub mod record;
 pub mod relay;
 mod services;
 mod status;
+pub mod storage;
 pub mod streams;
 mod volumes;
 
@@ -47,4 +48,6 @@ pub struct PodInputs {
     pub tokens: HashMap<String, Vec<u8>>,
     /// The service variables every container starts with (`KUBERNETES_SERVICE_HOST`, …).
     pub service_env: Vec<(String, String)>,
+    /// The pod's claims (by claim name), where they are on this node.
+    pub claims: HashMap<String, storage::ClaimVolume>,
 }

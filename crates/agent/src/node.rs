@@ -181,6 +181,7 @@ pub async fn register(
 async fn inputs_for(
     client: &Client,
     identity: &crate::identity::Identity,
+    storage: &crate::storage::NodeStorage,
     pod: &Pod,
     host_ip: &str,
 ) -> anyhow::Result<PodInputs> {
@@ -241,6 +242,12 @@ async fn inputs_for(
         service_env: identity.env_for(pod),
         ..Default::default()
     };
+    for v in spec.volumes.iter().flatten() {
+        if let Some(c) = &v.persistent_volume_claim {
+            let found = storage.claim_volume(client, &ns, &c.claim_name).await?;
+            inputs.claims.insert(c.claim_name.clone(), found);
+        }
+    }
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     for name in cm_names {
         if let Ok(Some(cm)) = cms.get_opt(&name).await {
@@ -337,6 +344,18 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
         tokens: Default::default(),
         services,
     });
+    // The node's volumes: claims placed here are provisioned, grown and deleted here.
+    let storage = {
+        let (node, dir) = (cfg.node_name.clone(), rt.data_dir().to_path_buf());
+        Arc::new(
+            tokio::task::spawn_blocking(move || crate::storage::NodeStorage::open(&node, &dir))
+                .await??,
+        )
+    };
+    let _provisioner = AbortOnDropHandle::new(tokio::spawn(crate::storage::run(
+        client.clone(),
+        storage.clone(),
+    )));
     let pods_api = Api::<Pod>::all(client.clone());
     let selector = format!("spec.nodeName={}", cfg.node_name);
     // A watch on this node's pods wakes the sync loop at once for the pods that changed, so
@@ -367,6 +386,7 @@ pub async fn run(client: Client, cfg: AgentConfig, rt: Arc<PodRuntime>) -> anyho
         last_status: last_status.clone(),
         exits: Arc::default(),
         node_pods: node_pods.clone(),
+        storage: storage.clone(),
     };
     loop {
         let full = last_full.elapsed() >= cfg.sync_period;
@@ -530,6 +550,7 @@ struct PodSyncer {
     last_status: Arc<std::sync::Mutex<HashMap<String, serde_json::Value>>>,
     exits: Arc<crate::exits::ExitWatch>,
     node_pods: Arc<crate::podwatch::NodePods>,
+    storage: Arc<crate::storage::NodeStorage>,
 }
 
 impl PodSyncer {
@@ -543,6 +564,7 @@ impl PodSyncer {
             last_status,
             exits,
             node_pods,
+            storage,
         } = self;
         let ns = pod
             .metadata
@@ -552,7 +574,7 @@ impl PodSyncer {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let api = Api::<Pod>::namespaced(client.clone(), &ns);
-        let inputs = match inputs_for(client, identity, &pod, host_ip).await {
+        let inputs = match inputs_for(client, identity, storage, &pod, host_ip).await {
             Ok(i) => i,
             Err(e) => {
                 // The next sync tries again (a TokenRequest the server refused, for now).

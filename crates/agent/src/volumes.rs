@@ -18,9 +18,16 @@ use crate::PodInputs;
 #[derive(Debug, Default)]
 pub struct PodVolumes {
     paths: HashMap<String, (PathBuf, bool)>,
+    /// The volumes that are devices (Block claims), not directories.
+    devices: std::collections::HashSet<String>,
 }
 
 impl PodVolumes {
+    /// Whether volume `name` is a device (a Block claim).
+    pub fn is_device(&self, name: &str) -> bool {
+        self.devices.contains(name)
+    }
+
     pub fn host_path(&self, name: &str) -> Option<&Path> {
         self.paths.get(name).map(|(p, _)| p.as_path())
     }
@@ -65,6 +72,14 @@ pub fn prepare(
             volume: v.name.clone(),
             cause,
         })?;
+        let block = v
+            .persistent_volume_claim
+            .as_ref()
+            .and_then(|c| inputs.claims.get(&c.claim_name))
+            .is_some_and(|c| c.block);
+        if block {
+            out.devices.insert(v.name.clone());
+        }
         out.paths.insert(v.name.clone(), entry);
     }
     Ok(out)
@@ -134,8 +149,14 @@ fn prepare_one(
         let files = projected(pod, &v.name, p, inputs)?;
         project(&dir, &files, None, p.default_mode.or(Some(0o644)))?;
         (dir, true)
+    } else if let Some(c) = &v.persistent_volume_claim {
+        let claim = inputs
+            .claims
+            .get(&c.claim_name)
+            .ok_or_else(|| anyhow!("persistentvolumeclaim {:?} is not ready", c.claim_name))?;
+        (claim.path.clone(), c.read_only == Some(true))
     } else {
-        bail!("only emptyDir, hostPath, configMap, secret, downwardAPI and projected volumes are supported");
+        bail!("only emptyDir, hostPath, configMap, secret, downwardAPI, projected and persistentVolumeClaim volumes are supported");
     };
     Ok(entry)
 }

@@ -49,6 +49,9 @@ pub struct RunOptions {
     pub labels: std::collections::BTreeMap<String, String>,
     /// How big a detached container's log may grow (default: 10 MiB × 5 files).
     pub log_rotation: Option<crate::logfile::Rotation>,
+    /// Host devices given to the container (Docker's `--device HOST:CTR`): (host path,
+    /// path in the container).
+    pub devices: Vec<(PathBuf, String)>,
 }
 
 /// The default seccomp profile: allow everything but the syscalls Docker's profile denies that
@@ -261,13 +264,21 @@ pub fn generate(input: &Input) -> Result<Spec> {
     spec.set_mounts(Some(mounts));
 
     let mut linux = spec.linux().clone().unwrap_or_default();
-    let mut res = LinuxResourcesBuilder::default().devices(
-        linux
-            .resources()
-            .as_ref()
-            .and_then(|r| r.devices().clone())
-            .unwrap_or_default(),
-    );
+    let mut rules = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    let mut devices = linux.devices().clone().unwrap_or_default();
+    for (host, ctr) in &opts.devices {
+        let (device, rule) = host_device(host, ctr)?;
+        devices.push(device);
+        rules.push(rule);
+    }
+    if !devices.is_empty() {
+        linux.set_devices(Some(devices));
+    }
+    let mut res = LinuxResourcesBuilder::default().devices(rules);
     if let Some(m) = opts.memory {
         res = res.memory(LinuxMemoryBuilder::default().limit(m).swap(m).build()?);
     }
@@ -307,6 +318,51 @@ pub fn generate(input: &Input) -> Result<Spec> {
     }
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// A host device node as the container's `ctr` (same numbers, read-write for root), and the
+/// cgroup rule that lets the container use it.
+fn host_device(
+    host: &Path,
+    ctr: &str,
+) -> Result<(
+    oci_spec::runtime::LinuxDevice,
+    oci_spec::runtime::LinuxDeviceCgroup,
+)> {
+    use oci_spec::runtime::{LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType};
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !ctr.starts_with('/') {
+        bail!("device {ctr:?}: the path in the container must be absolute");
+    }
+    let meta = std::fs::metadata(host).with_context(|| format!("device {}", host.display()))?;
+    let typ = if meta.file_type().is_block_device() {
+        LinuxDeviceType::B
+    } else if meta.file_type().is_char_device() {
+        LinuxDeviceType::C
+    } else {
+        bail!("device {}: not a block or character device", host.display());
+    };
+    let (major, minor) = (
+        nix::sys::stat::major(meta.rdev()) as i64,
+        nix::sys::stat::minor(meta.rdev()) as i64,
+    );
+    let device = LinuxDeviceBuilder::default()
+        .path(PathBuf::from(ctr))
+        .typ(typ)
+        .major(major)
+        .minor(minor)
+        .file_mode(0o660u32)
+        .uid(0u32)
+        .gid(0u32)
+        .build()?;
+    let rule = LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(typ)
+        .major(major)
+        .minor(minor)
+        .access("rwm")
+        .build()?;
+    Ok((device, rule))
 }
 
 fn bind(src: &Path, dst: &str, ro: bool) -> Result<Mount> {

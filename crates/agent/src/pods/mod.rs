@@ -87,6 +87,11 @@ pub struct PodRuntime {
 type Attempts = BTreeMap<String, Vec<Attempt>>;
 
 impl PodRuntime {
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.cfg.data_dir
+    }
+
     /// Open the node's engine and bring up its pod bridge.
     pub fn open(cfg: NodeConfig) -> Result<PodRuntime> {
         let mut engine = Engine::open(&cfg.data_dir)?;

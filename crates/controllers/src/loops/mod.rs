@@ -20,6 +20,8 @@ pub mod scheduler;
 pub mod serviceaccounts;
 pub mod statefulsets;
 pub mod ttl_after_finished;
+mod volume_binding;
+pub mod volumes;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -26,6 +26,7 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 use yun_agent::events::{reference, EventType, Recorder};
 
+use super::volume_binding::{self, VolumeCaches};
 use super::{is_status, split_key, work, Next};
 use crate::cached::Pod;
 use crate::replicaset::is_active;
@@ -33,7 +34,8 @@ use crate::runtime::{key_of, Change, Informer, WorkQueue};
 use crate::scheduler::cache::Cache;
 use crate::scheduler::preemption::{self, priority, Preemption};
 use crate::scheduler::unschedulable::Unschedulable;
-use crate::scheduler::{pick_node, NodeInfo, Placed};
+use crate::scheduler::volumes::{self, Needs};
+use crate::scheduler::{pick_node_with, NodeInfo, Placed, Unschedulable as NoFit};
 
 /// The scheduler this loop answers for (pods may name another and are left alone).
 pub const SCHEDULER_NAME: &str = "default-scheduler";
@@ -107,6 +109,7 @@ struct Scheduler {
     waiting: Arc<Mutex<Unschedulable>>,
     /// Wakes the task that moves due pods from `waiting` to `queue`.
     wake: Arc<Notify>,
+    volumes: Arc<VolumeCaches>,
     events: Recorder,
 }
 
@@ -174,6 +177,14 @@ pub async fn run(client: Client, shared: super::Shared) {
             k.notify_one();
         }
     });
+    let volume_caches = {
+        // A claim, volume or class that changed may let a waiting pod fit.
+        let (w, k) = (waiting.clone(), wake.clone());
+        Arc::new(VolumeCaches::start(&client, move || {
+            w.lock().expect("lock").move_all(Instant::now());
+            k.notify_one();
+        }))
+    };
     let budgets = Arc::new(Informer::start(
         Api::<PodDisruptionBudget>::all(client.clone()),
         WatchParams::default(),
@@ -183,6 +194,7 @@ pub async fn run(client: Client, shared: super::Shared) {
     pods.synced().await;
     nodes.synced().await;
     budgets.synced().await;
+    volume_caches.synced().await;
     let scheduler = Arc::new(Scheduler {
         budgets,
         nominated,
@@ -194,6 +206,7 @@ pub async fn run(client: Client, shared: super::Shared) {
         binds: Arc::new(Semaphore::new(BINDS_IN_FLIGHT)),
         waiting: waiting.clone(),
         wake: wake.clone(),
+        volumes: volume_caches,
     });
     let _mover = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(move_due(
         waiting,
@@ -241,6 +254,8 @@ impl Scheduler {
             // grace period), not only marked for deletion.
             return Ok(Next::After(std::time::Duration::from_millis(250)));
         }
+        // What the pod's claims need of a node (or why no node will do for now).
+        let needs = volumes::needs(&pod, &*self.volumes);
         // Wait for a binding slot before deciding, so the decision sees every earlier one.
         let permit = self.binds.clone().acquire_owned().await?;
         let (decision, preemption) = {
@@ -249,15 +264,23 @@ impl Scheduler {
                 return Ok(Next::Done); // its binding is in flight
             }
             let view = self.with_nominated(&pod, key, &cache);
-            let decision = match &view {
-                Some(v) => pick_node(&pod, v.values()),
-                None => pick_node(&pod, cache.nodes()),
+            let caches = &*self.volumes;
+            let extra = |info: &NodeInfo| match &needs {
+                Ok(n) if !n.is_empty() => volumes::node_fits(n, info, caches),
+                _ => Ok(()),
+            };
+            let decision = match (&needs, &view) {
+                (Err(why), _) => Err(NoFit {
+                    message: format!("0/{} nodes are available: {why}.", cache.nodes().count()),
+                }),
+                (Ok(_), Some(v)) => pick_node_with(&pod, v.values(), &extra),
+                (Ok(_), None) => pick_node_with(&pod, cache.nodes(), &extra),
             };
             if let Ok(node) = &decision {
                 cache.assume(key, node, &pod);
             }
             let preemption = match &decision {
-                Err(_) => {
+                Err(_) if needs.is_ok() => {
                     let budgets = self.budgets.list();
                     match &view {
                         Some(v) => preemption::select(&pod, v.values(), &budgets),
@@ -272,15 +295,29 @@ impl Scheduler {
             Ok(node) => {
                 self.waiting.lock().expect("lock").forget(key);
                 self.nominated.lock().expect("lock").remove(key);
-                let (client, cache, queue, events) = (
+                let (client, cache, queue, events, caches) = (
                     self.client.clone(),
                     self.cache.clone(),
                     self.queue.clone(),
                     self.events.clone(),
+                    self.volumes.clone(),
                 );
                 let key = key.to_string();
+                let to_bind: Vec<String> = needs
+                    .map(|n: Needs| n.to_bind.into_iter().map(|(k, _)| k).collect())
+                    .unwrap_or_default();
                 tokio::spawn(async move {
-                    match bind(client, &key, &node).await {
+                    let ready = if to_bind.is_empty() {
+                        Ok(true)
+                    } else {
+                        volume_binding::prebind(&client, &caches, &to_bind, &node).await
+                    };
+                    let bound = match ready {
+                        Ok(true) => bind(client, &key, &node).await,
+                        Ok(false) => Err(anyhow::anyhow!("its claims were not bound in time")),
+                        Err(e) => Err(e),
+                    };
+                    match bound {
                         Ok(true) => events.record(
                             &reference("v1", "Pod", &pod.metadata),
                             EventType::Normal,

@@ -16,6 +16,7 @@ pub mod preemption;
 #[cfg(test)]
 mod tests;
 pub mod unschedulable;
+pub mod volumes;
 
 /// What a pod asks for (or a node offers / has in use): millicores, bytes, pod slots.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -389,6 +390,18 @@ pub fn pick_node<'a, I>(pod: &Pod, nodes: I) -> Result<String, Unschedulable>
 where
     I: IntoIterator<Item = &'a NodeInfo> + Clone,
 {
+    pick_node_with(pod, nodes, &|_| Ok(()))
+}
+
+/// [`pick_node`] with one more filter (the pod's volumes').
+pub fn pick_node_with<'a, I>(
+    pod: &Pod,
+    nodes: I,
+    extra: &dyn Fn(&NodeInfo) -> Result<(), String>,
+) -> Result<String, Unschedulable>
+where
+    I: IntoIterator<Item = &'a NodeInfo> + Clone,
+{
     let want = pod_requests(pod);
     let scoring = scoring_requests(pod);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
@@ -396,7 +409,7 @@ where
     let mut count = 0;
     for info in nodes.clone() {
         count += 1;
-        match filter(pod, want, info, nodes.clone()) {
+        match filter(pod, want, info, nodes.clone()).and_then(|()| extra(info)) {
             Ok(()) => {
                 let s = score(scoring, info);
                 let better = match best {
@@ -412,18 +425,21 @@ where
     }
     match best {
         Some((_, name)) => Ok(name.to_string()),
-        None => {
-            let detail = reasons
-                .iter()
-                .map(|(r, n)| format!("{n} {r}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let message = if count == 0 {
-                "0/0 nodes are available: no nodes registered.".to_string()
-            } else {
-                format!("0/{count} nodes are available: {detail}.")
-            };
-            Err(Unschedulable { message })
-        }
+        None => Err(unschedulable(count, &reasons)),
     }
+}
+
+/// "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) were not ready."
+pub fn unschedulable(count: usize, reasons: &BTreeMap<String, usize>) -> Unschedulable {
+    let detail = reasons
+        .iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let message = if count == 0 {
+        "0/0 nodes are available: no nodes registered.".to_string()
+    } else {
+        format!("0/{count} nodes are available: {detail}.")
+    };
+    Unschedulable { message }
 }

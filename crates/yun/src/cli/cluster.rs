@@ -412,6 +412,9 @@ async fn up(
     plane.api.apply(&mut config);
     let server = yun_apiserver::start(config).await?;
     let client = client(&server.kubeconfig, None, CONTROLLER_MANAGER).await?;
+    yun_agent::storage::ensure_default_class(&client)
+        .await
+        .context("creating the default StorageClass local-path")?;
     let controllers = tokio::spawn(yun_controllers::manager::run(
         client,
         identity(),
