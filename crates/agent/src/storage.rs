@@ -51,6 +51,11 @@ impl NodeStorage {
         })
     }
 
+    /// Let go of every volume of the node (`yun down`): unmounted and detached, data kept.
+    pub fn release_all(data_dir: &Path) -> Result<usize> {
+        LocalVolumes::open(&data_dir.join("volumes"))?.release_all()
+    }
+
     /// The local volume a PV stands for, when it is one of this node's.
     fn local_id(&self, pv: &PersistentVolume) -> Option<String> {
         let ours = pv

@@ -90,6 +90,28 @@ pub fn free_bytes(path: &Path) -> Result<u64> {
     Ok(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
+/// A size as Kubernetes writes one, to a tenth where it is not whole (`100Ti`, `42.1Gi`).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let mut unit = None;
+    for (i, u) in UNITS.iter().enumerate() {
+        if bytes >= 1u64 << (10 * (i + 1)) {
+            unit = Some((i, *u));
+        }
+    }
+    match unit {
+        None => bytes.to_string(),
+        Some((i, u)) => {
+            let size = 1u64 << (10 * (i + 1));
+            if bytes % size == 0 {
+                format!("{}{u}", bytes / size)
+            } else {
+                format!("{:.1}{u}", bytes as f64 / size as f64)
+            }
+        }
+    }
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("running {shown}"))?;
@@ -184,7 +206,9 @@ impl LocalVolumes {
         let free = free_bytes(&self.root)?;
         if bytes > free {
             bail!(
-                "requested {bytes} bytes but the node has only {free} bytes free under {}",
+                "requested {} but the node has only {} free under {}",
+                human(bytes),
+                human(free),
                 self.root.display()
             );
         }
@@ -339,8 +363,9 @@ impl LocalVolumes {
         let free = free_bytes(&self.root)?;
         if bytes - rec.bytes > free {
             bail!(
-                "growing by {} bytes but the node has only {free} bytes free under {}",
-                bytes - rec.bytes,
+                "growing by {} but the node has only {} free under {}",
+                human(bytes - rec.bytes),
+                human(free),
                 self.root.display()
             );
         }
@@ -413,6 +438,25 @@ impl LocalVolumes {
         Ok(())
     }
 
+    /// Let go of every volume (a node being taken down): unmounted, loop devices detached;
+    /// the data stays. Returns how many were in use.
+    pub fn release_all(&self) -> Result<usize> {
+        let mut n = 0;
+        for id in self.list() {
+            let image = self.image(&id);
+            let attached = loopdev::attached_to(&image);
+            if attached.is_empty() {
+                continue;
+            }
+            n += 1;
+            self.unmount(&id)?;
+            for dev in loopdev::attached_to(&image) {
+                loopdev::detach(&dev)?;
+            }
+        }
+        Ok(n)
+    }
+
     /// The ids of the volumes under the root.
     pub fn list(&self) -> Vec<String> {
         let Ok(entries) = fs::read_dir(&self.root) else {
@@ -440,8 +484,9 @@ impl LocalVolumes {
         let free = free_bytes(&self.root)?;
         if rec.bytes > free {
             bail!(
-                "copying {} bytes but the node has only {free} bytes free under {}",
-                rec.bytes,
+                "copying {} but the node has only {} free under {}",
+                human(rec.bytes),
+                human(free),
                 self.root.display()
             );
         }

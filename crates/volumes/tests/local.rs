@@ -163,7 +163,12 @@ fn bad_requests_are_refused_whole() {
         .provision("pvc-x_default_huge", 1 << 60, Mode::Filesystem)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("bytes free"), "{err}");
+    assert!(
+        err.contains("requested 1Ei but the node has only") && err.contains("free"),
+        "{err}"
+    );
+    assert_eq!(yun_volumes::local::human(100 << 40), "100Ti");
+    assert_eq!(yun_volumes::local::human(3 << 29), "1.5Gi");
     assert!(v.list().is_empty(), "nothing left of a refused volume");
     for id in ["../escape", "a/b", ".hidden", ""] {
         assert!(v.provision(id, 1 << 20, Mode::Block).is_err(), "{id:?}");

@@ -191,8 +191,9 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             }
             yun_net::proxy::ServiceProxy::new(&record.bridge)?.remove()?;
             rt.network().remove()?;
+            let volumes = yun_agent::storage::NodeStorage::release_all(data_dir)?;
             println!(
-                "removed {} pod(s), bridge {} and its service rules",
+                "removed {} pod(s), bridge {} and its service rules; released {volumes} volume(s)",
                 uids.len(),
                 record.bridge
             );
