@@ -25,6 +25,7 @@ pub mod quantity;
 pub mod record;
 pub mod relay;
 mod services;
+pub mod snapshots;
 mod status;
 pub mod storage;
 pub mod streams;

@@ -33,6 +33,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 pub struct NodeStorage {
     node: String,
     local: LocalVolumes,
+    /// Snapshots' copies, by VolumeSnapshotContent name.
+    snapshots: LocalVolumes,
 }
 
 /// What a pod's claim gives its containers.
@@ -48,7 +50,20 @@ impl NodeStorage {
         Ok(NodeStorage {
             node: node.to_string(),
             local: LocalVolumes::open(&data_dir.join("volumes"))?,
+            snapshots: LocalVolumes::open(&data_dir.join("volume-snapshots"))?,
         })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn local(&self) -> &LocalVolumes {
+        &self.local
+    }
+
+    pub fn snapshots(&self) -> &LocalVolumes {
+        &self.snapshots
     }
 
     /// Let go of every volume of the node (`yun down`): unmounted and detached, data kept.
@@ -57,7 +72,7 @@ impl NodeStorage {
     }
 
     /// The local volume a PV stands for, when it is one of this node's.
-    fn local_id(&self, pv: &PersistentVolume) -> Option<String> {
+    pub(crate) fn local_id(&self, pv: &PersistentVolume) -> Option<String> {
         let ours = pv
             .metadata
             .annotations
@@ -124,6 +139,10 @@ pub async fn run(client: Client, storage: Arc<NodeStorage>) {
     let (volumes, _v) =
         crate::services::reflect::<PersistentVolume>(client.clone(), changed.clone());
     let (classes, _s) = crate::services::reflect::<StorageClass>(client.clone(), changed.clone());
+    let (contents, _sc) = crate::services::reflect::<crate::snapshots::VolumeSnapshotContent>(
+        client.clone(),
+        changed.clone(),
+    );
     let events = Recorder::new(client.clone(), COMPONENT, Some(&storage.node));
     let node = Provisioner {
         client,
@@ -131,6 +150,7 @@ pub async fn run(client: Client, storage: Arc<NodeStorage>) {
         claims,
         volumes,
         classes,
+        contents,
         events,
         backoff: Mutex::default(),
     };
@@ -149,6 +169,7 @@ struct Provisioner {
     claims: Store<PersistentVolumeClaim>,
     volumes: Store<PersistentVolume>,
     classes: Store<StorageClass>,
+    contents: Store<crate::snapshots::VolumeSnapshotContent>,
     events: Recorder,
     /// Claims whose provisioning failed: (when to try again, the next delay).
     backoff: Mutex<HashMap<String, (Instant, Duration)>>,
@@ -173,6 +194,7 @@ impl Provisioner {
                 tracing::warn!("deleting {}: {e:#}", name_of(&pv.metadata));
             }
         }
+        crate::snapshots::pass(&self.client, &self.storage, &self.contents.state()).await;
     }
 
     fn class_of(&self, claim: &PersistentVolumeClaim) -> Option<Arc<StorageClass>> {
@@ -244,9 +266,44 @@ impl Provisioner {
             &format!("External provisioner is provisioning volume for claim \"{ns}/{name}\""),
         );
         let id = local::volume_id(&uid, &ns, &name);
+        // A restore or a clone starts as a copy of its source, which must be on this node.
+        let copy_from = match crate::snapshots::source_of(&self.client, claim).await {
+            Ok(None) => None,
+            Ok(Some(crate::snapshots::Source::Snapshot { node, id }))
+                if node == self.storage.node =>
+            {
+                Some((self.storage.snapshots.clone(), id))
+            }
+            Ok(Some(crate::snapshots::Source::Snapshot { node, .. })) => {
+                let e = anyhow!("the snapshot is on node {node:?}, not this one");
+                return self.failed(&reference, &class, &uid, e);
+            }
+            Ok(Some(crate::snapshots::Source::Volume { pv })) => {
+                let found = self
+                    .volumes
+                    .state()
+                    .into_iter()
+                    .find(|v| v.metadata.name.as_deref() == Some(&pv));
+                match found.and_then(|v| self.storage.local_id(&v)) {
+                    Some(src) => Some((self.storage.local.clone(), src)),
+                    None => {
+                        return self.failed(
+                            &reference,
+                            &class,
+                            &uid,
+                            anyhow!("the source volume {pv:?} is not on this node"),
+                        );
+                    }
+                }
+            }
+            Err(e) => return self.failed(&reference, &class, &uid, e),
+        };
         let (store, id2) = (self.storage.local.clone(), id.clone());
         let made = tokio::task::spawn_blocking(move || -> Result<PathBuf> {
-            store.provision(&id2, bytes, mode)?;
+            match copy_from {
+                Some((from, src)) => from.copy_to(&src, &store, &id2, bytes).map(drop)?,
+                None => store.provision(&id2, bytes, mode).map(drop)?,
+            }
             Ok(match mode {
                 Mode::Filesystem => store.mount(&id2)?,
                 Mode::Block => store.dir(&id2).join("disk.img"),
@@ -255,24 +312,7 @@ impl Provisioner {
         .await?;
         let path = match made {
             Ok(p) => p,
-            Err(e) => {
-                let class_name = class.metadata.name.clone().unwrap_or_default();
-                self.events.record(
-                    &reference,
-                    EventType::Warning,
-                    "ProvisioningFailed",
-                    "",
-                    &format!(
-                        "failed to provision volume with StorageClass \"{class_name}\": {e:#}"
-                    ),
-                );
-                let mut backoff = self.backoff.lock().expect("lock");
-                let delay = backoff
-                    .get(&uid)
-                    .map_or(FIRST_BACKOFF, |(_, d)| (*d * 2).min(MAX_BACKOFF));
-                backoff.insert(uid, (Instant::now() + delay, delay));
-                return Ok(());
-            }
+            Err(e) => return self.failed(&reference, &class, &uid, e),
         };
         self.backoff.lock().expect("lock").remove(&uid);
         let pv = json!({
@@ -312,6 +352,30 @@ impl Provisioner {
             "",
             &format!("Successfully provisioned volume {pv_name}"),
         );
+        Ok(())
+    }
+
+    /// Report a provisioning that failed and put the claim's next try off (doubling).
+    fn failed(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        class: &StorageClass,
+        uid: &str,
+        e: anyhow::Error,
+    ) -> Result<()> {
+        let class_name = class.metadata.name.clone().unwrap_or_default();
+        self.events.record(
+            reference,
+            EventType::Warning,
+            "ProvisioningFailed",
+            "",
+            &format!("failed to provision volume with StorageClass \"{class_name}\": {e:#}"),
+        );
+        let mut backoff = self.backoff.lock().expect("lock");
+        let delay = backoff
+            .get(uid)
+            .map_or(FIRST_BACKOFF, |(_, d)| (*d * 2).min(MAX_BACKOFF));
+        backoff.insert(uid.to_string(), (Instant::now() + delay, delay));
         Ok(())
     }
 

@@ -66,6 +66,8 @@ pub struct Resource {
     /// A CRD version's `selectableFields` as field labels (`spec.color`): what its objects
     /// can be selected by besides `metadata.name` and `metadata.namespace`.
     pub selectable: Vec<String>,
+    /// A CRD version's `additionalPrinterColumns`, as written (the columns of `kubectl get`).
+    pub printer_columns: Vec<Value>,
 }
 
 impl Resource {
@@ -131,6 +133,7 @@ fn builtin(
         binding: kind == "Pod",
         schema: Schema::Builtin,
         selectable: Vec::new(),
+        printer_columns: Vec::new(),
     }
 }
 
@@ -476,6 +479,11 @@ impl Registry {
                 scale_paths,
                 binding: false,
                 schema: Schema::Custom(schema),
+                printer_columns: v
+                    .get("additionalPrinterColumns")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
                 selectable: v
                     .get("selectableFields")
                     .and_then(Value::as_array)

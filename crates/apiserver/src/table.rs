@@ -632,6 +632,45 @@ fn cell(kind: &str, col: &str, o: &Value) -> Value {
     }
 }
 
+/// A Table of a resource's `items`: a custom resource with printer columns gets those (as
+/// kube-apiserver serves a CRD's `additionalPrinterColumns`), every other kind its own.
+pub fn table_for(
+    res: &crate::resources::Resource,
+    items: &[Value],
+    req: &Req,
+    metadata: Value,
+) -> Value {
+    if res.printer_columns.is_empty() {
+        return table(&res.kind, items, req, metadata);
+    }
+    let mut defs = vec![json!({"name": "Name", "type": "string", "format": "name",
+        "description": "", "priority": 0})];
+    for c in &res.printer_columns {
+        defs.push(json!({
+            "name": c.get("name").cloned().unwrap_or_default(),
+            "type": c.get("type").cloned().unwrap_or_else(|| json!("string")),
+            "format": c.get("format").cloned().unwrap_or_else(|| json!("")),
+            "description": c.get("description").cloned().unwrap_or_else(|| json!("")),
+            "priority": c.get("priority").cloned().unwrap_or_else(|| json!(0)),
+        }));
+    }
+    let cells = |o: &Value| -> Vec<Value> {
+        let mut out = vec![json!(s(o, "/metadata/name"))];
+        for c in &res.printer_columns {
+            let path = c.get("jsonPath").and_then(Value::as_str).unwrap_or("");
+            let v = json_path(o, path);
+            let date = c.get("type").and_then(Value::as_str) == Some("date");
+            out.push(match v {
+                Some(Value::String(t)) if date => json!(age(Some(t.as_str()))),
+                Some(v) => v,
+                None => Value::Null,
+            });
+        }
+        out
+    };
+    rows_table(defs, items, req, metadata, cells)
+}
+
 /// Build a Table of `items`. `includeObject` (None, Metadata — the default — or Object)
 /// decides what each row carries besides its cells.
 pub fn table(kind: &str, items: &[Value], req: &Req, metadata: Value) -> Value {
@@ -648,11 +687,45 @@ pub fn table(kind: &str, items: &[Value], req: &Req, metadata: Value) -> Value {
             })
         })
         .collect();
+    rows_table(defs, items, req, metadata, |o| {
+        cols.iter().map(|col| cell(kind, col.name, o)).collect()
+    })
+}
+
+/// The value at a printer column's JSONPath: the simple paths CRDs use (`.status.phase`,
+/// `.spec.containers[0].image`, `.metadata.labels.app`).
+fn json_path(o: &Value, path: &str) -> Option<Value> {
+    let path = path.trim().trim_start_matches('{').trim_end_matches('}');
+    let mut cur = o;
+    for part in path
+        .trim_start_matches('.')
+        .split('.')
+        .filter(|p| !p.is_empty())
+    {
+        let (field, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !field.is_empty() {
+            cur = cur.get(field)?;
+        }
+        for index in rest.split('[').filter(|i| !i.is_empty()) {
+            let i: usize = index.trim_end_matches(']').parse().ok()?;
+            cur = cur.get(i)?;
+        }
+    }
+    Some(cur.clone())
+}
+
+fn rows_table(
+    defs: Vec<Value>,
+    items: &[Value],
+    req: &Req,
+    metadata: Value,
+    cells_of: impl Fn(&Value) -> Vec<Value>,
+) -> Value {
     let include = req.q("includeObject").unwrap_or("Metadata");
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
-            let cells: Vec<Value> = cols.iter().map(|col| cell(kind, col.name, o)).collect();
+            let cells = cells_of(o);
             let object = match include {
                 "None" => Value::Null,
                 "Object" => o.clone(),
@@ -696,6 +769,21 @@ fn revision_controller(o: &Value) -> String {
             }
         }
         None => "<none>".into(),
+    }
+}
+
+#[cfg(test)]
+mod json_path_tests {
+    use super::json_path;
+    use serde_json::json;
+
+    #[test]
+    fn printer_column_paths() {
+        let o = json!({"status": {"ready": true}, "spec": {"c": [{"image": "x"}]}});
+        assert_eq!(json_path(&o, ".status.ready"), Some(json!(true)));
+        assert_eq!(json_path(&o, ".spec.c[0].image"), Some(json!("x")));
+        assert_eq!(json_path(&o, ".spec.c[1].image"), None);
+        assert_eq!(json_path(&o, ".status.missing"), None);
     }
 }
 

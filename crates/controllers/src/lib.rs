@@ -22,6 +22,7 @@ pub mod revision;
 pub mod runtime;
 pub mod scheduler;
 pub mod selector;
+pub mod snapshot;
 pub mod statefulset;
 
 #[cfg(test)]

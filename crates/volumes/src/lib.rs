@@ -25,6 +25,23 @@ pub const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
 pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 
+/// Bytes as an exact quantity: the largest binary suffix that divides them (`32Mi`, `1536Ki`).
+pub fn exact_quantity(bytes: u64) -> String {
+    for (shift, suffix) in [
+        (60, "Ei"),
+        (50, "Pi"),
+        (40, "Ti"),
+        (30, "Gi"),
+        (20, "Mi"),
+        (10, "Ki"),
+    ] {
+        if bytes != 0 && bytes.is_multiple_of(1u64 << shift) {
+            return format!("{}{suffix}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// The bytes a quantity stands for (`1Gi`), None when it is not one.
 pub fn bytes(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Option<u64> {
     let q = yun_quota::Quantity::parse(&q.0)?;

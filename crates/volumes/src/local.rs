@@ -103,7 +103,7 @@ pub fn human(bytes: u64) -> String {
         None => bytes.to_string(),
         Some((i, u)) => {
             let size = 1u64 << (10 * (i + 1));
-            if bytes % size == 0 {
+            if bytes.is_multiple_of(size) {
                 format!("{}{u}", bytes / size)
             } else {
                 format!("{:.1}{u}", bytes as f64 / size as f64)
@@ -471,45 +471,93 @@ impl LocalVolumes {
         ids
     }
 
-    /// Copy volume `from` into a new volume `to` of at least its size (restore and clone):
-    /// the image is copied with reflinks where the filesystem has them, else byte for byte
-    /// (sparse regions stay sparse), then grown to `bytes`.
-    pub fn clone_from(&self, from: &str, to: &str, bytes: u64) -> Result<u64> {
-        check_id(from)?;
+    /// Copy volume `id` into `dest` as volume `to` (a snapshot, a restore from one, a clone),
+    /// grown to at least `bytes`: the image is copied with reflinks where the filesystem has
+    /// them, else byte for byte (holes stay holes). A mounted filesystem is frozen while it
+    /// is copied, so the copy is what was on disk at one instant. Copying again to an
+    /// existing volume is a no-op.
+    pub fn copy_to(&self, id: &str, dest: &LocalVolumes, to: &str, bytes: u64) -> Result<u64> {
+        check_id(id)?;
         check_id(to)?;
-        if self.exists(to) {
-            return self.bytes(to);
+        if dest.exists(to) {
+            return dest.bytes(to);
         }
-        let rec = self.record(from)?;
-        let free = free_bytes(&self.root)?;
+        let rec = self.record(id)?;
+        let free = free_bytes(&dest.root)?;
         if rec.bytes > free {
             bail!(
                 "copying {} but the node has only {} free under {}",
                 human(rec.bytes),
                 human(free),
-                self.root.display()
+                dest.root.display()
             );
         }
-        let tmp = self.root.join(format!("{to}.tmp"));
+        let tmp = dest.root.join(format!("{to}.tmp"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir(&tmp)?;
         let result = (|| -> Result<()> {
-            run(Command::new("cp")
+            let frozen = Frozen::freeze(&self.mount_path(id))?;
+            let copied = run(Command::new("cp")
                 .args(["--reflink=auto", "--sparse=always"])
-                .arg(self.image(from))
-                .arg(tmp.join("disk.img")))?;
+                .arg(self.image(id))
+                .arg(tmp.join("disk.img")));
+            drop(frozen);
+            copied?;
             fs::File::open(tmp.join("disk.img"))?.sync_all()?;
             if rec.mode == Mode::Filesystem {
                 fs::create_dir(tmp.join("fs"))?;
             }
-            Self::write_record(&tmp, &rec)?;
+            let copy = Record {
+                fs_bytes: if rec.resize_pending() {
+                    rec.fs_bytes
+                } else {
+                    0
+                },
+                ..rec.clone()
+            };
+            Self::write_record(&tmp, &copy)?;
             Ok(())
         })();
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        fs::rename(&tmp, self.dir(to))?;
-        Ok(self.expand(to, bytes)?.bytes)
+        fs::rename(&tmp, dest.dir(to))?;
+        fs::File::open(&dest.root)?.sync_all()?;
+        Ok(dest.expand(to, bytes)?.bytes)
+    }
+}
+
+/// A mounted filesystem frozen (FIFREEZE) until dropped; nothing when it is not mounted.
+struct Frozen(Option<fs::File>);
+
+const FIFREEZE: libc::c_ulong = 0xC004_5877;
+const FITHAW: libc::c_ulong = 0xC004_5878;
+
+impl Frozen {
+    fn freeze(mount: &Path) -> Result<Frozen> {
+        if !is_mount_point(mount) {
+            return Ok(Frozen(None));
+        }
+        let dir = fs::File::open(mount).with_context(|| format!("opening {}", mount.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: FIFREEZE takes an int argument it does not read; the fd is a directory on
+        // the filesystem to freeze.
+        let r = unsafe { libc::ioctl(dir.as_raw_fd(), FIFREEZE as _, 0) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("freezing {}", mount.display()));
+        }
+        Ok(Frozen(Some(dir)))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            use std::os::fd::AsRawFd;
+            // SAFETY: FITHAW on the directory FIFREEZE was given.
+            unsafe { libc::ioctl(dir.as_raw_fd(), FITHAW as _, 0) };
+        }
     }
 }

@@ -112,11 +112,23 @@ fn a_filesystem_volume_holds_its_size_and_grows_online() {
     let fs = v.mount(id).unwrap();
     assert_eq!(std::fs::read(fs.join("keep")).unwrap(), b"kept");
 
-    // A copy has the data and its own size.
-    v.unmount(id).unwrap();
-    v.clone_from(id, "pvc-5678_default_copy", 60 << 20).unwrap();
+    // A copy taken while mounted (frozen for it) has the data and its own size; a snapshot
+    // kept in another store restores into a new volume.
+    v.copy_to(id, v, "pvc-5678_default_copy", 60 << 20).unwrap();
     let copy = v.mount("pvc-5678_default_copy").unwrap();
     assert_eq!(std::fs::read(copy.join("keep")).unwrap(), b"kept");
+    std::fs::write(fs.join("later"), b"after the copy").unwrap();
+    assert!(!copy.join("later").exists(), "the copy is its own");
+    let snaps = LocalVolumes::open(&c.1.path().join("snapshots")).unwrap();
+    v.copy_to(id, &snaps, "snap-1", 0).unwrap();
+    std::fs::remove_file(fs.join("keep")).unwrap();
+    snaps
+        .copy_to("snap-1", v, "pvc-9999_default_restored", 0)
+        .unwrap();
+    let restored = v.mount("pvc-9999_default_restored").unwrap();
+    assert_eq!(std::fs::read(restored.join("keep")).unwrap(), b"kept");
+    v.delete("pvc-9999_default_restored").unwrap();
+    snaps.delete("snap-1").unwrap();
 
     v.delete(id).unwrap();
     v.delete("pvc-5678_default_copy").unwrap();

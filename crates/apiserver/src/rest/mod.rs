@@ -257,7 +257,7 @@ pub fn object_response(t: &Target, req: &Req, code: u16, obj: Value) -> Response
             .pointer("/metadata/resourceVersion")
             .cloned()
             .unwrap_or(Value::Null);
-        let table = crate::table::table(&t.res.kind, &[obj], req, json!({"resourceVersion": rv}));
+        let table = crate::table::table_for(&t.res, &[obj], req, json!({"resourceVersion": rv}));
         return crate::proto::respond(req.output, code, &table);
     }
     if req.output.metadata {

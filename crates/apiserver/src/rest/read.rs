@@ -183,7 +183,7 @@ pub async fn list(api: &Api, t: &Target, req: &Req) -> ApiResult<Response> {
     if req.wants_table() {
         let page = list_page(api, t, req).await?;
         let meta = meta(page.revision, &page.continue_token);
-        let table = crate::table::table(&t.res.kind, &page.items, req, meta);
+        let table = crate::table::table_for(&t.res, &page.items, req, meta);
         return Ok(crate::proto::respond(req.output, 200, &table));
     }
     if req.output.metadata {

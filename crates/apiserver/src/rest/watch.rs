@@ -63,7 +63,7 @@ impl Encoder {
                 .pointer("/metadata/resourceVersion")
                 .cloned()
                 .unwrap_or(Value::Null);
-            crate::table::table(&self.res.kind, &[obj], &req, json!({"resourceVersion": rv}))
+            crate::table::table_for(&self.res, &[obj], &req, json!({"resourceVersion": rv}))
         } else if self.metadata && kind != "ERROR" {
             crate::proto::partial(&obj)
         } else {

@@ -18,6 +18,7 @@ pub mod replicasets;
 pub mod resourcequotas;
 pub mod scheduler;
 pub mod serviceaccounts;
+pub mod snapshots;
 pub mod statefulsets;
 pub mod ttl_after_finished;
 mod volume_binding;

@@ -294,7 +294,42 @@ async fn reconcile_claim(ctx: &Ctx, key: &str) -> anyhow::Result<Next> {
     let annotations = claim.metadata.annotations.clone().unwrap_or_default();
     let wait = class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer");
     let mut add: BTreeMap<String, String> = BTreeMap::new();
-    if !annotations.contains_key(yun_volumes::SELECTED_NODE) {
+    let ours = class.provisioner == yun_volumes::PROVISIONER;
+    if ours && !annotations.contains_key(yun_volumes::SELECTED_NODE) {
+        // A restore or clone of a node-local volume can only be made where its source is:
+        // that node is chosen now, and the scheduler places the claim's pod there.
+        match yun_agent::snapshots::source_of(&ctx.client, &claim).await {
+            Ok(None) => {}
+            Ok(Some(source)) => {
+                let node = match source {
+                    yun_agent::snapshots::Source::Snapshot { node, .. } => Some(node),
+                    yun_agent::snapshots::Source::Volume { pv } => ctx
+                        .volumes
+                        .get(&pv)
+                        .and_then(|v| yun_agent::snapshots::pinned_node(&v)),
+                };
+                match node {
+                    Some(n) => {
+                        add.insert(yun_volumes::SELECTED_NODE.into(), n);
+                    }
+                    None => return Ok(Next::After(Duration::from_secs(2))),
+                }
+            }
+            Err(e) => {
+                ctx.events.record(
+                    &reference,
+                    EventType::Warning,
+                    "ProvisioningFailed",
+                    "",
+                    &format!("waiting for the claim's data source: {e:#}"),
+                );
+                return Ok(Next::After(Duration::from_secs(5)));
+            }
+        }
+    }
+    if !annotations.contains_key(yun_volumes::SELECTED_NODE)
+        && !add.contains_key(yun_volumes::SELECTED_NODE)
+    {
         if wait {
             ctx.events.record(
                 &reference,

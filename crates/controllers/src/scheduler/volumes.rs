@@ -19,6 +19,8 @@ pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
 pub struct Needs {
     /// Node affinities of the volumes already bound: a node must satisfy all.
     pub affinities: Vec<NodeSelector>,
+    /// Nodes already chosen for unbound claims (a restore made where its snapshot is).
+    pub nodes: Vec<String>,
     /// Claims to bind once the node is chosen ("namespace/name"), and whether each must find
     /// an existing volume (a class without a provisioner).
     pub to_bind: Vec<(String, Option<PersistentVolumeClaim>)>,
@@ -26,7 +28,7 @@ pub struct Needs {
 
 impl Needs {
     pub fn is_empty(&self) -> bool {
-        self.affinities.is_empty() && self.to_bind.is_empty()
+        self.affinities.is_empty() && self.to_bind.is_empty() && self.nodes.is_empty()
     }
 }
 
@@ -79,6 +81,14 @@ pub fn needs(pod: &Pod, look: &dyn Lookup) -> Result<Needs, String> {
         if !wait {
             return Err("pod has unbound immediate PersistentVolumeClaims".into());
         }
+        if let Some(node) = claim
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(yun_volumes::SELECTED_NODE))
+        {
+            out.nodes.push(node.clone());
+        }
         let static_only = class
             .as_ref()
             .is_some_and(|c| c.provisioner == NO_PROVISIONER);
@@ -108,7 +118,9 @@ pub fn satisfies(sel: &NodeSelector, node_name: &str, labels: &Labels) -> bool {
 /// The filter for one node, in kube's words.
 pub fn node_fits(needs: &Needs, info: &NodeInfo, look: &dyn Lookup) -> Result<(), String> {
     let (name, labels) = (info.name(), info.labels());
-    if !needs.affinities.iter().all(|a| satisfies(a, name, labels)) {
+    if !needs.affinities.iter().all(|a| satisfies(a, name, labels))
+        || !needs.nodes.iter().all(|n| n == name)
+    {
         return Err("node(s) had volume node affinity conflict".into());
     }
     let statics: Vec<&PersistentVolumeClaim> = needs

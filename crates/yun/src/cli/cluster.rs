@@ -416,6 +416,9 @@ async fn up(
     yun_agent::storage::ensure_default_class(&client)
         .await
         .context("creating the default StorageClass local-path")?;
+    yun_controllers::snapshot::ensure(&client)
+        .await
+        .context("installing the volume snapshot kinds")?;
     let controllers = tokio::spawn(yun_controllers::manager::run(
         client,
         identity(),
