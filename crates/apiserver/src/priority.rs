@@ -96,17 +96,7 @@ pub fn update(cur: &Value, new: &Value, causes: &mut Vec<Cause>) {
 
 /// Every class in the store.
 async fn classes(api: &Api) -> ApiResult<Vec<Value>> {
-    let Some(res) = api.registry.find(GROUP, "v1", "priorityclasses") else {
-        return Ok(Vec::new());
-    };
-    let page = api
-        .store
-        .range(yun_store::RangeRequest {
-            prefix: res.prefix(None),
-            ..Default::default()
-        })
-        .await?;
-    Ok(page.kvs.iter().filter_map(crate::meta::decode).collect())
+    crate::rest::list_cluster(api, GROUP, "priorityclasses").await
 }
 
 fn name_of(v: &Value) -> &str {

@@ -324,17 +324,7 @@ fn claim_update(cur: &Value, new: &Value, causes: &mut Vec<Cause>) {
 
 /// Every StorageClass in the store.
 async fn classes(api: &Api) -> ApiResult<Vec<Value>> {
-    let Some(res) = api.registry.find(GROUP, "v1", "storageclasses") else {
-        return Ok(Vec::new());
-    };
-    let page = api
-        .store
-        .range(yun_store::RangeRequest {
-            prefix: res.prefix(None),
-            ..Default::default()
-        })
-        .await?;
-    Ok(page.kvs.iter().filter_map(crate::meta::decode).collect())
+    crate::rest::list_cluster(api, GROUP, "storageclasses").await
 }
 
 fn is_default(class: &Value) -> bool {

@@ -281,6 +281,7 @@ impl LocalVolumes {
             Attach {
                 read_only: false,
                 autoclear: true,
+                direct_io: true,
             },
         )?;
         let mounted = Self::mount_device(&dev, &target);
@@ -343,7 +344,13 @@ impl LocalVolumes {
         if let Some(dev) = loopdev::attached_to(&image).into_iter().next() {
             return Ok(dev);
         }
-        let (dev, _handle) = loopdev::attach(&image, Attach::default())?;
+        let (dev, _handle) = loopdev::attach(
+            &image,
+            Attach {
+                direct_io: true,
+                ..Attach::default()
+            },
+        )?;
         Ok(dev)
     }
 

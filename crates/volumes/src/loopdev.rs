@@ -15,6 +15,7 @@ const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
 const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
 const LO_FLAGS_READ_ONLY: u32 = 1;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_FLAGS_DIRECT_IO: u32 = 16;
 const LO_NAME_SIZE: usize = 64;
 
 /// `struct loop_info64` (linux/loop.h).
@@ -50,6 +51,10 @@ pub struct Attach {
     pub read_only: bool,
     /// Detach when the last user closes it (a mount holds it open while mounted).
     pub autoclear: bool,
+    /// Reach the backing file with direct I/O: no second copy of the data in the page
+    /// cache (the filesystem above caches it once), and random reads go to the disk as on
+    /// the host. The kernel falls back to buffered I/O where the file cannot do it.
+    pub direct_io: bool,
 }
 
 /// Attach `file` to a free loop device; returns the device's path (`/dev/loopN`) and an open
@@ -91,6 +96,9 @@ pub fn attach(file: &Path, how: Attach) -> Result<(PathBuf, File)> {
         }
         if how.autoclear {
             flags |= LO_FLAGS_AUTOCLEAR;
+        }
+        if how.direct_io {
+            flags |= LO_FLAGS_DIRECT_IO;
         }
         let mut name = [0u8; LO_NAME_SIZE];
         let shown = file.as_os_str().as_encoded_bytes();

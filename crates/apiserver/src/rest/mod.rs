@@ -240,6 +240,21 @@ pub async fn get_kv(api: &Api, res: &Resource, key: &str, name: &str) -> ApiResu
         .ok_or_else(|| ApiError::not_found(&res.qualified(), name))
 }
 
+/// Every stored object of a cluster-scoped built-in kind (none if the kind is not served).
+pub async fn list_cluster(api: &Api, group: &str, plural: &str) -> ApiResult<Vec<Value>> {
+    let Some(res) = api.registry.find(group, "v1", plural) else {
+        return Ok(Vec::new());
+    };
+    let page = api
+        .store
+        .range(yun_store::RangeRequest {
+            prefix: res.prefix(None),
+            ..Default::default()
+        })
+        .await?;
+    Ok(page.kvs.iter().filter_map(crate::meta::decode).collect())
+}
+
 pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     crate::meta::decode(kv)
         .ok_or_else(|| ApiError::internal(format!("stored object {} is not JSON", kv.key)))

@@ -160,3 +160,42 @@ where
         Err(e) => Err(e),
     }
 }
+
+/// Add (`present`) or remove finalizer `f`, only at the version `meta` was read at (a
+/// concurrent change wins; the next pass decides again). A no-op when it already is so; an
+/// object that is gone is not an error.
+pub async fn set_finalizer<K>(
+    api: &Api<K>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    f: &str,
+    present: bool,
+) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let current = meta.finalizers.clone().unwrap_or_default();
+    if current.iter().any(|x| x == f) == present {
+        return Ok(());
+    }
+    let mut list: Vec<String> = current.into_iter().filter(|x| x != f).collect();
+    if present {
+        list.push(f.to_string());
+    }
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": list,
+        "resourceVersion": meta.resource_version,
+    }});
+    let name = meta.name.as_deref().unwrap_or_default();
+    match api
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -18,7 +18,7 @@ use yun_agent::snapshots::{
     VolumeSnapshot, VolumeSnapshotClass, VolumeSnapshotContent, VolumeSnapshotStatus,
 };
 
-use super::{is_status, split_key, work, Next};
+use super::{is_status, set_finalizer, split_key, work, Next};
 use crate::runtime::{key_of, Change, Informer, WorkQueue};
 
 const COMPONENT: &str = "snapshot-controller";
@@ -153,7 +153,7 @@ async fn reconcile_snapshot(ctx: &Ctx, key: &str) -> anyhow::Result<Next> {
                 return Ok(Next::After(Duration::from_millis(500)));
             }
         }
-        remove_finalizer(&api, &vs).await?;
+        set_finalizer(&api, &vs.metadata, BOUND_PROTECTION, false).await?;
         return Ok(Next::Done);
     }
     if let Some(c) = content {
@@ -199,7 +199,7 @@ async fn reconcile_snapshot(ctx: &Ctx, key: &str) -> anyhow::Result<Next> {
             .await?;
             return Ok(Next::Done);
         }
-        add_finalizer(&api, &vs).await?;
+        set_finalizer(&api, &vs.metadata, BOUND_PROTECTION, true).await?;
         set_status(&api, &vs, yun_agent::snapshots::mirrored_status(&c, None)).await?;
         return Ok(Next::Done);
     }
@@ -289,7 +289,7 @@ async fn reconcile_snapshot(ctx: &Ctx, key: &str) -> anyhow::Result<Next> {
         Err(e) if is_status(&e, 409) => {}
         Err(e) => return Err(e.into()),
     }
-    add_finalizer(&api, &vs).await?;
+    set_finalizer(&api, &vs.metadata, BOUND_PROTECTION, true).await?;
     ctx.events.record(
         &reference("snapshot.storage.k8s.io/v1", "VolumeSnapshot", &vs.metadata),
         EventType::Normal,
@@ -326,49 +326,6 @@ async fn driver_of(ctx: &Ctx, pv: &PersistentVolume) -> anyhow::Result<String> {
         .await?
         .map(|c| c.provisioner)
         .unwrap_or_default())
-}
-
-async fn add_finalizer(api: &Api<VolumeSnapshot>, vs: &VolumeSnapshot) -> anyhow::Result<()> {
-    let mut list = vs.metadata.finalizers.clone().unwrap_or_default();
-    if list.iter().any(|f| f == BOUND_PROTECTION) {
-        return Ok(());
-    }
-    list.push(BOUND_PROTECTION.into());
-    let patch =
-        json!({"metadata": {"finalizers": list, "resourceVersion": vs.metadata.resource_version}});
-    let name = vs.metadata.name.as_deref().unwrap_or_default();
-    match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn remove_finalizer(api: &Api<VolumeSnapshot>, vs: &VolumeSnapshot) -> anyhow::Result<()> {
-    let list: Vec<&String> = vs
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .filter(|f| *f != BOUND_PROTECTION)
-        .collect();
-    if list.len() == vs.metadata.finalizers.as_ref().map_or(0, Vec::len) {
-        return Ok(());
-    }
-    let patch =
-        json!({"metadata": {"finalizers": list, "resourceVersion": vs.metadata.resource_version}});
-    let name = vs.metadata.name.as_deref().unwrap_or_default();
-    match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 409) || is_status(&e, 404) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// A dynamically made content whose snapshot is gone follows it when its policy is Delete.

@@ -20,7 +20,7 @@ use serde_json::json;
 use yun_agent::events::{reference, EventType, Recorder};
 use yun_volumes::binding;
 
-use super::{is_status, split_key, work, Next};
+use super::{is_status, set_finalizer, split_key, work, Next};
 use crate::cached::Pod;
 use crate::runtime::{key_of, Change, Informer, WorkQueue};
 
@@ -151,33 +151,6 @@ fn has_finalizer(meta: &ObjectMeta, f: &str) -> bool {
     meta.finalizers.iter().flatten().any(|x| x == f)
 }
 
-/// Remove finalizer `f`, only at the version read (a concurrent change wins; the next pass
-/// decides again).
-async fn drop_finalizer<K>(api: &Api<K>, meta: &ObjectMeta, f: &str) -> anyhow::Result<()>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    if !has_finalizer(meta, f) {
-        return Ok(());
-    }
-    let rest: Vec<&String> = meta
-        .finalizers
-        .iter()
-        .flatten()
-        .filter(|x| *x != f)
-        .collect();
-    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version}});
-    let name = meta.name.as_deref().unwrap_or_default();
-    match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Whether a pod that has not finished uses claim `ns/name`.
 fn in_use(ctx: &Ctx, ns: &str, name: &str) -> bool {
     ctx.pods
@@ -210,7 +183,7 @@ async fn reconcile_claim(ctx: &Ctx, key: &str) -> anyhow::Result<Next> {
     if claim.metadata.deletion_timestamp.is_some() {
         // StorageObjectInUseProtection: the claim goes once no live pod uses it.
         if has_finalizer(&claim.metadata, yun_volumes::PVC_PROTECTION) && !in_use(ctx, ns, name) {
-            drop_finalizer(&api, &claim.metadata, yun_volumes::PVC_PROTECTION).await?;
+            set_finalizer(&api, &claim.metadata, yun_volumes::PVC_PROTECTION, false).await?;
         }
         return Ok(Next::Done);
     }
@@ -513,7 +486,7 @@ async fn reconcile_volume(ctx: &Ctx, name: &str) -> anyhow::Result<Next> {
     if volume.metadata.deletion_timestamp.is_some() {
         // pv-protection: a volume goes once no claim is bound to it.
         if phase.as_deref() != Some("Bound") {
-            drop_finalizer(&api, &volume.metadata, yun_volumes::PV_PROTECTION).await?;
+            set_finalizer(&api, &volume.metadata, yun_volumes::PV_PROTECTION, false).await?;
         }
         return Ok(Next::Done);
     }
