@@ -512,6 +512,68 @@ impl ChunkDecoder {
 mod tests {
     use super::*;
 
+    /// AWS's documented streaming example (PUT of 65536 + 1024 bytes of 'a' in 64 KiB chunks):
+    /// the seed signature from the header, then each chunk's signature chained on it.
+    #[test]
+    fn aws_example_signed_chunks() {
+        let req = hyper::Request::builder()
+            .method("PUT")
+            .uri("/examplebucket/chunkObject.txt")
+            .header("host", "s3.amazonaws.com")
+            .header("x-amz-date", "20130524T000000Z")
+            .header("x-amz-storage-class", "REDUCED_REDUNDANCY")
+            .header("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD")
+            .header("content-encoding", "aws-chunked")
+            .header("x-amz-decoded-content-length", "66560")
+            .header("content-length", "66824")
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-storage-class,Signature=4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9")
+            .body(())
+            .unwrap();
+        let (parts, ()) = req.into_parts();
+        let creds = std::collections::HashMap::from([(
+            "AKIAIOSFODNN7EXAMPLE".to_string(),
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_string(),
+        )]);
+        let now = crate::time::parse_amz_date("20130524T000500Z").unwrap();
+        let auth = crate::sigv4::authenticate(&parts, &creds, now).unwrap();
+        let Payload::Chunked { signer } = auth.payload else {
+            panic!("not chunked")
+        };
+        let mut body = Vec::new();
+        for (len, sig) in [
+            (
+                65536,
+                "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648",
+            ),
+            (
+                1024,
+                "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497",
+            ),
+            (
+                0,
+                "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9",
+            ),
+        ] {
+            body.extend(format!("{len:x};chunk-signature={sig}\r\n").as_bytes());
+            body.extend(vec![b'a'; len]);
+            body.extend(b"\r\n");
+        }
+        assert_eq!(body.len(), 66824);
+        let mut d = ChunkDecoder::new(signer.clone());
+        let mut out = Vec::new();
+        for piece in body.chunks(1000) {
+            d.feed(Bytes::copy_from_slice(piece), &mut out).unwrap();
+        }
+        assert!(d.finished());
+        assert_eq!(out.iter().map(|b| b.len()).sum::<usize>(), 66560);
+        // One byte changed in the second chunk: its signature no longer matches.
+        let mut bad = body.clone();
+        bad[65700] = b'b';
+        let mut d = ChunkDecoder::new(signer);
+        let err = d.feed(Bytes::from(bad), &mut Vec::new()).unwrap_err();
+        assert_eq!(err.code, Code::SignatureDoesNotMatch);
+    }
+
     #[test]
     fn decodes_unsigned_chunks_with_trailer_in_pieces() {
         let body = b"5\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:abc=\r\n\r\n";

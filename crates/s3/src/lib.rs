@@ -21,6 +21,7 @@ mod list;
 mod multipart;
 mod object;
 mod route;
+mod scan;
 mod server;
 mod sigv4;
 pub mod store;

@@ -90,16 +90,16 @@ pub enum Versioning {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct BucketFile {
-    created: u64,
-    versioning: Versioning,
+pub(crate) struct BucketFile {
+    pub created: u64,
+    pub versioning: Versioning,
 }
 
 pub struct Bucket {
     pub name: String,
     pub dir: PathBuf,
     pub created: SystemTime,
-    versioning: Mutex<Versioning>,
+    pub(crate) versioning: Mutex<Versioning>,
     /// Every key's versions, newest first.
     pub index: Mutex<BTreeMap<String, Vec<Arc<Meta>>>>,
 }
@@ -256,27 +256,12 @@ pub fn read_trailer(f: &mut File) -> io::Result<Meta> {
     Ok(meta)
 }
 
-/// Empties a directory (creating it if missing): leftovers of a killed server.
-fn clean_dir(dir: &Path) -> io::Result<()> {
-    if dir.exists() {
-        for e in fs::read_dir(dir)? {
-            let p = e?.path();
-            if p.is_dir() {
-                fs::remove_dir_all(&p)?;
-            } else {
-                fs::remove_file(&p)?;
-            }
-        }
-    }
-    fs::create_dir_all(dir)
-}
-
 impl Store {
     /// Opens (creating) the storage under `root`, removes temp files a killed server left and
     /// reads every bucket's index.
     pub fn open(root: &Path) -> io::Result<Store> {
         fs::create_dir_all(root.join("buckets"))?;
-        clean_dir(&root.join("tmp"))?;
+        crate::scan::clean_dir(&root.join("tmp"))?;
         let mut seed = [0u8; 32];
         File::open("/dev/urandom")?.read_exact(&mut seed)?;
         let store = Store {
@@ -293,7 +278,7 @@ impl Store {
             if check_bucket_name(&name).is_err() {
                 continue;
             }
-            let (bucket, seq) = load_bucket(&name, &e.path())?;
+            let (bucket, seq) = crate::scan::load_bucket(&name, &e.path())?;
             max_seq = max_seq.max(seq);
             store.buckets.lock().unwrap().insert(name, Arc::new(bucket));
         }
@@ -508,96 +493,9 @@ impl Store {
     }
 }
 
-fn remove_version_files(dir: &Path, meta: &Meta) {
+pub(crate) fn remove_version_files(dir: &Path, meta: &Meta) {
     let _ = fs::remove_file(dir.join(meta.file_name()));
     let _ = fs::remove_file(dir.join(format!("{}.tags", meta.file_name())));
-}
-
-/// Reads a bucket's directory: its versions (cleaning what a kill left) and the largest SEQ.
-fn load_bucket(name: &str, dir: &Path) -> io::Result<(Bucket, u64)> {
-    let file: BucketFile = serde_json::from_slice(&fs::read(dir.join("bucket.json"))?)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bucket.json: {e}")))?;
-    clean_dir(&dir.join("tmp"))?;
-    fs::create_dir_all(dir.join("uploads"))?;
-    let mut index: BTreeMap<String, Vec<Arc<Meta>>> = BTreeMap::new();
-    let mut max_seq = 0;
-    let objects = dir.join("objects");
-    fs::create_dir_all(&objects)?;
-    for hh in fs::read_dir(&objects)? {
-        for kd in fs::read_dir(hh?.path())? {
-            let kd = kd?.path();
-            let mut versions = Vec::new();
-            let mut tag_files = Vec::new();
-            for f in fs::read_dir(&kd)? {
-                let p = f?.path();
-                let fname = p
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                if fname.ends_with(".tags") {
-                    tag_files.push(p);
-                    continue;
-                }
-                if fname.starts_with(".tmp-") {
-                    let _ = fs::remove_file(&p);
-                    continue;
-                }
-                match File::open(&p).and_then(|mut f| read_trailer(&mut f)) {
-                    Ok(meta) if meta.file_name() == fname => versions.push(meta),
-                    _ => tracing::warn!("s3: ignoring unreadable object file {}", p.display()),
-                }
-            }
-            versions.sort_by_key(|m| std::cmp::Reverse(m.seq));
-            // Only the newest `null` counts: an older one is a leftover of a kill mid-replace.
-            let mut seen_null = false;
-            versions.retain(|m| {
-                if m.version_id != NULL_VERSION {
-                    return true;
-                }
-                if seen_null {
-                    remove_version_files(&kd, m);
-                    return false;
-                }
-                seen_null = true;
-                true
-            });
-            for t in tag_files {
-                let base = t
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                match versions.iter_mut().find(|m| m.file_name() == base) {
-                    Some(m) => {
-                        if let Ok(tags) = serde_json::from_slice(&fs::read(&t)?) {
-                            m.tags = tags;
-                        }
-                    }
-                    None => {
-                        let _ = fs::remove_file(&t);
-                    }
-                }
-            }
-            if versions.is_empty() {
-                let _ = fs::remove_dir(&kd);
-                continue;
-            }
-            max_seq = max_seq.max(versions[0].seq);
-            index.insert(
-                versions[0].key.clone(),
-                versions.into_iter().map(Arc::new).collect(),
-            );
-        }
-    }
-    let bucket = Bucket {
-        name: name.to_string(),
-        dir: dir.to_path_buf(),
-        created: UNIX_EPOCH + std::time::Duration::from_secs(file.created),
-        versioning: Mutex::new(file.versioning),
-        index: Mutex::new(index),
-    };
-    Ok((bucket, max_seq))
 }
 
 #[cfg(test)]
