@@ -8,8 +8,11 @@
 #      (target >= 5x moto).
 # Appends the tables to docs/benchmarks.md.
 #
-#   ./bench/storage-s3.sh        (FILES=4 OBJ_MB=64 SMALL=2000 THREADS=8; RECORD=0 only prints;
-#                                 YUN=path/to/yun, else the release build, built if missing)
+#   ./bench/storage-s3.sh        (FILES=4 OBJ_MB=64 SMALL=2000 THREADS=8; RECORD=0 only prints)
+#
+# The server: the release `yun s3 serve` when that binary exists and is newer than the s3
+# crate's sources, else the crate's example (the same `yun_s3::serve`, without building all
+# of yun); YUN_SERVER=yun or YUN_SERVER=example forces one.
 set -eu
 cd "$(dirname "$0")/.."
 FILES=${FILES:-4}
@@ -22,8 +25,22 @@ for tool in aws python3 curl bc; do
 done
 python3 -c 'import boto3, moto' 2>/dev/null || { echo "missing boto3/moto: pip install boto3 'moto[server]'" >&2; exit 1; }
 YUN=${YUN:-${CARGO_TARGET_DIR:-$PWD/target}/release/yun}
-if [ ! -x "$YUN" ]; then
-    cargo build --release -q -p yun
+YUN_SERVER=${YUN_SERVER:-auto}
+if [ "$YUN_SERVER" = auto ]; then
+    YUN_SERVER=example
+    if [ -x "$YUN" ] && "$YUN" s3 serve --help >/dev/null 2>&1 &&
+        [ -z "$(find crates/s3/src -newer "$YUN")" ]; then
+        YUN_SERVER=yun
+    fi
+fi
+if [ "$YUN_SERVER" = yun ]; then
+    yun_serve() { exec "$YUN" s3 serve --addr "127.0.0.1:$1" --root "$2"; }
+    yun_cmd="yun s3 serve"
+else
+    cargo build --release -q -p yun-s3 --example serve
+    serve_bin=${CARGO_TARGET_DIR:-$PWD/target}/release/examples/serve
+    yun_serve() { exec "$serve_bin" "127.0.0.1:$1" "$2"; }
+    yun_cmd="cargo run --release -p yun-s3 --example serve"
 fi
 
 work=$(mktemp -d /tmp/yun-bench-s3-XXXXXX)
@@ -43,14 +60,14 @@ free_port() {
 }
 now() { date +%s.%N; }
 export AWS_ACCESS_KEY_ID=yunbench AWS_SECRET_ACCESS_KEY=yunbenchsecret AWS_DEFAULT_REGION=us-east-1
+export YUN_S3_ACCESS_KEY=$AWS_ACCESS_KEY_ID YUN_S3_SECRET_KEY=$AWS_SECRET_ACCESS_KEY
 : >"$work/empty"
 export AWS_CONFIG_FILE=$work/empty AWS_SHARED_CREDENTIALS_FILE=$work/empty
 
 start_yun() {
     port=$(free_port)
     rm -rf "$work/s3root"
-    "$YUN" s3 serve --addr "127.0.0.1:$port" --root "$work/s3root" \
-        --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" >"$work/yun.log" 2>&1 &
+    yun_serve "$port" "$work/s3root" >"$work/yun.log" 2>&1 &
     server_pid=$!
     wait_port
 }
@@ -147,7 +164,7 @@ table=$(cat <<EOT
 
 ## S3: yun s3 serve vs the filesystem and moto ($(date -u +%Y-%m-%d), $(nproc) cores)
 
-Command: \`bench/storage-s3.sh\` (FILES=$FILES OBJ_MB=$OBJ_MB SMALL=$SMALL THREADS=$THREADS, release build); clients \`$(aws --version 2>&1 | cut -d' ' -f1)\`, boto3 $(python3 -c 'import boto3; print(boto3.__version__)'), moto $(python3 -c 'import moto; print(moto.__version__)').
+Command: \`bench/storage-s3.sh\` (FILES=$FILES OBJ_MB=$OBJ_MB SMALL=$SMALL THREADS=$THREADS; server: \`$yun_cmd\`, release); clients \`$(aws --version 2>&1 | cut -d' ' -f1)\`, boto3 $(python3 -c 'import boto3; print(boto3.__version__)'), moto $(python3 -c 'import moto; print(moto.__version__)').
 
 | $FILES × $OBJ_MB MiB | direct (cp / cat) | yun via aws s3 cp | yun / direct |
 | --- | --- | --- | --- |

@@ -152,10 +152,17 @@ pub async fn receive(
         ));
     }
     let trailer_name = header(parts, "x-amz-trailer").map(|t| t.to_ascii_lowercase());
+    // Checksums sent as headers (botocore's flexible checksums over plain HTTP).
+    let header_sums: Vec<(&str, String)> = ["x-amz-checksum-crc32", "x-amz-checksum-sha256"]
+        .into_iter()
+        .filter_map(|n| header(parts, n).map(|v| (n, v.to_string())))
+        .collect();
+    let wants = |name: &str| {
+        trailer_name.as_deref() == Some(name) || header_sums.iter().any(|(n, _)| *n == name)
+    };
     let want = Want {
-        sha256: matches!(payload, Payload::Sha256(_))
-            || trailer_name.as_deref() == Some("x-amz-checksum-sha256"),
-        crc32: trailer_name.as_deref() == Some("x-amz-checksum-crc32"),
+        sha256: matches!(payload, Payload::Sha256(_)) || wants("x-amz-checksum-sha256"),
+        crc32: wants("x-amz-checksum-crc32"),
     };
     let sink = start_sink(r.tmp_dir, &r.tmp_name, want)?;
     let mut decoder = match payload {
@@ -179,6 +186,9 @@ pub async fn receive(
             ));
         }
         check_trailer(d, trailer_name.as_deref(), &staged)?;
+    }
+    for (name, value) in &header_sums {
+        check_checksum(name, value, &staged)?;
     }
     if declared.is_some_and(|d| d != staged.size) {
         return Err(S3Error::new(
@@ -318,6 +328,11 @@ fn check_trailer(d: &ChunkDecoder, name: Option<&str>, staged: &Staged) -> S3Res
             format!("the trailer {name} announced in x-amz-trailer is missing"),
         ));
     };
+    check_checksum(name, value, staged)
+}
+
+/// Compares a base64 checksum the client sent with the one computed while receiving.
+fn check_checksum(name: &str, value: &str, staged: &Staged) -> S3Result<()> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let computed = match name {
         "x-amz-checksum-crc32" => staged.crc32.map(|c| b64.encode(c.to_be_bytes())),
@@ -325,7 +340,7 @@ fn check_trailer(d: &ChunkDecoder, name: Option<&str>, staged: &Staged) -> S3Res
         // CRC32C, CRC64NVME and SHA-1 are accepted unchecked.
         _ => None,
     };
-    if computed.is_some_and(|c| c != *value) {
+    if computed.is_some_and(|c| c != value) {
         return Err(S3Error::new(
             Code::BadDigest,
             format!("The {name} you specified did not match the calculated checksum."),
