@@ -275,7 +275,10 @@ impl Store {
         for e in fs::read_dir(root.join("buckets"))? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if check_bucket_name(&name).is_err() {
+            // Without bucket.json it is not a bucket (e.g. a directory a PUT racing a
+            // DeleteBucket could not have created: see `commit`); left alone.
+            if check_bucket_name(&name).is_err() || !e.path().join("bucket.json").exists() {
+                tracing::warn!("s3: ignoring {} (not a bucket)", e.path().display());
                 continue;
             }
             let (bucket, seq) = crate::scan::load_bucket(&name, &e.path())?;
@@ -414,11 +417,27 @@ impl Store {
     /// version is replaced.
     pub fn commit(&self, bucket: &Bucket, staged: &Path, meta: Meta) -> S3Result<Arc<Meta>> {
         let dir = bucket.key_dir(&meta.key);
-        fs::create_dir_all(&dir)?;
         let meta = Arc::new(meta);
-        let mut index = bucket.index.lock().unwrap();
-        fs::rename(staged, dir.join(meta.file_name()))?;
+        let target = dir.join(meta.file_name());
+        let mut tries = 0;
+        loop {
+            {
+                // Under the index lock, as `remove_version` removes an empty key dir under it.
+                let _index = bucket.index.lock().unwrap();
+                make_key_dir(bucket, &dir)?;
+            }
+            match fs::rename(staged, &target) {
+                Ok(()) => break,
+                // The key's last version was removed meanwhile, and its dir with it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && staged.exists() && tries < 3 => {
+                    tries += 1
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // The rename and the directory's fsync run unlocked: writers of other keys proceed.
         sync_dir(&dir)?;
+        let mut index = bucket.index.lock().unwrap();
         let versions = index.entry(meta.key.clone()).or_default();
         let pos = versions
             .iter()
@@ -491,6 +510,22 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Creates `objects/HH/KEYHASH` level by level under the bucket's existing `objects/` dir, so a
+/// bucket deleted meanwhile (renamed away) is never recreated by a late PUT.
+fn make_key_dir(bucket: &Bucket, dir: &Path) -> S3Result<()> {
+    for d in [dir.parent().expect("HH dir"), dir] {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(S3Error::no_such_bucket(&bucket.name))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn remove_version_files(dir: &Path, meta: &Meta) {
