@@ -4,8 +4,11 @@
 #   1. FILES objects of OBJ_MB MiB: `aws s3 cp` up and down through `yun s3 serve`, against
 #      plain `cp` of the same files into the same filesystem and `cat` of them out
 #      (targets: PUT >= 0.7x, GET >= 0.8x of direct);
+#      The same objects also through curl (--aws-sigv4, UNSIGNED-PAYLOAD; C, no hashing), so
+#      the server's own cost shows beside the Python client's;
 #   2. 4 KiB objects: boto3 PUT then GET from THREADS threads, ops/s, yun against moto_server
-#      (target >= 5x moto).
+#      (target >= 5x moto), and each server's CPU seconds per 1000 operations (boto3 on 2
+#      cores is itself the bottleneck: the CPU per operation is the servers' own cost).
 # Appends the tables to docs/benchmarks.md.
 #
 #   ./bench/storage-s3.sh        (FILES=4 OBJ_MB=64 SMALL=2000 THREADS=8; RECORD=0 only prints)
@@ -120,12 +123,27 @@ s3_put() {
     stop_server
     echo "$(echo "$t1 - $t0" | bc) $(echo "$t2 - $t1" | bc)"
 }
+curl_put() {
+    start_yun
+    ep=http://127.0.0.1:$port
+    sig="--aws-sigv4 aws:amz:us-east-1:s3 --user $AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY -H x-amz-content-sha256:UNSIGNED-PAYLOAD"
+    curl -sf $sig -X PUT "$ep/bench" -o /dev/null
+    t0=$(now)
+    for f in "$work"/src/*; do curl -sf $sig -T "$f" "$ep/bench/$(basename "$f")" -o /dev/null; done
+    t1=$(now)
+    for f in "$work"/src/*; do curl -sf $sig "$ep/bench/$(basename "$f")" -o /dev/null; done
+    t2=$(now)
+    stop_server
+    echo "$(echo "$t1 - $t0" | bc) $(echo "$t2 - $t1" | bc)"
+}
 direct_put >/dev/null # warm-up
 s3_put >/dev/null
 set -- $(direct_put)
 d_put=$1 d_get=$2
 set -- $(s3_put)
 s_put=$1 s_get=$2
+set -- $(curl_put)
+c_put=$1 c_get=$2
 rate() { echo "scale=1; $total_mb / $1" | bc; }
 ratio() { echo "scale=2; $1 / $2" | bc; }
 
@@ -151,13 +169,19 @@ assert all(g == body for g in got)
 print(f"{n / (t1 - t0):.0f} {n / (t2 - t1):.0f}")
 PY
 }
+cpu_seconds() { # user+system CPU seconds of a process so far
+    awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$1/stat"
+}
+per_k() { echo "scale=2; $1 * 1000 / (2 * $SMALL)" | bc; }
 start_yun
 set -- $(small_round)
 y_sput=$1 y_sget=$2
+y_cpu=$(per_k "$(cpu_seconds "$server_pid")")
 stop_server
 start_moto
 set -- $(small_round)
 m_sput=$1 m_sget=$2
+m_cpu=$(per_k "$(cpu_seconds "$server_pid")")
 stop_server
 
 table=$(cat <<EOT
@@ -171,10 +195,16 @@ Command: \`bench/storage-s3.sh\` (FILES=$FILES OBJ_MB=$OBJ_MB SMALL=$SMALL THREA
 | PUT | $d_put s ($(rate "$d_put") MiB/s) | $s_put s ($(rate "$s_put") MiB/s) | $(ratio "$d_put" "$s_put") |
 | GET | $d_get s ($(rate "$d_get") MiB/s) | $s_get s ($(rate "$s_get") MiB/s) | $(ratio "$d_get" "$s_get") |
 
+| $FILES × $OBJ_MB MiB | direct (cp / cat) | yun via curl | yun / direct |
+| --- | --- | --- | --- |
+| PUT | $d_put s | $c_put s ($(rate "$c_put") MiB/s) | $(ratio "$d_put" "$c_put") |
+| GET | $d_get s | $c_get s ($(rate "$c_get") MiB/s) | $(ratio "$d_get" "$c_get") |
+
 | 4 KiB objects, $THREADS boto3 threads | moto_server | yun | yun / moto |
 | --- | --- | --- | --- |
 | PUT ops/s | $m_sput | $y_sput | $(ratio "$y_sput" "$m_sput") |
 | GET ops/s | $m_sget | $y_sget | $(ratio "$y_sget" "$m_sget") |
+| server CPU s per 1000 ops | $m_cpu | $y_cpu | $(ratio "$m_cpu" "$y_cpu") less |
 EOT
 )
 echo "$table"

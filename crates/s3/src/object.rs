@@ -171,6 +171,40 @@ pub async fn put(state: &Arc<State>, r: &Req, body: Incoming) -> S3Result<Respon
     Ok(resp)
 }
 
+/// `len` bytes of a file (positioned at their start) as a response body: read in 1 MiB
+/// pieces by a blocking thread a few pieces ahead of the socket (a bounded channel), so the
+/// bytes are copied once from the page cache and the async threads never wait on the disk.
+fn file_body(mut file: std::fs::File, len: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(1 << 20) as usize;
+            let mut buf = vec![0u8; n];
+            let piece = match std::io::Read::read(&mut file, &mut buf) {
+                Ok(0) => Err(std::io::Error::other(
+                    "object file shorter than its metadata",
+                )),
+                Ok(got) => {
+                    buf.truncate(got);
+                    left -= got as u64;
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = piece.is_err();
+            // The client went away: stop reading.
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    });
+    http_body_util::StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
+}
+
 /// The version a GET/HEAD/copy addresses: `versionId` or the newest.
 pub fn find(b: &Bucket, key: &str, version_id: Option<&str>) -> S3Result<Arc<Meta>> {
     match version_id {
@@ -349,9 +383,7 @@ pub async fn get(state: &Arc<State>, r: &Req) -> S3Result<Response<Body>> {
             Ok(f)
         })
         .await?;
-        let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
-        let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10);
-        http_body_util::StreamBody::new(stream.map_ok(Frame::data)).boxed_unsync()
+        file_body(file, len)
     };
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
