@@ -42,7 +42,7 @@ pub fn meta_from_headers(r: &Req) -> S3Result<Meta> {
         ..Default::default()
     };
     for name in STORED_HEADERS {
-        if let Some(v) = h.get(*name).and_then(|v| v.to_str().ok()) {
+        if let Some(v) = h.get(*name).map(|v| String::from_utf8_lossy(v.as_bytes())) {
             let v = if *name == "content-encoding" {
                 // aws-chunked is the transfer's, not the object's.
                 v.split(',')
@@ -315,7 +315,8 @@ fn object_headers(resp: &mut HeaderMap, b: &Bucket, m: &Meta) {
     let mut put = |k: &str, v: &str| {
         if let (Ok(k), Ok(v)) = (
             hyper::header::HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_str(v),
+            // Raw bytes: metadata may hold UTF-8, which from_str would drop.
+            HeaderValue::from_bytes(v.as_bytes()),
         ) {
             resp.insert(k, v);
         }
