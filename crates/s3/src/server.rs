@@ -59,6 +59,10 @@ impl State {
     }
 }
 
+/// hyper's read buffer: bounds the request head hyper will parse (our own, lower limit on the
+/// headers is checked in `handle`), and is the largest piece of a body read at once.
+const READ_BUF_BYTES: usize = 256 << 10;
+
 type ServeFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Opens the store and binds: everything the configuration can make fail, fails here.
@@ -128,7 +132,7 @@ async fn accept_loop(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(60))
-            .max_buf_size(state.config.max_header_bytes.max(8192))
+            .max_buf_size(READ_BUF_BYTES.max(state.config.max_header_bytes))
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -208,17 +212,32 @@ async fn handle(state: &Arc<State>, ip: IpAddr, req: Request<Incoming>) -> Respo
     let head = req.method() == hyper::Method::HEAD;
     let resource =
         String::from_utf8_lossy(&crate::sigv4::percent_decode(req.uri().path())).into_owned();
-    let mut resp = match state.admit(ip) {
-        None => S3Error::new(Code::SlowDown, "Please reduce your request rate.").into_response(
-            &resource,
-            &request_id,
-            head,
-        ),
-        Some(_guard) => match crate::route::dispatch(state, req).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(&resource, &request_id, head),
-        },
-    };
+    let head_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().to_string().len();
+    let mut resp =
+        if head_bytes > state.config.max_header_bytes {
+            S3Error::new(
+                Code::RequestHeaderSectionTooLarge,
+                format!(
+                    "Your request header section exceeds the maximum allowed size ({} bytes).",
+                    state.config.max_header_bytes
+                ),
+            )
+            .into_response(&resource, &request_id, head)
+        } else {
+            match state.admit(ip) {
+                None => S3Error::new(Code::SlowDown, "Please reduce your request rate.")
+                    .into_response(&resource, &request_id, head),
+                Some(_guard) => match crate::route::dispatch(state, req).await {
+                    Ok(r) => r,
+                    Err(e) => e.into_response(&resource, &request_id, head),
+                },
+            }
+        };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-amz-request-id", v.clone());
