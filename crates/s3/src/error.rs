@@ -32,7 +32,6 @@ pub enum Code {
     MalformedXML,
     MetadataTooLarge,
     MethodNotAllowed,
-    MissingContentLength,
     NoSuchBucket,
     NoSuchKey,
     NoSuchUpload,
@@ -72,7 +71,6 @@ impl Code {
             MalformedXML => "MalformedXML",
             MetadataTooLarge => "MetadataTooLarge",
             MethodNotAllowed => "MethodNotAllowed",
-            MissingContentLength => "MissingContentLength",
             NoSuchBucket => "NoSuchBucket",
             NoSuchKey => "NoSuchKey",
             NoSuchUpload => "NoSuchUpload",
@@ -102,7 +100,6 @@ impl Code {
             PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             InvalidRange => StatusCode::RANGE_NOT_SATISFIABLE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            MissingContentLength => StatusCode::LENGTH_REQUIRED,
             SlowDown => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }

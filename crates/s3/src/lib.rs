@@ -24,7 +24,7 @@ mod route;
 mod scan;
 mod server;
 mod sigv4;
-pub mod store;
+mod store;
 mod time;
 mod xml;
 
