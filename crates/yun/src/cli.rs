@@ -68,6 +68,43 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RegistryCmd,
     },
+    /// S3-compatible object storage.
+    S3 {
+        #[command(subcommand)]
+        cmd: S3Cmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum S3Cmd {
+    /// Serve S3 until interrupted.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: std::net::SocketAddr,
+        /// Storage directory.
+        #[arg(long)]
+        root: PathBuf,
+        /// Access key id clients sign with.
+        #[arg(long, env = "YUN_S3_ACCESS_KEY")]
+        access_key: String,
+        /// Secret access key clients sign with.
+        #[arg(long, env = "YUN_S3_SECRET_KEY", hide_env_values = true)]
+        secret_key: String,
+        /// Region answered by GetBucketLocation.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// Largest object accepted, in bytes (S3's limit, 5 TiB, by default).
+        #[arg(long, default_value_t = yun_s3::DEFAULT_MAX_OBJECT_SIZE,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        max_object_size: u64,
+        /// Requests in flight per client IP; more get 503 SlowDown.
+        #[arg(long, default_value_t = yun_s3::DEFAULT_MAX_REQUESTS_PER_CLIENT as u64,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        max_requests_per_client: u64,
+        /// Domain for virtual-host style addressing (BUCKET.DOMAIN).
+        #[arg(long)]
+        domain: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +207,32 @@ fn run(cli: Yun) -> Result<i32> {
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(yun_registry::serve(config))?;
+            Ok(0)
+        }
+        Cmd::S3 {
+            cmd:
+                S3Cmd::Serve {
+                    addr,
+                    root,
+                    access_key,
+                    secret_key,
+                    region,
+                    max_object_size,
+                    max_requests_per_client,
+                    domain,
+                },
+        } => {
+            eprintln!("yun s3: serving http://{addr} from {}", root.display());
+            let config = yun_s3::Config {
+                credentials: vec![(access_key, secret_key)],
+                region,
+                max_object_size,
+                max_requests_per_client: max_requests_per_client as usize,
+                domain,
+                ..yun_s3::Config::new(addr, root)
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(yun_s3::serve(config))?;
             Ok(0)
         }
     }
