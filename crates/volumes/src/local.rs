@@ -191,7 +191,7 @@ impl LocalVolumes {
         Ok(self.record(id)?.bytes)
     }
 
-    /// Make volume `id` of `bytes` (rounded up to whole KiB, and to ext4's minimum in
+    /// Make volume `id` of `bytes` (rounded up to whole 4 KiB sectors, and to ext4's minimum in
     /// Filesystem mode). Refused, with the figures, when the node has less free space.
     /// Making an existing volume again is a no-op.
     pub fn provision(&self, id: &str, bytes: u64, mode: Mode) -> Result<u64> {
@@ -199,7 +199,7 @@ impl LocalVolumes {
         if self.exists(id) {
             return self.bytes(id);
         }
-        let mut bytes = bytes.div_ceil(1024) * 1024;
+        let mut bytes = bytes.div_ceil(4096) * 4096;
         if mode == Mode::Filesystem {
             bytes = bytes.max(MIN_FILESYSTEM_BYTES);
         }
@@ -225,7 +225,8 @@ impl LocalVolumes {
                 // No reserved blocks: the claim's size is what its pod may write. The root
                 // directory is world-writable, like local-path's, so non-root pods can use it.
                 run(Command::new("mkfs.ext4")
-                    .args(["-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard"])
+                    .args(["-q", "-F", "-m", "0", "-b", "4096"])
+                    .args(["-E", "root_owner=0:0,nodiscard"])
                     .arg(&image))?;
                 fs::create_dir(tmp.join("fs"))?;
             }
@@ -360,7 +361,7 @@ impl LocalVolumes {
     pub fn expand(&self, id: &str, bytes: u64) -> Result<Expansion> {
         check_id(id)?;
         let mut rec = self.record(id)?;
-        let bytes = bytes.div_ceil(1024) * 1024;
+        let bytes = bytes.div_ceil(4096) * 4096;
         if bytes <= rec.bytes {
             return Ok(Expansion {
                 bytes: rec.bytes,

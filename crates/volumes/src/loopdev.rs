@@ -106,7 +106,9 @@ pub fn attach(file: &Path, how: Attach) -> Result<(PathBuf, File)> {
         name[..len].copy_from_slice(&shown[..len]);
         let config = LoopConfig {
             fd: backing.as_raw_fd() as u32,
-            block_size: 0,
+            // 4 KiB sectors, as the backing filesystem's blocks: direct I/O stays aligned
+            // (the kernel turns direct I/O off for a smaller logical block size).
+            block_size: 4096,
             info: LoopInfo64 {
                 lo_device: 0,
                 lo_inode: 0,
