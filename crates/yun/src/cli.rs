@@ -4,6 +4,7 @@ mod cluster;
 mod containers;
 mod kube;
 mod kubeconfig;
+mod s3up;
 mod server;
 mod vm;
 

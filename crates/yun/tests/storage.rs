@@ -621,3 +621,73 @@ fn snapshots_restore_into_new_claims_and_claims_clone() {
         std::fs::read_dir(up.data.join("volumes")).unwrap().count() == 0
     });
 }
+
+/// The AWS CLI with only the files `yun up` wrote (no flags, no host config).
+fn aws_with(up: &Up, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new("aws")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &up.data)
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            up.data.join("s3-credentials"),
+        )
+        .env("AWS_CONFIG_FILE", up.data.join("s3-config"))
+        .envs(env.iter().copied())
+        .output()
+        .expect("aws (the AWS CLI) must be installed")
+}
+
+#[test]
+fn yun_up_serves_s3_with_its_credentials_beside_the_kubeconfig() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut up = Up::start("s3up");
+    wait("the S3 files", 20, || up.data.join("s3-config").is_file());
+    for f in ["s3-credentials", "s3-config", "s3/key.json"] {
+        let mode = std::fs::metadata(up.data.join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let config = std::fs::read_to_string(up.data.join("s3-config")).unwrap();
+    let file = up.data.join("hello.txt");
+    std::fs::write(&file, "hello from yun up's S3\n").unwrap();
+    let out = aws_with(&up, &["s3", "mb", "s3://first"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = aws_with(
+        &up,
+        &["s3", "cp", file.to_str().unwrap(), "s3://first/hello.txt"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A restart keeps the endpoint, the key and the data.
+    up.restart();
+    assert_eq!(
+        std::fs::read_to_string(up.data.join("s3-config")).unwrap(),
+        config
+    );
+    let mut got = String::new();
+    wait("the object after a restart", 20, || {
+        let out = aws_with(&up, &["s3", "cp", "s3://first/hello.txt", "-"], &[]);
+        got = String::from_utf8_lossy(&out.stdout).into_owned();
+        out.status.success()
+    });
+    assert_eq!(got, "hello from yun up's S3\n");
+    // Someone else's secret is refused.
+    let out = aws_with(
+        &up,
+        &["s3", "ls"],
+        &[
+            ("AWS_ACCESS_KEY_ID", "YUNSOMEONEELSE"),
+            ("AWS_SECRET_ACCESS_KEY", "wrong"),
+        ],
+    );
+    assert!(
+        !out.status.success() && text(&out).contains("InvalidAccessKeyId"),
+        "{}",
+        text(&out)
+    );
+}

@@ -36,6 +36,8 @@ pub enum Cmd {
         lifecycle: LifecycleFlags,
         #[command(flatten)]
         node: NodeFlags,
+        #[command(flatten)]
+        s3: super::s3up::S3Flags,
     },
     /// Run the scheduler and the controllers against the API server in KUBECONFIG (what
     /// `yun up` runs in-process; kube-controller-manager and kube-scheduler in one). Several
@@ -207,6 +209,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
             api,
             lifecycle,
             node,
+            s3,
         } => {
             let plane = ControlPlane {
                 addr,
@@ -214,6 +217,7 @@ pub fn run(data_dir: &Path, cmd: Cmd) -> Result<i32> {
                 service_cidr,
                 api,
                 nodes: lifecycle.timing(),
+                s3,
             };
             let agent = if disable_agent {
                 None
@@ -376,6 +380,7 @@ struct ControlPlane {
     service_cidr: yun_apiserver::ServiceRange,
     api: super::server::ApiFlags,
     nodes: yun_controllers::loops::nodes::Timing,
+    s3: super::s3up::S3Flags,
 }
 
 async fn up(
@@ -412,6 +417,7 @@ async fn up(
     };
     plane.api.apply(&mut config);
     let server = yun_apiserver::start(config).await?;
+    let s3 = super::s3up::start(data_dir, server.addr, &plane.s3).await?;
     let client = client(&server.kubeconfig, None, CONTROLLER_MANAGER).await?;
     yun_agent::storage::ensure_default_class(&client)
         .await
@@ -450,6 +456,13 @@ async fn up(
         server.addr,
         server.kubeconfig.display()
     );
+    if let Some((addr, _)) = &s3 {
+        println!(
+            "yun up: S3 at http://{addr}\n\n    export AWS_SHARED_CREDENTIALS_FILE={} AWS_CONFIG_FILE={}\n    aws s3 ls\n",
+            data_dir.join("s3-credentials").display(),
+            data_dir.join("s3-config").display()
+        );
+    }
     match agent {
         Some(agent) => {
             let agent_abort = agent.abort_handle();
@@ -466,6 +479,9 @@ async fn up(
     controllers.abort();
     if let Some(r) = relay {
         r.abort();
+    }
+    if let Some((_, handle)) = s3 {
+        handle.shutdown().await;
     }
     // Pods keep running: the next `yun up` on this data dir adopts them (`yun down` stops them).
     server.shutdown().await;
