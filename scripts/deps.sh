@@ -4,9 +4,9 @@
 # iproute2, nftables (Service virtual IPs). Tests: podman (+conmon), skopeo, docker-registry and htpasswd (apache2-utils) as
 # real peers; etcd-server (store tests), qemu-system-x86, qemu-utils (qemu-img), e2fsprogs and cpio (VMs);
 # curl (API tests); s3cmd and rclone (S3 clients the s3 tests drive; aws and boto3 come from PyPI).
-# Benchmarks: runc, crun, hyperfine, GNU time.
+# Benchmarks: runc, crun, hyperfine, GNU time, fio (bench/storage.sh).
 set -eu
-PKGS="pkg-config curl s3cmd rclone python3-kubernetes qemu-utils libseccomp-dev busybox-static iproute2 procps tar podman conmon runc crun hyperfine time skopeo docker-registry apache2-utils libcap2-bin etcd-server qemu-system-x86 e2fsprogs cpio nftables protobuf-compiler"
+PKGS="pkg-config curl s3cmd rclone fio python3-kubernetes qemu-utils libseccomp-dev busybox-static iproute2 procps tar podman conmon runc crun hyperfine time skopeo docker-registry apache2-utils libcap2-bin etcd-server qemu-system-x86 e2fsprogs cpio nftables protobuf-compiler"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
