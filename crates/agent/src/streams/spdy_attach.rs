@@ -38,6 +38,12 @@ pub async fn session(
             let _ = h.data(error_id, v.to_string().as_bytes(), true).await;
         }
     };
+    // Where the output starts: measured before stdin is connected, since the client's first
+    // bytes may reach the container (and its answer the log) before this task runs again.
+    let start = tokio::fs::metadata(&a.log)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     if let Some(path) = &a.stdin {
         match attach::open_input(path, a.tty).await {
             Ok(input) => {
@@ -57,10 +63,6 @@ pub async fn session(
             }
         }
     }
-    let start = tokio::fs::metadata(&a.log)
-        .await
-        .map(|m| m.len())
-        .unwrap_or(0);
     let (out_tx, mut out_rx) = mpsc::channel::<(u8, Vec<u8>)>(16);
     let output = tokio::spawn(attach::follow(
         a.log.clone(),
