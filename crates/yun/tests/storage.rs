@@ -266,6 +266,7 @@ metadata: {name: db}
 spec:
   serviceName: db
   replicas: 2
+  persistentVolumeClaimRetentionPolicy: {whenScaled: Delete, whenDeleted: Retain}
   selector: {matchLabels: {app: db}}
   template:
     metadata: {labels: {app: db}}
@@ -320,6 +321,13 @@ fn block_claims_statefulset_claims_and_static_volumes() {
         "{}",
         text(&owners)
     );
+    // whenScaled: Delete — the claim of the ordinal scaled away goes with its pod; the
+    // others stay.
+    k.ok(&["scale", "statefulset", "db", "--replicas=1"]);
+    wait("data-db-1 to go with db-1", 60, || {
+        !k.run(&["get", "pvc", "data-db-1"]).status.success()
+    });
+    assert_eq!(phase(&k, "pvc/data-db-0"), "Bound");
 
     // A static hostPath volume binds to a claim of no class; deleting the claim releases it
     // and Retain keeps it (and its data).

@@ -150,6 +150,11 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
             }
         }
     }
+    // `whenScaled: Delete`: a pod going because the set shrank takes its claims with it
+    // (they get the pod as owner before it is deleted; the garbage collector follows).
+    if let Err(e) = claims_follow_scaled_down_pods(ctx, &set, &namespace_pods, &plan.delete).await {
+        failure = Some(e);
+    }
     let pod_api = Api::<ApiPod>::namespaced(ctx.client.clone(), ns);
     let done = pods::carry_out(
         &pod_api,
@@ -219,6 +224,79 @@ async fn reconcile(key: &str, ctx: &Ctx) -> anyhow::Result<Next> {
         (None, Some(after)) => Ok(Next::After(after)),
         (None, None) => Ok(Next::Done),
     }
+}
+
+/// Give the claims of the pods about to be deleted for a scale-down (ordinal ≥ replicas) the
+/// pod as owner, when the set's retention policy says `whenScaled: Delete`, as kube's
+/// StatefulSet controller does.
+async fn claims_follow_scaled_down_pods(
+    ctx: &Ctx,
+    set: &StatefulSet,
+    pods: &[Pod],
+    deleting: &[String],
+) -> anyhow::Result<()> {
+    let Some(spec) = set.spec.as_ref() else {
+        return Ok(());
+    };
+    let when_scaled = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .and_then(|p| p.when_scaled.as_deref());
+    let templates = spec.volume_claim_templates.as_deref().unwrap_or_default();
+    if when_scaled != Some("Delete") || templates.is_empty() {
+        return Ok(());
+    }
+    let replicas = spec.replicas.unwrap_or(1);
+    let set_name = set.metadata.name.as_deref().unwrap_or_default();
+    let ns = set.metadata.namespace.as_deref().unwrap_or("default");
+    let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns);
+    for pod_name in deleting {
+        let ordinal = pod_name
+            .strip_prefix(set_name)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|o| o.parse::<i32>().ok());
+        if ordinal.is_none_or(|o| o < replicas) {
+            continue;
+        }
+        let Some(pod) = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(pod_name))
+        else {
+            continue;
+        };
+        let mut owner = crate::owner::controller_ref("v1", "Pod", &pod.metadata);
+        owner.controller = None;
+        for t in templates {
+            let claim = claim_name(t.metadata.name.as_deref().unwrap_or_default(), pod_name);
+            let Some(current) = api.get_opt(&claim).await? else {
+                continue;
+            };
+            let mut owners = current
+                .metadata
+                .owner_references
+                .clone()
+                .unwrap_or_default();
+            if owners.iter().any(|o| o.uid == owner.uid) {
+                continue;
+            }
+            owners.push(owner.clone());
+            let patch = serde_json::json!({"metadata": {"ownerReferences": owners,
+                "resourceVersion": current.metadata.resource_version}});
+            match api
+                .patch(
+                    &claim,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn pod_name(pod: &ApiPod) -> &str {
