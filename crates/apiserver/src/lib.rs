@@ -38,6 +38,7 @@ mod selectors;
 mod services;
 mod statefulset;
 mod storage;
+mod storage_table;
 mod table;
 mod tls;
 mod validation;

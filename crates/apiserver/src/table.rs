@@ -18,7 +18,7 @@ const fn w(name: &'static str) -> Col {
 }
 
 fn columns(kind: &str) -> Vec<Col> {
-    if let Some(cols) = crate::storage::table_columns(kind) {
+    if let Some(cols) = crate::storage_table::table_columns(kind) {
         return cols
             .into_iter()
             .map(|(name, wide)| Col { name, wide })
@@ -469,7 +469,7 @@ fn event_source(o: &Value) -> String {
 
 fn cell(kind: &str, col: &str, o: &Value) -> Value {
     let created = str_at(o, "/metadata/creationTimestamp");
-    if let Some(v) = crate::storage::table_cell(kind, col, o) {
+    if let Some(v) = crate::storage_table::table_cell(kind, col, o) {
         return v;
     }
     if let Some(v) = crate::batch_table::cell(kind, col, o) {
