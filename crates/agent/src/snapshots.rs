@@ -196,6 +196,7 @@ pub(crate) async fn pass(
     client: &Client,
     storage: &Arc<crate::storage::NodeStorage>,
     contents: &[Arc<VolumeSnapshotContent>],
+    volumes: &[Arc<k8s_openapi::api::core::v1::PersistentVolume>],
 ) {
     for c in contents {
         if c.spec.driver != yun_volumes::PROVISIONER {
@@ -204,7 +205,7 @@ pub(crate) async fn pass(
         let r = if c.metadata.deletion_timestamp.is_some() {
             delete(client, storage, c).await
         } else {
-            take(client, storage, c).await
+            take(client, storage, c, volumes).await
         };
         if let Err(e) = r {
             tracing::warn!(
@@ -220,6 +221,7 @@ async fn take(
     client: &Client,
     storage: &Arc<crate::storage::NodeStorage>,
     c: &VolumeSnapshotContent,
+    volumes: &[Arc<k8s_openapi::api::core::v1::PersistentVolume>],
 ) -> Result<()> {
     let status = c.status.clone().unwrap_or_default();
     if status.snapshot_handle.is_some() || status.error.is_some() {
@@ -228,10 +230,12 @@ async fn take(
     let Some(pv_name) = c.spec.source.volume_handle.clone() else {
         return Ok(());
     };
-    let pv = Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(client.clone())
-        .get_opt(&pv_name)
-        .await?;
-    let Some(id) = pv.as_ref().and_then(|pv| storage.local_id(pv)) else {
+    // From the provisioner's cache: every pass looks at every content, and most are done or
+    // another node's.
+    let pv = volumes
+        .iter()
+        .find(|v| v.metadata.name.as_deref() == Some(pv_name.as_str()));
+    let Some(id) = pv.and_then(|pv| storage.local_id(pv)) else {
         return Ok(()); // another node's volume (or gone: the controller reports that)
     };
     let name = c.metadata.name.clone().unwrap_or_default();

@@ -194,7 +194,8 @@ impl Provisioner {
                 tracing::warn!("deleting {}: {e:#}", name_of(&pv.metadata));
             }
         }
-        crate::snapshots::pass(&self.client, &self.storage, &self.contents.state()).await;
+        let (contents, volumes) = (self.contents.state(), self.volumes.state());
+        crate::snapshots::pass(&self.client, &self.storage, &contents, &volumes).await;
     }
 
     fn class_of(&self, claim: &PersistentVolumeClaim) -> Option<Arc<StorageClass>> {
